@@ -1,0 +1,54 @@
+"""overdrive: make AI agents fast and cheap.
+
+One pipeline caches, coalesces, paces, retries and measures every LLM and
+embedding call::
+
+    import overdrive, openai
+
+    od = overdrive.Overdrive.from_config("overdrive.toml")
+    client = openai.AsyncOpenAI(api_key="unused", http_client=od.http_client())
+"""
+
+from __future__ import annotations
+
+from ._clock import Clock, FakeClock, SystemClock
+from ._errors import (
+    ConfigError,
+    OverdriveError,
+    RateLimitedError,
+    RequestError,
+    UnknownModelError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamUnavailableError,
+)
+from .config import CacheConfig, Config, RetryConfig, UpstreamConfig, load_config
+from .engine import Overdrive, Result
+from .monitor import Metrics
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CacheConfig",
+    "Clock",
+    "Config",
+    "ConfigError",
+    "FakeClock",
+    "Metrics",
+    "Overdrive",
+    "OverdriveError",
+    "RateLimitedError",
+    "RequestError",
+    "Result",
+    "RetryConfig",
+    "SystemClock",
+    "UnknownModelError",
+    "UpstreamConfig",
+    "UpstreamError",
+    "UpstreamProtocolError",
+    "UpstreamStatusError",
+    "UpstreamUnavailableError",
+    "__version__",
+    "load_config",
+]

@@ -1,0 +1,99 @@
+"""One exception hierarchy for overdrive.
+
+::
+
+    OverdriveError                      anything overdrive raises on purpose
+    ├── ConfigError                     a config value is wrong; names the field
+    ├── RequestError                    a call's arguments are wrong; names the field
+    │   └── UnknownModelError           no configured upstream serves the model
+    └── UpstreamError                   the upstream could not give a usable answer
+        ├── UpstreamStatusError         it answered with an HTTP error status
+        │   └── RateLimitedError        it kept answering 429 past the retry allowance
+        ├── UpstreamProtocolError       it answered 2xx with a body we cannot use
+        └── UpstreamUnavailableError    connect/read failures or timeouts, retries spent
+
+Every error carries its context as attributes (field, upstream, status, ...)
+so callers can react without parsing messages.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "OverdriveError",
+    "RateLimitedError",
+    "RequestError",
+    "UnknownModelError",
+    "UpstreamError",
+    "UpstreamProtocolError",
+    "UpstreamStatusError",
+    "UpstreamUnavailableError",
+]
+
+
+class OverdriveError(Exception):
+    """Base of every error overdrive raises on purpose."""
+
+
+class ConfigError(OverdriveError, ValueError):
+    """A configuration value is missing or wrong.
+
+    ``field`` is the dotted path of the offending value, e.g. ``upstreams[0].rpm``.
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"config field `{field}`: {problem}")
+
+
+class RequestError(OverdriveError, ValueError):
+    """The arguments of a call are wrong; ``field`` names the request field."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"request field `{field}`: {problem}")
+
+
+class UnknownModelError(RequestError):
+    """No configured upstream serves ``model``."""
+
+    def __init__(self, model: str, known: list[str]) -> None:
+        self.model = model
+        self.known = known
+        super().__init__("model", f"no upstream serves {model!r}; configured models: {known}")
+
+
+class UpstreamError(OverdriveError):
+    """The upstream ``upstream`` could not give a usable answer."""
+
+    def __init__(self, upstream: str, message: str) -> None:
+        self.upstream = upstream
+        super().__init__(f"upstream {upstream!r}: {message}")
+
+
+class UpstreamStatusError(UpstreamError):
+    """The upstream answered with HTTP ``status``; ``body`` holds its error payload."""
+
+    def __init__(self, upstream: str, status: int, body: bytes) -> None:
+        self.status = status
+        self.body = body
+        snippet = body[:200].decode("utf-8", "replace")
+        super().__init__(upstream, f"HTTP {status}: {snippet}")
+
+
+class RateLimitedError(UpstreamStatusError):
+    """The upstream kept answering 429 after overdrive waited as told, ``attempts`` times."""
+
+    def __init__(self, upstream: str, body: bytes, attempts: int) -> None:
+        self.attempts = attempts
+        super().__init__(upstream, 429, body)
+
+
+class UpstreamProtocolError(UpstreamError):
+    """The upstream answered 2xx with a body that is not the expected JSON shape."""
+
+
+class UpstreamUnavailableError(UpstreamError):
+    """Connecting or reading failed (or timed out) on every attempt."""

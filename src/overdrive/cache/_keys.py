@@ -1,0 +1,25 @@
+"""Canonical request keys: equal requests give equal keys, whatever the dict order."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+from .._json import dumps_canonical
+
+__all__ = ["request_key"]
+
+# Fields that change how a response is delivered, not what it says.
+_DELIVERY_FIELDS = frozenset({"stream", "stream_options", "timeout", "user"})
+
+
+def request_key(op: str, body: Mapping[str, Any], namespace: str = "") -> bytes:
+    """A 16-byte blake2b digest of the op, the tenant namespace and the normalised body.
+
+    >>> request_key("chat", {"model": "m", "stream": True}) == request_key("chat", {"model": "m"})
+    True
+    """
+    params = {k: v for k, v in body.items() if k not in _DELIVERY_FIELDS and v is not None}
+    material = dumps_canonical({"op": op, "ns": namespace, "params": params})
+    return hashlib.blake2b(material, digest_size=16).digest()

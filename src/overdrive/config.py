@@ -1,0 +1,183 @@
+"""Typed configuration: from a TOML file, a dict of the same shape, or ``OVERDRIVE_CONFIG``.
+
+>>> cfg = load_config({"upstreams": [{"name": "a", "base_url": "http://127.0.0.1:8080/v1",
+...                                   "models": ["gpt-x"], "rpm": 600}]})
+>>> cfg.upstreams[0].rpm
+600
+
+A wrong value raises :class:`~overdrive.ConfigError` naming the field, e.g.
+``config field `upstreams[0].rpm`: Input should be greater than 0 (got -5)``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from ._errors import ConfigError
+from ._units import parse_bytes, parse_duration
+
+__all__ = [
+    "CacheConfig",
+    "Config",
+    "RetryConfig",
+    "UpstreamConfig",
+    "load_config",
+]
+
+CONFIG_ENV = "OVERDRIVE_CONFIG"
+
+Seconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+Bytes = Annotated[int, BeforeValidator(parse_bytes), Field(ge=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class UpstreamConfig(_Section):
+    """One OpenAI-compatible endpoint and the limits it enforces."""
+
+    name: str = Field(min_length=1)
+    base_url: str
+    api_key_env: str | None = None
+    models: list[str] = Field(min_length=1)
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+    # How much of the quota may go out at once, in seconds of rate. Kept
+    # below a provider's own bucket so timing jitter does not cause 429s.
+    burst: Seconds = Field(default=0.5, gt=0)
+    concurrency: Literal["auto"] | Annotated[int, Field(ge=1)] = "auto"
+    timeout: Seconds = Field(default=60.0, gt=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("models")
+    @classmethod
+    def _model_names(cls, value: list[str]) -> list[str]:
+        if any(not m.strip() for m in value):
+            raise ValueError("model names must be non-empty strings")
+        return value
+
+    def api_key(self) -> str | None:
+        """The key from the environment variable ``api_key_env`` (never stored in config)."""
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
+class CacheConfig(_Section):
+    """The exact-match response cache."""
+
+    enabled: bool = True
+    memory: Bytes = Field(default=parse_bytes("256MB"))
+    ttl: Seconds = Field(default=3600.0)
+
+
+class RetryConfig(_Section):
+    """Retries of failed upstream calls: full-jitter backoff between ``base`` and ``cap``."""
+
+    attempts: int = Field(default=3, ge=0, le=20)
+    base: Seconds = Field(default=0.2)
+    cap: Seconds = Field(default=8.0)
+    # 429s are waited out (Retry-After) rather than failed; this bounds how
+    # many times one call waits before the 429 is handed to the caller.
+    rate_limited_attempts: int = Field(default=20, ge=0, le=1000)
+
+
+class Config(_Section):
+    """The whole configuration; the TOML file has the same shape."""
+
+    upstreams: list[UpstreamConfig] = Field(min_length=1)
+    cache: CacheConfig = CacheConfig()
+    retry: RetryConfig = RetryConfig()
+    namespace: str = ""
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Config:
+        seen: set[str] = set()
+        for index, upstream in enumerate(self.upstreams):
+            if upstream.name in seen:
+                raise ConfigError(f"upstreams[{index}].name", f"duplicate name {upstream.name!r}")
+            seen.add(upstream.name)
+        return self
+
+    def models(self) -> list[str]:
+        """Every model some upstream serves, in config order, without repeats."""
+        return list(dict.fromkeys(m for u in self.upstreams for m in u.models))
+
+
+def load_config(source: str | Path | Mapping[str, Any] | Config | None = None) -> Config:
+    """Build a :class:`Config` from a TOML path, a dict, a Config, or ``$OVERDRIVE_CONFIG``."""
+    if isinstance(source, Config):
+        return source
+    data = _read_source(source)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise _config_error(exc) from None
+    _check_api_keys(config)
+    return config
+
+
+def _read_source(source: str | Path | Mapping[str, Any] | None) -> Mapping[str, Any]:
+    if isinstance(source, Mapping):
+        return source
+    if source is None:
+        source = os.environ.get(CONFIG_ENV)
+        if not source:
+            raise ConfigError("<file>", f"no config given and ${CONFIG_ENV} is not set")
+    path = Path(source)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError("<file>", f"cannot read {str(path)!r}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("<file>", f"{str(path)!r} is not valid TOML: {exc}") from None
+
+
+def _config_error(exc: ValidationError) -> ConfigError:
+    first = exc.errors(include_url=False)[0]
+    cause = first.get("ctx", {}).get("error")
+    if isinstance(cause, ConfigError):
+        return cause
+    field = _dotted(first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] not in ("missing", "value_error"):
+        message += f" (got {first['input']!r})"
+    extra = len(exc.errors()) - 1
+    if extra:
+        message += f"; and {extra} more problem(s)"
+    return ConfigError(field or "<root>", message)
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def _check_api_keys(config: Config) -> None:
+    for index, upstream in enumerate(config.upstreams):
+        if upstream.api_key_env and upstream.api_key_env not in os.environ:
+            raise ConfigError(
+                f"upstreams[{index}].api_key_env",
+                f"environment variable {upstream.api_key_env!r} is not set",
+            )

@@ -1,0 +1,259 @@
+"""The engine: every call goes key → cache → coalesce → admit → route → send → record → fill."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from ._calls import Call, chat_call, embeddings_call
+from ._clock import Clock, SystemClock
+from ._errors import RateLimitedError, RequestError, UpstreamProtocolError, UpstreamStatusError
+from ._json import JSONDecodeError, loads
+from .cache import MemoryCache, request_key
+from .config import Config, load_config
+from .flow import Backoff, Coalescer
+from .monitor import Metrics
+from .route import Router
+from .upstream import Dispatcher, Exchange, Upstream
+
+__all__ = ["Overdrive", "Result"]
+
+# Bookkeeping bytes per cached entry beside its body (key, tuple, object headers).
+_ENTRY_OVERHEAD = 200
+
+
+@dataclass(slots=True, frozen=True)
+class Result:
+    """A complete response: ``source`` is "upstream", "cache" or "coalesced"."""
+
+    status: int
+    body: bytes
+    upstream: str
+    source: str = "upstream"
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+class Overdrive:
+    """Puts LLM and embedding calls through one caching, pacing, retrying pipeline.
+
+    >>> od = Overdrive.from_config({"upstreams": [{"name": "a",
+    ...     "base_url": "http://127.0.0.1:8080/v1", "models": ["gpt-x"], "rpm": 600}]})
+    >>> od.models()
+    ['gpt-x']
+
+    Then ``await od.chat(model="gpt-x", messages=[...])``, or hand
+    ``od.http_client()`` to ``openai.AsyncOpenAI(http_client=...)``.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        upstream_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self._clock = clock or SystemClock()
+        self._upstreams = [Upstream(u, self._clock, upstream_transport) for u in config.upstreams]
+        self._router: Router[Upstream] = Router(self._upstreams)
+        backoff = Backoff(config.retry.base, config.retry.cap, rng)
+        self._dispatcher = Dispatcher(
+            self._router, config.retry, self._clock, self.metrics, backoff
+        )
+        self._flight: Coalescer[Result] = Coalescer()
+        self._cache: MemoryCache[Result] | None = (
+            MemoryCache(config.cache.memory, self._clock) if config.cache.enabled else None
+        )
+
+    @classmethod
+    def from_config(
+        cls, source: str | Path | Mapping[str, Any] | Config | None = None, **options: Any
+    ) -> Overdrive:
+        """Build from a TOML path, a dict of the TOML's shape, or ``$OVERDRIVE_CONFIG``."""
+        return cls(load_config(source), **options)
+
+    # -- the doors -------------------------------------------------------------
+
+    async def chat(self, **request: Any) -> dict[str, Any]:
+        """A chat completion, with the ``openai`` client's keyword arguments; returns its JSON."""
+        if request.get("stream"):
+            raise RequestError("stream", "use stream_chat() for streamed completions")
+        return self._payload(await self.request(chat_call(request)))
+
+    async def embed(self, input: Any, *, model: str, **request: Any) -> dict[str, Any]:
+        """Embeddings for a string or a list of strings; returns the OpenAI JSON."""
+        call = embeddings_call({"model": model, "input": input, **request})
+        return self._payload(await self.request(call))
+
+    async def stream_chat(self, **request: Any) -> AsyncIterator[dict[str, Any]]:
+        """A streamed chat completion: yields each ``chat.completion.chunk`` as it arrives."""
+        exchange = await self.open_stream(chat_call({**request, "stream": True}))
+        try:
+            if exchange.response.status_code != 200:
+                body = await exchange.response.aread()
+                raise UpstreamStatusError(
+                    exchange.upstream.name, exchange.response.status_code, body
+                )
+            async for line in exchange.response.aiter_lines():
+                if line.startswith("data: ") and line != "data: [DONE]":
+                    yield loads(line[6:])
+        finally:
+            await exchange.aclose()
+
+    def http_client(self, **options: Any) -> httpx.AsyncClient:
+        """An ``httpx.AsyncClient`` whose OpenAI API calls go through this engine.
+
+        ``openai.AsyncOpenAI(api_key="unused", http_client=od.http_client())``
+        works unchanged: calls are routed by ``model`` to the configured
+        upstreams whatever host the client names; other paths pass through.
+        """
+        from .upstream import EngineTransport
+
+        options.setdefault("timeout", None)
+        return httpx.AsyncClient(transport=EngineTransport(self), **options)
+
+    # -- the pipeline ----------------------------------------------------------
+
+    async def request(self, call: Call) -> Result:
+        """Run a complete (not streamed) call through cache, coalescing and dispatch."""
+        started = self._clock.now()
+        self.metrics.counter("overdrive_requests_total", op=call.op).inc()
+        try:
+            return await self._cached_or_fetched(call)
+        finally:
+            elapsed = self._clock.now() - started
+            self.metrics.histogram("overdrive_request_duration_seconds", op=call.op).observe(
+                elapsed
+            )
+
+    async def open_stream(self, call: Call) -> Exchange:
+        """Send a streamed call (paced and retried until its first byte); caller closes it."""
+        self.metrics.counter("overdrive_requests_total", op=call.op).inc()
+        self._router.pick(call.model)  # fail fast on an unknown model
+        return await self._dispatcher.send(call, stream=True)
+
+    async def _cached_or_fetched(self, call: Call) -> Result:
+        key = request_key(call.op, call.body, self.config.namespace)
+        if self._cache is not None:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self.metrics.counter("overdrive_cache_hits_total", op=call.op).inc()
+                return hit
+            self.metrics.counter("overdrive_cache_misses_total", op=call.op).inc()
+        result, joined = await self._flight.run(key, lambda: self._fetch(call, key))
+        if joined:
+            self.metrics.counter("overdrive_coalesced_total", op=call.op).inc()
+            return replace(result, source="coalesced")
+        return result
+
+    async def _fetch(self, call: Call, key: bytes) -> Result:
+        started = self._clock.now()
+        exchange = await self._dispatcher.send(call)
+        try:
+            body = exchange.response.content
+        finally:
+            await exchange.aclose()
+        name = exchange.upstream.name
+        self.metrics.histogram(
+            "overdrive_upstream_duration_seconds", upstream=name, op=call.op
+        ).observe(self._clock.now() - started)
+        result = Result(exchange.response.status_code, body, name)
+        if result.ok:
+            self._settle(call, exchange.upstream, body)
+            self._fill(key, result)
+        return result
+
+    def _settle(self, call: Call, upstream: Upstream, body: bytes) -> None:
+        """Check the answer's shape and book the tokens it reports."""
+        payload = _parse_object(body, upstream.name)
+        usage = payload.get("usage")
+        if not isinstance(usage, dict):
+            return
+        prompt = _int(usage.get("prompt_tokens"))
+        completion = _int(usage.get("completion_tokens"))
+        upstream.limiter.refund(call.tokens, prompt + completion)
+        self.metrics.counter("overdrive_tokens_total", op=call.op, kind="prompt").inc(prompt)
+        self.metrics.counter("overdrive_tokens_total", op=call.op, kind="completion").inc(
+            completion
+        )
+
+    def _payload(self, result: Result) -> dict[str, Any]:
+        if result.status == 429:
+            attempts = self.config.retry.rate_limited_attempts + 1
+            raise RateLimitedError(result.upstream, result.body, attempts)
+        if not result.ok:
+            raise UpstreamStatusError(result.upstream, result.status, result.body)
+        return _parse_object(result.body, result.upstream)
+
+    def _fill(self, key: bytes, result: Result) -> None:
+        if self._cache is not None:
+            cached = replace(result, source="cache")
+            self._cache.set(key, cached, len(result.body) + _ENTRY_OVERHEAD, self.config.cache.ttl)
+
+    # -- inspection and lifecycle ----------------------------------------------
+
+    def models(self) -> list[str]:
+        """Every model the configured upstreams serve."""
+        return self._router.models()
+
+    def stats(self) -> dict[str, Any]:
+        """A plain-data snapshot: metrics, cache and coalescing state."""
+        cache = self._cache
+        return {
+            "metrics": self.metrics.snapshot(),
+            "cache": None
+            if cache is None
+            else {
+                "entries": len(cache),
+                "bytes": cache.bytes_used,
+                "hit_ratio": cache.stats.hit_ratio(),
+            },
+            "in_flight": {u.name: u.in_flight for u in self._upstreams},
+        }
+
+    async def aclose(self) -> None:
+        for upstream in self._upstreams:
+            await upstream.aclose()
+
+    async def __aenter__(self) -> Overdrive:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"Overdrive(upstreams={[u.name for u in self._upstreams]}, cache={self._cache!r})"
+
+
+def _parse_object(body: bytes, upstream: str) -> dict[str, Any]:
+    try:
+        payload = loads(body)
+    except JSONDecodeError:
+        raise UpstreamProtocolError(
+            upstream, f"answered 2xx with a non-JSON body: {body[:80]!r}"
+        ) from None
+    if not isinstance(payload, dict):
+        raise UpstreamProtocolError(
+            upstream, f"answered 2xx with JSON that is not an object: {body[:80]!r}"
+        )
+    return payload
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0

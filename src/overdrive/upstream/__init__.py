@@ -1,0 +1,9 @@
+"""Upstreams: the OpenAI-compatible endpoints, sending with retries, and the httpx door."""
+
+from __future__ import annotations
+
+from ._dispatch import Dispatcher, Exchange
+from ._transport import EngineTransport
+from ._upstream import Lease, Upstream
+
+__all__ = ["Dispatcher", "EngineTransport", "Exchange", "Lease", "Upstream"]
