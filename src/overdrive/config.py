@@ -60,7 +60,7 @@ class UpstreamConfig(_Section):
     # How much of the quota may go out at once, in seconds of rate. Kept
     # below a provider's own bucket so timing jitter does not cause 429s.
     burst: Seconds = Field(default=0.5, gt=0)
-    concurrency: Literal["auto"] | Annotated[int, Field(ge=1)] = "auto"
+    concurrency: int | Literal["auto"] = "auto"
     timeout: Seconds = Field(default=60.0, gt=0)
 
     @field_validator("base_url")
@@ -69,6 +69,15 @@ class UpstreamConfig(_Section):
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
         return value.rstrip("/")
+
+    @field_validator("concurrency", mode="before")
+    @classmethod
+    def _auto_or_positive(cls, value: object) -> int | str:
+        if value == "auto":
+            return "auto"
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return value
+        raise ValueError(f"expected 'auto' or an integer >= 1, got {value!r}")
 
     @field_validator("models")
     @classmethod

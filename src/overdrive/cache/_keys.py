@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
+from .._errors import RequestError
 from .._json import dumps_canonical
 
 __all__ = ["request_key"]
@@ -21,5 +22,8 @@ def request_key(op: str, body: Mapping[str, Any], namespace: str = "") -> bytes:
     True
     """
     params = {k: v for k, v in body.items() if k not in _DELIVERY_FIELDS and v is not None}
-    material = dumps_canonical({"op": op, "ns": namespace, "params": params})
+    try:
+        material = dumps_canonical({"op": op, "ns": namespace, "params": params})
+    except TypeError as exc:
+        raise RequestError("<body>", f"cannot be sent as JSON: {exc}") from None
     return hashlib.blake2b(material, digest_size=16).digest()

@@ -1,0 +1,93 @@
+"""The ``overdrive`` command: demo | sim.
+
+``overdrive demo`` runs the built-in agent workload plainly and through
+overdrive against an in-process simulated upstream and prints both side by
+side; ``overdrive sim --port 8080`` serves the simulated upstream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    handler = {"demo": _demo, "sim": _sim}[args.command]
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="overdrive", description="Make AI agents fast and cheap.")
+    parser.add_argument("--version", action="version", version=f"overdrive {_version()}")
+    commands = parser.add_subparsers(dest="command")
+    demo = commands.add_parser("demo", help="agent workload, plain vs through overdrive")
+    demo.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
+    demo.add_argument("--tasks", type=_positive_int, default=60, help="agent tasks (default 60)")
+    sim = commands.add_parser("sim", help="serve the simulated OpenAI-compatible upstream")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8080)
+    sim.add_argument("--rpm", type=_positive_int, default=None, help="requests per minute limit")
+    sim.add_argument("--tpm", type=_positive_int, default=None, help="tokens per minute limit")
+    sim.add_argument("--ttft", type=float, default=0.25, help="seconds to the first token")
+    sim.add_argument("--per-token", type=float, default=0.004, help="seconds per output token")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--api-key-env", default=None, help="require the key in this env variable")
+    return parser
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    summary = run_demo(tasks=args.tasks, as_json=args.json)
+    plain, fast = summary["plain"], summary["overdrive"]
+    return 0 if fast["makespan_s"] < plain["makespan_s"] else 1
+
+
+def _sim(args: argparse.Namespace) -> int:
+    from .sim import SimConfig, run_sim
+
+    api_key = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            print(f"overdrive sim: --api-key-env {args.api_key_env} is not set", file=sys.stderr)
+            return 2
+    config = SimConfig(
+        seed=args.seed,
+        rpm=args.rpm,
+        tpm=args.tpm,
+        ttft_s=args.ttft,
+        per_token_s=args.per_token,
+        api_key=api_key,
+    )
+    run_sim(config, args.host, args.port)
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

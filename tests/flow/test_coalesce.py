@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from overdrive.flow import Coalescer
+
+
+async def test_concurrent_identical_calls_run_once() -> None:
+    flight: Coalescer[int] = Coalescer()
+    runs = 0
+    gate = asyncio.Event()
+
+    async def work() -> int:
+        nonlocal runs
+        runs += 1
+        await gate.wait()
+        return 7
+
+    tasks = [asyncio.create_task(flight.run("k", work)) for _ in range(20)]
+    await asyncio.sleep(0)
+    gate.set()
+    results = await asyncio.gather(*tasks)
+    assert runs == 1
+    assert [value for value, _ in results] == [7] * 20
+    assert sum(joined for _, joined in results) == 19
+    assert len(flight) == 0
+
+
+async def test_errors_reach_every_waiter_and_key_is_freed() -> None:
+    flight: Coalescer[int] = Coalescer()
+
+    async def boom() -> int:
+        await asyncio.sleep(0)
+        raise RuntimeError("upstream down")
+
+    results = await asyncio.gather(
+        *(flight.run("k", boom) for _ in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(r, RuntimeError) for r in results)
+
+    async def fine() -> int:
+        return 1
+
+    assert await flight.run("k", fine) == (1, False)
+
+
+async def test_cancelled_leader_does_not_cancel_followers() -> None:
+    flight: Coalescer[str] = Coalescer()
+    gate = asyncio.Event()
+
+    async def work() -> str:
+        await gate.wait()
+        return "done"
+
+    leader = asyncio.create_task(flight.run("k", work))
+    await asyncio.sleep(0)
+    follower = asyncio.create_task(flight.run("k", work))
+    await asyncio.sleep(0)
+    leader.cancel()
+    gate.set()
+    assert await follower == ("done", True)
+    with pytest.raises(asyncio.CancelledError):
+        await leader

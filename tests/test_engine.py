@@ -1,0 +1,240 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from overdrive import (
+    FakeClock,
+    Overdrive,
+    RequestError,
+    UnknownModelError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamUnavailableError,
+)
+
+from tests.fakes import FakeUpstream, connect_error, engine, raw, status
+
+T = TypeVar("T")
+HELLO = [{"role": "user", "content": "hello"}]
+
+
+async def finish(clock: FakeClock, work: Awaitable[T], seconds: float = 30.0) -> T:
+    """Run ``work`` while stepping the fake clock until it completes."""
+    task = asyncio.ensure_future(work)
+    for _ in range(int(seconds / 0.05)):
+        if task.done():
+            break
+        await clock.run_for(0.05)
+    return await task
+
+
+@pytest.fixture
+def fake(clock: FakeClock) -> FakeUpstream:
+    return FakeUpstream(clock)
+
+
+async def test_chat_and_embed_return_openai_json(clock: FakeClock, fake: FakeUpstream) -> None:
+    async with engine(fake, clock) as od:
+        answer = await od.chat(model="m", messages=HELLO)
+        vectors = await od.embed(["a", "b"], model="e")
+    assert answer["choices"][0]["message"]["content"] == "hello"
+    assert len(vectors["data"]) == 2
+    assert [path for _, path, _ in fake.calls] == ["/v1/chat/completions", "/v1/embeddings"]
+
+
+async def test_repeat_is_served_from_cache(clock: FakeClock, fake: FakeUpstream) -> None:
+    async with engine(fake, clock) as od:
+        first = await od.chat(model="m", messages=HELLO)
+        second = await od.chat(model="m", messages=HELLO)
+        await od.chat(model="m", messages=HELLO, temperature=0.2)
+    assert first == second
+    assert len(fake.calls) == 2
+    assert od.metrics.value("overdrive_cache_hits_total", op="chat") == 1
+
+
+async def test_cache_expires_after_ttl(clock: FakeClock, fake: FakeUpstream) -> None:
+    od = engine(fake, clock)
+    assert od.config.cache.ttl == 3600
+    async with od:
+        await od.chat(model="m", messages=HELLO)
+        clock.advance(3601)
+        await od.chat(model="m", messages=HELLO)
+    assert len(fake.calls) == 2
+
+
+async def test_twenty_identical_concurrent_calls_reach_upstream_once(clock: FakeClock) -> None:
+    fake = FakeUpstream(clock, gate=asyncio.Event())
+    async with engine(fake, clock) as od:
+        calls = [asyncio.create_task(od.chat(model="m", messages=HELLO)) for _ in range(20)]
+        await asyncio.sleep(0.01)
+        assert fake.gate is not None
+        fake.gate.set()
+        answers = await asyncio.gather(*calls)
+    assert len(fake.calls) == 1
+    assert all(a == answers[0] for a in answers)
+    assert od.metrics.value("overdrive_coalesced_total") == 19
+
+
+async def test_429_is_waited_out_not_returned(clock: FakeClock, fake: FakeUpstream) -> None:
+    fake.script = [status(429, {"retry-after-ms": "700"}), status(429, {"retry-after": "1"})]
+    async with engine(fake, clock) as od:
+        answer = await finish(clock, od.chat(model="m", messages=HELLO))
+    assert answer["object"] == "chat.completion"
+    times = [t for t, _, _ in fake.calls]
+    assert len(times) == 3
+    assert times[1] - times[0] >= 0.7
+    assert times[2] - times[1] >= 1.0
+    assert od.metrics.value("overdrive_upstream_rate_limited_total") == 2
+
+
+async def test_server_errors_are_retried_with_backoff(clock: FakeClock, fake: FakeUpstream) -> None:
+    fake.script = [status(500), status(503)]
+    async with engine(fake, clock) as od:
+        answer = await finish(clock, od.chat(model="m", messages=HELLO))
+    assert answer["choices"]
+    assert len(fake.calls) == 3
+    assert od.metrics.value("overdrive_retries_total") == 2
+
+
+async def test_persistent_server_error_surfaces_after_attempts(
+    clock: FakeClock, fake: FakeUpstream
+) -> None:
+    fake.script = [status(500)] * 10
+    async with engine(fake, clock) as od:
+        with pytest.raises(UpstreamStatusError) as info:
+            await finish(clock, od.chat(model="m", messages=HELLO))
+    assert info.value.status == 500
+    assert len(fake.calls) == 4  # one try plus three retries
+
+
+async def test_client_error_is_not_retried_or_cached(clock: FakeClock, fake: FakeUpstream) -> None:
+    fake.script = [status(400)]
+    async with engine(fake, clock) as od:
+        with pytest.raises(UpstreamStatusError, match="HTTP 400"):
+            await od.chat(model="m", messages=HELLO)
+        await od.chat(model="m", messages=HELLO)
+    assert len(fake.calls) == 2
+
+
+async def test_connection_failures_become_unavailable(clock: FakeClock, fake: FakeUpstream) -> None:
+    fake.script = [connect_error] * 10
+    async with engine(fake, clock) as od:
+        with pytest.raises(UpstreamUnavailableError, match="ConnectError"):
+            await finish(clock, od.chat(model="m", messages=HELLO))
+
+
+@pytest.mark.parametrize("body", [b"<html>oops</html>", b"[1, 2]"])
+async def test_malformed_upstream_body_is_a_clear_error_and_not_cached(
+    clock: FakeClock, fake: FakeUpstream, body: bytes
+) -> None:
+    fake.script = [raw(200, body)]
+    async with engine(fake, clock) as od:
+        with pytest.raises(UpstreamProtocolError, match="upstream 'a'"):
+            await od.chat(model="m", messages=HELLO)
+        assert (await od.chat(model="m", messages=HELLO))["choices"]
+    assert len(fake.calls) == 2
+
+
+async def test_failover_to_another_deployment(clock: FakeClock) -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.host)
+        if request.url.host == "bad.test":
+            return httpx.Response(500, json={"error": {"message": "down"}})
+        return httpx.Response(200, json={"choices": [], "usage": {}})
+
+    config: dict[str, Any] = {
+        "upstreams": [
+            {"name": "bad", "base_url": "http://bad.test/v1", "models": ["m"]},
+            {"name": "good", "base_url": "http://good.test/v1", "models": ["m"]},
+        ]
+    }
+    od = Overdrive.from_config(config, clock=clock, upstream_transport=httpx.MockTransport(handler))
+    async with od:
+        await finish(clock, od.chat(model="m", messages=HELLO))
+        await finish(clock, od.chat(model="m", messages=[{"role": "user", "content": "2"}]))
+    # Round robin keeps offering the bad deployment (health checks come later);
+    # each failure fails over to the good one within the same call.
+    assert seen == ["bad.test", "good.test", "bad.test", "good.test"]
+
+
+async def test_calls_are_paced_to_the_rate_limit(clock: FakeClock, fake: FakeUpstream) -> None:
+    async with engine(fake, clock, rpm=60) as od:
+        prompts = [[{"role": "user", "content": str(i)}] for i in range(3)]
+        await finish(clock, asyncio.gather(*(od.chat(model="m", messages=p) for p in prompts)))
+    times = [t for t, _, _ in fake.calls]
+    assert times[0] < 0.1
+    assert times[1] - times[0] == pytest.approx(1.0, abs=0.06)
+    assert times[2] - times[1] == pytest.approx(1.0, abs=0.06)
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        ({"model": "m"}, "messages"),
+        ({"model": "m", "messages": "hi"}, "messages"),
+        ({"model": "m", "messages": [{"content": "x"}]}, "messages[0]"),
+        ({"model": "", "messages": HELLO}, "model"),
+        ({"model": "m", "messages": HELLO, "max_tokens": 0}, "max_tokens"),
+        ({"model": "m", "messages": HELLO, "stream": "yes"}, "stream"),
+        ({"model": "m", "messages": HELLO, "stream": True}, "stream"),
+    ],
+)
+async def test_bad_requests_name_the_field(
+    clock: FakeClock, fake: FakeUpstream, request_: dict[str, Any], field: str
+) -> None:
+    async with engine(fake, clock) as od:
+        with pytest.raises(RequestError) as info:
+            await od.chat(**request_)
+    assert info.value.field == field
+    assert fake.calls == []
+
+
+async def test_bad_embedding_input_and_unknown_model(clock: FakeClock, fake: FakeUpstream) -> None:
+    async with engine(fake, clock) as od:
+        with pytest.raises(RequestError, match="`input`"):
+            await od.embed([], model="e")
+        with pytest.raises(UnknownModelError, match="'nope'"):
+            await od.chat(model="nope", messages=HELLO)
+    assert fake.calls == []
+
+
+async def test_cache_can_be_turned_off(clock: FakeClock, fake: FakeUpstream) -> None:
+    od = Overdrive.from_config(
+        {
+            "upstreams": [{"name": "a", "base_url": "http://u/v1", "models": ["m"]}],
+            "cache": {"enabled": False},
+        },
+        clock=clock,
+        upstream_transport=fake.transport(),
+    )
+    async with od:
+        await od.chat(model="m", messages=HELLO)
+        await od.chat(model="m", messages=HELLO)
+    assert len(fake.calls) == 2
+    assert od.stats()["cache"] is None
+
+
+async def test_stream_chat_yields_chunks(clock: FakeClock) -> None:
+    events = b"".join(
+        b'data: {"choices": [{"delta": {"content": "%s"}}]}\n\n' % word for word in (b"a", b"b")
+    )
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=events + b"data: [DONE]\n\n")
+
+    od = Overdrive.from_config(
+        {"upstreams": [{"name": "a", "base_url": "http://u/v1", "models": ["m"]}]},
+        clock=clock,
+        upstream_transport=httpx.MockTransport(handler),
+    )
+    async with od:
+        chunks = [c async for c in od.stream_chat(model="m", messages=HELLO)]
+    assert [c["choices"][0]["delta"]["content"] for c in chunks] == ["a", "b"]
+    assert od.stats()["in_flight"] == {"a": 0}
