@@ -16,7 +16,6 @@ from overdrive import (
     UpstreamStatusError,
     UpstreamUnavailableError,
 )
-
 from tests.fakes import FakeUpstream, connect_error, engine, raw, status
 
 T = TypeVar("T")

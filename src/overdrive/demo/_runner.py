@@ -103,7 +103,12 @@ class _PlainRun:
 
     async def run(self, workload: Workload, on_task_done: Callable[[], None]) -> PhaseResult:
         async with self.http_client() as http:
-            client = openai.AsyncOpenAI(base_url=self.base_url, api_key="demo", http_client=http)
+            # openai 3 annotates httpx2 clients but accepts httpx ones at run time.
+            client = openai.AsyncOpenAI(
+                base_url=self.base_url,
+                api_key="demo",
+                http_client=http,  # type: ignore[arg-type]
+            )
             started = time.perf_counter()
             agent = _Agent(client, workload, on_task_done)
             seconds = await asyncio.gather(*(agent.run(task) for task in workload.tasks))
@@ -164,12 +169,12 @@ class _Agent:
         self.on_task_done()
         return time.perf_counter() - started
 
-    async def chat(self, messages: list[dict[str, str]]) -> str:
+    async def chat(self, messages: Any) -> str:
         completion = await _persist(
             lambda: self.client.chat.completions.create(
                 model=CHAT_MODEL,
                 messages=messages,
-                max_tokens=self.workload.max_tokens,  # type: ignore[arg-type]
+                max_tokens=self.workload.max_tokens,
             )
         )
         return completion.choices[0].message.content or ""
