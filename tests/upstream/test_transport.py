@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from overdrive import FakeClock, Overdrive
+from overdrive.upstream import EngineTransport
+from tests.fakes import FakeUpstream, connect_error, engine
+
+HELLO: Any = [{"role": "user", "content": "hello"}]
+
+
+def openai_client(od: Overdrive) -> openai.AsyncOpenAI:
+    # The host is deliberately not the upstream's: routing goes by model.
+    return openai.AsyncOpenAI(
+        base_url="http://anywhere.invalid/v1",
+        api_key="unused",
+        max_retries=0,
+        http_client=od.http_client(),  # type: ignore[arg-type]
+    )
+
+
+async def test_openai_client_chat_embeddings_and_models(clock: FakeClock) -> None:
+    fake = FakeUpstream(clock)
+    async with engine(fake, clock) as od:
+        client = openai_client(od)
+        chat = await client.chat.completions.create(model="m", messages=HELLO)
+        vectors = await client.embeddings.create(model="e", input=["x", "y"])
+        models = await client.models.list()
+    assert chat.choices[0].message.content == "hello"
+    assert len(vectors.data) == 2
+    assert [m.id for m in models.data] == ["m", "e"]
+    assert [path for _, path, _ in fake.calls] == ["/v1/chat/completions", "/v1/embeddings"]
+
+
+async def test_cache_header_and_identical_bytes(clock: FakeClock) -> None:
+    fake = FakeUpstream(clock)
+    async with engine(fake, clock) as od, od.http_client() as http:
+        body = {"model": "m", "messages": HELLO}
+        first = await http.post("http://x/v1/chat/completions", json=body)
+        second = await http.post("http://x/v1/chat/completions", json=body)
+    assert first.headers["x-overdrive-cache"] == "MISS"
+    assert second.headers["x-overdrive-cache"] == "HIT"
+    assert second.headers["x-overdrive-upstream"] == "a"
+    assert first.content == second.content
+    assert len(fake.calls) == 1
+
+
+class GatedStream(httpx.AsyncByteStream):
+    """Sends one SSE event, then holds the rest until the test opens the gate."""
+
+    def __init__(self, gate: asyncio.Event) -> None:
+        self.gate = gate
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield _event("first")
+        await self.gate.wait()
+        yield _event("second")
+        yield b"data: [DONE]\n\n"
+
+
+def _event(word: str) -> bytes:
+    chunk = {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "m",
+        "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}],
+    }
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+async def test_streamed_chunks_arrive_before_the_upstream_finishes(clock: FakeClock) -> None:
+    gate = asyncio.Event()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200, headers={"content-type": "text/event-stream"}, stream=GatedStream(gate)
+        )
+
+    od = Overdrive.from_config(
+        {"upstreams": [{"name": "a", "base_url": "http://u/v1", "models": ["m"]}]},
+        clock=clock,
+        upstream_transport=httpx.MockTransport(handler),
+    )
+    async with od:
+        stream = await openai_client(od).chat.completions.create(
+            model="m", messages=HELLO, stream=True
+        )
+        chunks = aiter(stream)
+        first = await anext(chunks)
+        # The upstream has not produced its second chunk yet: the first got through alone.
+        assert first.choices[0].delta.content == "first"
+        assert not gate.is_set()
+        gate.set()
+        rest = [c.choices[0].delta.content async for c in chunks]
+    assert rest == ["second"]
+    assert od.stats()["in_flight"] == {"a": 0}
+
+
+async def test_non_api_paths_pass_through_untouched(clock: FakeClock) -> None:
+    seen: list[str] = []
+
+    def elsewhere(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(204)
+
+    async with engine(FakeUpstream(clock), clock) as od:
+        transport = EngineTransport(od, passthrough=httpx.MockTransport(elsewhere))
+        async with httpx.AsyncClient(transport=transport) as http:
+            response = await http.get("http://other.test/v1/files?limit=1")
+    assert response.status_code == 204
+    assert seen == ["http://other.test/v1/files?limit=1"]
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "param"),
+    [
+        (b"{not json", 400, "<body>"),
+        (b"[1, 2]", 400, "<body>"),
+        (b'{"model": "m"}', 400, "messages"),
+        (b'{"model": "nope", "messages": [{"role": "user", "content": "x"}]}', 404, "model"),
+    ],
+)
+async def test_bad_requests_get_openai_style_errors(
+    clock: FakeClock, content: bytes, status: int, param: str
+) -> None:
+    fake = FakeUpstream(clock)
+    async with engine(fake, clock) as od, od.http_client() as http:
+        response = await http.post("http://x/v1/chat/completions", content=content)
+    assert response.status_code == status
+    assert response.json()["error"]["param"] == param
+    assert fake.calls == []
+
+
+async def test_unreachable_upstream_maps_to_502(clock: FakeClock) -> None:
+    fake = FakeUpstream(clock, script=[connect_error])
+    od = Overdrive.from_config(
+        {
+            "upstreams": [{"name": "a", "base_url": "http://u/v1", "models": ["m"]}],
+            "retry": {"attempts": 0},
+        },
+        clock=clock,
+        upstream_transport=fake.transport(),
+    )
+    async with od:
+        with pytest.raises(openai.APIStatusError) as info:
+            await openai_client(od).chat.completions.create(model="m", messages=HELLO)
+    assert info.value.status_code == 502
+    assert "upstream 'a'" in str(info.value)
