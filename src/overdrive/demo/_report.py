@@ -16,8 +16,8 @@ _ROWS: list[tuple[str, str, str, bool]] = [
     ("rate_limited", "429s reaching the agent's client", "{:,}", True),
     ("p50_task_s", "task latency p50", "{:.2f} s", True),
     ("p95_task_s", "task latency p95", "{:.2f} s", True),
-    ("cache_hit_ratio", "cache hit ratio", "{:.0%}", False),
-    ("served_locally", "calls served without the upstream", "{:,}", False),
+    ("cache_hits", "answered from cache", "{:,}", False),
+    ("coalesced", "merged into an identical call in flight", "{:,}", False),
     ("upstream_tokens", "tokens sent upstream", "{:,}", True),
     ("cost_usd", "estimated cost", "${:.4f}", True),
 ]

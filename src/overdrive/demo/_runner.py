@@ -6,7 +6,7 @@ import asyncio
 import statistics
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
@@ -45,9 +45,9 @@ class PhaseResult:
     task_seconds: list[float]
     rate_limited: int
     upstream: dict[str, Any]
-    cache_hit_ratio: float = 0.0
-    served_locally: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    cache_hits: int = 0
+    coalesced: int = 0
+    calls: int = 0
 
     def summary(self) -> dict[str, Any]:
         tokens = int(
@@ -60,8 +60,10 @@ class PhaseResult:
             "rate_limited": self.rate_limited,
             "p50_task_s": round(_percentile(self.task_seconds, 50), 3),
             "p95_task_s": round(_percentile(self.task_seconds, 95), 3),
-            "cache_hit_ratio": round(self.cache_hit_ratio, 3),
-            "served_locally": self.served_locally,
+            "cache_hits": self.cache_hits,
+            "coalesced": self.coalesced,
+            "cache_hit_ratio": round(self.cache_hits / self.calls, 3) if self.calls else 0.0,
+            "served_locally": self.cache_hits + self.coalesced,
             "upstream_tokens": tokens,
             "cost_usd": round(self._cost(), 6),
         }
@@ -143,11 +145,9 @@ class _OverdriveRun(_PlainRun):
         finally:
             await self.engine.aclose()
         metrics = self.engine.metrics
-        hits = metrics.value("overdrive_cache_hits_total")
-        joined = metrics.value("overdrive_coalesced_total")
-        requests = metrics.value("overdrive_requests_total")
-        result.cache_hit_ratio = hits / requests if requests else 0.0
-        result.served_locally = int(hits + joined)
+        result.cache_hits = int(metrics.value("overdrive_cache_hits_total"))
+        result.coalesced = int(metrics.value("overdrive_coalesced_total"))
+        result.calls = int(metrics.value("overdrive_requests_total"))
         return result
 
 
