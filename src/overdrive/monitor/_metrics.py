@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = ["Counter", "Histogram", "Metrics"]
 
@@ -12,6 +12,7 @@ __all__ = ["Counter", "Histogram", "Metrics"]
 _BUCKETS_PER_OCTAVE = 32
 
 LabelKey = tuple[tuple[str, str], ...]
+S = TypeVar("S")
 
 
 class Counter:
@@ -108,18 +109,10 @@ class Metrics:
         self._histograms: dict[tuple[str, LabelKey], Histogram] = {}
 
     def counter(self, name: str, **labels: str) -> Counter:
-        key = (name, tuple(sorted(labels.items())))
-        found = self._counters.get(key)
-        if found is None:
-            found = self._counters[key] = Counter()
-        return found
+        return _series(self._counters, Counter, name, labels)
 
     def histogram(self, name: str, **labels: str) -> Histogram:
-        key = (name, tuple(sorted(labels.items())))
-        found = self._histograms.get(key)
-        if found is None:
-            found = self._histograms[key] = Histogram()
-        return found
+        return _series(self._histograms, Histogram, name, labels)
 
     def value(self, name: str, **labels: str) -> float:
         """Sum of the counters named ``name`` whose labels include ``labels``."""
@@ -143,3 +136,14 @@ class Metrics:
 
     def __repr__(self) -> str:
         return f"Metrics(counters={len(self._counters)}, histograms={len(self._histograms)})"
+
+
+def _series(
+    table: dict[tuple[str, LabelKey], S], make: type[S], name: str, labels: dict[str, str]
+) -> S:
+    """The series ``name`` with ``labels`` in ``table``, created on first use."""
+    key = (name, tuple(sorted(labels.items())))
+    found = table.get(key)
+    if found is None:
+        found = table[key] = make()
+    return found
