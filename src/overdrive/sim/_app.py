@@ -1,0 +1,547 @@
+"""The simulated upstream as a raw ASGI app: OpenAI routes, latency, limits, faults.
+
+No framework: one dict lookup routes a request, responses reuse prebuilt
+headers, and nothing allocates per request beyond the answer itself, so one
+process holds thousands of requests per second on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from overdrive._clock import Clock, SystemClock
+from overdrive._errors import ConfigError
+from overdrive._json import JSONDecodeError, dumps, loads
+from overdrive.sim._config import Faults, SimConfig
+from overdrive.sim._content import (
+    chat_digest,
+    completion_words,
+    embedding,
+    embedding_base64,
+    input_key,
+    sentence,
+    stream_pieces,
+)
+from overdrive.sim._limits import RateLimiter, Rejection
+from overdrive.sim._requests import (
+    ApiError,
+    ChatRequest,
+    EmbeddingRequest,
+    invalid,
+    parse_chat,
+    parse_embeddings,
+)
+from overdrive.sim._stats import SimStats
+
+__all__ = ["SimApp"]
+
+Message = MutableMapping[str, Any]
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
+ASGIApp = Handler
+Headers = list[tuple[bytes, bytes]]
+
+_JSON_TYPE = (b"content-type", b"application/json")
+_SSE_HEADERS: Headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+_DONE = b"data: [DONE]\n\n"
+_CREATED = 1_700_000_000  # fixed, so /v1/models is byte-identical across runs
+_DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "text-embedding-3-large")
+_FAULT_FIELDS = frozenset(("error_rate", "hang_rate", "slow_factor"))
+
+
+class _ClientGone(Exception):
+    """The client hung up; there is nobody left to answer."""
+
+
+class SimApp:
+    """ASGI app simulating an OpenAI-compatible upstream.
+
+    Serve it with any ASGI server (:class:`SimServer` runs it on uvicorn) or
+    call it in-process through ``httpx.ASGITransport``. ``clock`` drives the
+    rate buckets and every simulated delay, so tests can step a ``FakeClock``.
+
+    >>> app = SimApp(SimConfig(rpm=60))
+    >>> app.stats()["in_flight"]
+    0
+    """
+
+    __slots__ = (
+        "_auth",
+        "_clock",
+        "_closed",
+        "_closing",
+        "_config",
+        "_fault_rng",
+        "_faults",
+        "_jitter_rng",
+        "_limiter",
+        "_models",
+        "_models_body",
+        "_routes",
+        "_stats",
+    )
+
+    def __init__(self, config: SimConfig | None = None, *, clock: Clock | None = None) -> None:
+        self._config = config = config or SimConfig()
+        self._clock = clock = clock or SystemClock()
+        self._stats = SimStats()
+        self._faults = Faults(config.error_rate, config.hang_rate, config.slow_factor)
+        # Separate streams so turning faults on does not shift the latency draws.
+        self._jitter_rng = random.Random(f"jitter:{config.seed}")
+        self._fault_rng = random.Random(f"faults:{config.seed}")
+        self._limiter = _limiter(config, clock)
+        self._models = frozenset(config.models) if config.models else None
+        self._models_body = _models_body(config.models or _DEFAULT_MODELS)
+        self._auth = f"Bearer {config.api_key}".encode() if config.api_key else None
+        self._routes = self._route_table()
+        self._closed = False
+        self._closing: asyncio.Future[None] | None = None
+
+    def _route_table(self) -> dict[str, dict[str, Handler]]:
+        return {
+            "/v1/chat/completions": {"POST": self._chat},
+            "/v1/embeddings": {"POST": self._embeddings},
+            "/v1/models": {"GET": self._list_models},
+            "/stats": {"GET": self._get_stats},
+            "/sim/reset": {"POST": self._post_reset},
+            "/sim/faults": {"GET": self._get_faults, "POST": self._post_faults},
+        }
+
+    @property
+    def config(self) -> SimConfig:
+        return self._config
+
+    @property
+    def faults(self) -> dict[str, float]:
+        """The fault knobs in force: ``error_rate``, ``hang_rate``, ``slow_factor``."""
+        return self._faults.as_dict()
+
+    def stats(self) -> dict[str, Any]:
+        """The counters served at ``GET /stats``."""
+        return self._stats.snapshot()
+
+    def reset(self) -> None:
+        """Zero the counters and refill the rate buckets."""
+        self._stats.reset()
+        if self._limiter is not None:
+            self._limiter.fill()
+
+    def set_faults(
+        self,
+        error_rate: float | None = None,
+        hang_rate: float | None = None,
+        slow_factor: float | None = None,
+    ) -> dict[str, float]:
+        """Change the fault knobs given (``ConfigError`` if out of range); return all three."""
+        now = self._faults
+        self._faults = Faults(
+            now.error_rate if error_rate is None else error_rate,
+            now.hang_rate if hang_rate is None else hang_rate,
+            now.slow_factor if slow_factor is None else slow_factor,
+        )
+        return self._faults.as_dict()
+
+    def close(self) -> None:
+        """End every simulated wait now, for shutdown: waiting calls answer 503 and
+        open streams end early, so a server stops without sitting out ``hang_s``.
+        """
+        self._closed = True
+        if self._closing is not None and not self._closing.done():
+            self._closing.set_result(None)
+
+    def _closing_signal(self) -> asyncio.Future[None]:
+        """A future done once :meth:`close` is called, on the running loop."""
+        loop = asyncio.get_running_loop()
+        if self._closing is None or self._closing.get_loop() is not loop:
+            self._closing = loop.create_future()
+            if self._closed:
+                self._closing.set_result(None)
+        return self._closing
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._dispatch(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        methods = self._routes.get(path)
+        # Unknown paths share one counter: junk URLs must not grow the stats.
+        self._stats.count_request(path if methods is not None else "other")
+        try:
+            if methods is None:
+                raise ApiError(404, f"Unknown request URL: {path}", code="unknown_url")
+            handler = methods.get(scope["method"])
+            if handler is None:
+                raise _not_allowed(scope["method"], path, methods)
+            await handler(scope, receive, send)
+        except ApiError as error:
+            await self._respond(send, error.status, error.body(), error.headers)
+        except _ClientGone:
+            pass
+
+    async def _respond(self, send: Send, status: int, body: bytes, extra: Headers) -> None:
+        self._stats.count_response(status)
+        headers = [_JSON_TYPE, (b"content-length", b"%d" % len(body)), *extra]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    # --- /v1/chat/completions -------------------------------------------------
+
+    async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with _Call(self, receive) as call:
+            self._authorize(scope)
+            request = parse_chat(await self._read_json(scope, receive), self._models)
+            answer = _Answer(request, request.max_tokens or self._config.default_max_tokens)
+            headers = self._admit(request.prompt_tokens + (request.max_tokens or answer.tokens))
+            await self._inject_faults(call)
+            if request.stream:
+                await self._stream(send, call, answer, headers)
+            else:
+                await self._complete(send, call, answer, headers)
+
+    async def _complete(self, send: Send, call: _Call, answer: _Answer, headers: Headers) -> None:
+        await call.pause(self._ttft() + self._decode_pace() * answer.tokens)
+        self._count_tokens(answer)
+        await self._respond(send, 200, answer.completion(), headers)
+
+    async def _stream(self, send: Send, call: _Call, answer: _Answer, headers: Headers) -> None:
+        # Headers go out at once, as real upstreams do; tokens follow at their pace.
+        self._stats.count_response(200)
+        start = {"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + headers}
+        await send(start)
+        try:
+            await self._stream_tokens(send, call, answer)
+        except ApiError:  # shutting down: the status is sent, so just end the body
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await _event(send, answer.chunk({}, answer.finish_reason))
+        if answer.request.include_usage:
+            await _event(send, answer.usage_chunk())
+        self._count_tokens(answer)
+        await send({"type": "http.response.body", "body": _DONE})
+
+    async def _stream_tokens(self, send: Send, call: _Call, answer: _Answer) -> None:
+        ttft, pace = self._ttft(), self._decode_pace()  # drawn in the same order as _complete
+        await call.pause(ttft)
+        await _event(send, answer.chunk({"role": "assistant", "content": ""}, None))
+        for piece in stream_pieces(answer.words):
+            await call.pause(pace)
+            await _event(send, answer.chunk({"content": piece}, None))
+
+    def _count_tokens(self, answer: _Answer) -> None:
+        self._stats.prompt_tokens += answer.request.prompt_tokens
+        self._stats.completion_tokens += answer.tokens
+
+    # --- /v1/embeddings -------------------------------------------------------
+
+    async def _embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with _Call(self, receive) as call:
+            self._authorize(scope)
+            request = parse_embeddings(await self._read_json(scope, receive), self._models)
+            headers = self._admit(request.tokens)
+            await self._inject_faults(call)
+            await call.pause(self._embed_delay(len(request.inputs)))
+            body = _embeddings_body(request, request.dimensions or self._config.embedding_dim)
+            self._stats.prompt_tokens += request.tokens
+            self._stats.embedding_inputs += len(request.inputs)
+            await self._respond(send, 200, body, headers)
+
+    # --- /v1/models, /stats, /sim/* --------------------------------------------
+
+    async def _list_models(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._authorize(scope)
+        await self._respond(send, 200, self._models_body, [])
+
+    async def _get_stats(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._respond(send, 200, dumps(self.stats()), [])
+
+    async def _post_reset(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.reset()
+        await self._respond(send, 200, b'{"reset":true}', [])
+
+    async def _get_faults(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._respond(send, 200, dumps(self.faults), [])
+
+    async def _post_faults(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await self._read_json(scope, receive)
+        if not isinstance(body, dict):
+            raise invalid(None, "the request body must be a JSON object")
+        unknown = sorted(set(body) - _FAULT_FIELDS)
+        if unknown:
+            raise invalid(unknown[0], f"unknown fault; known: {sorted(_FAULT_FIELDS)}")
+        try:
+            faults = self.set_faults(**body)
+        except ConfigError as error:
+            raise invalid(error.field, error.problem) from None
+        await self._respond(send, 200, dumps(faults), [])
+
+    # --- shared steps ---------------------------------------------------------
+
+    def _authorize(self, scope: Scope) -> None:
+        if self._auth is None:
+            return
+        given = _header(scope, b"authorization")
+        if given is None or not secrets.compare_digest(given, self._auth):
+            raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
+
+    async def _read_json(self, scope: Scope, receive: Receive) -> Any:
+        body = await _read_body(scope, receive, self._config.max_body_bytes)
+        try:
+            return loads(body)
+        except JSONDecodeError:
+            raise invalid(None, "We could not parse the JSON body of your request.") from None
+
+    def _admit(self, tokens: int) -> Headers:
+        """Charge the rate buckets, or refuse with 429 before any latency is spent."""
+        limiter = self._limiter
+        if limiter is None:
+            return []
+        rejection = limiter.admit(tokens)
+        if rejection is not None:
+            self._stats.rate_limited += 1
+            message = _rate_limit_message(rejection, limiter.capacity(rejection.kind))
+            headers = rejection.retry_headers() + limiter.headers()
+            raise ApiError(
+                429, message, kind=rejection.kind, code="rate_limit_exceeded", headers=headers
+            )
+        return limiter.headers()
+
+    async def _inject_faults(self, call: _Call) -> None:
+        faults = self._faults
+        if faults.error_rate and self._fault_rng.random() < faults.error_rate:
+            self._stats.errors_injected += 1
+            message = "The server had an error while processing your request."
+            raise ApiError(500, message, kind="server_error", code="server_error")
+        if faults.hang_rate and self._fault_rng.random() < faults.hang_rate:
+            self._stats.hung += 1
+            await call.pause(self._config.hang_s)
+
+    def _ttft(self) -> float:
+        return self._delay(self._config.ttft_s)
+
+    def _decode_pace(self) -> float:
+        """Seconds per token for one answer: one jitter draw per request, not per token."""
+        return self._delay(self._config.per_token_s)
+
+    def _embed_delay(self, items: int) -> float:
+        # A fixed cost per call plus a small one per item: batching pays, as upstream.
+        return self._delay(self._config.embed_base_s + self._config.embed_per_item_s * items)
+
+    def _delay(self, seconds: float) -> float:
+        if seconds <= 0.0:
+            return 0.0
+        sigma = self._config.jitter
+        scale = self._faults.slow_factor
+        if sigma:
+            # mu = -sigma²/2 makes the multiplier's mean exactly 1.
+            scale *= self._jitter_rng.lognormvariate(-sigma * sigma / 2, sigma)
+        return seconds * scale
+
+    def __repr__(self) -> str:
+        stats = self._stats
+        return f"SimApp(in_flight={stats.in_flight}, limiter={self._limiter!r}, {self._faults!r})"
+
+
+class _Answer:
+    """The deterministic answer to one chat request, in the shapes we send it."""
+
+    __slots__ = ("created", "finish_reason", "id", "request", "tokens", "words")
+
+    def __init__(self, request: ChatRequest, cap: int | None) -> None:
+        digest = chat_digest(request.model, request.messages, cap)
+        self.request = request
+        self.words, capped = completion_words(digest, cap)
+        self.tokens = len(self.words)  # one word, one token
+        self.finish_reason = "length" if capped else "stop"
+        self.id = "chatcmpl-" + digest[:12].hex()
+        self.created = int(time.time())
+
+    def usage(self) -> dict[str, int]:
+        prompt = self.request.prompt_tokens
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": self.tokens,
+            "total_tokens": prompt + self.tokens,
+        }
+
+    def completion(self) -> bytes:
+        message = {"role": "assistant", "content": sentence(self.words), "refusal": None}
+        choice = {
+            "index": 0,
+            "message": message,
+            "logprobs": None,
+            "finish_reason": self.finish_reason,
+        }
+        return dumps(self._envelope("chat.completion", [choice]) | {"usage": self.usage()})
+
+    def chunk(self, delta: dict[str, str], finish_reason: str | None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        return dumps(self._envelope("chat.completion.chunk", [choice]))
+
+    def usage_chunk(self) -> bytes:
+        return dumps(self._envelope("chat.completion.chunk", []) | {"usage": self.usage()})
+
+    def _envelope(self, kind: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": kind,
+            "created": self.created,
+            "model": self.request.model,
+            "system_fingerprint": "overdrive-sim",
+            "choices": choices,
+        }
+
+    def __repr__(self) -> str:
+        return f"_Answer(id={self.id!r}, tokens={self.tokens}, finish={self.finish_reason!r})"
+
+
+class _Call:
+    """One upstream call in flight: counted in ``in_flight``; its simulated waits end
+    early when the client hangs up or the app closes.
+    """
+
+    __slots__ = ("_app", "_gone", "_receive")
+
+    def __init__(self, app: SimApp, receive: Receive) -> None:
+        self._app = app
+        self._receive = receive
+        self._gone: asyncio.Task[None] | None = None
+
+    def __enter__(self) -> _Call:
+        self._app._stats.enter()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._gone is not None:
+            self._gone.cancel()
+        self._app._stats.leave()
+
+    async def pause(self, seconds: float) -> None:
+        """Wait ``seconds`` of the app's clock.
+
+        Raises :class:`_ClientGone` if the client leaves, and a 503
+        :class:`ApiError` if the app closes meanwhile.
+        """
+        if seconds <= 0.0:
+            return
+        if self._gone is None:
+            # Started lazily: zero-latency requests never pay for a watcher task.
+            self._gone = asyncio.ensure_future(self._wait_disconnect())
+        closing = self._app._closing_signal()
+        sleeper = asyncio.ensure_future(self._app._clock.sleep(seconds))
+        try:
+            await asyncio.wait((sleeper, self._gone, closing), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+        if self._gone.done():
+            raise _ClientGone
+        if closing.done():
+            raise ApiError(503, "The server is shutting down.", kind="server_error")
+
+    async def _wait_disconnect(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+
+    def __repr__(self) -> str:
+        watching = self._gone is not None and not self._gone.done()
+        return f"_Call(watching_disconnect={watching})"
+
+
+async def _event(send: Send, payload: bytes) -> None:
+    # One ASGI message per event, so each chunk leaves the server when produced.
+    await send(
+        {"type": "http.response.body", "body": b"data: " + payload + b"\n\n", "more_body": True}
+    )
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    declared = _header(scope, b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGone
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        if not message.get("more_body", False):
+            return b"".join((*chunks, chunk)) if chunks else chunk
+        chunks.append(chunk)
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value  # type: ignore[no-any-return]
+    return None
+
+
+def _too_large(limit: int) -> ApiError:
+    message = f"The request body is larger than the {limit} bytes this server accepts."
+    return ApiError(413, message, code="request_too_large")
+
+
+def _not_allowed(method: str, path: str, methods: dict[str, Handler]) -> ApiError:
+    allow = ", ".join(sorted(methods)).encode()
+    message = f"Method {method} is not allowed on {path}; use {allow.decode()}."
+    return ApiError(405, message, code="method_not_allowed", headers=[(b"allow", allow)])
+
+
+def _rate_limit_message(rejection: Rejection, capacity: float) -> str:
+    kind, limit, needed = rejection.kind, rejection.limit, rejection.needed
+    if needed > capacity:
+        return (
+            f"Request too large for {kind} per minute: limit {limit}, requested {needed}, "
+            f"and the bucket holds at most {capacity:.0f}."
+        )
+    return (
+        f"Rate limit reached for {kind} per minute: limit {limit}, requested {needed}. "
+        f"Please try again in {rejection.wait_s:.3f}s."
+    )
+
+
+def _limiter(config: SimConfig, clock: Clock) -> RateLimiter | None:
+    if config.rpm is None and config.tpm is None:
+        return None
+    return RateLimiter(config.rpm, config.tpm, config.burst_s, clock)
+
+
+def _models_body(models: tuple[str, ...]) -> bytes:
+    data = [
+        {"id": m, "object": "model", "created": _CREATED, "owned_by": "overdrive-sim"}
+        for m in models
+    ]
+    return dumps({"object": "list", "data": data})
+
+
+def _embeddings_body(request: EmbeddingRequest, dimensions: int) -> bytes:
+    data = []
+    for index, item in enumerate(request.inputs):
+        vector = embedding(input_key(item), dimensions)
+        encoded = embedding_base64(vector) if request.base64 else vector.tolist()
+        data.append({"object": "embedding", "index": index, "embedding": encoded})
+    usage = {"prompt_tokens": request.tokens, "total_tokens": request.tokens}
+    return dumps({"object": "list", "data": data, "model": request.model, "usage": usage})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
