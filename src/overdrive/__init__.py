@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from ._clock import Clock, FakeClock, SystemClock
 from ._errors import (
+    CacheError,
+    CodecError,
     ConfigError,
     OverdriveError,
     RateLimitedError,
@@ -31,7 +33,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CacheConfig",
+    "CacheError",
     "Clock",
+    "CodecError",
     "Config",
     "ConfigError",
     "FakeClock",

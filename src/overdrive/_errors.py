@@ -4,6 +4,8 @@
 
     OverdriveError                      anything overdrive raises on purpose
     ├── ConfigError                     a config value is wrong; names the field
+    ├── CacheError                      a cache tier failed (callers fail open on it)
+    │   └── CodecError                  a stored value cannot be decoded or fails its signature
     ├── RequestError                    a call's arguments are wrong; names the field
     │   └── UnknownModelError           no configured upstream serves the model
     └── UpstreamError                   the upstream could not give a usable answer
@@ -19,6 +21,8 @@ so callers can react without parsing messages.
 from __future__ import annotations
 
 __all__ = [
+    "CacheError",
+    "CodecError",
     "ConfigError",
     "OverdriveError",
     "RateLimitedError",
@@ -45,6 +49,18 @@ class ConfigError(OverdriveError, ValueError):
         self.field = field
         self.problem = problem
         super().__init__(f"config field `{field}`: {problem}")
+
+
+class CacheError(OverdriveError):
+    """A cache tier (``tier``) failed; the tiered cache treats it as a miss and counts it."""
+
+    def __init__(self, tier: str, message: str) -> None:
+        self.tier = tier
+        super().__init__(f"cache tier {tier!r}: {message}")
+
+
+class CodecError(CacheError):
+    """A stored value cannot be decoded, or its signature does not match: never unpickled."""
 
 
 class RequestError(OverdriveError, ValueError):
