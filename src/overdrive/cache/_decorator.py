@@ -1,0 +1,332 @@
+"""``@cached``: one decorator for sync and async functions and methods.
+
+>>> from overdrive.cache import cached
+>>> @cached(ttl=60)
+... def square(x: int) -> int:
+...     return x * x
+>>> square(4), square(4), square.cache_info().hits
+(16, 16, 1)
+
+Async functions get in-process single-flight (concurrent misses on one key
+compute once), stale-while-revalidate and the shared L2 tiers when the cache
+has them; sync functions use the in-memory tier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import inspect
+import random
+from collections.abc import Awaitable, Callable, Hashable, Iterable
+from dataclasses import dataclass
+from typing import Any, Generic, ParamSpec, TypeVar, cast
+
+from .._errors import RequestError
+from .._json import dumps_canonical
+from .._units import parse_bytes, parse_duration
+from ..flow import Coalescer
+from ._memory import MemoryCache
+from ._tiered import TieredCache
+
+__all__ = ["CacheInfo", "cached"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+KeyFunc = Callable[..., Hashable]
+TagFunc = Callable[..., Iterable[str]]
+
+DEFAULT_MEMORY = "64MB"
+
+
+@dataclass(slots=True, frozen=True)
+class CacheInfo:
+    hits: int
+    misses: int
+    entries: int
+    bytes: int
+    max_bytes: int
+
+
+class _Raised:
+    """A cached failure (negative caching): re-raised on every hit."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def cached(
+    ttl: float | str = 3600.0,
+    *,
+    key: KeyFunc | None = None,
+    tags: Iterable[str] | TagFunc = (),
+    stale: float | str = 0.0,
+    negative_ttl: float | str | None = None,
+    negative_on: tuple[type[BaseException], ...] = (LookupError,),
+    jitter: float = 0.1,
+    cache: TieredCache | MemoryCache[Any] | None = None,
+    max_bytes: int | str = DEFAULT_MEMORY,
+    namespace: str = "",
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Cache a function's results for ``ttl`` seconds (sync or async, plain or method).
+
+    ``key(*args, **kwargs)`` replaces the default key (the arguments, minus
+    ``self``/``cls`` for methods). ``tags`` (or ``tags(*args, **kwargs)``)
+    label entries for ``invalidate_tags``. ``stale`` seconds past the TTL an
+    entry is still served while one background refresh runs. With
+    ``negative_ttl``, ``None`` results and ``negative_on`` errors are cached
+    that long (errors are re-raised on a hit). ``jitter`` spreads expiry by up
+    to that share of the TTL so entries written together do not expire together.
+    """
+    policy = _Policy(
+        parse_duration(ttl),
+        parse_duration(stale),
+        None if negative_ttl is None else parse_duration(negative_ttl),
+        negative_on,
+        jitter,
+    )
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        store = cache if cache is not None else MemoryCache(parse_bytes(max_bytes))
+        memo = _Memo(fn, policy, store, key, tags, namespace)
+        wrapper: Any = (
+            memo.async_wrapper() if inspect.iscoroutinefunction(fn) else memo.sync_wrapper()
+        )
+        functools.update_wrapper(wrapper, fn)
+        wrapper.cache_info = memo.info
+        wrapper.invalidate = memo.invalidate
+        wrapper.invalidate_tags = memo.invalidate_tags
+        wrapper.cache = memo
+        return cast("Callable[P, R]", wrapper)
+
+    return decorate
+
+
+@dataclass(slots=True, frozen=True)
+class _Policy:
+    ttl: float
+    stale: float
+    negative_ttl: float | None
+    negative_on: tuple[type[BaseException], ...]
+    jitter: float
+
+    def lifetime(self, value: Any, rng: random.Random) -> float:
+        negative = value is None or isinstance(value, _Raised)
+        base = self.negative_ttl if negative and self.negative_ttl is not None else self.ttl
+        return base * (1.0 - self.jitter * rng.random())
+
+
+class _Memo(Generic[P, R]):
+    """The state behind one decorated function."""
+
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        policy: _Policy,
+        store: TieredCache | MemoryCache[Any],
+        key: KeyFunc | None,
+        tags: Iterable[str] | TagFunc,
+        namespace: str,
+    ) -> None:
+        self.fn = fn
+        self.policy = policy
+        self.tiered = store if isinstance(store, TieredCache) else None
+        self.memory: MemoryCache[Any] = store.memory if isinstance(store, TieredCache) else store
+        self.custom_key = key
+        self.tags = tags
+        self.prefix = f"{namespace}\x1f{fn.__module__}.{fn.__qualname__}"
+        self.skip_first = _is_method(fn)
+        self.flight: Coalescer[Any] = Coalescer()
+        self.refreshing: set[Hashable] = set()
+        self.rng = random.Random()
+        self.hits = 0
+        self.misses = 0
+
+    # -- keys --------------------------------------------------------------
+
+    def key_of(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable:
+        """A tuple key for memory-only caches; stable bytes when entries are shared."""
+        if self.custom_key is not None:
+            raw: Any = self.custom_key(*args, **kwargs)
+        else:
+            raw = args[1:] if self.skip_first else args
+            if kwargs:
+                raw = (*raw, _KWARGS, *sorted(kwargs.items()))
+        if self.tiered is not None:
+            return self._stable(raw)
+        try:
+            hash(raw)
+        except TypeError:  # lists or dicts among the arguments: key by content
+            return self._stable(raw)
+        return (self.prefix, raw)
+
+    def _stable(self, raw: Any) -> bytes:
+        try:
+            material = dumps_canonical([self.prefix, raw])
+        except TypeError as exc:
+            raise RequestError(
+                "key",
+                f"arguments of {self.fn.__qualname__} cannot form a cache key ({exc}); pass key=",
+            ) from None
+        return hashlib.blake2b(material, digest_size=16).digest()
+
+    def tags_of(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, ...]:
+        tags = self.tags(*args, **kwargs) if callable(self.tags) else self.tags
+        return tuple(tags)
+
+    # -- sync --------------------------------------------------------------
+
+    def sync_wrapper(self) -> Callable[..., Any]:
+        get = self.memory.get_entry
+        now = self.memory.clock.now
+        key_of = self.key_of
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            key = key_of(args, kwargs)
+            item = get(key)
+            if item is not None and item.expires_at > now():
+                self.hits += 1
+                return _unwrap(item.value)
+            return self._miss_sync(key, args, kwargs)
+
+        return wrapper
+
+    def _miss_sync(self, key: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        self.misses += 1
+        fn = cast("Callable[..., Any]", self.fn)
+        try:
+            value = fn(*args, **kwargs)
+        except self.policy.negative_on as exc:
+            self._remember(key, _Raised(exc), args, kwargs)
+            raise
+        self._remember(key, value, args, kwargs)
+        return value
+
+    def _remember(
+        self, key: Hashable, value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        if isinstance(value, _Raised) and self.policy.negative_ttl is None:
+            return
+        ttl = self.policy.lifetime(value, self.rng)
+        self.memory.set(
+            key, value, ttl=ttl, stale=self.policy.stale, tags=self.tags_of(args, kwargs)
+        )
+
+    # -- async -------------------------------------------------------------
+
+    def async_wrapper(self) -> Callable[..., Awaitable[Any]]:
+        get = self.memory.get_entry
+        now = self.memory.clock.now
+        key_of = self.key_of
+
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            key = key_of(args, kwargs)
+            item = get(key)
+            if item is not None and item.expires_at > now():
+                self.hits += 1
+                return _unwrap(item.value)
+            return await self._miss_async(key, args, kwargs)
+
+        return wrapper
+
+    async def _miss_async(
+        self, key: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        found = await self._lookup(key)
+        if found is not None:
+            value, fresh = found
+            self.hits += 1
+            if not fresh:
+                self._refresh_once(key, args, kwargs)
+            return _unwrap(value)
+        self.misses += 1
+        value, _ = await self.flight.run(key, lambda: self._compute(key, args, kwargs))
+        return _unwrap(value)
+
+    async def _lookup(self, key: Hashable) -> tuple[Any, bool] | None:
+        if self.tiered is not None:
+            found = await self.tiered.get(cast("bytes", key))
+            return None if found is None else (found.value, found.fresh)
+        item = self.memory.get_entry(key)
+        return None if item is None else (item.value, False)
+
+    async def _compute(self, key: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        fn = cast("Callable[..., Awaitable[Any]]", self.fn)
+        try:
+            value: Any = await fn(*args, **kwargs)
+        except self.policy.negative_on as exc:
+            value = _Raised(exc)
+        await self._store(key, value, args, kwargs)
+        return value
+
+    async def _store(
+        self, key: Hashable, value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        if self.tiered is None or isinstance(value, _Raised):
+            self._remember(key, value, args, kwargs)
+            return
+        ttl = self.policy.lifetime(value, self.rng)
+        tags = self.tags_of(args, kwargs)
+        await self.tiered.set(cast("bytes", key), value, ttl, stale=self.policy.stale, tags=tags)
+
+    def _refresh_once(self, key: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if key in self.refreshing:
+            return
+        self.refreshing.add(key)
+        task = asyncio.ensure_future(self.flight.run(key, lambda: self._compute(key, args, kwargs)))
+        task.add_done_callback(lambda done: self._refreshed(key, done))
+
+    def _refreshed(self, key: Hashable, done: asyncio.Future[Any]) -> None:
+        self.refreshing.discard(key)
+        if not done.cancelled():
+            done.exception()  # a failed refresh keeps serving stale; nothing to report here
+
+    # -- inspection and invalidation ----------------------------------------
+
+    def info(self) -> CacheInfo:
+        memory = self.memory
+        return CacheInfo(self.hits, self.misses, len(memory), memory.bytes_used, memory.max_bytes)
+
+    def invalidate(self, *args: Any, **kwargs: Any) -> bool:
+        """Drop the entry these arguments map to (from memory; shared tiers in the background)."""
+        key = self.key_of(args, kwargs)
+        removed = self.memory.delete(key)
+        if self.tiered is not None:
+            _spawn(self.tiered.delete(cast("bytes", key)))
+        return removed
+
+    async def invalidate_tags(self, *tags: str) -> int:
+        """Drop every entry labelled with any of ``tags``, in every tier."""
+        if self.tiered is not None:
+            return await self.tiered.invalidate_tags(tags)
+        return self.memory.delete_tags(tags)
+
+
+_KWARGS = "\x00kwargs"  # separates positional from keyword arguments in a key
+_BACKGROUND: set[asyncio.Future[Any]] = set()
+
+
+def _unwrap(value: Any) -> Any:
+    if isinstance(value, _Raised):
+        raise value.error
+    return value
+
+
+def _is_method(fn: Callable[..., Any]) -> bool:
+    params = list(inspect.signature(fn).parameters)
+    return bool(params) and params[0] in ("self", "cls") and "." in fn.__qualname__
+
+
+def _spawn(work: Awaitable[Any]) -> None:
+    """Run ``work`` on the running loop without waiting; keep a reference until done."""
+    try:
+        task = asyncio.ensure_future(work)
+    except RuntimeError:  # no running loop: a sync caller; memory is already updated
+        if inspect.iscoroutine(work):
+            work.close()
+        return
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)

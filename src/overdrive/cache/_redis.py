@@ -1,0 +1,313 @@
+"""L2 in Redis: one cache shared by every process on every machine.
+
+Layout (``ns`` is the namespace)::
+
+    od:{ns}:k:{key}     the entry, packed: times, tags and value in one string,
+                        so ``get`` is a single GET; Redis expires it at stale_until
+    od:{ns}:tag:{tag}   a set of the entry keys carrying ``tag``; it lives as long
+                        as its longest-lived member
+
+A cache must cost nothing when Redis is gone. Every operation is bounded by
+``timeout``; a failure raises :class:`~overdrive.CacheError` and marks the
+tier down for ``backoff`` seconds, during which calls raise at once without
+touching the network (counted in ``skipped_while_down``). The first call after
+the backoff tries Redis again, so sharing resumes by itself when it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar, cast
+from urllib.parse import urlsplit
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from .._clock import Clock, SystemClock
+from .._errors import CacheError
+from ._tier import Entry, Tier
+
+__all__ = ["RedisTier"]
+
+T = TypeVar("T")
+
+# Failures worth backing off from: the server, the network or our own deadline.
+_FAILURES = (RedisError, OSError, TimeoutError)
+
+# version, expires_at, stale_until, tag count; then (u16 length, utf-8) per tag; then the value.
+_HEADER = struct.Struct(">BddH")
+_TAG_LEN = struct.Struct(">H")
+_LAYOUT = 1
+
+_MAX_CONNECTIONS = 64
+
+# Sets the entry, adds it to each tag set, and stretches each tag set's life to
+# cover it, atomically (KEYS[1] entry, KEYS[2..] tag sets; ARGV value, ttl ms).
+_SET_SCRIPT = """
+local ttl = tonumber(ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+for i = 2, #KEYS do
+    redis.call('SADD', KEYS[i], KEYS[1])
+    if redis.call('PTTL', KEYS[i]) < ttl then
+        redis.call('PEXPIRE', KEYS[i], ttl)
+    end
+end
+return 1
+"""
+
+
+def connect(url: str, timeout: float) -> Redis:
+    """A client on a bounded pool whose every wait gives up after ``timeout``.
+
+    The pool blocks (up to ``timeout``) for a free connection instead of
+    opening unboundedly many under a burst. redis-py's own retries are off:
+    one failure should mark the tier down, not be multiplied by a retry loop
+    while the caller waits.
+    """
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=_MAX_CONNECTIONS,
+        timeout=timeout,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+    )
+    client: Redis = Redis.from_pool(pool)  # the client owns the pool and closes it
+    return client
+
+
+def namespace_prefix(namespace: str) -> bytes:
+    if ":" in namespace:
+        # ':' would let one namespace's keys spell another's (``a:tag`` vs ``a``).
+        raise ValueError("namespace must not contain ':'")
+    return f"od:{namespace}:".encode()
+
+
+def safe_url(url: str) -> str:
+    """``url`` without its password, fit for repr and logs."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+class Breaker:
+    """Counts Redis failures and keeps callers off a dead server for ``backoff`` seconds."""
+
+    __slots__ = (
+        "_clock",
+        "_down_until",
+        "backoff",
+        "errors",
+        "name",
+        "skipped_while_down",
+        "timeout",
+    )
+
+    def __init__(self, name: str, *, timeout: float, backoff: float, clock: Clock) -> None:
+        self.name = name
+        self.timeout = timeout
+        self.backoff = backoff
+        self.errors = 0
+        self.skipped_while_down = 0
+        self._clock = clock
+        self._down_until = float("-inf")
+
+    @property
+    def down(self) -> bool:
+        return self._clock.now() < self._down_until
+
+    def skip(self) -> bool:
+        """True (and counted) if the server is marked down: do not even try."""
+        if self.down:
+            self.skipped_while_down += 1
+            return True
+        return False
+
+    def trip(self) -> None:
+        self.errors += 1
+        self._down_until = self._clock.now() + self.backoff
+
+    async def call(self, awaitable: Awaitable[T]) -> T:
+        """``awaitable`` within ``timeout``; any failure trips and becomes ``CacheError``."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await awaitable
+        except _FAILURES as exc:
+            self.trip()
+            raise CacheError(self.name, f"{type(exc).__name__}: {exc}") from exc
+
+    def __repr__(self) -> str:
+        return (
+            f"Breaker({self.name!r}, down={self.down}, errors={self.errors}, "
+            f"skipped_while_down={self.skipped_while_down})"
+        )
+
+
+def _pack(entry: Entry) -> bytes:
+    parts = [_HEADER.pack(_LAYOUT, entry.expires_at, entry.stale_until, len(entry.tags))]
+    for tag in entry.tags:
+        raw = tag.encode()
+        parts += (_TAG_LEN.pack(len(raw)), raw)
+    parts.append(entry.value)
+    return b"".join(parts)
+
+
+def _unpack(data: bytes) -> Entry:
+    layout, expires_at, stale_until, count = _HEADER.unpack_from(data)
+    if layout != _LAYOUT:
+        raise ValueError(f"unknown entry layout {layout}")
+    offset = _HEADER.size
+    tags = []
+    for _ in range(count):
+        (size,) = _TAG_LEN.unpack_from(data, offset)
+        offset += _TAG_LEN.size
+        tags.append(data[offset : offset + size].decode())
+        offset += size
+    return Entry(data[offset:], expires_at, stale_until, tuple(tags))
+
+
+class RedisTier(Tier):
+    """A shared cache tier in Redis that fails open and recovers by itself.
+
+    Redis expires each entry at its ``stale_until`` (set as a relative TTL from
+    ``wall``, so clock skew between hosts and Redis does not shorten it).
+
+    >>> import asyncio, time
+    >>> async def demo(url):
+    ...     tier = RedisTier(url, namespace="tenant-a")
+    ...     now = time.time()
+    ...     await tier.set(b"k", Entry(b"v", expires_at=now + 60, stale_until=now + 120))
+    ...     entry = await tier.get(b"k")
+    ...     await tier.aclose()
+    ...     return entry.value
+    >>> asyncio.run(demo("redis://127.0.0.1:6379/0"))  # doctest: +SKIP
+    b'v'
+    """
+
+    __slots__ = ("_client", "_prefix", "_set_script", "_url", "_wall", "breaker")
+
+    name = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        namespace: str = "",
+        wall: Callable[[], float] = time.time,
+        timeout: float = 0.25,
+        backoff: float = 1.0,
+        clock: Clock | None = None,
+    ) -> None:
+        self._prefix = namespace_prefix(namespace)
+        self._url = safe_url(url)
+        self._wall = wall
+        self._client = connect(url, timeout)
+        self._set_script = self._client.register_script(_SET_SCRIPT)
+        clock = clock or SystemClock()
+        self.breaker = Breaker(self.name, timeout=timeout, backoff=backoff, clock=clock)
+
+    @property
+    def errors(self) -> int:
+        return self.breaker.errors
+
+    @property
+    def skipped_while_down(self) -> int:
+        return self.breaker.skipped_while_down
+
+    async def get(self, key: bytes) -> Entry | None:
+        reply = await self._run(lambda: self._client.get(self._entry_key(key)))
+        data = cast("bytes | None", reply)  # decode_responses is off: replies are bytes
+        if data is None:
+            return None
+        try:
+            entry = _unpack(data)
+        except (struct.error, ValueError) as exc:
+            raise CacheError(self.name, f"malformed entry: {exc}") from exc
+        # Redis's expiry runs on its clock; ours decides what is still usable.
+        return entry if entry.usable(self._wall()) else None
+
+    async def set(self, key: bytes, entry: Entry) -> None:
+        entry_key = self._entry_key(key)
+        ttl_ms = int((entry.stale_until - self._wall()) * 1000)
+        if ttl_ms <= 0:
+            await self._run(lambda: self._client.delete(entry_key))  # replace: nothing usable
+            return
+        tag_keys = [self._tag_key(tag) for tag in dict.fromkeys(entry.tags)]
+        keys = [entry_key, *tag_keys]
+        await self._run(lambda: self._set_script(keys=keys, args=[_pack(entry), ttl_ms]))
+
+    async def delete(self, key: bytes) -> bool:
+        removed: int = await self._run(lambda: self._client.delete(self._entry_key(key)))
+        return removed > 0
+
+    async def delete_tags(self, tags: Iterable[str]) -> int:
+        tag_keys = [self._tag_key(tag) for tag in dict.fromkeys(tags)]
+        if not tag_keys:
+            return 0
+        members = await self._run(lambda: self._members(tag_keys))
+        return await self._run(lambda: self._delete_members(tag_keys, members))
+
+    async def clear(self) -> None:
+        # Page by page, each round trip under its own deadline: a big namespace
+        # takes many short steps instead of one long one that would time out.
+        match = _glob_escape(self._prefix) + b"*"
+        cursor = await self._clear_page(0, match)
+        while cursor != 0:
+            cursor = await self._clear_page(cursor, match)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _run(self, command: Callable[[], Awaitable[T]]) -> T:
+        if self.breaker.skip():
+            raise CacheError(self.name, "marked down after a failure; retrying after the backoff")
+        return await self.breaker.call(command())
+
+    async def _clear_page(self, cursor: int, match: bytes) -> int:
+        """Unlink one SCAN page of this namespace's keys; the next cursor (0: done)."""
+        page = await self._run(lambda: self._client.scan(cursor, match=match, count=500))
+        next_cursor, keys = cast("tuple[int, list[bytes]]", page)
+        # Lease keys share the prefix but are not cache entries: leave them to their owners.
+        doomed = [key for key in keys if not key.startswith(self._prefix + b"lease:")]
+        if doomed:
+            await self._run(lambda: self._client.unlink(*doomed))
+        return int(next_cursor)
+
+    async def _members(self, tag_keys: list[bytes]) -> frozenset[bytes]:
+        pipe = self._client.pipeline(transaction=False)
+        for tag_key in tag_keys:
+            pipe.smembers(tag_key)
+        results: list[set[bytes]] = await pipe.execute()
+        return frozenset().union(*results)
+
+    async def _delete_members(self, tag_keys: list[bytes], members: frozenset[bytes]) -> int:
+        pipe = self._client.pipeline(transaction=True)
+        for member in members:
+            pipe.delete(member)
+        pipe.delete(*tag_keys)
+        results: list[int] = await pipe.execute()
+        return sum(results[:-1])
+
+    def _entry_key(self, key: bytes) -> bytes:
+        return self._prefix + b"k:" + key
+
+    def _tag_key(self, tag: str) -> bytes:
+        return self._prefix + b"tag:" + tag.encode()
+
+    def __repr__(self) -> str:
+        return (
+            f"RedisTier({self._url!r}, prefix={self._prefix!r}, down={self.breaker.down}, "
+            f"errors={self.errors}, skipped_while_down={self.skipped_while_down})"
+        )
+
+
+def _glob_escape(raw: bytes) -> bytes:
+    for special in (b"\\", b"*", b"?", b"[", b"]"):
+        raw = raw.replace(special, b"\\" + special)
+    return raw

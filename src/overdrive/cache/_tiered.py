@@ -1,0 +1,152 @@
+"""Tiers composed: read L1 then each L2 in turn, fill upward, write downward in the background.
+
+L1 holds live Python values on the monotonic clock; L2 tiers hold codec bytes
+on the wall clock so processes and restarts agree on freshness. A failing L2
+tier is skipped and counted (fail open): the caller still gets L1 or a miss.
+
+>>> import asyncio
+>>> from overdrive.cache import MemoryCache
+>>> async def main() -> object:
+...     cache = TieredCache(MemoryCache(1 << 20))
+...     await cache.set(b"k", {"answer": 42}, ttl=60)
+...     found = await cache.get(b"k")
+...     return found.value if found else None
+>>> asyncio.run(main())
+{'answer': 42}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .._errors import CacheError
+from ._codec import Codec
+from ._memory import MemoryCache
+from ._tier import Entry, Tier
+
+__all__ = ["Found", "TieredCache"]
+
+
+@dataclass(slots=True, frozen=True)
+class Found:
+    """A cache lookup's answer: ``fresh`` False means stale (serve, then refresh)."""
+
+    value: Any
+    fresh: bool
+    source: str
+
+
+class TieredCache:
+    """One cache over an L1 memory tier and any number of shared L2 tiers."""
+
+    __slots__ = ("_codec", "_pending", "_wall", "errors", "memory", "tiers")
+
+    def __init__(
+        self,
+        memory: MemoryCache[Any],
+        tiers: Sequence[Tier] = (),
+        codec: Codec | None = None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.memory = memory
+        self.tiers = list(tiers)
+        self._codec = codec or Codec()
+        self._wall = wall
+        self._pending: set[asyncio.Task[None]] = set()
+        self.errors: dict[str, int] = {}
+
+    async def get(self, key: bytes) -> Found | None:
+        """The freshest usable value for ``key``, looking deeper only on a miss."""
+        item = self.memory.get_entry(key)
+        if item is not None:
+            return Found(item.value, item.fresh(self.memory.now()), "memory")
+        for depth, tier in enumerate(self.tiers):
+            entry = await self._read(tier, key)
+            if entry is not None:
+                return self._promote(key, entry, tier, depth)
+        return None
+
+    async def set(
+        self, key: bytes, value: Any, ttl: float, *, stale: float = 0.0, tags: tuple[str, ...] = ()
+    ) -> None:
+        """Store in L1 now; write the L2 tiers in the background."""
+        self.memory.set(key, value, ttl=ttl, stale=stale, tags=tags)
+        if not self.tiers:
+            return
+        try:
+            data = self._codec.encode(key, value)
+        except CacheError:  # not data-only and no secret: it stays in this process
+            self._count("codec")
+            return
+        now = self._wall()
+        self._write_behind(key, Entry(data, now + ttl, now + ttl + stale, tags), self.tiers)
+
+    async def delete(self, key: bytes) -> None:
+        self.memory.delete(key)
+        for tier in self.tiers:
+            await self._guard(tier, tier.delete(key))
+
+    async def invalidate_tags(self, tags: Iterable[str]) -> int:
+        """Drop every entry carrying any of ``tags`` from every tier; return the count."""
+        wanted = tuple(tags)
+        removed = self.memory.delete_tags(wanted)
+        for tier in self.tiers:
+            removed += await self._guard(tier, tier.delete_tags(wanted)) or 0
+        return removed
+
+    async def flush(self) -> None:
+        """Wait for background writes (tests, shutdown)."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending))
+
+    async def aclose(self) -> None:
+        await self.flush()
+        for tier in self.tiers:
+            await self._guard(tier, tier.aclose())
+
+    def _promote(self, key: bytes, entry: Entry, tier: Tier, depth: int) -> Found | None:
+        try:
+            value = self._codec.decode(key, entry.value)
+        except CacheError:
+            self._count(tier.name)
+            return None
+        now = self._wall()
+        self.memory.set(
+            key,
+            value,
+            ttl=entry.expires_at - now,
+            stale=entry.stale_until - max(now, entry.expires_at),
+        )
+        if depth:  # fill the shallower shared tiers too
+            self._write_behind(key, entry, self.tiers[:depth])
+        return Found(value, entry.fresh(now), tier.name)
+
+    def _write_behind(self, key: bytes, entry: Entry, tiers: Sequence[Tier]) -> None:
+        for tier in tiers:
+            task = asyncio.ensure_future(self._guard(tier, tier.set(key, entry)))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def _read(self, tier: Tier, key: bytes) -> Entry | None:
+        entry = await self._guard(tier, tier.get(key))
+        return entry if entry is not None and entry.usable(self._wall()) else None
+
+    async def _guard(self, tier: Tier, work: Any) -> Any:
+        try:
+            return await work
+        except CacheError:
+            self._count(tier.name)
+            return None
+
+    def _count(self, tier: str) -> None:
+        self.errors[tier] = self.errors.get(tier, 0) + 1
+
+    def __repr__(self) -> str:
+        names = ["memory", *(t.name for t in self.tiers)]
+        return (
+            f"TieredCache(tiers={names}, pending_writes={len(self._pending)}, errors={self.errors})"
+        )
