@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -237,3 +238,63 @@ async def test_stream_chat_yields_chunks(clock: FakeClock) -> None:
         chunks = [c async for c in od.stream_chat(model="m", messages=HELLO)]
     assert [c["choices"][0]["delta"]["content"] for c in chunks] == ["a", "b"]
     assert od.stats()["in_flight"] == {"a": 0}
+
+
+def _with_cache(fake: FakeUpstream, clock: FakeClock, **cache: Any) -> Overdrive:
+    namespace = cache.pop("namespace", "")
+    config = {
+        "upstreams": [{"name": "a", "base_url": "http://u/v1", "models": ["m"]}],
+        "cache": cache,
+        "namespace": namespace,
+    }
+    return Overdrive.from_config(config, clock=clock, upstream_transport=fake.transport())
+
+
+async def test_disk_cache_survives_a_restart(
+    clock: FakeClock, fake: FakeUpstream, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "cache.db")
+    async with _with_cache(fake, clock, disk=path) as first:
+        await first.chat(model="m", messages=HELLO)
+    async with _with_cache(fake, clock, disk=path) as second:
+        again = await second.chat(model="m", messages=HELLO)
+    assert again["choices"][0]["message"]["content"] == "hello"
+    assert len(fake.calls) == 1
+
+
+async def test_tenant_namespaces_never_share_entries(
+    clock: FakeClock, fake: FakeUpstream, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "cache.db")
+    for tenant in ("acme", "globex", "acme"):
+        async with _with_cache(fake, clock, disk=path, namespace=tenant) as od:
+            await od.chat(model="m", messages=HELLO)
+    assert len(fake.calls) == 2
+
+
+async def test_stale_entry_is_served_while_one_refresh_runs(
+    clock: FakeClock, fake: FakeUpstream
+) -> None:
+    async with _with_cache(fake, clock, ttl="10s", stale="60s") as od:
+        await od.chat(model="m", messages=HELLO)
+        clock.advance(15)
+        replies = await asyncio.gather(*(od.chat(model="m", messages=HELLO) for _ in range(5)))
+        await asyncio.sleep(0.01)
+    assert all(r["choices"] for r in replies)
+    assert len(fake.calls) == 2  # the first fetch and exactly one background refresh
+
+
+async def test_engine_decorator_shares_the_engine_cache(
+    clock: FakeClock, fake: FakeUpstream
+) -> None:
+    calls = 0
+    async with engine(fake, clock) as od:
+
+        @od.cached(ttl="1m")
+        async def lookup(term: str) -> list[str]:
+            nonlocal calls
+            calls += 1
+            return [term, term]
+
+        assert await lookup("x") == await lookup("x") == ["x", "x"]
+    assert calls == 1

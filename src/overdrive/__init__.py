@@ -25,6 +25,7 @@ from ._errors import (
     UpstreamStatusError,
     UpstreamUnavailableError,
 )
+from .cache import cached
 from .config import CacheConfig, Config, RetryConfig, UpstreamConfig, load_config
 from .engine import Overdrive, Result
 from .monitor import Metrics
@@ -54,5 +55,6 @@ __all__ = [
     "UpstreamStatusError",
     "UpstreamUnavailableError",
     "__version__",
+    "cached",
     "load_config",
 ]

@@ -92,11 +92,35 @@ class UpstreamConfig(_Section):
 
 
 class CacheConfig(_Section):
-    """The exact-match response cache."""
+    """The exact-match response cache: memory, then an optional SQLite file and Redis."""
 
     enabled: bool = True
     memory: Bytes = Field(default=parse_bytes("256MB"))
-    ttl: Seconds = Field(default=3600.0)
+    policy: Literal["tinylfu", "lru"] = "tinylfu"
+    ttl: Seconds = Field(default=3600.0, gt=0)
+    # Past the TTL an entry is still served this long while one refresh runs.
+    stale: Seconds = Field(default=0.0)
+    disk: str | None = None
+    redis_url: str | None = None
+    # Environment variable holding the secret that allows signed pickled values.
+    secret_env: str | None = None
+
+    @field_validator("disk", "redis_url", "secret_env")
+    @classmethod
+    def _empty_is_off(cls, value: str | None) -> str | None:
+        return value or None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"expected a redis://, rediss:// or unix:// URL, got {value!r}")
+        return value
+
+    def secret(self) -> bytes | None:
+        """The signing secret from ``secret_env`` (never stored in config)."""
+        value = os.environ.get(self.secret_env) if self.secret_env else None
+        return value.encode() if value else None
 
 
 class RetryConfig(_Section):
@@ -141,7 +165,7 @@ def load_config(source: str | Path | Mapping[str, Any] | Config | None = None) -
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise _config_error(exc) from None
-    _check_api_keys(config)
+    _check_secrets(config)
     return config
 
 
@@ -181,6 +205,13 @@ def _dotted(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
     return path
+
+
+def _check_secrets(config: Config) -> None:
+    secret_env = config.cache.secret_env
+    if secret_env and not os.environ.get(secret_env):
+        raise ConfigError("cache.secret_env", f"environment variable {secret_env!r} is not set")
+    _check_api_keys(config)
 
 
 def _check_api_keys(config: Config) -> None:

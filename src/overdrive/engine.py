@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, replace
@@ -15,7 +16,8 @@ from ._calls import Call, chat_call, embeddings_call
 from ._clock import Clock, SystemClock
 from ._errors import RateLimitedError, RequestError, UpstreamProtocolError, UpstreamStatusError
 from ._json import JSONDecodeError, loads
-from .cache import MemoryCache, request_key
+from .cache import TieredCache, cached, request_key
+from .cache._build import build_cache
 from .config import Config, load_config
 from .flow import Backoff, Coalescer
 from .monitor import Metrics
@@ -23,9 +25,6 @@ from .route import Router
 from .upstream import Dispatcher, Exchange, Upstream
 
 __all__ = ["Overdrive", "Result"]
-
-# Bookkeeping bytes per cached entry beside its body (key, tuple, object headers).
-_ENTRY_OVERHEAD = 200
 
 
 @dataclass(slots=True, frozen=True)
@@ -72,9 +71,12 @@ class Overdrive:
             self._router, config.retry, self._clock, self.metrics, backoff
         )
         self._flight: Coalescer[Result] = Coalescer()
-        self._cache: MemoryCache[Result] | None = (
-            MemoryCache(config.cache.memory, self._clock) if config.cache.enabled else None
+        self._cache: TieredCache | None = (
+            build_cache(config.cache, self._clock, config.namespace)
+            if config.cache.enabled
+            else None
         )
+        self._revalidating: set[bytes] = set()
 
     @classmethod
     def from_config(
@@ -111,6 +113,17 @@ class Overdrive:
         finally:
             await exchange.aclose()
 
+    def cached(self, ttl: float | str | None = None, **options: Any) -> Any:
+        """``@od.cached(...)``: :func:`overdrive.cached` on this engine's tiers and namespace.
+
+        >>> @od.cached(ttl="10m", tags=["docs"])  # doctest: +SKIP
+        ... async def search_docs(query: str) -> list[str]: ...
+        """
+        if self._cache is None:
+            raise RequestError("cache", "the engine's cache is disabled ([cache] enabled = false)")
+        options.setdefault("namespace", self.config.namespace)
+        return cached(self.config.cache.ttl if ttl is None else ttl, cache=self._cache, **options)
+
     def http_client(self, **options: Any) -> httpx.AsyncClient:
         """An ``httpx.AsyncClient`` whose OpenAI API calls go through this engine.
 
@@ -146,16 +159,39 @@ class Overdrive:
     async def _cached_or_fetched(self, call: Call) -> Result:
         key = request_key(call.op, call.body, self.config.namespace)
         if self._cache is not None:
-            hit = self._cache.get(key)
-            if hit is not None:
+            found = await self._cache.get(key)
+            if found is not None:
                 self.metrics.counter("overdrive_cache_hits_total", op=call.op).inc()
-                return hit
+                if not found.fresh:
+                    self._revalidate(call, key)
+                return _cached_result(found.value)
             self.metrics.counter("overdrive_cache_misses_total", op=call.op).inc()
-        result, joined = await self._flight.run(key, lambda: self._fetch(call, key))
+        result, joined = await self._flight.run(key, lambda: self._fetch_once(call, key))
         if joined:
             self.metrics.counter("overdrive_coalesced_total", op=call.op).inc()
             return replace(result, source="coalesced")
         return result
+
+    async def _fetch_once(self, call: Call, key: bytes) -> Result:
+        """Fetch, letting only one process do so when the cache shares a Redis lease."""
+        if self._cache is None:
+            return await self._fetch(call, key)
+        return await self._cache.across_processes(
+            key, lambda: self._fetch(call, key), _cached_result
+        )
+
+    def _revalidate(self, call: Call, key: bytes) -> None:
+        """Refresh a stale entry once in the background while it keeps being served."""
+        if key in self._revalidating:
+            return
+        self._revalidating.add(key)
+        task = asyncio.ensure_future(self._flight.run(key, lambda: self._fetch(call, key)))
+        task.add_done_callback(lambda done: self._revalidated(key, done))
+
+    def _revalidated(self, key: bytes, done: asyncio.Future[Any]) -> None:
+        self._revalidating.discard(key)
+        if not done.cancelled() and done.exception() is not None:
+            self.metrics.counter("overdrive_revalidation_errors_total").inc()
 
     async def _fetch(self, call: Call, key: bytes) -> Result:
         started = self._clock.now()
@@ -171,7 +207,7 @@ class Overdrive:
         result = Result(exchange.response.status_code, body, name)
         if result.ok:
             self._settle(call, exchange.upstream, body)
-            self._fill(key, result)
+            await self._fill(key, result)
         return result
 
     def _settle(self, call: Call, upstream: Upstream, body: bytes) -> None:
@@ -196,10 +232,13 @@ class Overdrive:
             raise UpstreamStatusError(result.upstream, result.status, result.body)
         return _parse_object(result.body, result.upstream)
 
-    def _fill(self, key: bytes, result: Result) -> None:
-        if self._cache is not None:
-            cached = replace(result, source="cache")
-            self._cache.set(key, cached, len(result.body) + _ENTRY_OVERHEAD, self.config.cache.ttl)
+    async def _fill(self, key: bytes, result: Result) -> None:
+        cache = self._cache
+        if cache is not None:
+            value = (result.status, result.body, result.upstream)
+            shared = cache.lease is not None  # waiting processes read it back from Redis
+            ttl, stale = self.config.cache.ttl, self.config.cache.stale
+            await cache.set(key, value, ttl, stale=stale, wait=shared)
 
     # -- inspection and lifecycle ----------------------------------------------
 
@@ -212,17 +251,13 @@ class Overdrive:
         cache = self._cache
         return {
             "metrics": self.metrics.snapshot(),
-            "cache": None
-            if cache is None
-            else {
-                "entries": len(cache),
-                "bytes": cache.bytes_used,
-                "hit_ratio": cache.stats.hit_ratio(),
-            },
+            "cache": None if cache is None else cache.summary(),
             "in_flight": {u.name: u.in_flight for u in self._upstreams},
         }
 
     async def aclose(self) -> None:
+        if self._cache is not None:
+            await self._cache.aclose()
         for upstream in self._upstreams:
             await upstream.aclose()
 
@@ -253,6 +288,11 @@ def _parse_object(body: bytes, upstream: str) -> dict[str, Any]:
             upstream, f"answered 2xx with JSON that is not an object: {body[:80]!r}"
         )
     return payload
+
+
+def _cached_result(value: Any) -> Result:
+    status, body, upstream = value
+    return Result(status, body, upstream, "cache")
 
 
 def _int(value: Any) -> int:

@@ -243,8 +243,18 @@ class _Memo(Generic[P, R]):
                 self._refresh_once(key, args, kwargs)
             return _unwrap(value)
         self.misses += 1
-        value, _ = await self.flight.run(key, lambda: self._compute(key, args, kwargs))
+        value, _ = await self.flight.run(key, lambda: self._compute_once(key, args, kwargs))
         return _unwrap(value)
+
+    async def _compute_once(
+        self, key: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Compute, in only one process when the tiers share a Redis lease."""
+        if self.tiered is None:
+            return await self._compute(key, args, kwargs)
+        return await self.tiered.across_processes(
+            cast("bytes", key), lambda: self._compute(key, args, kwargs), _same
+        )
 
     async def _lookup(self, key: Hashable) -> tuple[Any, bool] | None:
         if self.tiered is not None:
@@ -270,7 +280,10 @@ class _Memo(Generic[P, R]):
             return
         ttl = self.policy.lifetime(value, self.rng)
         tags = self.tags_of(args, kwargs)
-        await self.tiered.set(cast("bytes", key), value, ttl, stale=self.policy.stale, tags=tags)
+        shared = self.tiered.lease is not None  # other processes read it back from Redis
+        await self.tiered.set(
+            cast("bytes", key), value, ttl, stale=self.policy.stale, tags=tags, wait=shared
+        )
 
     def _refresh_once(self, key: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         if key in self.refreshing:
@@ -307,6 +320,10 @@ class _Memo(Generic[P, R]):
 
 _KWARGS = "\x00kwargs"  # separates positional from keyword arguments in a key
 _BACKGROUND: set[asyncio.Future[Any]] = set()
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 def _unwrap(value: Any) -> Any:

@@ -19,14 +19,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._errors import CacheError
 from ._codec import Codec
 from ._memory import MemoryCache
 from ._tier import Entry, Tier
+
+if TYPE_CHECKING:
+    from ._lease import RedisLease
+
+T = TypeVar("T")
 
 __all__ = ["Found", "TieredCache"]
 
@@ -43,7 +48,7 @@ class Found:
 class TieredCache:
     """One cache over an L1 memory tier and any number of shared L2 tiers."""
 
-    __slots__ = ("_codec", "_pending", "_wall", "errors", "memory", "tiers")
+    __slots__ = ("_codec", "_pending", "_wall", "errors", "lease", "memory", "tiers")
 
     def __init__(
         self,
@@ -51,9 +56,11 @@ class TieredCache:
         tiers: Sequence[Tier] = (),
         codec: Codec | None = None,
         wall: Callable[[], float] = time.time,
+        lease: RedisLease | None = None,
     ) -> None:
         self.memory = memory
         self.tiers = list(tiers)
+        self.lease = lease
         self._codec = codec or Codec()
         self._wall = wall
         self._pending: set[asyncio.Task[None]] = set()
@@ -71,9 +78,16 @@ class TieredCache:
         return None
 
     async def set(
-        self, key: bytes, value: Any, ttl: float, *, stale: float = 0.0, tags: tuple[str, ...] = ()
+        self,
+        key: bytes,
+        value: Any,
+        ttl: float,
+        *,
+        stale: float = 0.0,
+        tags: tuple[str, ...] = (),
+        wait: bool = False,
     ) -> None:
-        """Store in L1 now; write the L2 tiers in the background."""
+        """Store in L1 now; write the L2 tiers in the background (or, with ``wait``, now)."""
         self.memory.set(key, value, ttl=ttl, stale=stale, tags=tags)
         if not self.tiers:
             return
@@ -83,7 +97,30 @@ class TieredCache:
             self._count("codec")
             return
         now = self._wall()
-        self._write_behind(key, Entry(data, now + ttl, now + ttl + stale, tags), self.tiers)
+        entry = Entry(data, now + ttl, now + ttl + stale, tags)
+        if wait:
+            for tier in self.tiers:
+                await self._guard(tier, tier.set(key, entry))
+        else:
+            self._write_behind(key, entry, self.tiers)
+
+    async def across_processes(
+        self, key: bytes, compute: Callable[[], Awaitable[T]], read: Callable[[Any], T]
+    ) -> T:
+        """Run ``compute`` once across every process sharing the Redis lease.
+
+        ``compute`` must store its result with ``set(..., wait=True)``; the
+        processes that did not compute read it back, converted by ``read``.
+        Without a lease (or with Redis down) ``compute`` simply runs here.
+        """
+        if self.lease is None:
+            return await compute()
+
+        async def stored() -> T | None:
+            found = await self.get(key)
+            return None if found is None else read(found.value)
+
+        return await self.lease.run(key, compute, stored)
 
     async def delete(self, key: bytes) -> None:
         self.memory.delete(key)
@@ -107,6 +144,16 @@ class TieredCache:
         await self.flush()
         for tier in self.tiers:
             await self._guard(tier, tier.aclose())
+        if self.lease is not None:
+            await self.lease.aclose()
+
+    def summary(self) -> dict[str, Any]:
+        """The memory tier's figures plus the shared tiers' error counts."""
+        return {
+            **self.memory.summary(),
+            "tiers": [t.name for t in self.tiers],
+            "errors": self.errors,
+        }
 
     def _promote(self, key: bytes, entry: Entry, tier: Tier, depth: int) -> Found | None:
         try:

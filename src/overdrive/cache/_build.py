@@ -1,0 +1,37 @@
+"""Build the tiered cache a ``[cache]`` config section describes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._codec import Codec
+from ._disk import DiskTier
+from ._memory import MemoryCache
+from ._tiered import TieredCache
+
+if TYPE_CHECKING:
+    from .._clock import Clock
+    from ..config import CacheConfig
+    from ._tier import Tier
+
+__all__ = ["build_cache"]
+
+
+def build_cache(config: CacheConfig, clock: Clock, namespace: str = "") -> TieredCache:
+    """Memory, then the SQLite file if ``disk`` is set, then Redis if ``redis_url`` is set.
+
+    With Redis, identical misses in different processes also compute once
+    (a Redis lease whose waiters are woken by pub/sub).
+    """
+    memory: MemoryCache[Any] = MemoryCache(config.memory, clock, policy=config.policy)
+    tiers: list[Tier] = []
+    lease = None
+    if config.disk:
+        tiers.append(DiskTier(config.disk, namespace=namespace))
+    if config.redis_url:
+        from ._lease import RedisLease
+        from ._redis import RedisTier
+
+        tiers.append(RedisTier(config.redis_url, namespace=namespace))
+        lease = RedisLease(config.redis_url, namespace=namespace)
+    return TieredCache(memory, tiers, Codec(config.secret()), lease=lease)
