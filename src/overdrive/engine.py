@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import httpx
 
@@ -25,6 +25,9 @@ from .route import Router
 from .upstream import Dispatcher, Exchange, Upstream
 
 __all__ = ["Overdrive", "Result"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass(slots=True, frozen=True)
@@ -113,7 +116,9 @@ class Overdrive:
         finally:
             await exchange.aclose()
 
-    def cached(self, ttl: float | str | None = None, **options: Any) -> Any:
+    def cached(
+        self, ttl: float | str | None = None, **options: Any
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
         """``@od.cached(...)``: :func:`overdrive.cached` on this engine's tiers and namespace.
 
         >>> @od.cached(ttl="10m", tags=["docs"])  # doctest: +SKIP
