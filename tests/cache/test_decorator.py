@@ -199,3 +199,32 @@ async def test_async_function_with_shared_tier_round_trips(clock: FakeClock) -> 
     assert await embed("abcd") == [4.0]
     assert await embed("abcd") == [4.0]
     assert calls == 1
+
+
+def test_sync_single_flight_across_threads(clock: FakeClock) -> None:
+    import threading
+
+    calls = 0
+    entered = threading.Event()
+    release = threading.Event()
+
+    @cached(ttl=60, cache=MemoryCache(1 << 20, clock))
+    def slow(x: int) -> int:
+        nonlocal calls
+        calls += 1
+        entered.set()
+        release.wait(5)
+        return x + 1
+
+    results: list[int] = []
+    leader = threading.Thread(target=lambda: results.append(slow(1)))
+    leader.start()
+    entered.wait(5)
+    followers = [threading.Thread(target=lambda: results.append(slow(1))) for _ in range(8)]
+    for thread in followers:
+        thread.start()
+    release.set()
+    for thread in [leader, *followers]:
+        thread.join(5)
+    assert results == [2] * 9
+    assert calls == 1

@@ -26,7 +26,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, cast
 from .._errors import RequestError
 from .._json import dumps_canonical
 from .._units import parse_bytes, parse_duration
-from ..flow import Coalescer
+from ..flow import Coalescer, ThreadFlight
 from ._memory import MemoryCache
 from ._tiered import TieredCache
 
@@ -140,6 +140,7 @@ class _Memo(Generic[P, R]):
         self.prefix = f"{namespace}\x1f{fn.__module__}.{fn.__qualname__}"
         self.skip_first = _is_method(fn)
         self.flight: Coalescer[Any] = Coalescer()
+        self.thread_flight: ThreadFlight[Any] = ThreadFlight()
         self.refreshing: set[Hashable] = set()
         self.rng = random.Random()
         self.hits = 0
@@ -196,12 +197,15 @@ class _Memo(Generic[P, R]):
 
     def _miss_sync(self, key: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         self.misses += 1
+        value, _ = self.thread_flight.run(key, lambda: self._compute_sync(key, args, kwargs))
+        return _unwrap(value)
+
+    def _compute_sync(self, key: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         fn = cast("Callable[..., Any]", self.fn)
         try:
             value = fn(*args, **kwargs)
         except self.policy.negative_on as exc:
-            self._remember(key, _Raised(exc), args, kwargs)
-            raise
+            value = _Raised(exc)
         self._remember(key, value, args, kwargs)
         return value
 
