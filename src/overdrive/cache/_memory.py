@@ -13,8 +13,10 @@ flows through the window without flushing the hot set. A hit in probation
 promotes to protected; protected overflow demotes back to probation.
 
 Hits stay cheap: ``get`` is a dict lookup, an expiry check and an append to
-a read buffer. Reordering and frequency counting happen when the buffer is
-drained (on writes, misses, or when it fills). Expiry is lazy: checked on
+a read buffer. Reordering, frequency counting and even the hit statistic
+happen when the buffer is drained (on writes, or when it fills), once per
+distinct entry: a hot key read a hundred times between drains is counted and
+moved once. Expiry is lazy: checked on
 read and at the cold ends during eviction, with no timers and no scans.
 """
 
@@ -24,9 +26,10 @@ import math
 import random
 import sys
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Generic, Literal, TypeVar
 
 from .._clock import Clock, SystemClock
@@ -49,6 +52,7 @@ _PROTECTED_SHARE = 0.8  # of main: room for the proven-hot, the rest for probati
 _READ_BUFFER = 128  # hits recorded before a forced drain; bounds the reordering lag
 _WARM = 5  # a candidate at least this frequent may win a rare coin toss (see _admits)
 _SKETCH_START = 64  # entries the sketch is first sized for; it grows with the cache
+_hash_of = attrgetter("hash")
 
 
 @dataclass(slots=True)
@@ -144,6 +148,7 @@ class MemoryCache(Generic[V]):
     __slots__ = (
         "_bytes",
         "_clock",
+        "_counted",
         "_data",
         "_max_bytes",
         "_max_entry",
@@ -156,11 +161,11 @@ class MemoryCache(Generic[V]):
         "_random",
         "_reads",
         "_sketch",
+        "_stats",
         "_tags",
         "_window",
         "_window_bytes",
         "_window_max",
-        "stats",
     )
 
     def __init__(
@@ -180,10 +185,11 @@ class MemoryCache(Generic[V]):
         # Bound once: the hit path reads the time on every call. The system clock
         # is a thin wrapper, so skip its Python frame and call the C function.
         self._now = time.monotonic if type(self._clock) is SystemClock else self._clock.now
-        self.stats = CacheStats()
+        self._stats = CacheStats()
         self._data: dict[Hashable, _Node[V]] = {}
         self._tags: dict[str, set[Hashable]] = {}
         self._reads: list[_Node[V]] = []
+        self._counted = 0  # leading buffered reads already in the statistics
         self._random = random.Random()
         self._init_segments(policy)
 
@@ -205,10 +211,9 @@ class MemoryCache(Generic[V]):
         node = self._data.get(key)
         if node is not None and self._now() < node.expires_at:
             reads = self._reads
-            reads.append(node)
+            reads.append(node)  # also the hit count: see _count_hits
             if len(reads) >= _READ_BUFFER:
                 self._drain()
-            self.stats.hits += 1
             return node.value
         self._missed(key, node)
         return None
@@ -220,46 +225,78 @@ class MemoryCache(Generic[V]):
         to decide whether to revalidate.
         """
         node = self._data.get(key)
-        now = self._now()
-        if node is None or now >= node.stale_until:
-            self._missed(key, node)
-            return None
-        self._reads.append(node)
-        if now < node.expires_at:
-            self.stats.hits += 1
-        else:
-            self.stats.stale_hits += 1
-        if len(self._reads) >= _READ_BUFFER:
-            self._drain()
-        return node
+        if node is not None:
+            now = self._now()
+            if now < node.expires_at:
+                reads = self._reads
+                reads.append(node)
+                if len(reads) >= _READ_BUFFER:
+                    self._drain()
+                return node
+            if now < node.stale_until:
+                self._stale_hit(node)
+                return node
+        self._missed(key, node)
+        return None
 
     def __contains__(self, key: object) -> bool:
         """True if ``key`` has a fresh value; a peek that touches no statistics."""
         node = self._data.get(key)
         return node is not None and self._now() < node.expires_at
 
+    @property
+    def stats(self) -> CacheStats:
+        """Counters since the cache was made, buffered hits included."""
+        self._count_hits()
+        return self._stats
+
+    def _count_hits(self) -> None:
+        """Fold buffered reads into ``hits``: each one is a fresh hit unless counted already."""
+        self._stats.hits += len(self._reads) - self._counted
+        self._counted = len(self._reads)
+
+    def _stale_hit(self, node: _Node[V]) -> None:
+        self._count_hits()
+        self._stats.stale_hits += 1
+        self._counted += 1  # its read is buffered below, but it is not a fresh hit
+        self._reads.append(node)
+        if len(self._reads) >= _READ_BUFFER:
+            self._drain()
+
     def _missed(self, key: Hashable, node: _Node[V] | None) -> None:
-        self.stats.misses += 1
+        self._stats.misses += 1
         if node is not None and self._now() >= node.stale_until:
             self._remove(node)
-            self.stats.expirations += 1
-        self._drain()
+            self._stats.expirations += 1
 
     def _drain(self) -> None:
-        """Replay buffered hits: bump their frequency and move them up their segment."""
+        """Replay buffered hits: bump their frequency and move them up their segment.
+
+        Each distinct entry is handled once, with its number of hits and at the
+        position of its latest one, which leaves the segments and the sketch as
+        replaying every hit in turn would.
+        """
         reads = self._reads
         if not reads:
             return
-        if self._sketch is not None:
-            self._sketch.add_many([node.hash for node in reads])
+        self._count_hits()
+        self._counted = 0
+        # Newest first, so the keys come out in order of each entry's first
+        # occurrence there, i.e. reversed order of latest hit.
+        latest: dict[_Node[V], int]
+        if self._sketch is None:
+            latest = dict.fromkeys(reversed(reads), 0)
+        else:
+            latest = Counter(reversed(reads))
+            self._sketch.add_counts(zip(map(_hash_of, latest), latest.values()))
+        reads.clear()
         probation = self._probation
-        for node in reads:
+        for node in reversed(latest):
             queue = node.queue
             if queue is probation:
                 self._promote(node)
             elif queue is not None:
                 queue.move_to_end(node.key)
-        reads.clear()
         self._demote_overflow()
 
     def _promote(self, node: _Node[V]) -> None:
@@ -298,7 +335,7 @@ class MemoryCache(Generic[V]):
         charge = self._charge(key, value) if size is None else size
         old = self._data.get(key)
         if ttl <= 0 or charge > self._max_entry:
-            self.stats.rejections += 1
+            self._stats.rejections += 1
             if old is not None:
                 self._remove(old)
             return False
@@ -358,7 +395,9 @@ class MemoryCache(Generic[V]):
             node.queue = None  # buffered reads of these nodes must be skipped
         self._data.clear()
         self._tags.clear()
+        self._count_hits()
         self._reads.clear()
+        self._counted = 0
         self._init_segments(self._policy)
 
     def _remove(self, node: _Node[V]) -> None:
@@ -472,9 +511,9 @@ class MemoryCache(Generic[V]):
         """Evict ``node`` (linked or being judged), counting why it went."""
         self._remove(node)
         if now >= node.stale_until:
-            self.stats.expirations += 1
+            self._stats.expirations += 1
         else:
-            self.stats.evictions += 1
+            self._stats.evictions += 1
 
     # -- inspection --------------------------------------------------------------
 
@@ -508,17 +547,17 @@ class MemoryCache(Generic[V]):
             "entries": len(self._data),
             "bytes": self._bytes,
             "max_bytes": self._max_bytes,
-            "hits": self.stats.hits,
-            "misses": self.stats.misses,
-            "stale_hits": self.stats.stale_hits,
-            "evictions": self.stats.evictions,
-            "expirations": self.stats.expirations,
-            "rejections": self.stats.rejections,
-            "hit_ratio": self.stats.hit_ratio(),
+            "hits": self._stats.hits,
+            "misses": self._stats.misses,
+            "stale_hits": self._stats.stale_hits,
+            "evictions": self._stats.evictions,
+            "expirations": self._stats.expirations,
+            "rejections": self._stats.rejections,
+            "hit_ratio": self._stats.hit_ratio(),
         }
 
     def __repr__(self) -> str:
         return (
             f"MemoryCache(policy={self._policy}, entries={len(self)}, "
-            f"bytes={self._bytes}/{self._max_bytes}, hit_ratio={self.stats.hit_ratio():.2f})"
+            f"bytes={self._bytes}/{self._max_bytes}, hit_ratio={self._stats.hit_ratio():.2f})"
         )
