@@ -27,7 +27,7 @@ from .._errors import RequestError
 from .._json import dumps_canonical
 from .._units import parse_bytes, parse_duration
 from ..flow import Coalescer, ThreadFlight
-from ._memory import MemoryCache
+from ._memory import CachedItem, MemoryCache
 from ._tiered import TieredCache
 
 __all__ = ["CacheInfo", "cached"]
@@ -180,17 +180,42 @@ class _Memo(Generic[P, R]):
 
     # -- sync --------------------------------------------------------------
 
+    def fast_key(self) -> Callable[[tuple[Any, ...], dict[str, Any]], Hashable]:
+        """The hit path's key function: a bare tuple when nothing more is needed."""
+        if self.custom_key is not None or self.tiered is not None or self.skip_first:
+            return self.key_of
+        prefix, key_of = self.prefix, self.key_of
+
+        def positional(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable:
+            # Unhashable arguments surface as TypeError at lookup; see _lookup_key.
+            return key_of(args, kwargs) if kwargs else (prefix, args)
+
+        return positional
+
+    def _lookup_key(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Hashable, CachedItem[Any] | None]:
+        """The slow path of a lookup whose fast key was unhashable."""
+        key = self.key_of(args, kwargs)
+        return key, self.memory.get_entry(key)
+
     def sync_wrapper(self) -> Callable[..., Any]:
         get = self.memory.get_entry
         now = self.memory.clock.now
-        key_of = self.key_of
+        key_of = self.fast_key()
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             key = key_of(args, kwargs)
-            item = get(key)
+            try:
+                item = get(key)
+            except TypeError:
+                key, item = self._lookup_key(args, kwargs)
             if item is not None and item.expires_at > now():
                 self.hits += 1
-                return _unwrap(item.value)
+                value = item.value
+                if value.__class__ is _Raised:
+                    raise value.error
+                return value
             return self._miss_sync(key, args, kwargs)
 
         return wrapper
@@ -224,14 +249,20 @@ class _Memo(Generic[P, R]):
     def async_wrapper(self) -> Callable[..., Awaitable[Any]]:
         get = self.memory.get_entry
         now = self.memory.clock.now
-        key_of = self.key_of
+        key_of = self.fast_key()
 
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
             key = key_of(args, kwargs)
-            item = get(key)
+            try:
+                item = get(key)
+            except TypeError:
+                key, item = self._lookup_key(args, kwargs)
             if item is not None and item.expires_at > now():
                 self.hits += 1
-                return _unwrap(item.value)
+                value = item.value
+                if value.__class__ is _Raised:
+                    raise value.error
+                return value
             return await self._miss_async(key, args, kwargs)
 
         return wrapper
