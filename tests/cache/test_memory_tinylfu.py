@@ -73,3 +73,48 @@ def test_sketch_grows_with_the_entry_count(clock: FakeClock) -> None:
         cache.set(key, key, size=100)
     assert cache._sketch is not None
     assert cache._sketch.capacity >= 5000
+
+
+def test_statistics_include_reads_not_yet_drained(clock: FakeClock) -> None:
+    cache: MemoryCache[int] = MemoryCache(_BUDGET, clock)
+    cache.set("a", 1, size=10, ttl=5, stale=5)
+    cache.get("a")
+    cache.get_entry("a")
+    clock.advance(6)
+    assert cache.get_entry("a") is not None  # stale, still served
+    assert cache.get("a") is None  # not fresh: a miss for get
+    assert len(cache._reads) == 3  # all three reads still buffered
+    assert (cache.stats.hits, cache.stats.stale_hits, cache.stats.misses) == (2, 1, 1)
+    cache._drain()
+    assert (cache.stats.hits, cache.stats.stale_hits, cache.stats.misses) == (2, 1, 1)
+
+
+def test_resident_hits_are_counted_on_the_entry_and_age_with_the_sketch(
+    clock: FakeClock,
+) -> None:
+    cache: MemoryCache[int] = MemoryCache(_BUDGET, clock)
+    cache.set("a", 1, size=10)
+    for _ in range(12):
+        cache.get("a")
+    cache._drain()
+    node, sketch = cache._data["a"], cache._sketch
+    assert sketch is not None
+    assert sketch.frequency(node.hash) == 1  # the write; the hits live on the entry
+    assert cache._frequency(node) == 13
+    sketch.age()
+    assert cache._own_count(node) == 6  # halved lazily, without walking the entries
+    assert cache._frequency(node) == 6
+
+
+def test_a_leaving_entry_hands_its_hits_to_the_sketch(clock: FakeClock) -> None:
+    cache: MemoryCache[int] = MemoryCache(_BUDGET, clock)
+    cache.set("a", 1, size=10)
+    for _ in range(5):
+        cache.get("a")
+    h = cache._data["a"].hash
+    cache.delete("a")  # reads still buffered: counted at the next drain
+    cache._drain()
+    assert cache._sketch is not None
+    assert cache._sketch.frequency(h) == 6
+    cache.set("a", 1, size=10)  # comes back with its history
+    assert cache._frequency(cache._data["a"]) == 7

@@ -80,3 +80,21 @@ def test_add_many_matches_one_at_a_time(keys: list[int]) -> None:
         one.add(spread(key))
     many.add_many(spread(key) for key in keys)
     assert all(one.frequency(spread(k)) == many.frequency(spread(k)) for k in range(301))
+
+
+def test_adding_at_once_counts_increments_until_saturated() -> None:
+    sketch = FrequencySketch(capacity=1 << 10)
+    h = spread(5)
+    sketch.add(h, 10)
+    sketch.add(h, 10)
+    assert (sketch.frequency(h), sketch.additions) == (15, 15)
+
+
+def test_restore_raises_counters_without_nearing_aging() -> None:
+    sketch = FrequencySketch(capacity=16)
+    h = spread(9)
+    sketch.restore(h, 4)
+    assert (sketch.frequency(h), sketch.additions) == (4, 0)
+    sketch.tally(sketch.sample_size)
+    assert sketch.resets == 1
+    assert sketch.frequency(h) == 2

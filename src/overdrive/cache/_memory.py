@@ -16,8 +16,11 @@ Hits stay cheap: ``get`` is a dict lookup, an expiry check and an append to
 a read buffer. Reordering, frequency counting and even the hit statistic
 happen when the buffer is drained (on writes, or when it fills), once per
 distinct entry: a hot key read a hundred times between drains is counted and
-moved once. Expiry is lazy: checked on
-read and at the cold ends during eviction, with no timers and no scans.
+moved once. A resident entry keeps its own hit count (capped and aged like a
+sketch counter, but one integer to bump instead of four); the sketch holds
+the history of every key and takes an entry's count back when it leaves, and
+admission weighs the two together. Expiry is lazy: checked on read and at the
+cold ends during eviction, with no timers and no scans.
 """
 
 from __future__ import annotations
@@ -29,12 +32,11 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass
-from operator import attrgetter
 from typing import Generic, Literal, TypeVar
 
 from .._clock import Clock, SystemClock
 from ._sizeof import deep_sizeof
-from ._sketch import FrequencySketch, spread
+from ._sketch import MAX_COUNT, FrequencySketch, spread
 
 __all__ = ["ENTRY_OVERHEAD", "CacheStats", "CachedItem", "MemoryCache", "Policy"]
 
@@ -49,10 +51,9 @@ ENTRY_OVERHEAD = 400
 
 _WINDOW_SHARE = 0.01  # of the byte budget; TinyLFU's recommended admission window
 _PROTECTED_SHARE = 0.8  # of main: room for the proven-hot, the rest for probation
-_READ_BUFFER = 128  # hits recorded before a forced drain; bounds the reordering lag
+_READ_BUFFER = 512  # hits recorded before a forced drain; bounds the reordering lag
 _WARM = 5  # a candidate at least this frequent may win a rare coin toss (see _admits)
 _SKETCH_START = 64  # entries the sketch is first sized for; it grows with the cache
-_hash_of = attrgetter("hash")
 
 
 @dataclass(slots=True)
@@ -109,10 +110,12 @@ class _Node(CachedItem[V]):
     """A stored entry: the public item plus the cache's bookkeeping.
 
     ``queue`` is the segment holding the node, or None once it is gone, so a
-    buffered read of a removed node is recognised and skipped.
+    buffered read of a removed node is recognised and skipped. ``freq`` counts
+    hits since it was stored, capped like a sketch counter and halved for each
+    sketch aging since ``epoch`` (lazily: aging never walks the entries).
     """
 
-    __slots__ = ("hash", "key", "queue", "size")
+    __slots__ = ("epoch", "freq", "hash", "key", "queue", "size")
 
     def __init__(
         self, key: Hashable, item: tuple[V, float, float, tuple[str, ...]], size: int
@@ -122,6 +125,8 @@ class _Node(CachedItem[V]):
         self.size = size
         self.hash = spread(hash(key))
         self.queue: _Queue[V] | None = None
+        self.freq = 0
+        self.epoch = 0  # any will do while freq is 0
 
 
 class MemoryCache(Generic[V]):
@@ -270,34 +275,67 @@ class MemoryCache(Generic[V]):
             self._stats.expirations += 1
 
     def _drain(self) -> None:
-        """Replay buffered hits: bump their frequency and move them up their segment.
+        """Replay buffered hits: count them and move each entry up its segment.
 
         Each distinct entry is handled once, with its number of hits and at the
-        position of its latest one, which leaves the segments and the sketch as
-        replaying every hit in turn would.
+        position of its latest one: the segments and counts end as they would
+        after replaying every hit in turn, for a fraction of the work.
         """
         reads = self._reads
         if not reads:
             return
         self._count_hits()
         self._counted = 0
-        # Newest first, so the keys come out in order of each entry's first
-        # occurrence there, i.e. reversed order of latest hit.
-        latest: dict[_Node[V], int]
+        # Built newest first, so each entry sits where it was last read; walked
+        # backwards, that is oldest latest-read first.
         if self._sketch is None:
-            latest = dict.fromkeys(reversed(reads), 0)
+            self._reorder(reversed(dict.fromkeys(reversed(reads))))
         else:
-            latest = Counter(reversed(reads))
-            self._sketch.add_counts(zip(map(_hash_of, latest), latest.values()))
+            self._replay(self._sketch, Counter(reversed(reads)))
         reads.clear()
+        self._demote_overflow()
+
+    def _reorder(self, nodes: Iterable[_Node[V]]) -> None:
         probation = self._probation
-        for node in reversed(latest):
+        for node in nodes:
             queue = node.queue
             if queue is probation:
                 self._promote(node)
             elif queue is not None:
                 queue.move_to_end(node.key)
-        self._demote_overflow()
+
+    def _replay(self, sketch: FrequencySketch, hits: Counter[_Node[V]]) -> None:
+        """``_reorder`` fused with counting each entry's hits, as the sketch counts."""
+        probation, resets = self._probation, sketch.resets
+        added = 0
+        for node, times in reversed(hits.items()):  # one loop: this is the price of hits
+            queue = node.queue
+            if queue is probation:
+                self._promote(node)
+            elif queue is not None:
+                queue.move_to_end(node.key)
+            else:  # gone since the read, its count already handed to the sketch
+                sketch.restore(node.hash, times)
+                added += times
+                continue
+            freq = node.freq
+            if node.epoch != resets:
+                freq = node.freq = freq >> (resets - node.epoch)
+                node.epoch = resets
+            if freq < MAX_COUNT:
+                freq = freq + times if freq + times < MAX_COUNT else MAX_COUNT
+                added += freq - node.freq
+                node.freq = freq
+        sketch.tally(added)
+
+    def _frequency(self, node: _Node[V]) -> int:
+        """Its key's estimated recent accesses: history in the sketch plus its own hits."""
+        assert self._sketch is not None
+        return min(MAX_COUNT, self._sketch.frequency(node.hash) + self._own_count(node))
+
+    def _own_count(self, node: _Node[V]) -> int:
+        assert self._sketch is not None
+        return node.freq >> (self._sketch.resets - node.epoch)
 
     def _promote(self, node: _Node[V]) -> None:
         """A second hit while in probation earns a place in protected."""
@@ -356,10 +394,11 @@ class MemoryCache(Generic[V]):
             if old.queue is not None:
                 queue = old.queue
             self._remove(old)
-        if self._sketch is not None:
-            self._sketch.add(node.hash)
-            if len(self._data) >= self._sketch.capacity:
-                self._sketch.ensure_capacity(2 * self._sketch.capacity)
+        sketch = self._sketch
+        if sketch is not None:
+            sketch.add(node.hash)
+            if len(self._data) >= sketch.capacity:
+                sketch.ensure_capacity(2 * sketch.capacity)
         self._data[node.key] = node
         if node.tags:
             self._tag(node)
@@ -411,6 +450,8 @@ class MemoryCache(Generic[V]):
             node.queue = None
         del self._data[node.key]
         self._bytes -= node.size
+        if node.freq and self._sketch is not None:  # its hits outlive it, as history
+            self._sketch.restore(node.hash, self._own_count(node))
         if node.tags:
             self._untag(node)
 
@@ -498,10 +539,9 @@ class MemoryCache(Generic[V]):
         Summing (not the max) matters with varied sizes: one large newcomer
         has to earn the hits of all the small entries it would displace.
         """
-        assert self._sketch is not None
-        frequency = self._sketch.frequency
-        mine = frequency(candidate.hash)
-        if mine > sum(frequency(v.hash) for v in victims):
+        frequency = self._frequency
+        mine = frequency(candidate)
+        if mine > sum(frequency(v) for v in victims):
             return True
         # Ties go to the incumbents. A rare random win for a warm candidate keeps
         # an attacker from pinning a hot victim with colliding keys (hash flooding).
@@ -543,21 +583,22 @@ class MemoryCache(Generic[V]):
         return len(self._data)
 
     def summary(self) -> dict[str, float]:
+        stats = self.stats
         return {
             "entries": len(self._data),
             "bytes": self._bytes,
             "max_bytes": self._max_bytes,
-            "hits": self._stats.hits,
-            "misses": self._stats.misses,
-            "stale_hits": self._stats.stale_hits,
-            "evictions": self._stats.evictions,
-            "expirations": self._stats.expirations,
-            "rejections": self._stats.rejections,
-            "hit_ratio": self._stats.hit_ratio(),
+            "hits": stats.hits,
+            "misses": stats.misses,
+            "stale_hits": stats.stale_hits,
+            "evictions": stats.evictions,
+            "expirations": stats.expirations,
+            "rejections": stats.rejections,
+            "hit_ratio": stats.hit_ratio(),
         }
 
     def __repr__(self) -> str:
         return (
             f"MemoryCache(policy={self._policy}, entries={len(self)}, "
-            f"bytes={self._bytes}/{self._max_bytes}, hit_ratio={self._stats.hit_ratio():.2f})"
+            f"bytes={self._bytes}/{self._max_bytes}, hit_ratio={self.stats.hit_ratio():.2f})"
         )

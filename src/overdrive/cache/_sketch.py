@@ -7,6 +7,9 @@ counter per row, each row indexed by a different 16-bit step of the hash
 than double hashing in Python) and its estimate is the least of the four, so collisions
 can only over-count. After ``sample_size`` increments every counter is
 halved: old popularity fades and the sketch follows a changing workload.
+A cache may count hits of its residents itself, :meth:`~FrequencySketch.tally`
+them towards aging as they happen, and :meth:`~FrequencySketch.restore` them
+into the counters when the entry leaves.
 
 >>> sketch = FrequencySketch(capacity=100)
 >>> h = spread(hash("answer"))
@@ -20,11 +23,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
-__all__ = ["FrequencySketch", "spread"]
+__all__ = ["MAX_COUNT", "FrequencySketch", "spread"]
 
 _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15  # odd, bits well spread: a cheap multiplicative mix
-_MAX_COUNT = 15  # 4-bit counters, as in Caffeine: enough to rank, cheap to age
+MAX_COUNT = 15  # 4-bit counters, as in Caffeine: enough to rank, cheap to age
 _ROWS = 4
 _SAMPLE_FACTOR = 10  # age after ~10 increments per tracked entry (TinyLFU paper)
 _HALVE = bytes(v >> 1 for v in range(256))  # translate table: halving in C, not a loop
@@ -45,13 +48,12 @@ class FrequencySketch:
     True
     """
 
-    __slots__ = ("_mask", "_saturated", "_table", "_width", "additions", "resets", "sample_size")
+    __slots__ = ("_mask", "_table", "_width", "additions", "resets", "sample_size")
 
     def __init__(self, capacity: int = 16) -> None:
         self._width = 16
         self._mask = 15
         self._table = bytearray(_ROWS * 16)
-        self._saturated: set[int] = set()
         self.additions = 0
         self.sample_size = _SAMPLE_FACTOR * 16
         self.resets = 0
@@ -71,7 +73,6 @@ class FrequencySketch:
             return
         self._width, self._mask = width, width - 1
         self._table = bytearray(_ROWS * width)
-        self._saturated.clear()
         self.sample_size = _SAMPLE_FACTOR * width
         self.additions = 0
 
@@ -87,48 +88,51 @@ class FrequencySketch:
 
     def add(self, h: int, times: int = 1) -> None:
         """Count ``times`` accesses of hash ``h``; may trigger aging."""
-        self.add_counts(((h, times),))
+        self.tally(self._bump(((h, times),)))
 
     def add_many(self, hashes: Iterable[int]) -> None:
         """Count one access per hash (repeats included); may trigger aging."""
-        self.add_counts(Counter(hashes).items())
+        self.tally(self._bump(Counter(hashes).items()))
 
-    def add_counts(self, counts: Iterable[tuple[int, int]]) -> None:
-        """Count ``n`` accesses of each ``(h, n)``, as ``n`` calls of ``add(h)`` would.
+    def restore(self, h: int, times: int) -> None:
+        """Put back ``times`` accesses of ``h`` that were counted elsewhere and tallied then.
 
-        Counters saturate, so adding ``n`` at once lands exactly where ``n``
-        single increments would. A hash whose counters all reached the cap is
-        remembered until the next aging and skipped: hot keys, which make up
-        most hits, then cost a set lookup instead of four counter updates.
+        For a cache that keeps its residents' counts on the entries and hands
+        them over when an entry leaves: the counters rise, aging is not brought
+        nearer.
+        """
+        self._bump(((h, times),))
+
+    def tally(self, additions: int) -> None:
+        """Count ``additions`` increments towards the aging sample; may trigger aging."""
+        self.additions += additions
+        if self.additions >= self.sample_size:
+            self.age()
+
+    def _bump(self, counts: Iterable[tuple[int, int]]) -> int:
+        """Add ``n`` to the counters of each ``(h, n)``; how many single increments counted.
+
+        Counters saturate, so adding ``n`` at once lands where ``n`` calls
+        of ``add(h)`` would, and an increment counts while any counter of
+        ``h`` (so the least) is below the cap.
         """
         table, mask, w1 = self._table, self._mask, self._width
-        w2, w3, saturated = 2 * w1, 3 * w1, self._saturated
+        w2, w3 = 2 * w1, 3 * w1
         added = 0
-        for h, n in counts:  # straight-line on purpose: this loop is the price of hits
-            if h in saturated:
-                continue
+        for h, n in counts:
             i0, i1 = h & mask, w1 + ((h >> 16) & mask)
             i2, i3 = w2 + ((h >> 32) & mask), w3 + ((h >> 48) & mask)
             c0, c1, c2, c3 = table[i0], table[i1], table[i2], table[i3]
-            low = min(c0, c1, c2, c3)
-            if low + n >= _MAX_COUNT:
-                saturated.add(h)
-                table[i0] = table[i1] = table[i2] = table[i3] = _MAX_COUNT
-                added += _MAX_COUNT - low  # single increments stop once the least is full
-            else:
-                table[i0] = c0 + n if c0 + n < _MAX_COUNT else _MAX_COUNT
-                table[i1] = c1 + n if c1 + n < _MAX_COUNT else _MAX_COUNT
-                table[i2] = c2 + n if c2 + n < _MAX_COUNT else _MAX_COUNT
-                table[i3] = c3 + n if c3 + n < _MAX_COUNT else _MAX_COUNT
-                added += n
-        self.additions += added
-        if self.additions >= self.sample_size:
-            self.age()
+            added += max(0, min(n, MAX_COUNT - min(c0, c1, c2, c3)))
+            table[i0] = min(MAX_COUNT, c0 + n)
+            table[i1] = min(MAX_COUNT, c1 + n)
+            table[i2] = min(MAX_COUNT, c2 + n)
+            table[i3] = min(MAX_COUNT, c3 + n)
+        return added
 
     def age(self) -> None:
         """Halve every counter: yesterday's hits weigh half as much as today's."""
         self._table = self._table.translate(_HALVE)
-        self._saturated.clear()
         self.additions //= 2
         self.resets += 1
 
