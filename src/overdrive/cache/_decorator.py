@@ -199,6 +199,9 @@ class _Memo(Generic[P, R]):
         key = self.key_of(args, kwargs)
         return key, self.memory.get_entry(key)
 
+    # The sync and async wrappers repeat the hit path on purpose: a shared
+    # helper would add a call to every hit, the one cost this decorator exists to avoid.
+
     def sync_wrapper(self) -> Callable[..., Any]:
         get = self.memory.get_entry
         now = self.memory.clock.now
