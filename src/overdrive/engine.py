@@ -26,6 +26,8 @@ from .upstream import Dispatcher, Exchange, Upstream
 
 __all__ = ["Overdrive", "Result"]
 
+_TTL_JITTER = 0.1
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -69,7 +71,8 @@ class Overdrive:
         self._clock = clock or SystemClock()
         self._upstreams = [Upstream(u, self._clock, upstream_transport) for u in config.upstreams]
         self._router: Router[Upstream] = Router(self._upstreams)
-        backoff = Backoff(config.retry.base, config.retry.cap, rng)
+        self._rng = rng or random.Random()
+        backoff = Backoff(config.retry.base, config.retry.cap, self._rng)
         self._dispatcher = Dispatcher(
             self._router, config.retry, self._clock, self.metrics, backoff
         )
@@ -242,7 +245,9 @@ class Overdrive:
         if cache is not None:
             value = (result.status, result.body, result.upstream)
             shared = cache.lease is not None  # waiting processes read it back from Redis
-            ttl, stale = self.config.cache.ttl, self.config.cache.stale
+            # Jitter, so answers cached in one burst do not all expire in one burst.
+            ttl = self.config.cache.ttl * (1.0 - _TTL_JITTER * self._rng.random())
+            stale = self.config.cache.stale
             await cache.set(key, value, ttl, stale=stale, wait=shared)
 
     # -- inspection and lifecycle ----------------------------------------------
