@@ -13,6 +13,10 @@ from __future__ import annotations
 
 from ._clock import Clock, FakeClock, SystemClock
 from ._errors import (
+    BatchClosedError,
+    BatchError,
+    BatchQueueFullError,
+    BatchResultCountError,
     CacheError,
     CodecError,
     ConfigError,
@@ -28,11 +32,17 @@ from ._errors import (
 from .cache import cached
 from .config import CacheConfig, Config, RetryConfig, UpstreamConfig, load_config
 from .engine import Overdrive, Result
+from .flow import Batcher, batched
 from .monitor import Metrics
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchClosedError",
+    "BatchError",
+    "BatchQueueFullError",
+    "BatchResultCountError",
+    "Batcher",
     "CacheConfig",
     "CacheError",
     "Clock",
@@ -55,6 +65,7 @@ __all__ = [
     "UpstreamStatusError",
     "UpstreamUnavailableError",
     "__version__",
+    "batched",
     "cached",
     "load_config",
 ]

@@ -4,6 +4,10 @@
 
     OverdriveError                      anything overdrive raises on purpose
     ├── ConfigError                     a config value is wrong; names the field
+    ├── BatchError                      a batcher (``batcher``) refused or lost an item
+    │   ├── BatchQueueFullError         ``limit`` items are already waiting
+    │   ├── BatchClosedError            the batcher was closed
+    │   └── BatchResultCountError       the handler returned the wrong number of results
     ├── CacheError                      a cache tier failed (callers fail open on it)
     │   └── CodecError                  a stored value cannot be decoded or fails its signature
     ├── RequestError                    a call's arguments are wrong; names the field
@@ -21,6 +25,10 @@ so callers can react without parsing messages.
 from __future__ import annotations
 
 __all__ = [
+    "BatchClosedError",
+    "BatchError",
+    "BatchQueueFullError",
+    "BatchResultCountError",
     "CacheError",
     "CodecError",
     "ConfigError",
@@ -49,6 +57,40 @@ class ConfigError(OverdriveError, ValueError):
         self.field = field
         self.problem = problem
         super().__init__(f"config field `{field}`: {problem}")
+
+
+class BatchError(OverdriveError):
+    """The batcher named ``batcher`` refused an item or could not deliver its result."""
+
+    def __init__(self, batcher: str, message: str) -> None:
+        self.batcher = batcher
+        super().__init__(f"batcher {batcher!r}: {message}")
+
+
+class BatchQueueFullError(BatchError):
+    """``limit`` items are already waiting (queued or in flight); the caller was not queued."""
+
+    def __init__(self, batcher: str, limit: int) -> None:
+        self.limit = limit
+        super().__init__(batcher, f"queue full ({limit} items waiting, max_queue={limit})")
+
+
+class BatchClosedError(BatchError):
+    """The batcher was closed with ``aclose()`` and takes no new items."""
+
+    def __init__(self, batcher: str) -> None:
+        super().__init__(batcher, "closed; it takes no new items")
+
+
+class BatchResultCountError(BatchError):
+    """The handler returned ``got`` results for a batch of ``expected`` items."""
+
+    def __init__(self, batcher: str, expected: int, got: int) -> None:
+        self.expected = expected
+        self.got = got
+        super().__init__(
+            batcher, f"handler returned {got} results for {expected} items; need one per item"
+        )
 
 
 class CacheError(OverdriveError):

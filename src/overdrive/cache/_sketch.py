@@ -29,7 +29,11 @@ _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15  # odd, bits well spread: a cheap multiplicative mix
 MAX_COUNT = 15  # 4-bit counters, as in Caffeine: enough to rank, cheap to age
 _ROWS = 4
-_SAMPLE_FACTOR = 10  # age after ~10 increments per tracked entry (TinyLFU paper)
+# Age after 6 increments per counter column. The TinyLFU paper suggests ~10 per
+# entry, but the width is already rounded up to 1-2x the entries held, and
+# fresher counts measured better here (bench_hit_ratio: Zipf 0.9 and the scan
+# trace gain about 0.8 points of Belady at a 1% budget; Zipf 1.1 is unchanged).
+_SAMPLE_FACTOR = 6
 _HALVE = bytes(v >> 1 for v in range(256))  # translate table: halving in C, not a loop
 
 

@@ -1,7 +1,8 @@
-"""Flow control: pacing, coalescing and retries."""
+"""Flow control: pacing, coalescing, micro-batching and retries."""
 
 from __future__ import annotations
 
+from ._batch import BatchedFunction, Batcher, BatchStats, batched
 from ._coalesce import Coalescer
 from ._ratelimit import GCRA, RateLimiter
 from ._retry import RETRYABLE_STATUSES, Backoff, retry_after
@@ -11,8 +12,12 @@ __all__ = [
     "GCRA",
     "RETRYABLE_STATUSES",
     "Backoff",
+    "BatchStats",
+    "BatchedFunction",
+    "Batcher",
     "Coalescer",
     "RateLimiter",
     "ThreadFlight",
+    "batched",
     "retry_after",
 ]
