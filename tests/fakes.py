@@ -36,7 +36,7 @@ def chat_response(model: str, content: str = "hello", completion_tokens: int = 2
 
 
 def embeddings_response(model: str, count: int) -> dict[str, Any]:
-    data = [{"object": "embedding", "index": i, "embedding": [0.1, 0.2]} for i in range(count)]
+    data = [{"object": "embedding", "index": i, "embedding": [float(i), 0.5]} for i in range(count)]
     return {
         "object": "list",
         "data": data,

@@ -110,3 +110,16 @@ async def test_injected_server_errors_are_retried(sim: SimServer, od: Overdrive)
         sim.set_faults(error_rate=0.0)
     assert info.value.status == 500
     assert sim.stats()["requests"]["/v1/chat/completions"] == 4
+
+
+async def test_single_embedding_calls_are_batched_upstream(sim: SimServer, od: Overdrive) -> None:
+    texts = [f"tool lookup {i}" for i in range(64)]
+    client = through(od)
+    routed = await asyncio.gather(*(client.embeddings.create(model=EMBED, input=t) for t in texts))
+    direct = openai.AsyncOpenAI(base_url=sim.base_url, api_key="x", max_retries=0)
+    expected = await direct.embeddings.create(model=EMBED, input=texts)
+    await direct.close()
+    requests = sim.stats()["requests"]["/v1/embeddings"]
+    assert requests - 1 <= 4  # minus the direct call: 64 calls went up as a few batches
+    for reply, want in zip(routed, expected.data, strict=True):
+        assert reply.data[0].embedding == pytest.approx(want.embedding)

@@ -9,7 +9,7 @@ from typing import Any
 from ._errors import RequestError
 from ._tokens import estimate_messages_tokens, estimate_tokens
 
-__all__ = ["Call", "chat_call", "embeddings_call"]
+__all__ = ["Call", "Result", "chat_call", "embeddings_call"]
 
 # Reserved for the answer when a chat call sets no max_tokens; the real figure
 # is settled from the reported usage once the answer arrives.
@@ -29,6 +29,20 @@ class Call:
     model: str
     stream: bool
     tokens: int
+
+
+@dataclass(slots=True, frozen=True)
+class Result:
+    """A complete response: ``source`` is "upstream", "cache" or "coalesced"."""
+
+    status: int
+    body: bytes
+    upstream: str
+    source: str = "upstream"
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
 
 
 def chat_call(body: Mapping[str, Any]) -> Call:

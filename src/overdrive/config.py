@@ -31,8 +31,10 @@ from ._errors import ConfigError
 from ._units import parse_bytes, parse_duration
 
 __all__ = [
+    "BatchingConfig",
     "CacheConfig",
     "Config",
+    "EmbeddingBatchConfig",
     "RetryConfig",
     "UpstreamConfig",
     "load_config",
@@ -123,6 +125,18 @@ class CacheConfig(_Section):
         return value.encode() if value else None
 
 
+class EmbeddingBatchConfig(_Section):
+    """Single-text embedding calls combined into one upstream call."""
+
+    enabled: bool = True
+    max_batch: int = Field(default=64, ge=1, le=2048)
+    max_wait_ms: float = Field(default=5.0, ge=0, le=60_000)
+
+
+class BatchingConfig(_Section):
+    embeddings: EmbeddingBatchConfig = EmbeddingBatchConfig()
+
+
 class RetryConfig(_Section):
     """Retries of failed upstream calls: full-jitter backoff between ``base`` and ``cap``."""
 
@@ -140,6 +154,7 @@ class Config(_Section):
     upstreams: list[UpstreamConfig] = Field(min_length=1)
     cache: CacheConfig = CacheConfig()
     retry: RetryConfig = RetryConfig()
+    batching: BatchingConfig = BatchingConfig()
     namespace: str = ""
 
     @model_validator(mode="after")

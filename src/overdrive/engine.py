@@ -5,21 +5,21 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 import httpx
 
-from ._calls import Call, chat_call, embeddings_call
+from ._calls import Call, Result, chat_call, embeddings_call
 from ._clock import Clock, SystemClock
 from ._errors import RateLimitedError, RequestError, UpstreamProtocolError, UpstreamStatusError
 from ._json import JSONDecodeError, loads
 from .cache import TieredCache, cached, request_key
 from .cache._build import build_cache
 from .config import Config, load_config
-from .flow import Backoff, Coalescer
+from .flow import Backoff, Coalescer, EmbeddingBatches
 from .monitor import Metrics
 from .route import Router
 from .upstream import Dispatcher, Exchange, Upstream
@@ -30,20 +30,6 @@ _TTL_JITTER = 0.1
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-@dataclass(slots=True, frozen=True)
-class Result:
-    """A complete response: ``source`` is "upstream", "cache" or "coalesced"."""
-
-    status: int
-    body: bytes
-    upstream: str
-    source: str = "upstream"
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.status < 300
 
 
 class Overdrive:
@@ -83,6 +69,9 @@ class Overdrive:
             else None
         )
         self._revalidating: set[bytes] = set()
+        self._batches = EmbeddingBatches(
+            config.batching.embeddings, self._send, self.metrics, self._clock
+        )
 
     @classmethod
     def from_config(
@@ -202,6 +191,14 @@ class Overdrive:
             self.metrics.counter("overdrive_revalidation_errors_total").inc()
 
     async def _fetch(self, call: Call, key: bytes) -> Result:
+        batches = self._batches
+        result = await (batches.submit(call) if batches.takes(call) else self._send(call))
+        if result.ok:
+            await self._fill(key, result)
+        return result
+
+    async def _send(self, call: Call) -> Result:
+        """One upstream exchange, its answer checked and its tokens booked."""
         started = self._clock.now()
         exchange = await self._dispatcher.send(call)
         try:
@@ -215,7 +212,6 @@ class Overdrive:
         result = Result(exchange.response.status_code, body, name)
         if result.ok:
             self._settle(call, exchange.upstream, body)
-            await self._fill(key, result)
         return result
 
     def _settle(self, call: Call, upstream: Upstream, body: bytes) -> None:
@@ -266,6 +262,7 @@ class Overdrive:
         }
 
     async def aclose(self) -> None:
+        await self._batches.aclose()
         if self._cache is not None:
             await self._cache.aclose()
         for upstream in self._upstreams:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._batch import BatchedFunction, Batcher, BatchStats, batched
 from ._coalesce import Coalescer
+from ._embedding_batches import EmbeddingBatches
 from ._ratelimit import GCRA, RateLimiter
 from ._retry import RETRYABLE_STATUSES, Backoff, retry_after
 from ._threadflight import ThreadFlight
@@ -16,6 +17,7 @@ __all__ = [
     "BatchedFunction",
     "Batcher",
     "Coalescer",
+    "EmbeddingBatches",
     "RateLimiter",
     "ThreadFlight",
     "batched",

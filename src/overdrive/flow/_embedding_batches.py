@@ -1,0 +1,123 @@
+"""Embedding micro-batching: single-text calls that agree on model and options go as one.
+
+Providers price an embeddings call as a base cost plus a cost per input, so
+64 single-text calls sent as one 64-input call finish far sooner and use one
+request of the rate limit instead of 64. Each caller still gets an ordinary
+one-input response of its own (so caching and the httpx door see nothing new).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from .._calls import Call, Result, embeddings_call
+from .._errors import UpstreamProtocolError
+from .._json import JSONDecodeError, dumps, dumps_canonical, loads
+from ._batch import Batcher
+
+if TYPE_CHECKING:
+    from .._clock import Clock
+    from ..config import EmbeddingBatchConfig
+    from ..monitor import Metrics
+
+__all__ = ["EmbeddingBatches"]
+
+Send = Callable[[Call], Awaitable[Result]]
+
+
+class EmbeddingBatches:
+    """One :class:`Batcher` per (model, options) group of single-text embedding calls."""
+
+    __slots__ = ("_batchers", "_clock", "_config", "_metrics", "_send")
+
+    def __init__(
+        self, config: EmbeddingBatchConfig, send: Send, metrics: Metrics, clock: Clock
+    ) -> None:
+        self._config = config
+        self._send = send
+        self._metrics = metrics
+        self._clock = clock
+        self._batchers: dict[bytes, Batcher[Call, Result]] = {}
+
+    def takes(self, call: Call) -> bool:
+        """True for an embeddings call with one string input, when batching is on."""
+        return (
+            self._config.enabled
+            and call.op == "embeddings"
+            and isinstance(call.body.get("input"), str)
+        )
+
+    async def submit(self, call: Call) -> Result:
+        """Wait for the call's batch to go; return this call's own one-input response."""
+        return await self._batcher(call).submit(call)
+
+    async def aclose(self) -> None:
+        for batcher in self._batchers.values():
+            await batcher.aclose()
+        self._batchers.clear()
+
+    def _batcher(self, call: Call) -> Batcher[Call, Result]:
+        options = {k: v for k, v in call.body.items() if k != "input"}
+        group = hashlib.blake2b(dumps_canonical(options), digest_size=16).digest()
+        batcher = self._batchers.get(group)
+        if batcher is None:
+            batcher = self._batchers[group] = Batcher(
+                self._send_batch,
+                max_batch=self._config.max_batch,
+                max_wait=self._config.max_wait_ms / 1000,
+                clock=self._clock,
+                name=f"embeddings:{call.model}",
+            )
+        return batcher
+
+    async def _send_batch(self, calls: list[Call]) -> list[Result]:
+        texts = [call.body["input"] for call in calls]
+        self._metrics.histogram("overdrive_batch_size", op="embeddings").observe(len(calls))
+        result = await self._send(embeddings_call({**calls[0].body, "input": texts}))
+        if not result.ok:
+            return [result] * len(calls)
+        return [Result(200, body, result.upstream) for body in split_embeddings(result, len(texts))]
+
+    def __repr__(self) -> str:
+        return f"EmbeddingBatches(groups={len(self._batchers)}, enabled={self._config.enabled})"
+
+
+def split_embeddings(result: Result, count: int) -> list[bytes]:
+    """Cut an ``count``-input embeddings response into ``count`` one-input responses."""
+    payload = _batch_payload(result, count)
+    data = sorted(payload.pop("data"), key=lambda item: item["index"])
+    usages = _share_usage(payload.pop("usage", None), count)
+    return [
+        dumps({**payload, "data": [{**item, "index": 0}], "usage": usage})
+        for item, usage in zip(data, usages, strict=True)
+    ]
+
+
+def _batch_payload(result: Result, count: int) -> dict[str, Any]:
+    try:
+        payload = loads(result.body)
+    except JSONDecodeError:
+        payload = None
+    data = payload.get("data") if isinstance(payload, dict) else None
+    if (
+        not isinstance(data, list)
+        or len(data) != count
+        or not all(isinstance(d, dict) and isinstance(d.get("index"), int) for d in data)
+        or sorted(d["index"] for d in data) != list(range(count))
+    ):
+        raise UpstreamProtocolError(
+            result.upstream, f"embeddings answer does not hold {count} indexed items"
+        )
+    assert isinstance(payload, dict)
+    return payload
+
+
+def _share_usage(usage: Any, count: int) -> list[dict[str, int]]:
+    """Split the batch's token count evenly, the remainder to the first inputs."""
+    total = usage.get("prompt_tokens", 0) if isinstance(usage, dict) else 0
+    total = total if isinstance(total, int) and total >= 0 else 0
+    base, extra = divmod(total, count)
+    shares = [base + (1 if i < extra else 0) for i in range(count)]
+    return [{"prompt_tokens": n, "total_tokens": n} for n in shares]
