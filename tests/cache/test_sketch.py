@@ -34,23 +34,24 @@ def test_unseen_keys_are_mostly_zero() -> None:
     assert sum(1 for f in unseen if f) < 50
 
 
-def test_aging_halves_every_counter() -> None:
+def test_aging_halves_every_counter_and_clears_the_doorkeeper() -> None:
     sketch = FrequencySketch(capacity=1 << 10)
     keys = [spread(k) for k in range(10)]
     for i, h in enumerate(keys):
         sketch.add(h, i + 1)
     before = [sketch.frequency(h) for h in keys]
     sketch.age()
-    assert [sketch.frequency(h) for h in keys] == [f // 2 for f in before]
+    # the first access sat in the doorkeeper: (f - 1) counted, halved
+    assert [sketch.frequency(h) for h in keys] == [(f - 1) // 2 for f in before]
     assert sketch.resets == 1
 
 
 def test_aging_happens_after_the_sample_size() -> None:
     sketch = FrequencySketch(capacity=16)
-    assert sketch.sample_size == 96  # 6 increments per counter column
+    assert sketch.sample_size == 128  # 8 increments per counter column
     h = spread(1)
     for key in range(sketch.sample_size):
-        sketch.add(spread(key))
+        sketch.add(spread(key), 2)  # the doorkeeper takes one, the counters the other
     assert sketch.resets == 1
     assert sketch.additions < sketch.sample_size
     assert sketch.frequency(h) <= 7
@@ -98,3 +99,24 @@ def test_restore_raises_counters_without_nearing_aging() -> None:
     sketch.tally(sketch.sample_size)
     assert sketch.resets == 1
     assert sketch.frequency(h) == 2
+
+
+def test_doorkeeper_takes_the_first_access_and_is_cleared_on_aging() -> None:
+    sketch = FrequencySketch(capacity=1 << 10)
+    h = spread(42)
+    sketch.add(h)  # first access: a doorkeeper bit, no counter, no aging progress
+    assert (sketch._kept(h), sketch.frequency(h), sketch.additions) == (1, 1, 0)
+    assert not any(sketch._table)
+    sketch.add(h)  # second access: the counters
+    assert (sketch._kept(h), sketch.frequency(h), sketch.additions) == (1, 2, 1)
+    sketch.age()
+    assert (sketch._kept(h), sketch.frequency(h)) == (0, 0)  # the bit went, 1 // 2 == 0
+    sketch.add(h)  # first access again since aging
+    assert (sketch.frequency(h), sketch.additions) == (1, 0)
+
+
+def test_a_scan_of_new_keys_does_not_raise_the_counters() -> None:
+    sketch = FrequencySketch(capacity=1 << 10)
+    sketch.add_many(spread(k) for k in range(100_000, 100_500))  # one-hit wonders
+    assert sketch.additions == 0
+    assert not any(sketch._table)
