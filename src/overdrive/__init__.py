@@ -12,7 +12,9 @@ embedding call::
 from __future__ import annotations
 
 from ._clock import Clock, FakeClock, SystemClock
+from ._calls import Admission, admission
 from ._errors import (
+    AdmissionError,
     BatchClosedError,
     BatchError,
     BatchQueueFullError,
@@ -21,6 +23,8 @@ from ._errors import (
     CodecError,
     ConfigError,
     OverdriveError,
+    QueueFullError,
+    QueueTimeoutError,
     RateLimitedError,
     RequestError,
     UnknownModelError,
@@ -38,6 +42,8 @@ from .monitor import Metrics
 __version__ = "0.1.0"
 
 __all__ = [
+    "Admission",
+    "AdmissionError",
     "BatchClosedError",
     "BatchError",
     "BatchQueueFullError",
@@ -53,6 +59,8 @@ __all__ = [
     "Metrics",
     "Overdrive",
     "OverdriveError",
+    "QueueFullError",
+    "QueueTimeoutError",
     "RateLimitedError",
     "RequestError",
     "Result",
@@ -65,6 +73,7 @@ __all__ = [
     "UpstreamStatusError",
     "UpstreamUnavailableError",
     "__version__",
+    "admission",
     "batched",
     "cached",
     "load_config",

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._errors import RequestError
 from ._tokens import estimate_messages_tokens, estimate_tokens
+from ._units import parse_duration
 
-__all__ = ["Call", "Result", "chat_call", "embeddings_call"]
+__all__ = ["Admission", "Call", "Result", "admission", "chat_call", "embeddings_call"]
 
 # Reserved for the answer when a chat call sets no max_tokens; the real figure
 # is settled from the reported usage once the answer arrives.
@@ -17,6 +20,49 @@ DEFAULT_OUTPUT_TOKENS = 256
 
 CHAT_PATH = "/chat/completions"
 EMBEDDINGS_PATH = "/embeddings"
+
+
+@dataclass(slots=True, frozen=True)
+class Admission:
+    """How a call queues for its upstream: ``priority`` (higher goes first) and ``timeout``."""
+
+    priority: int = 0
+    timeout: float | None = None
+
+
+_NO_ADMISSION_CHOICE = Admission()
+_ADMISSION: ContextVar[Admission] = ContextVar("overdrive_admission", default=_NO_ADMISSION_CHOICE)
+
+
+@contextmanager
+def admission(priority: int = 0, timeout: float | str | None = None) -> Iterator[Admission]:
+    """Calls made inside the block queue with this ``priority`` and give up after ``timeout``.
+
+    >>> with admission(priority=10, timeout="2s") as chosen:
+    ...     chosen
+    Admission(priority=10, timeout=2.0)
+
+    A call that has not been admitted within ``timeout`` seconds raises
+    :class:`~overdrive.QueueTimeoutError`; the upstream never sees it.
+    """
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise RequestError("priority", f"expected an integer, got {priority!r}")
+    seconds = None if timeout is None else _timeout(timeout)
+    token = _ADMISSION.set(chosen := Admission(priority, seconds))
+    try:
+        yield chosen
+    finally:
+        _ADMISSION.reset(token)
+
+
+def _timeout(value: float | str) -> float:
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise RequestError("timeout", str(exc)) from None
+    if seconds <= 0:
+        raise RequestError("timeout", f"expected a positive duration, got {value!r}")
+    return seconds
 
 
 @dataclass(slots=True, frozen=True)
@@ -29,6 +75,8 @@ class Call:
     model: str
     stream: bool
     tokens: int
+    # Taken from the enclosing ``admission(...)`` block when the call is made.
+    admission: Admission = field(default_factory=_ADMISSION.get)
 
 
 @dataclass(slots=True, frozen=True)
@@ -76,12 +124,12 @@ def _model(body: Mapping[str, Any]) -> str:
 
 
 def _output_budget(body: Mapping[str, Any]) -> int:
-    for field in ("max_completion_tokens", "max_tokens"):
-        value = body.get(field)
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = body.get(name)
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise RequestError(field, f"expected a positive integer, got {value!r}")
+            raise RequestError(name, f"expected a positive integer, got {value!r}")
         return value
     return DEFAULT_OUTPUT_TOKENS
 

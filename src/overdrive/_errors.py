@@ -3,6 +3,9 @@
 ::
 
     OverdriveError                      anything overdrive raises on purpose
+    ├── AdmissionError                  a call could not be admitted to its upstream
+    │   ├── QueueFullError              ``limit`` calls are already waiting
+    │   └── QueueTimeoutError           it waited past its deadline
     ├── ConfigError                     a config value is wrong; names the field
     ├── BatchError                      a batcher (``batcher``) refused or lost an item
     │   ├── BatchQueueFullError         ``limit`` items are already waiting
@@ -25,6 +28,7 @@ so callers can react without parsing messages.
 from __future__ import annotations
 
 __all__ = [
+    "AdmissionError",
     "BatchClosedError",
     "BatchError",
     "BatchQueueFullError",
@@ -33,6 +37,8 @@ __all__ = [
     "CodecError",
     "ConfigError",
     "OverdriveError",
+    "QueueFullError",
+    "QueueTimeoutError",
     "RateLimitedError",
     "RequestError",
     "UnknownModelError",
@@ -57,6 +63,30 @@ class ConfigError(OverdriveError, ValueError):
         self.field = field
         self.problem = problem
         super().__init__(f"config field `{field}`: {problem}")
+
+
+class AdmissionError(OverdriveError):
+    """A call for ``queue`` (an upstream, or an upstream and model) was not admitted."""
+
+    def __init__(self, queue: str, message: str) -> None:
+        self.queue = queue
+        super().__init__(f"admission queue {queue!r}: {message}")
+
+
+class QueueFullError(AdmissionError):
+    """``limit`` calls were already waiting, so this one was refused at once."""
+
+    def __init__(self, queue: str, limit: int) -> None:
+        self.limit = limit
+        super().__init__(queue, f"full ({limit} calls waiting, max_waiting={limit})")
+
+
+class QueueTimeoutError(AdmissionError, TimeoutError):
+    """The call waited ``waited`` seconds, its whole allowance, without being admitted."""
+
+    def __init__(self, queue: str, waited: float) -> None:
+        self.waited = waited
+        super().__init__(queue, f"not admitted within its deadline (waited {waited:.3f}s)")
 
 
 class BatchError(OverdriveError):

@@ -35,6 +35,7 @@ __all__ = [
     "CacheConfig",
     "Config",
     "EmbeddingBatchConfig",
+    "ModelLimits",
     "RetryConfig",
     "UpstreamConfig",
     "load_config",
@@ -50,6 +51,22 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
+def _redis_url(value: str | None) -> str | None:
+    if value and not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"expected a redis://, rediss:// or unix:// URL, got {value!r}")
+    return value or None
+
+
+RedisUrl = Annotated[str | None, BeforeValidator(_redis_url)]
+
+
+class ModelLimits(_Section):
+    """Limits a provider sets on one model; they replace the endpoint's rpm/tpm for it."""
+
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+
+
 class UpstreamConfig(_Section):
     """One OpenAI-compatible endpoint and the limits it enforces."""
 
@@ -62,7 +79,19 @@ class UpstreamConfig(_Section):
     # How much of the quota may go out at once, in seconds of rate. Kept
     # below a provider's own bucket so timing jitter does not cause 429s.
     burst: Seconds = Field(default=0.5, gt=0)
+    # Per-model limits: each listed model gets its own limiter (upstream, model);
+    # the other models share the endpoint's rpm/tpm.
+    model_limits: dict[str, ModelLimits] = Field(default_factory=dict)
+    # With a top-level redis_url, limits are held in Redis for every process.
+    shared_limits: bool = True
     concurrency: int | Literal["auto"] = "auto"
+    # Bounds of the adaptive limit ("auto"); the optimizer keeps within them too.
+    min_concurrency: int = Field(default=1, ge=1)
+    max_concurrency: int = Field(default=256, ge=1)
+    # Calls waiting for the rate limit, at most; more are refused (QueueFullError).
+    max_waiting: int = Field(default=10_000, ge=0)
+    # Default longest wait for admission; a call's own deadline may be shorter.
+    queue_timeout: Seconds | None = None
     timeout: Seconds = Field(default=60.0, gt=0)
 
     @field_validator("base_url")
@@ -88,6 +117,21 @@ class UpstreamConfig(_Section):
             raise ValueError("model names must be non-empty strings")
         return value
 
+    @model_validator(mode="after")
+    def _limits_consistent(self) -> UpstreamConfig:
+        for model in self.model_limits:
+            if model not in self.models:
+                raise ConfigError(
+                    f"model_limits.{model}", f"{model!r} is not in this upstream's models"
+                )
+        if self.min_concurrency > self.max_concurrency:
+            raise ConfigError(
+                "min_concurrency",
+                f"must not exceed max_concurrency={self.max_concurrency}, "
+                f"got {self.min_concurrency}",
+            )
+        return self
+
     def api_key(self) -> str | None:
         """The key from the environment variable ``api_key_env`` (never stored in config)."""
         return os.environ.get(self.api_key_env) if self.api_key_env else None
@@ -103,21 +147,15 @@ class CacheConfig(_Section):
     # Past the TTL an entry is still served this long while one refresh runs.
     stale: Seconds = Field(default=0.0)
     disk: str | None = None
-    redis_url: str | None = None
+    # Defaults to the top-level redis_url; set it to use another Redis for the cache.
+    redis_url: RedisUrl = None
     # Environment variable holding the secret that allows signed pickled values.
     secret_env: str | None = None
 
-    @field_validator("disk", "redis_url", "secret_env")
+    @field_validator("disk", "secret_env")
     @classmethod
     def _empty_is_off(cls, value: str | None) -> str | None:
         return value or None
-
-    @field_validator("redis_url")
-    @classmethod
-    def _redis_scheme(cls, value: str | None) -> str | None:
-        if value and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"expected a redis://, rediss:// or unix:// URL, got {value!r}")
-        return value
 
     def secret(self) -> bytes | None:
         """The signing secret from ``secret_env`` (never stored in config)."""
@@ -156,6 +194,9 @@ class Config(_Section):
     retry: RetryConfig = RetryConfig()
     batching: BatchingConfig = BatchingConfig()
     namespace: str = ""
+    # Shared state for every process of this deployment: rate limits, and the
+    # cache's L2 tier unless [cache] redis_url names another Redis.
+    redis_url: RedisUrl = None
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:

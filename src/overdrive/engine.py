@@ -22,7 +22,7 @@ from .config import Config, load_config
 from .flow import Backoff, Coalescer, EmbeddingBatches
 from .monitor import Metrics
 from .route import Router
-from .upstream import Dispatcher, Exchange, Upstream
+from .upstream import Dispatcher, Exchange, Lease, Upstream
 
 __all__ = ["Overdrive", "Result"]
 
@@ -64,7 +64,7 @@ class Overdrive:
         )
         self._flight: Coalescer[Result] = Coalescer()
         self._cache: TieredCache | None = (
-            build_cache(config.cache, self._clock, config.namespace)
+            build_cache(config.cache, self._clock, config.namespace, config.redis_url)
             if config.cache.enabled
             else None
         )
@@ -202,27 +202,29 @@ class Overdrive:
         started = self._clock.now()
         exchange = await self._dispatcher.send(call)
         try:
-            body = exchange.response.content
+            result = Result(
+                exchange.response.status_code, exchange.response.content, exchange.upstream.name
+            )
+            if result.ok:
+                await self._settle(call, exchange.lease, result)
         finally:
             await exchange.aclose()
-        name = exchange.upstream.name
         self.metrics.histogram(
-            "overdrive_upstream_duration_seconds", upstream=name, op=call.op
+            "overdrive_upstream_duration_seconds", upstream=result.upstream, op=call.op
         ).observe(self._clock.now() - started)
-        result = Result(exchange.response.status_code, body, name)
-        if result.ok:
-            self._settle(call, exchange.upstream, body)
         return result
 
-    def _settle(self, call: Call, upstream: Upstream, body: bytes) -> None:
+    async def _settle(self, call: Call, lease: Lease, result: Result) -> None:
         """Check the answer's shape and book the tokens it reports."""
-        payload = _parse_object(body, upstream.name)
+        payload = _parse_object(result.body, result.upstream)
         usage = payload.get("usage")
         if not isinstance(usage, dict):
             return
         prompt = _int(usage.get("prompt_tokens"))
         completion = _int(usage.get("completion_tokens"))
-        upstream.limiter.refund(call.tokens, prompt + completion)
+        lease.output_tokens = max(completion, 1)
+        if prompt + completion != call.tokens:
+            await lease.limiter.adjust(prompt + completion - call.tokens)
         self.metrics.counter("overdrive_tokens_total", op=call.op, kind="prompt").inc(prompt)
         self.metrics.counter("overdrive_tokens_total", op=call.op, kind="completion").inc(
             completion

@@ -1,12 +1,11 @@
 from __future__ import annotations
 
-import asyncio
-
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from overdrive import FakeClock
-from overdrive.flow import GCRA, RateLimiter
+from overdrive.flow import GCRA, LimitSpec, LocalLimiter
 
 
 @given(
@@ -42,40 +41,53 @@ def test_large_cost_goes_when_bucket_is_full(clock: FakeClock) -> None:
     assert limit.reserve(1) > 9.0
 
 
-async def test_acquire_waits_its_turn_in_order(clock: FakeClock) -> None:
-    limiter = RateLimiter(rpm=60, tpm=None, burst=0.5, clock=clock)  # one per second
-    order: list[int] = []
-
-    async def call(i: int) -> None:
-        await limiter.acquire(0)
-        order.append(i)
-
-    tasks = [asyncio.create_task(call(i)) for i in range(3)]
-    await clock.run_for(0.1)
-    assert order == [0]
-    await clock.run_for(1.0)
-    assert order == [0, 1]
-    await clock.run_for(1.0)
-    await asyncio.gather(*tasks)
-    assert order == [0, 1, 2]
+async def test_local_limiter_refuses_without_booking(clock: FakeClock) -> None:
+    limiter = LocalLimiter(LimitSpec(rpm=60, tpm=None, burst=1.0), clock)  # one per second
+    assert await limiter.try_acquire(1, 0) == 0.0
+    assert await limiter.try_acquire(1, 0) == pytest.approx(1.0)
+    assert await limiter.try_acquire(1, 0) == pytest.approx(1.0)  # the refusal booked nothing
+    clock.advance(1.0)
+    assert await limiter.try_acquire(1, 0) == 0.0
 
 
-async def test_hold_pushes_back_waiting_calls(clock: FakeClock) -> None:
-    limiter = RateLimiter(rpm=600, tpm=None, burst=0.1, clock=clock)
-    await limiter.acquire(0)
-    limiter.hold(2.0)
-    task = asyncio.create_task(limiter.acquire(0))
-    await clock.run_for(1.9)
-    assert not task.done()
-    await clock.run_for(0.2)
-    await task
-    assert task.done()
+async def test_both_dimensions_must_fit_or_neither_is_booked(clock: FakeClock) -> None:
+    limiter = LocalLimiter(LimitSpec(rpm=600, tpm=600, burst=1.0), clock)  # 10/s each
+    assert await limiter.try_acquire(1, 10) == 0.0  # the token bucket is now empty
+    wait = await limiter.try_acquire(1, 5)
+    assert wait == pytest.approx(0.5)
+    assert limiter.requests is not None
+    # The request dimension was not booked by the refused call: 9 more fit at once.
+    assert [await limiter.try_acquire(1, 0) for _ in range(9)] == [0.0] * 9
 
 
-async def test_token_refund_frees_capacity(clock: FakeClock) -> None:
-    limiter = RateLimiter(rpm=None, tpm=600, burst=1.0, clock=clock)  # 10 tokens/s
-    assert limiter.tokens is not None
-    limiter.tokens.reserve(100)  # a call reserved 100 tokens ...
-    limiter.refund(reserved=100, used=10)  # ... and used 10
-    next_go = limiter.tokens.reserve(10)
-    assert next_go <= 1.0 + 1e-9
+async def test_hold_refuses_until_the_moment(clock: FakeClock) -> None:
+    limiter = LocalLimiter(LimitSpec(rpm=6000, tpm=None, burst=1.0), clock)
+    await limiter.hold(2.0)
+    assert await limiter.try_acquire(1, 0) == pytest.approx(2.0)
+    clock.advance(2.0)
+    assert await limiter.try_acquire(1, 0) == 0.0
+
+
+async def test_hold_applies_without_configured_limits(clock: FakeClock) -> None:
+    limiter = LocalLimiter(LimitSpec(rpm=None, tpm=None, burst=0.5), clock)
+    assert await limiter.try_acquire(1, 1000) == 0.0
+    await limiter.hold(1.5)
+    assert await limiter.try_acquire(1, 0) == pytest.approx(1.5)
+
+
+async def test_adjust_gives_back_unused_tokens(clock: FakeClock) -> None:
+    limiter = LocalLimiter(LimitSpec(rpm=None, tpm=600, burst=1.0), clock)  # 10 tokens/s
+    assert await limiter.try_acquire(1, 100) == 0.0  # reserved 100 ...
+    assert await limiter.try_acquire(1, 10) > 9.0
+    await limiter.adjust(-90)  # ... and used 10
+    assert await limiter.try_acquire(1, 10) == pytest.approx(1.0)  # one burst (10) used
+
+
+async def test_set_spec_keeps_what_is_booked(clock: FakeClock) -> None:
+    limiter = LocalLimiter(LimitSpec(rpm=60, tpm=None, burst=1.0), clock)
+    assert await limiter.try_acquire(1, 0) == 0.0
+    await limiter.set_spec(LimitSpec(rpm=120, tpm=None, burst=1.0))
+    assert limiter.spec.rpm == 120
+    # One request is still booked a second ahead; at 2/s the next fits at once.
+    assert await limiter.try_acquire(1, 0) == 0.0
+    assert await limiter.try_acquire(1, 0) == pytest.approx(0.5)

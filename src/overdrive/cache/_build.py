@@ -17,8 +17,13 @@ if TYPE_CHECKING:
 __all__ = ["build_cache"]
 
 
-def build_cache(config: CacheConfig, clock: Clock, namespace: str = "") -> TieredCache:
-    """Memory, then the SQLite file if ``disk`` is set, then Redis if ``redis_url`` is set.
+def build_cache(
+    config: CacheConfig, clock: Clock, namespace: str = "", shared_redis: str | None = None
+) -> TieredCache:
+    """Memory, then the SQLite file if ``disk`` is set, then Redis if a URL is known.
+
+    The Redis URL is ``[cache] redis_url``, else ``shared_redis`` (the
+    top-level ``redis_url`` every part of the engine shares).
 
     With Redis, identical misses in different processes also compute once
     (a Redis lease whose waiters are woken by pub/sub).
@@ -28,10 +33,11 @@ def build_cache(config: CacheConfig, clock: Clock, namespace: str = "") -> Tiere
     lease = None
     if config.disk:
         tiers.append(DiskTier(config.disk, namespace=namespace))
-    if config.redis_url:
+    redis_url = config.redis_url or shared_redis
+    if redis_url:
         from ._lease import RedisLease
         from ._redis import RedisTier
 
-        tiers.append(RedisTier(config.redis_url, namespace=namespace))
-        lease = RedisLease(config.redis_url, namespace=namespace)
+        tiers.append(RedisTier(redis_url, namespace=namespace))
+        lease = RedisLease(redis_url, namespace=namespace)
     return TieredCache(memory, tiers, Codec(config.secret()), lease=lease)

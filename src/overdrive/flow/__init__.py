@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from ._admission import AdmissionQueue, settled_within
 from ._batch import BatchedFunction, Batcher, BatchStats, batched
 from ._coalesce import Coalescer
 from ._concurrency import AdaptiveLimit, ConcurrencyLimit, FixedLimit, Outcome, Permit
 from ._embedding_batches import EmbeddingBatches
-from ._ratelimit import GCRA, RateLimiter
+from ._feedback import RateLimitHeaders, apply_feedback, parse_reset
+from ._limiter import Limiter, LimitSpec
+from ._ratelimit import GCRA, LocalLimiter
+from ._redis_limiter import RedisLimiter
 from ._retry import RETRYABLE_STATUSES, Backoff, retry_after
 from ._threadflight import ThreadFlight
 
@@ -14,6 +18,7 @@ __all__ = [
     "GCRA",
     "RETRYABLE_STATUSES",
     "AdaptiveLimit",
+    "AdmissionQueue",
     "Backoff",
     "BatchStats",
     "BatchedFunction",
@@ -22,10 +27,17 @@ __all__ = [
     "ConcurrencyLimit",
     "EmbeddingBatches",
     "FixedLimit",
+    "LimitSpec",
+    "Limiter",
+    "LocalLimiter",
     "Outcome",
     "Permit",
-    "RateLimiter",
+    "RateLimitHeaders",
+    "RedisLimiter",
     "ThreadFlight",
+    "apply_feedback",
     "batched",
+    "parse_reset",
     "retry_after",
+    "settled_within",
 ]

@@ -1,16 +1,23 @@
-"""Pacing: GCRA rate limits that make a call wait for its turn instead of failing.
+"""Pacing kept in local memory: GCRA per dimension (requests, tokens).
 
-Each call reserves its slot at once (the theoretical arrival time moves on by
-its cost) and then sleeps until the slot comes, so callers go in arrival
-order, are woken by a timer rather than by polling, and the upstream sees a
-smooth stream that never exceeds the limit.
+GCRA keeps one number per dimension, the theoretical arrival time (TAT): the
+moment the bucket would be empty again. A cost fits when booking it would put
+the TAT no further than ``burst`` seconds ahead of now. The admission queue
+asks :meth:`LocalLimiter.try_acquire` for the call at its head and, when the
+answer is "not yet", sleeps exactly that long: no polling, and the upstream
+sees a smooth stream that never exceeds the limit.
 """
 
 from __future__ import annotations
 
-from .._clock import Clock, SystemClock
+import math
 
-__all__ = ["GCRA", "RateLimiter"]
+from .._clock import Clock, SystemClock
+from ._limiter import LimitSpec
+
+__all__ = ["GCRA", "LocalLimiter"]
+
+_EPSILON = 1e-9
 
 
 class GCRA:
@@ -33,6 +40,14 @@ class GCRA:
         self._clock = clock
         self._tat = clock.now()
 
+    def wait_for(self, cost: float) -> float:
+        """Seconds until ``cost`` units would fit; books nothing."""
+        now = self._clock.now()
+        tat = max(self._tat, now) + cost * self.interval
+        wait = tat - max(self.burst, cost * self.interval) - now
+        # Rounding must not turn "fits now" into a wait of 1e-17 s, forever.
+        return wait if wait > _EPSILON else 0.0
+
     def reserve(self, cost: float) -> float:
         """Book ``cost`` units; return the moment (clock time) they may be used."""
         now = self._clock.now()
@@ -45,9 +60,11 @@ class GCRA:
         """Add (or with a negative ``delta``, give back) units already booked."""
         self._tat = max(self._tat + delta * self.interval, self._clock.now())
 
-    def hold_until(self, moment: float) -> None:
-        """Book nothing before ``moment`` (the upstream told us to wait)."""
-        self._tat = max(self._tat, moment + self.burst - self.interval)
+    def carry_from(self, other: GCRA) -> None:
+        """Take over the units ``other`` had booked ahead of now, at this rate."""
+        now = self._clock.now()
+        units_ahead = max(0.0, other._tat - now) / other.interval
+        self._tat = max(self._tat, now + units_ahead * self.interval)
 
     def __repr__(self) -> str:
         ahead = self._tat - self._clock.now()
@@ -56,56 +73,67 @@ class GCRA:
         )
 
 
-class RateLimiter:
-    """Requests-per-minute and tokens-per-minute limits of one upstream.
+class LocalLimiter:
+    """A :class:`~overdrive.flow.Limiter` kept in this process's memory.
 
-    ``await limiter.acquire(tokens)`` returns when the call may go.
+    >>> import asyncio
+    >>> from overdrive._clock import FakeClock
+    >>> limiter = LocalLimiter(LimitSpec(rpm=60, tpm=None, burst=1.0), FakeClock())
+    >>> [asyncio.run(limiter.try_acquire(1, 0)) for _ in range(2)]
+    [0.0, 1.0]
     """
 
-    __slots__ = ("_clock", "_held_until", "requests", "tokens")
+    __slots__ = ("_clock", "_held_until", "requests", "spec", "tokens")
 
-    def __init__(
-        self,
-        rpm: int | None,
-        tpm: int | None,
-        burst: float = 0.5,
-        clock: Clock | None = None,
-    ) -> None:
+    def __init__(self, spec: LimitSpec, clock: Clock | None = None) -> None:
         self._clock = clock or SystemClock()
-        self.requests = GCRA(rpm / 60, burst, self._clock) if rpm else None
-        self.tokens = GCRA(tpm / 60, burst, self._clock) if tpm else None
-        self._held_until = 0.0
+        self._held_until = -math.inf
+        self.spec = spec
+        self.requests: GCRA | None = None
+        self.tokens: GCRA | None = None
+        self._build(spec)
 
-    async def acquire(self, tokens: int) -> float:
-        """Wait for a slot for one request of ``tokens``; return the seconds waited."""
-        start = self._clock.now()
-        moment = self._reserve(tokens)
-        while moment > self._clock.now():
-            await self._clock.sleep(moment - self._clock.now())
-            # A 429 seen while we slept may have pushed the whole queue back.
-            moment = max(moment, self._held_until)
-        return self._clock.now() - start
+    async def try_acquire(self, requests: int, tokens: int) -> float:
+        return self.try_now(requests, tokens)
 
-    def refund(self, reserved: int, used: int) -> None:
-        """Correct a token reservation once the response reports what was used."""
-        if self.tokens is not None and used != reserved:
-            self.tokens.adjust(used - reserved)
+    def try_now(self, requests: int, tokens: int) -> float:
+        """The synchronous body of :meth:`try_acquire`."""
+        wait = self._held_until - self._clock.now()
+        for limit, cost in ((self.requests, requests), (self.tokens, tokens)):
+            if limit is not None and cost > 0:
+                wait = max(wait, limit.wait_for(cost))
+        if wait > 0.0:
+            return wait
+        if self.requests is not None and requests > 0:
+            self.requests.reserve(requests)
+        if self.tokens is not None and tokens > 0:
+            self.tokens.reserve(tokens)
+        return 0.0
 
-    def hold(self, seconds: float) -> None:
-        """Send nothing for ``seconds`` (an upstream 429 said so)."""
+    async def adjust(self, tokens: int) -> None:
+        if self.tokens is not None and tokens:
+            self.tokens.adjust(tokens)
+
+    async def hold(self, seconds: float) -> None:
         moment = self._clock.now() + seconds
         self._held_until = max(self._held_until, moment)
-        for limit in (self.requests, self.tokens):
-            if limit is not None:
-                limit.hold_until(moment)
 
-    def _reserve(self, tokens: int) -> float:
-        moment = self._held_until
-        if self.requests is not None:
-            moment = max(moment, self.requests.reserve(1))
-        if self.tokens is not None and tokens > 0:
-            moment = max(moment, self.tokens.reserve(tokens))
-        return moment
+    async def set_spec(self, spec: LimitSpec) -> None:
+        old = (self.requests, self.tokens)
+        self._build(spec)
+        # Keep what is booked: the new buckets start where the old ones stood.
+        for new, was in zip((self.requests, self.tokens), old, strict=True):
+            if new is not None and was is not None:
+                new.carry_from(was)
+        self.spec = spec
+
+    async def aclose(self) -> None:
+        return None
+
+    def _build(self, spec: LimitSpec) -> None:
+        clock = self._clock
+        self.requests = GCRA(spec.rpm / 60, spec.burst, clock) if spec.rpm else None
+        self.tokens = GCRA(spec.tpm / 60, spec.burst, clock) if spec.tpm else None
 
     def __repr__(self) -> str:
-        return f"RateLimiter(requests={self.requests!r}, tokens={self.tokens!r})"
+        return f"LocalLimiter({self.spec!r}, requests={self.requests!r}, tokens={self.tokens!r})"

@@ -10,12 +10,15 @@ from .._calls import Call
 from .._clock import Clock
 from .._errors import UpstreamUnavailableError
 from ..config import RetryConfig
-from ..flow import RETRYABLE_STATUSES, Backoff, retry_after
+from ..flow import RETRYABLE_STATUSES, Backoff, Outcome, apply_feedback, retry_after
 from ..monitor import Metrics
 from ..route import Router
 from ._upstream import Lease, Upstream
 
 __all__ = ["Dispatcher", "Exchange"]
+
+# Statuses that mean "too much load": the adaptive concurrency limit backs off.
+_OVERLOADED = frozenset({503, 504})
 
 
 @dataclass(slots=True)
@@ -26,9 +29,9 @@ class Exchange:
     response: httpx.Response
     lease: Lease
 
-    async def aclose(self) -> None:
+    async def aclose(self, outcome: Outcome = "ok") -> None:
         await self.response.aclose()
-        self.lease.release()
+        self.lease.release(outcome)
 
 
 class _Attempts:
@@ -88,10 +91,18 @@ class Dispatcher:
         try:
             response = await upstream.exchange(call, stream=stream)
         except httpx.TransportError as exc:
-            lease.release()
+            # A timeout says the upstream is overloaded; a refused connection does not.
+            lease.release("dropped" if isinstance(exc, httpx.TimeoutException) else "ignored")
             await self._after_failure(upstream, state, f"{type(exc).__name__}: {exc}")
             return None
-        return await self._judge(Exchange(upstream, response, lease), state)
+        exchange = Exchange(upstream, response, lease)
+        await self._learn(exchange, call)
+        return await self._judge(exchange, state)
+
+    async def _learn(self, exchange: Exchange, call: Call) -> None:
+        headers = exchange.response.headers
+        if "x-ratelimit-remaining-requests" in headers or "x-ratelimit-remaining-tokens" in headers:
+            await apply_feedback(exchange.lease.limiter, headers, call.tokens)
 
     async def _judge(self, exchange: Exchange, state: _Attempts) -> Exchange | None:
         """Return the exchange if it is final; otherwise close it and prepare the retry."""
@@ -101,16 +112,16 @@ class Dispatcher:
             "overdrive_upstream_responses_total", upstream=name, status=str(status)
         ).inc()
         if status == 429 and state.limited < self._retry.rate_limited_attempts:
-            await self._discard(exchange)
+            await self._discard(exchange, "dropped")
             state.limited += 1
             self._metrics.counter("overdrive_upstream_rate_limited_total", upstream=name).inc()
             wait = retry_after(exchange.response.headers)
-            exchange.upstream.limiter.hold(
+            await exchange.lease.limiter.hold(
                 wait if wait is not None else self._backoff.delay(state.limited - 1)
             )
             return None
         if status in RETRYABLE_STATUSES and state.failures < self._retry.attempts:
-            await self._discard(exchange)
+            await self._discard(exchange, "dropped" if status in _OVERLOADED else "ignored")
             await self._after_failure(exchange.upstream, state, f"HTTP {status}")
             return None
         return exchange
@@ -127,6 +138,6 @@ class Dispatcher:
         state.last = upstream
 
     @staticmethod
-    async def _discard(exchange: Exchange) -> None:
+    async def _discard(exchange: Exchange, outcome: Outcome) -> None:
         await exchange.response.aread()
-        await exchange.aclose()
+        await exchange.aclose(outcome)

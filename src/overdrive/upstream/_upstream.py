@@ -9,54 +9,79 @@ import httpx
 
 from .._calls import Call
 from .._clock import Clock
+from .._errors import QueueTimeoutError
 from .._json import dumps
 from ..config import UpstreamConfig
-from ..flow import RateLimiter
+from ..flow import (
+    AdaptiveLimit,
+    AdmissionQueue,
+    ConcurrencyLimit,
+    FixedLimit,
+    Limiter,
+    LimitSpec,
+    LocalLimiter,
+    Outcome,
+    Permit,
+    settled_within,
+)
 
 __all__ = ["Lease", "Upstream"]
 
-# What "auto" concurrency means until the adaptive limit lands: generous,
-# since pacing (not this cap) is what keeps a rate-limited upstream happy.
-AUTO_CONCURRENCY = 64
+# Where the adaptive limit ("auto") starts; it finds its level within seconds.
+_AUTO_INITIAL = 16
 
 
 class Lease:
-    """A held concurrency slot; ``release`` is idempotent."""
+    """An admitted call: its concurrency slot and the limiter that booked its tokens.
 
-    __slots__ = ("_upstream", "queued_s")
+    ``release`` is idempotent; ``output_tokens`` (set once the answer is read)
+    lets the adaptive limit judge latency per token.
+    """
 
-    def __init__(self, upstream: Upstream, queued_s: float) -> None:
-        self._upstream: Upstream | None = upstream
+    __slots__ = ("_permit", "limiter", "output_tokens", "queued_s")
+
+    def __init__(self, permit: Permit, limiter: Limiter, queued_s: float) -> None:
+        self._permit = permit
+        self.limiter = limiter
         self.queued_s = queued_s
+        self.output_tokens = 1
 
-    def release(self) -> None:
-        if self._upstream is not None:
-            self._upstream.give_back()
-            self._upstream = None
+    def release(self, outcome: Outcome = "ok") -> None:
+        self._permit.release(outcome, tokens=self.output_tokens)
+
+    def __repr__(self) -> str:
+        return f"Lease(queued_s={self.queued_s:.3f}, {self._permit!r})"
 
 
 class Upstream:
     """Sends calls to one endpoint once its rate limit and concurrency admit them."""
 
-    __slots__ = ("_http", "_slots", "config", "in_flight", "limiter")
+    __slots__ = ("_clock", "_http", "_queues", "concurrency", "config")
 
     def __init__(
         self,
         config: UpstreamConfig,
         clock: Clock,
         transport: httpx.AsyncBaseTransport | None = None,
+        limiters: dict[str | None, Limiter] | None = None,
     ) -> None:
         self.config = config
-        self.limiter = RateLimiter(config.rpm, config.tpm, config.burst, clock)
-        size = AUTO_CONCURRENCY if config.concurrency == "auto" else config.concurrency
-        self._slots = asyncio.Semaphore(size)
-        self.in_flight = 0
+        self._clock = clock
+        limiters = limiters or local_limiters(config, clock)
+        self._queues = {
+            model: AdmissionQueue(
+                limiter, clock, max_waiting=config.max_waiting, name=_queue_name(config, model)
+            )
+            for model, limiter in limiters.items()
+        }
+        self.concurrency = _concurrency_limit(config, clock)
         key = config.api_key()
+        connections = self.concurrency.max_limit if config.concurrency == "auto" else None
         self._http = httpx.AsyncClient(
             base_url=config.base_url,
             headers={"authorization": f"Bearer {key}"} if key else None,
             timeout=httpx.Timeout(config.timeout, connect=min(config.timeout, 10.0)),
-            limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+            limits=httpx.Limits(max_connections=connections or self.concurrency.limit),
             transport=transport,
         )
 
@@ -68,16 +93,41 @@ class Upstream:
     def models(self) -> Sequence[str]:
         return self.config.models
 
-    async def admit(self, call: Call) -> Lease:
-        """Wait for the rate limit, then for a free slot."""
-        queued = await self.limiter.acquire(call.tokens)
-        await self._slots.acquire()
-        self.in_flight += 1
-        return Lease(self, queued)
+    @property
+    def in_flight(self) -> int:
+        return self.concurrency.in_flight
 
-    def give_back(self) -> None:
-        self.in_flight -= 1
-        self._slots.release()
+    def queue(self, model: str) -> AdmissionQueue:
+        """The admission queue of ``model``: its own, or the endpoint-wide one."""
+        return self._queues.get(model) or self._queues[None]
+
+    def queues(self) -> dict[str | None, AdmissionQueue]:
+        return dict(self._queues)
+
+    async def admit(self, call: Call) -> Lease:
+        """Wait for the rate limit (by priority), then for a free slot, within the deadline."""
+        started = self._clock.now()
+        queue = self.queue(call.model)
+        timeout = call.admission.timeout or self.config.queue_timeout
+        await queue.admit(1, call.tokens, priority=call.admission.priority, max_wait=timeout)
+        left = None if timeout is None else timeout - (self._clock.now() - started)
+        permit = await self._slot(queue, left, timeout)
+        return Lease(permit, queue.limiter, self._clock.now() - started)
+
+    async def _slot(
+        self, queue: AdmissionQueue, left: float | None, allowed: float | None
+    ) -> Permit:
+        acquiring = asyncio.ensure_future(self.concurrency.acquire())
+        try:
+            if await settled_within(
+                acquiring, max(left, 0.0) if left is not None else None, self._clock
+            ):
+                return acquiring.result()
+        except BaseException:
+            acquiring.cancel()
+            raise
+        acquiring.cancel()  # the limit hands a slot granted meanwhile on
+        raise QueueTimeoutError(queue.name, allowed or 0.0)
 
     async def exchange(self, call: Call, *, stream: bool) -> httpx.Response:
         """POST the call; with ``stream`` the body is left unread for the caller."""
@@ -90,7 +140,38 @@ class Upstream:
         return await self._http.send(request, stream=stream)
 
     async def aclose(self) -> None:
+        for queue in self._queues.values():
+            await queue.aclose()
+            await queue.limiter.aclose()
         await self._http.aclose()
 
     def __repr__(self) -> str:
-        return f"Upstream({self.name!r}, in_flight={self.in_flight}, limiter={self.limiter!r})"
+        return (
+            f"Upstream({self.name!r}, concurrency={self.concurrency!r}, "
+            f"queues={list(self._queues.values())!r})"
+        )
+
+
+def local_limiters(config: UpstreamConfig, clock: Clock) -> dict[str | None, Limiter]:
+    """In-memory limiters: one per model with its own limits, one for the rest (``None``)."""
+    return {model: LocalLimiter(spec, clock) for model, spec in limit_specs(config).items()}
+
+
+def limit_specs(config: UpstreamConfig) -> dict[str | None, LimitSpec]:
+    """What each limiter of ``config`` enforces, keyed by model (``None``: every other model)."""
+    specs: dict[str | None, LimitSpec] = {None: LimitSpec(config.rpm, config.tpm, config.burst)}
+    for model, limits in config.model_limits.items():
+        specs[model] = LimitSpec(limits.rpm, limits.tpm, config.burst)
+    return specs
+
+
+def _queue_name(config: UpstreamConfig, model: str | None) -> str:
+    return config.name if model is None else f"{config.name}/{model}"
+
+
+def _concurrency_limit(config: UpstreamConfig, clock: Clock) -> ConcurrencyLimit:
+    if config.concurrency != "auto":
+        return FixedLimit(config.concurrency, clock=clock)
+    low, high = config.min_concurrency, config.max_concurrency
+    initial = min(high, max(low, _AUTO_INITIAL))
+    return AdaptiveLimit(initial, min_limit=low, max_limit=high, clock=clock)

@@ -1,0 +1,329 @@
+"""Pacing shared through Redis: N processes hold one limit exactly.
+
+The same GCRA as :class:`~overdrive.flow.LocalLimiter`, with its state in
+Redis and every decision made by one Lua script, so the processes sharing a
+limiter never race each other. Layout (``ns`` is the namespace)::
+
+    {ns}:limit:{name}:req    TAT of the request dimension, seconds on Redis's clock
+    {ns}:limit:{name}:tok    TAT of the token dimension
+    {ns}:limit:{name}:hold   the moment the upstream's hold ends
+
+The braces around ``name`` are a cluster hash tag: one limiter's keys sit in
+one slot, which a multi-key script needs. Time is Redis's own (``TIME``), so
+processes on hosts with skewed clocks still share one timeline. Each key
+expires a second after it stops mattering (its TAT plus the burst), so an
+idle limiter leaves nothing behind.
+
+The spec (rpm, tpm, burst) travels with every call rather than living in
+Redis: each process enforces its own configured spec, so processes sharing a
+``name`` must be configured alike.
+
+If Redis fails, the limiter paces with a :class:`~overdrive.flow.LocalLimiter`
+of the same spec for ``backoff`` seconds, then tries Redis again. During an
+outage each process holds the limit on its own (N processes may send up to N
+times the rate); refusing every call instead would take the service down with
+its cache. One warning is logged per outage and the outages are counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from .._clock import Clock, SystemClock
+from .._errors import ConfigError
+from ._limiter import LimitSpec
+from ._ratelimit import LocalLimiter
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
+
+__all__ = ["RedisLimiter"]
+
+_log = logging.getLogger(__name__)
+
+_SCHEMES = ("redis://", "rediss://", "unix://")
+
+# The head of every script. Time is Redis's (scripts are replicated by their
+# effects, the default since Redis 5, so reading TIME is allowed). The scripts
+# work in seconds ahead of now: small numbers keep the sums exact, so a cost
+# that exactly fills an empty bucket fits instead of missing by a rounding.
+# Numbers travel as strings: Redis truncates a Lua number reply to an integer,
+# and %.17g round-trips a double exactly.
+_PRELUDE = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+
+local function ahead(key)
+    local moment = tonumber(redis.call('GET', key))
+    return moment and moment - now
+end
+
+local function store(key, seconds, linger)
+    local ttl_ms = math.ceil((seconds + linger) * 1000)
+    redis.call('SET', key, string.format('%.17g', now + seconds), 'PX', ttl_ms)
+end
+"""
+
+# KEYS: req, tok, hold. ARGV: rpm, tpm (0: unlimited), burst, requests, tokens.
+# Books both dimensions or neither; returns the wait in seconds ('0': booked).
+# A key lingers for the burst plus a second after its TAT, then it is gone.
+_ACQUIRE = (
+    _PRELUDE
+    + """
+local burst = tonumber(ARGV[3])
+local wait = ahead(KEYS[3]) or -math.huge
+local booked = {}
+for i = 1, 2 do
+    local rate, cost = tonumber(ARGV[i]), tonumber(ARGV[i + 3])
+    if rate > 0 and cost > 0 then
+        local interval = 60 / rate
+        local tau = math.max(burst, interval)
+        local tat = math.max(ahead(KEYS[i]) or 0, 0) + cost * interval
+        -- A cost larger than the burst goes once the bucket is full.
+        wait = math.max(wait, tat - math.max(tau, cost * interval))
+        booked[i] = {tat, tau}
+    end
+end
+if wait > 0 then
+    return string.format('%.17g', wait)
+end
+for i, entry in pairs(booked) do
+    store(KEYS[i], entry[1], entry[2] + 1)
+end
+return '0'
+"""
+)
+
+# KEYS: tok. ARGV: tpm, burst, tokens (negative: give back). An expired key
+# counts as booked up to now, so tokens added to an idle bucket still count.
+_ADJUST = (
+    _PRELUDE
+    + """
+local interval = 60 / tonumber(ARGV[1])
+local tat = math.max((ahead(KEYS[1]) or 0) + tonumber(ARGV[3]) * interval, 0)
+store(KEYS[1], tat, math.max(tonumber(ARGV[2]), interval) + 1)
+return '0'
+"""
+)
+
+# KEYS: hold. ARGV: seconds. Only ever pushes the end of the hold later.
+_HOLD = (
+    _PRELUDE
+    + """
+local held = math.max(ahead(KEYS[1]) or 0, tonumber(ARGV[1]))
+if held > 0 then
+    store(KEYS[1], held, 1)
+end
+return '0'
+"""
+)
+
+
+class RedisLimiter:
+    """A :class:`~overdrive.flow.Limiter` whose limit is shared by every process using ``name``.
+
+    Give either ``url`` (the limiter opens a bounded connection pool and closes
+    it in :meth:`aclose`) or ``client`` (yours: left open). Every Redis call is
+    bounded by ``timeout``; a failure switches to local pacing for ``backoff``
+    seconds (see the module docstring).
+
+    >>> import asyncio
+    >>> async def demo(url):
+    ...     spec = LimitSpec(rpm=600, tpm=None, burst=0.5)
+    ...     limiter = RedisLimiter(spec, name="openai/gpt-4o", url=url)
+    ...     waits = [await limiter.try_acquire(1, 0) for _ in range(7)]
+    ...     await limiter.aclose()
+    ...     return [round(wait, 1) for wait in waits]
+    >>> asyncio.run(demo("redis://127.0.0.1:6379/0"))  # doctest: +SKIP
+    [0.0, 0.0, 0.0, 0.0, 0.0, 0.1, 0.1]
+    """
+
+    __slots__ = (
+        "_acquire",
+        "_adjust",
+        "_client",
+        "_clock",
+        "_down_until",
+        "_failures",
+        "_hold",
+        "_keys",
+        "_local",
+        "_outage",
+        "_owns_client",
+        "_url",
+        "backoff",
+        "errors",
+        "local_calls",
+        "name",
+        "outages",
+        "spec",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        spec: LimitSpec,
+        *,
+        name: str,
+        url: str | None = None,
+        client: Redis | None = None,
+        namespace: str = "overdrive",
+        timeout: float = 0.25,
+        backoff: float = 1.0,
+        clock: Clock | None = None,
+    ) -> None:
+        try:
+            from redis.exceptions import RedisError
+        except ImportError as exc:
+            raise ImportError(
+                f"RedisLimiter needs redis-py: pip install 'overdrive[redis]' ({exc})"
+            ) from None
+        _check_name(name)
+        self.spec = spec
+        self.name = name
+        self.timeout = timeout
+        self.backoff = backoff
+        self._clock = clock or SystemClock()
+        self._client, self._url = _client_for(url, client, timeout)
+        self._owns_client = client is None
+        self._acquire = self._client.register_script(_ACQUIRE)
+        self._adjust = self._client.register_script(_ADJUST)
+        self._hold = self._client.register_script(_HOLD)
+        prefix = f"{namespace}:limit:{{{name}}}"
+        self._keys = (f"{prefix}:req", f"{prefix}:tok", f"{prefix}:hold")
+        self._local = LocalLimiter(spec, self._clock)
+        # Failures worth falling back from: the server, the network or our deadline.
+        self._failures = (RedisError, OSError, TimeoutError)
+        self._down_until = float("-inf")
+        self._outage = False
+        self.errors = 0
+        self.outages = 0
+        self.local_calls = 0
+
+    @property
+    def down(self) -> bool:
+        """True from a failed Redis call until the next one that succeeds."""
+        return self._outage
+
+    async def try_acquire(self, requests: int, tokens: int) -> float:
+        rpm, tpm, burst = _rates(self.spec)
+        args = (rpm, tpm, burst, requests, tokens)
+        wait = await self._run(self._acquire, self._keys, args)
+        if wait is None:
+            return self._local.try_now(requests, tokens)
+        return wait
+
+    async def adjust(self, tokens: int) -> None:
+        _, tpm, burst = _rates(self.spec)
+        if not tpm or not tokens:
+            return
+        if await self._run(self._adjust, self._keys[1:2], (tpm, burst, tokens)) is None:
+            await self._local.adjust(tokens)
+
+    async def hold(self, seconds: float) -> None:
+        # Kept locally as well, so the upstream's "stop" outlives a Redis outage.
+        await self._local.hold(seconds)
+        await self._run(self._hold, self._keys[2:], (seconds,))
+
+    async def set_spec(self, spec: LimitSpec) -> None:
+        # Nothing to write: the TATs in Redis stay, and the spec goes with each call.
+        await self._local.set_spec(spec)
+        self.spec = spec
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()
+
+    async def _run(
+        self, script: AsyncScript, keys: Sequence[str], args: Sequence[float]
+    ) -> float | None:
+        """The script's reply as seconds, or ``None`` if Redis is (or just went) down."""
+        if self._clock.now() < self._down_until:
+            self.local_calls += 1
+            return None
+        try:
+            async with asyncio.timeout(self.timeout):
+                reply = await script(keys=keys, args=args)
+        except self._failures as exc:
+            self._trip(exc)
+            return None
+        self._recover()
+        return float(reply)
+
+    def _trip(self, exc: BaseException) -> None:
+        self.errors += 1
+        self.local_calls += 1
+        self._down_until = self._clock.now() + self.backoff
+        if not self._outage:
+            self._outage = True
+            self.outages += 1
+            _log.warning(
+                "rate limiter %r: Redis at %s failed (%s: %s); pacing in this process "
+                "alone, retrying Redis every %gs",
+                self.name,
+                self._url,
+                type(exc).__name__,
+                exc,
+                self.backoff,
+            )
+
+    def _recover(self) -> None:
+        if self._outage:
+            self._outage = False
+            _log.warning(
+                "rate limiter %r: Redis at %s is back; limit shared again", self.name, self._url
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"RedisLimiter({self.name!r}, {self.spec!r}, url={self._url!r}, down={self.down}, "
+            f"outages={self.outages}, errors={self.errors}, local_calls={self.local_calls})"
+        )
+
+
+def _rates(spec: LimitSpec) -> tuple[int, int, float]:
+    """The script's view of a spec: 0 marks a dimension without a limit."""
+    return spec.rpm or 0, spec.tpm or 0, spec.burst
+
+
+def _check_name(name: str) -> None:
+    # Braces would move the hash tag; the name must be the whole of it.
+    if not name or "{" in name or "}" in name:
+        raise ConfigError("name", f"expected a non-empty name without braces, got {name!r}")
+
+
+def _client_for(url: str | None, client: Redis | None, timeout: float) -> tuple[Redis, str]:
+    """The client to use, and how to name its server in logs and repr."""
+    if (url is None) == (client is None):
+        raise ConfigError("url", "give exactly one of url= and client=")
+    if client is not None:
+        return client, _describe(client)
+    assert url is not None
+    if not url.startswith(_SCHEMES):
+        raise ConfigError(
+            "url", f"expected a redis://, rediss:// or unix:// URL, got {_redact(url)!r}"
+        )
+    from ..cache._redis import connect  # imports redis-py: only once a limiter is built
+
+    try:
+        return connect(url, timeout), _redact(url)
+    except ValueError as exc:  # redis-py's word for a port or option it cannot parse
+        raise ConfigError("url", f"{exc} in {_redact(url)!r}") from None
+
+
+def _redact(url: str) -> str:
+    """``url`` without user, password or query; parses nothing that could fail."""
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, path = rest.partition("?")[0].partition("/")
+    return f"{scheme}{sep}{netloc.rpartition('@')[2]}{slash}{path}"
+
+
+def _describe(client: Redis) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}"
+    return f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
