@@ -11,8 +11,8 @@ embedding call::
 
 from __future__ import annotations
 
-from ._clock import Clock, FakeClock, SystemClock
 from ._calls import Admission, admission
+from ._clock import Clock, FakeClock, SystemClock
 from ._errors import (
     AdmissionError,
     BatchClosedError,

@@ -184,6 +184,14 @@ class RetryConfig(_Section):
     # 429s are waited out (Retry-After) rather than failed; this bounds how
     # many times one call waits before the 429 is handed to the caller.
     rate_limited_attempts: int = Field(default=20, ge=0, le=1000)
+    # Per upstream, over 10 s: retries and hedges at most this share of first
+    # attempts, plus min_per_second, so a failing upstream is not hammered.
+    budget_ratio: float = Field(default=0.2, ge=0, le=1)
+    budget_min_per_second: float = Field(default=1.0, ge=0)
+    # Ops whose slow calls get a second copy once slower than hedge_quantile
+    # of recent attempts; only for cheap, idempotent calls.
+    hedge: list[Literal["chat", "embeddings"]] = Field(default_factory=list)
+    hedge_quantile: float = Field(default=95.0, gt=50, lt=100)
 
 
 class Config(_Section):

@@ -250,6 +250,10 @@ class Overdrive:
 
     # -- inspection and lifecycle ----------------------------------------------
 
+    def upstreams(self) -> list[Upstream]:
+        """The configured upstreams, with their queues and concurrency limits."""
+        return list(self._upstreams)
+
     def models(self) -> list[str]:
         """Every model the configured upstreams serve."""
         return self._router.models()

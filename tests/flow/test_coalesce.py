@@ -63,3 +63,28 @@ async def test_cancelled_leader_does_not_cancel_followers() -> None:
     assert await follower == ("done", True)
     with pytest.raises(asyncio.CancelledError):
         await leader
+
+
+async def test_work_is_cancelled_when_every_caller_left() -> None:
+    flight: Coalescer[int] = Coalescer()
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def work() -> int:
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return 1
+
+    callers = [asyncio.create_task(flight.run("k", work)) for _ in range(3)]
+    await started.wait()
+    for caller in callers[:2]:
+        caller.cancel()
+    await asyncio.sleep(0)
+    assert not cancelled.is_set()  # one caller still wants it
+    callers[2].cancel()
+    await asyncio.wait_for(cancelled.wait(), 1.0)
+    assert len(flight) == 0

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from ._admission import AdmissionQueue, settled_within
 from ._batch import BatchedFunction, Batcher, BatchStats, batched
+from ._budget import RetryBudget
 from ._coalesce import Coalescer
 from ._concurrency import AdaptiveLimit, ConcurrencyLimit, FixedLimit, Outcome, Permit
 from ._embedding_batches import EmbeddingBatches
 from ._feedback import RateLimitHeaders, apply_feedback, parse_reset
+from ._hedge import HedgeDelay
 from ._limiter import Limiter, LimitSpec
 from ._ratelimit import GCRA, LocalLimiter
 from ._redis_limiter import RedisLimiter
@@ -27,6 +29,7 @@ __all__ = [
     "ConcurrencyLimit",
     "EmbeddingBatches",
     "FixedLimit",
+    "HedgeDelay",
     "LimitSpec",
     "Limiter",
     "LocalLimiter",
@@ -34,6 +37,7 @@ __all__ = [
     "Permit",
     "RateLimitHeaders",
     "RedisLimiter",
+    "RetryBudget",
     "ThreadFlight",
     "apply_feedback",
     "batched",

@@ -4,8 +4,8 @@ The same GCRA as :class:`~overdrive.flow.LocalLimiter`, with its state in
 Redis and every decision made by one Lua script, so the processes sharing a
 limiter never race each other. Layout (``ns`` is the namespace)::
 
-    {ns}:limit:{name}:req    TAT of the request dimension, seconds on Redis's clock
-    {ns}:limit:{name}:tok    TAT of the token dimension
+    {ns}:limit:{name}:req    hash: tat (seconds, Redis's clock), interval (s per unit)
+    {ns}:limit:{name}:tok    the same for tokens
     {ns}:limit:{name}:hold   the moment the upstream's hold ends
 
 The braces around ``name`` are a cluster hash tag: one limiter's keys sit in
@@ -15,14 +15,17 @@ expires a second after it stops mattering (its TAT plus the burst), so an
 idle limiter leaves nothing behind.
 
 The spec (rpm, tpm, burst) travels with every call rather than living in
-Redis: each process enforces its own configured spec, so processes sharing a
-``name`` must be configured alike.
+Redis, so each process enforces its own configured spec: processes sharing a
+``name`` should be configured alike. A TAT remembers the interval it was
+booked at; booked at another rate (a spec changed, here or in a process
+configured differently), its units carry over at the caller's rate, as
+:meth:`LocalLimiter.set_spec <overdrive.flow.LocalLimiter.set_spec>` does.
 
 If Redis fails, the limiter paces with a :class:`~overdrive.flow.LocalLimiter`
 of the same spec for ``backoff`` seconds, then tries Redis again. During an
 outage each process holds the limit on its own (N processes may send up to N
-times the rate); refusing every call instead would take the service down with
-its cache. One warning is logged per outage and the outages are counted.
+times the rate); refusing every call instead would stop the service whenever
+Redis does. One warning is logged per outage, and outages are counted.
 """
 
 from __future__ import annotations
@@ -49,63 +52,97 @@ _SCHEMES = ("redis://", "rediss://", "unix://")
 
 # The head of every script. Time is Redis's (scripts are replicated by their
 # effects, the default since Redis 5, so reading TIME is allowed). The scripts
-# work in seconds ahead of now: small numbers keep the sums exact, so a cost
+# reason in seconds ahead of now: small numbers keep the sums exact, so a cost
 # that exactly fills an empty bucket fits instead of missing by a rounding.
-# Numbers travel as strings: Redis truncates a Lua number reply to an integer,
-# and %.17g round-trips a double exactly.
+# A TAT is stored as epoch seconds, whose last bit is ~2.4e-7 s: waits up to
+# a microsecond (TIME's resolution) are rounding, not waits. Numbers travel
+# as strings: Redis truncates a Lua number reply to an integer, and %.17g
+# round-trips a double exactly.
 _PRELUDE = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local EPSILON = 1e-6
 
-local function ahead(key)
-    local moment = tonumber(redis.call('GET', key))
-    return moment and moment - now
+-- Seconds booked ahead of now (negative: idle since) at `interval` s per unit.
+-- Units booked at another interval carry over at this one. No key: none booked.
+local function booked(key, interval)
+    local stored = redis.call('HMGET', key, 'tat', 'interval')
+    local tat, was = tonumber(stored[1]), tonumber(stored[2])
+    if not tat then
+        return 0
+    end
+    if was and was ~= interval then
+        return math.max(tat - now, 0) / was * interval
+    end
+    return tat - now
 end
 
-local function store(key, seconds, linger)
-    local ttl_ms = math.ceil((seconds + linger) * 1000)
-    redis.call('SET', key, string.format('%.17g', now + seconds), 'PX', ttl_ms)
+-- Books a dimension `ahead` seconds from now; the key lingers `linger` s more.
+local function book(key, ahead, interval, linger)
+    local tat, per_unit = string.format('%.17g', now + ahead), string.format('%.17g', interval)
+    redis.call('HSET', key, 'tat', tat, 'interval', per_unit)
+    redis.call('PEXPIRE', key, math.ceil((ahead + linger) * 1000))
 end
 """
 
 # KEYS: req, tok, hold. ARGV: rpm, tpm (0: unlimited), burst, requests, tokens.
 # Books both dimensions or neither; returns the wait in seconds ('0': booked).
-# A key lingers for the burst plus a second after its TAT, then it is gone.
 _ACQUIRE = (
     _PRELUDE
     + """
 local burst = tonumber(ARGV[3])
-local wait = ahead(KEYS[3]) or -math.huge
-local booked = {}
+local held_until = tonumber(redis.call('GET', KEYS[3]))
+local wait = held_until and held_until - now or -math.huge
+local plan = {}
 for i = 1, 2 do
     local rate, cost = tonumber(ARGV[i]), tonumber(ARGV[i + 3])
     if rate > 0 and cost > 0 then
         local interval = 60 / rate
         local tau = math.max(burst, interval)
-        local tat = math.max(ahead(KEYS[i]) or 0, 0) + cost * interval
+        local ahead = math.max(booked(KEYS[i], interval), 0) + cost * interval
         -- A cost larger than the burst goes once the bucket is full.
-        wait = math.max(wait, tat - math.max(tau, cost * interval))
-        booked[i] = {tat, tau}
+        local needs = ahead - math.max(tau, cost * interval)
+        if needs > EPSILON then
+            wait = math.max(wait, needs)
+        end
+        plan[i] = {ahead, interval, tau}
     end
 end
 if wait > 0 then
     return string.format('%.17g', wait)
 end
-for i, entry in pairs(booked) do
-    store(KEYS[i], entry[1], entry[2] + 1)
+for i, step in pairs(plan) do
+    book(KEYS[i], step[1], step[2], step[3] + 1)
 end
 return '0'
 """
 )
 
-# KEYS: tok. ARGV: tpm, burst, tokens (negative: give back). An expired key
-# counts as booked up to now, so tokens added to an idle bucket still count.
+# KEYS: tok. ARGV: tpm, burst, tokens (negative: give back).
 _ADJUST = (
     _PRELUDE
     + """
 local interval = 60 / tonumber(ARGV[1])
-local tat = math.max((ahead(KEYS[1]) or 0) + tonumber(ARGV[3]) * interval, 0)
-store(KEYS[1], tat, math.max(tonumber(ARGV[2]), interval) + 1)
+local ahead = math.max(booked(KEYS[1], interval) + tonumber(ARGV[3]) * interval, 0)
+book(KEYS[1], ahead, interval, math.max(tonumber(ARGV[2]), interval) + 1)
+return '0'
+"""
+)
+
+# KEYS: req, tok. ARGV: rpm, tpm, burst. Re-paces what is booked at the new
+# rates now, not at the next call, so the time in between drains at the new
+# rate too. Running it twice changes nothing: every process may run it.
+_RESPEC = (
+    _PRELUDE
+    + """
+for i = 1, 2 do
+    local rate = tonumber(ARGV[i])
+    if rate > 0 and redis.call('EXISTS', KEYS[i]) == 1 then
+        local interval = 60 / rate
+        local ahead = math.max(booked(KEYS[i], interval), 0)
+        book(KEYS[i], ahead, interval, math.max(tonumber(ARGV[3]), interval) + 1)
+    end
+end
 return '0'
 """
 )
@@ -114,9 +151,11 @@ return '0'
 _HOLD = (
     _PRELUDE
     + """
-local held = math.max(ahead(KEYS[1]) or 0, tonumber(ARGV[1]))
+local held_until = tonumber(redis.call('GET', KEYS[1])) or now
+local held = math.max(held_until - now, tonumber(ARGV[1]))
 if held > 0 then
-    store(KEYS[1], held, 1)
+    local ttl_ms = math.ceil((held + 1) * 1000)
+    redis.call('SET', KEYS[1], string.format('%.17g', now + held), 'PX', ttl_ms)
 end
 return '0'
 """
@@ -154,6 +193,8 @@ class RedisLimiter:
         "_local",
         "_outage",
         "_owns_client",
+        "_respec",
+        "_stale",
         "_url",
         "backoff",
         "errors",
@@ -176,12 +217,7 @@ class RedisLimiter:
         backoff: float = 1.0,
         clock: Clock | None = None,
     ) -> None:
-        try:
-            from redis.exceptions import RedisError
-        except ImportError as exc:
-            raise ImportError(
-                f"RedisLimiter needs redis-py: pip install 'overdrive[redis]' ({exc})"
-            ) from None
+        self._failures, self._stale = _redis_errors()
         _check_name(name)
         self.spec = spec
         self.name = name
@@ -190,14 +226,13 @@ class RedisLimiter:
         self._clock = clock or SystemClock()
         self._client, self._url = _client_for(url, client, timeout)
         self._owns_client = client is None
-        self._acquire = self._client.register_script(_ACQUIRE)
-        self._adjust = self._client.register_script(_ADJUST)
-        self._hold = self._client.register_script(_HOLD)
+        scripts = (_ACQUIRE, _ADJUST, _HOLD, _RESPEC)
+        self._acquire, self._adjust, self._hold, self._respec = map(
+            self._client.register_script, scripts
+        )
         prefix = f"{namespace}:limit:{{{name}}}"
         self._keys = (f"{prefix}:req", f"{prefix}:tok", f"{prefix}:hold")
         self._local = LocalLimiter(spec, self._clock)
-        # Failures worth falling back from: the server, the network or our deadline.
-        self._failures = (RedisError, OSError, TimeoutError)
         self._down_until = float("-inf")
         self._outage = False
         self.errors = 0
@@ -230,9 +265,9 @@ class RedisLimiter:
         await self._run(self._hold, self._keys[2:], (seconds,))
 
     async def set_spec(self, spec: LimitSpec) -> None:
-        # Nothing to write: the TATs in Redis stay, and the spec goes with each call.
         await self._local.set_spec(spec)
         self.spec = spec
+        await self._run(self._respec, self._keys[:2], _rates(spec))
 
     async def aclose(self) -> None:
         if self._owns_client:
@@ -247,12 +282,23 @@ class RedisLimiter:
             return None
         try:
             async with asyncio.timeout(self.timeout):
-                reply = await script(keys=keys, args=args)
+                reply = await self._call(script, keys, args)
         except self._failures as exc:
             self._trip(exc)
             return None
         self._recover()
         return float(reply)
+
+    async def _call(
+        self, script: AsyncScript, keys: Sequence[str], args: Sequence[float]
+    ) -> bytes | str:
+        try:
+            reply: bytes | str = await script(keys=keys, args=args)
+        except self._stale:
+            # A pooled connection the server dropped (a restart, an idle timeout)
+            # fails once; a fresh one deserves a try before Redis is called down.
+            reply = await script(keys=keys, args=args)
+        return reply
 
     def _trip(self, exc: BaseException) -> None:
         self.errors += 1
@@ -274,7 +320,7 @@ class RedisLimiter:
     def _recover(self) -> None:
         if self._outage:
             self._outage = False
-            _log.warning(
+            _log.info(
                 "rate limiter %r: Redis at %s is back; limit shared again", self.name, self._url
             )
 
@@ -283,6 +329,18 @@ class RedisLimiter:
             f"RedisLimiter({self.name!r}, {self.spec!r}, url={self._url!r}, down={self.down}, "
             f"outages={self.outages}, errors={self.errors}, local_calls={self.local_calls})"
         )
+
+
+def _redis_errors() -> tuple[tuple[type[Exception], ...], type[Exception]]:
+    """What to fall back from, and what deserves a second try; imports redis-py."""
+    try:
+        from redis.exceptions import ConnectionError, RedisError
+    except ImportError as exc:
+        raise ImportError(
+            f"RedisLimiter needs redis-py: pip install 'overdrive[redis]' ({exc})"
+        ) from None
+    # The server, the network, or our own deadline.
+    return (RedisError, OSError, TimeoutError), ConnectionError
 
 
 def _rates(spec: LimitSpec) -> tuple[int, int, float]:

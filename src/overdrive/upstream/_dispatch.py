@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass
 
 import httpx
@@ -10,7 +12,16 @@ from .._calls import Call
 from .._clock import Clock
 from .._errors import UpstreamUnavailableError
 from ..config import RetryConfig
-from ..flow import RETRYABLE_STATUSES, Backoff, Outcome, apply_feedback, retry_after
+from ..flow import (
+    RETRYABLE_STATUSES,
+    Backoff,
+    HedgeDelay,
+    Outcome,
+    RetryBudget,
+    apply_feedback,
+    retry_after,
+    settled_within,
+)
 from ..monitor import Metrics
 from ..route import Router
 from ._upstream import Lease, Upstream
@@ -51,10 +62,12 @@ class Dispatcher:
     A 429 is absorbed: the upstream's limiter holds every call for the
     ``Retry-After`` it gave, then the call goes again. 5xx answers and
     connection failures are retried with full-jitter backoff, on another
-    deployment when the model has one.
+    deployment when the model has one, while the upstream's retry budget
+    lasts. Ops listed in ``[retry] hedge`` send a second copy once a call is
+    slower than most, and take whichever answers first.
     """
 
-    __slots__ = ("_backoff", "_clock", "_metrics", "_retry", "_router")
+    __slots__ = ("_backoff", "_budgets", "_clock", "_hedges", "_metrics", "_retry", "_router")
 
     def __init__(
         self,
@@ -69,14 +82,48 @@ class Dispatcher:
         self._clock = clock
         self._metrics = metrics
         self._backoff = backoff
+        self._budgets: dict[str, RetryBudget] = {}
+        self._hedges: dict[str, HedgeDelay] = {
+            op: HedgeDelay(retry.hedge_quantile) for op in retry.hedge
+        }
 
     async def send(self, call: Call, *, stream: bool = False) -> Exchange:
+        """The final exchange of ``call``; the caller closes it."""
+        hedge = None if stream else self._hedges.get(call.op)
+        if hedge is None or hedge.current is None:
+            return await self._send_one(call, stream, self._router.pick(call.model))
+        return await self._hedged(call, hedge.current)
+
+    def budget(self, upstream: Upstream) -> RetryBudget:
+        """The retry budget of ``upstream``, made on first use."""
+        budget = self._budgets.get(upstream.name)
+        if budget is None:
+            budget = RetryBudget(
+                self._retry.budget_ratio, self._retry.budget_min_per_second, clock=self._clock
+            )
+            self._budgets[upstream.name] = budget
+        return budget
+
+    async def _send_one(self, call: Call, stream: bool, upstream: Upstream) -> Exchange:
         state = _Attempts()
+        self.budget(upstream).record_attempt()
         while True:
-            upstream = self._router.pick(call.model, avoid=state.last)
             exchange = await self._try(upstream, call, stream, state)
             if exchange is not None:
                 return exchange
+            upstream = self._router.pick(call.model, avoid=state.last)
+
+    async def _hedged(self, call: Call, delay: float) -> Exchange:
+        """Send; if no answer within ``delay``, send a copy elsewhere and take the first."""
+        first = asyncio.ensure_future(self._send_one(call, False, self._router.pick(call.model)))
+        if await settled_within(first, delay, self._clock):
+            return first.result()
+        spare = self._router.pick(call.model)
+        if not self.budget(spare).try_spend():
+            return await first
+        self._metrics.counter("overdrive_hedges_total", op=call.op).inc()
+        second = asyncio.ensure_future(self._send_one(call, False, spare))
+        return await first_success(first, second)
 
     async def _try(
         self, upstream: Upstream, call: Call, stream: bool, state: _Attempts
@@ -88,6 +135,7 @@ class Dispatcher:
         self._metrics.counter(
             "overdrive_upstream_requests_total", upstream=upstream.name, op=call.op
         ).inc()
+        started = self._clock.now()
         try:
             response = await upstream.exchange(call, stream=stream)
         except httpx.TransportError as exc:
@@ -95,6 +143,12 @@ class Dispatcher:
             lease.release("dropped" if isinstance(exc, httpx.TimeoutException) else "ignored")
             await self._after_failure(upstream, state, f"{type(exc).__name__}: {exc}")
             return None
+        except BaseException:  # cancelled (a hedge lost, the caller left): free the slot
+            lease.release("ignored")
+            raise
+        hedge = self._hedges.get(call.op)
+        if hedge is not None and response.status_code < 300:
+            hedge.observe(self._clock.now() - started)
         exchange = Exchange(upstream, response, lease)
         await self._learn(exchange, call)
         return await self._judge(exchange, state)
@@ -120,18 +174,33 @@ class Dispatcher:
                 wait if wait is not None else self._backoff.delay(state.limited - 1)
             )
             return None
-        if status in RETRYABLE_STATUSES and state.failures < self._retry.attempts:
+        if status in RETRYABLE_STATUSES and self._no_retry(exchange.upstream, state) is None:
             await self._discard(exchange, "dropped" if status in _OVERLOADED else "ignored")
-            await self._after_failure(exchange.upstream, state, f"HTTP {status}")
+            await self._retry_after_backoff(exchange.upstream, state)
             return None
         return exchange
 
     async def _after_failure(self, upstream: Upstream, state: _Attempts, reason: str) -> None:
+        """Wait for the retry, or raise when no retry is left for this call."""
+        refusal = self._no_retry(upstream, state)
+        if refusal is not None:
+            raise UpstreamUnavailableError(upstream.name, f"{reason} ({refusal})")
+        await self._retry_after_backoff(upstream, state)
+
+    def _no_retry(self, upstream: Upstream, state: _Attempts) -> str | None:
+        """Why this failed attempt may not be retried, or None (and a retry is booked)."""
         self._metrics.counter("overdrive_upstream_errors_total", upstream=upstream.name).inc()
         if state.failures >= self._retry.attempts:
-            raise UpstreamUnavailableError(
-                upstream.name, f"{reason} (after {state.failures + 1} attempts)"
-            )
+            return f"after {state.failures + 1} attempts"
+        budget = self.budget(upstream)
+        if not budget.try_spend():
+            self._metrics.counter(
+                "overdrive_retry_budget_spent_total", upstream=upstream.name
+            ).inc()
+            return f"retry budget spent: {budget!r}"
+        return None
+
+    async def _retry_after_backoff(self, upstream: Upstream, state: _Attempts) -> None:
         self._metrics.counter("overdrive_retries_total", upstream=upstream.name).inc()
         await self._clock.sleep(self._backoff.delay(state.failures))
         state.failures += 1
@@ -141,3 +210,39 @@ class Dispatcher:
     async def _discard(exchange: Exchange, outcome: Outcome) -> None:
         await exchange.response.aread()
         await exchange.aclose(outcome)
+
+
+async def first_success(
+    first: asyncio.Future[Exchange], second: asyncio.Future[Exchange]
+) -> Exchange:
+    """The first exchange to arrive; the other is cancelled, or closed if it also arrived.
+
+    If one attempt fails, the other is awaited; only if both fail does the
+    first one's error propagate.
+    """
+    attempts = (first, second)
+    winner: asyncio.Future[Exchange] | None = None
+    try:
+        pending: set[asyncio.Future[Exchange]] = set(attempts)
+        while pending and winner is None:
+            _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            winner = next((a for a in attempts if _succeeded(a)), None)
+        return (winner or first).result()
+    finally:
+        for attempt in attempts:
+            if attempt is not winner:
+                await _abandon(attempt)
+
+
+def _succeeded(attempt: asyncio.Future[Exchange]) -> bool:
+    return attempt.done() and not attempt.cancelled() and attempt.exception() is None
+
+
+async def _abandon(attempt: asyncio.Future[Exchange]) -> None:
+    """Cancel an attempt nobody will use, or close its exchange if it also finished."""
+    if not attempt.done():
+        attempt.cancel()
+        with contextlib.suppress(BaseException):
+            await attempt
+    elif _succeeded(attempt):
+        await attempt.result().aclose()

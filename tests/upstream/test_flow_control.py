@@ -1,0 +1,240 @@
+"""Flow control as the engine applies it: admission, budgets, hedging, feedback, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from overdrive import (
+    FakeClock,
+    Overdrive,
+    QueueTimeoutError,
+    UpstreamStatusError,
+    UpstreamUnavailableError,
+    admission,
+)
+from overdrive.flow import AdaptiveLimit
+from tests.fakes import FakeUpstream, chat_response, connect_error, embeddings_response, status
+
+T = TypeVar("T")
+
+
+async def finish(clock: FakeClock, work: Awaitable[T], seconds: float = 60.0) -> T:
+    task = asyncio.ensure_future(work)
+    for _ in range(int(seconds / 0.05)):
+        if task.done():
+            break
+        await clock.run_for(0.05)
+    return await task
+
+
+def build(
+    transport: httpx.AsyncBaseTransport,
+    clock: FakeClock,
+    upstream: dict[str, Any] | None = None,
+    **sections: Any,
+) -> Overdrive:
+    config: dict[str, Any] = {
+        "upstreams": [
+            {"name": "a", "base_url": "http://a.test/v1", "models": ["m", "e"], **(upstream or {})}
+        ],
+        "cache": {"enabled": False},
+        "retry": {"base": "100ms", "cap": "1s"},
+        **sections,
+    }
+    return Overdrive.from_config(config, clock=clock, upstream_transport=transport)
+
+
+def ask(content: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": content}]
+
+
+async def test_priority_calls_overtake_waiting_ones(clock: FakeClock) -> None:
+    fake = FakeUpstream(clock)
+    async with build(fake.transport(), clock, {"rpm": 60, "burst": 1.0}) as od:
+
+        async def chat(content: str, priority: int) -> None:
+            with admission(priority=priority):
+                await od.chat(model="m", messages=ask(content))
+
+        first = asyncio.create_task(chat("first", 0))
+        await clock.run_for(0.05)
+        low = [asyncio.create_task(chat(f"low{i}", 0)) for i in range(2)]
+        await clock.run_for(0.05)
+        urgent = asyncio.create_task(chat("urgent", 9))
+        await finish(clock, asyncio.gather(first, *low, urgent))
+    order = [body["messages"][0]["content"] for _, _, body in fake.calls]
+    assert order == ["first", "urgent", "low0", "low1"]
+
+
+async def test_a_call_past_its_deadline_never_reaches_the_upstream(clock: FakeClock) -> None:
+    fake = FakeUpstream(clock)
+    async with build(fake.transport(), clock, {"rpm": 60, "burst": 1.0}) as od:
+        await finish(clock, od.chat(model="m", messages=ask("takes the slot")))
+        with admission(timeout="500ms"), pytest.raises(QueueTimeoutError) as caught:
+            await finish(clock, od.chat(model="m", messages=ask("in a hurry")))
+    assert caught.value.queue == "a"
+    assert [body["messages"][0]["content"] for _, _, body in fake.calls] == ["takes the slot"]
+
+
+async def test_configured_queue_timeout_applies_by_default(clock: FakeClock) -> None:
+    fake = FakeUpstream(clock)
+    upstream = {"rpm": 60, "burst": 1.0, "queue_timeout": "200ms"}
+    async with build(fake.transport(), clock, upstream) as od:
+        await finish(clock, od.chat(model="m", messages=ask("one")))
+        with pytest.raises(QueueTimeoutError):
+            await finish(clock, od.chat(model="m", messages=ask("two")))
+
+
+async def test_model_limits_are_separate_from_the_endpoint_limit(clock: FakeClock) -> None:
+    fake = FakeUpstream(clock)
+    upstream = {"rpm": 60, "burst": 1.0, "model_limits": {"e": {"rpm": 6000}}}
+    async with build(
+        fake.transport(), clock, upstream, batching={"embeddings": {"enabled": False}}
+    ) as od:
+        await finish(clock, od.chat(model="m", messages=ask("uses the endpoint's slot")))
+        texts = [f"t{i}" for i in range(5)]
+        await finish(clock, asyncio.gather(*(od.embed(t, model="e") for t in texts)))
+    embed_times = [t for t, path, _ in fake.calls if path.endswith("/embeddings")]
+    assert len(embed_times) == 5
+    assert max(embed_times) < 0.2  # not paced at the endpoint's 1/s
+
+
+async def test_retry_budget_stops_hammering_a_failing_upstream(clock: FakeClock) -> None:
+    fake = FakeUpstream(clock, script=[status(500)] * 1000)
+    retry = {
+        "base": "10ms",
+        "cap": "20ms",
+        "attempts": 3,
+        "budget_ratio": 0.1,
+        "budget_min_per_second": 0,
+    }
+    async with build(fake.transport(), clock, retry=retry) as od:
+        calls = [od.chat(model="m", messages=ask(str(i))) for i in range(50)]
+        outcomes = await finish(clock, asyncio.gather(*calls, return_exceptions=True))
+    assert all(isinstance(o, UpstreamStatusError) and o.status == 500 for o in outcomes)
+    # 50 first attempts earn 5 retries; without a budget it would be 150.
+    assert len(fake.calls) <= 50 + 5
+    assert od.metrics.value("overdrive_retry_budget_spent_total") >= 40
+
+
+async def test_retry_budget_also_bounds_connection_failures(clock: FakeClock) -> None:
+    fake = FakeUpstream(clock, script=[connect_error] * 1000)
+    retry = {"attempts": 3, "budget_ratio": 0.0, "budget_min_per_second": 0}
+    async with build(fake.transport(), clock, retry=retry) as od:
+        with pytest.raises(UpstreamUnavailableError, match="retry budget spent"):
+            await finish(clock, od.chat(model="m", messages=ask("x")))
+    assert len(fake.calls) == 1
+
+
+class SlowOnce(httpx.AsyncBaseTransport):
+    """Answers after ``fast`` seconds, except the calls listed in ``slow_calls``."""
+
+    def __init__(self, clock: FakeClock, fast: float, slow: float, slow_calls: set[int]) -> None:
+        self.clock = clock
+        self.fast = fast
+        self.slow = slow
+        self.slow_calls = slow_calls
+        self.started = 0
+        self.finished = 0
+        self.cancelled = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        number = self.started
+        self.started += 1
+        try:
+            await self.clock.sleep(self.slow if number in self.slow_calls else self.fast)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        self.finished += 1
+        body = json.loads(request.content)
+        count = len(body["input"]) if isinstance(body["input"], list) else 1
+        return httpx.Response(200, json=embeddings_response(body["model"], count))
+
+
+async def test_hedging_cuts_the_slow_tail(clock: FakeClock) -> None:
+    transport = SlowOnce(clock, fast=0.1, slow=30.0, slow_calls={40})
+    sections: dict[str, Any] = {
+        "retry": {"hedge": ["embeddings"], "budget_min_per_second": 1},
+        "batching": {"embeddings": {"enabled": False}},
+    }
+    async with build(transport, clock, **sections) as od:
+        for i in range(40):  # learn what normal latency is
+            await finish(clock, od.embed(f"warm{i}", model="e"))
+        started = clock.now()
+        answer = await finish(clock, od.embed("unlucky", model="e"))
+        took = clock.now() - started
+        assert od.stats()["in_flight"] == {"a": 0}  # the abandoned copy gave its slot back
+    assert answer["data"]
+    assert took < 1.0  # not the 30 s of the slow attempt
+    assert transport.cancelled == 1
+    assert od.metrics.value("overdrive_hedges_total", op="embeddings") == 1
+
+
+async def test_no_hedge_without_the_option(clock: FakeClock) -> None:
+    transport = SlowOnce(clock, fast=0.1, slow=3.0, slow_calls={40})
+    async with build(transport, clock, batching={"embeddings": {"enabled": False}}) as od:
+        for i in range(41):
+            await finish(clock, od.embed(f"x{i}", model="e"))
+    assert transport.started == 41
+    assert od.metrics.value("overdrive_hedges_total", op="embeddings") == 0
+
+
+async def test_exhausted_ratelimit_headers_pause_the_next_call(clock: FakeClock) -> None:
+    headers = {
+        "x-ratelimit-limit-requests": "60",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "30s",
+    }
+
+    def exhausted(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=chat_response("m"), headers=headers)
+
+    fake = FakeUpstream(clock, script=[exhausted])
+    async with build(fake.transport(), clock) as od:  # no rpm configured
+        await finish(clock, od.chat(model="m", messages=ask("one")))
+        await finish(clock, od.chat(model="m", messages=ask("two")))
+    times = [t for t, _, _ in fake.calls]
+    # Learnt: the limit is 60/min and the bucket is empty, so the next call waits 1 s.
+    assert times[1] - times[0] == pytest.approx(1.0, abs=0.06)
+
+
+async def test_429s_shrink_the_adaptive_concurrency_limit(clock: FakeClock) -> None:
+    fake = FakeUpstream(clock, script=[status(429, {"retry-after-ms": "100"})] * 3)
+    async with build(fake.transport(), clock) as od:
+        limit = od.upstreams()[0].concurrency
+        assert isinstance(limit, AdaptiveLimit)
+        before = limit.limit
+        await finish(clock, od.chat(model="m", messages=ask("x")))
+        assert limit.limit < before
+
+
+async def test_fixed_concurrency_caps_calls_in_flight(clock: FakeClock) -> None:
+    gate = asyncio.Event()
+    fake = FakeUpstream(clock, gate=gate)
+    async with build(fake.transport(), clock, {"concurrency": 2}) as od:
+        tasks = [asyncio.create_task(od.chat(model="m", messages=ask(str(i)))) for i in range(5)]
+        await clock.run_for(0.1)
+        assert len(fake.calls) == 2
+        gate.set()
+        await finish(clock, asyncio.gather(*tasks))
+    assert len(fake.calls) == 5
+
+
+async def test_cancelled_caller_gives_its_slot_back(clock: FakeClock) -> None:
+    gate = asyncio.Event()
+    fake = FakeUpstream(clock, gate=gate)
+    async with build(fake.transport(), clock, {"concurrency": 1}) as od:
+        stuck = asyncio.create_task(od.chat(model="m", messages=ask("stuck")))
+        await clock.run_for(0.1)
+        stuck.cancel()
+        await clock.run_for(0.1)
+        assert od.stats()["in_flight"] == {"a": 0}
+        gate.set()
+        await finish(clock, od.chat(model="m", messages=ask("next")))
