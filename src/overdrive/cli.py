@@ -42,6 +42,18 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--tpm", type=_positive_int, default=None, help="tokens per minute limit")
     sim.add_argument("--ttft", type=float, default=0.25, help="seconds to the first token")
     sim.add_argument("--per-token", type=float, default=0.004, help="seconds per output token")
+    sim.add_argument(
+        "--capacity",
+        type=_positive_int,
+        default=None,
+        help="chat calls served at full speed at once; more slow all down (default: no limit)",
+    )
+    sim.add_argument(
+        "--overload-exponent",
+        type=_positive_float,
+        default=1.5,
+        help="past capacity, latency x (in flight / capacity) ** this (default 1.5)",
+    )
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--api-key-env", default=None, help="require the key in this env variable")
     return parser
@@ -70,6 +82,8 @@ def _sim(args: argparse.Namespace) -> int:
         tpm=args.tpm,
         ttft_s=args.ttft,
         per_token_s=args.per_token,
+        capacity=args.capacity,
+        overload_exponent=args.overload_exponent,
         api_key=api_key,
     )
     run_sim(config, args.host, args.port)
@@ -80,6 +94,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
     return value
 
 

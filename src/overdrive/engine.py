@@ -21,6 +21,7 @@ from .cache._build import build_cache
 from .config import Config, load_config
 from .flow import Backoff, Coalescer, EmbeddingBatches
 from .monitor import Metrics
+from .optimize import CacheTTL, engine_tunables
 from .route import Router
 from .upstream import Dispatcher, Exchange, Lease, Upstream
 
@@ -72,6 +73,10 @@ class Overdrive:
         self._batches = EmbeddingBatches(
             config.batching.embeddings, self._send, self.metrics, self._clock
         )
+        self._ttl = CacheTTL(config.cache.ttl)
+        self.tunables = engine_tunables(
+            self._upstreams, self._batches, self._ttl if self._cache else None, self._clock
+        )
 
     @classmethod
     def from_config(
@@ -119,7 +124,7 @@ class Overdrive:
         if self._cache is None:
             raise RequestError("cache", "the engine's cache is disabled ([cache] enabled = false)")
         options.setdefault("namespace", self.config.namespace)
-        return cached(self.config.cache.ttl if ttl is None else ttl, cache=self._cache, **options)
+        return cached(self._ttl.seconds if ttl is None else ttl, cache=self._cache, **options)
 
     def http_client(self, **options: Any) -> httpx.AsyncClient:
         """An ``httpx.AsyncClient`` whose OpenAI API calls go through this engine.
@@ -244,7 +249,7 @@ class Overdrive:
             value = (result.status, result.body, result.upstream)
             shared = cache.lease is not None  # waiting processes read it back from Redis
             # Jitter, so answers cached in one burst do not all expire in one burst.
-            ttl = self.config.cache.ttl * (1.0 - _TTL_JITTER * self._rng.random())
+            ttl = self._ttl.seconds * (1.0 - _TTL_JITTER * self._rng.random())
             stale = self.config.cache.stale
             await cache.set(key, value, ttl, stale=stale, wait=shared)
 
@@ -265,6 +270,8 @@ class Overdrive:
             "metrics": self.metrics.snapshot(),
             "cache": None if cache is None else cache.summary(),
             "in_flight": {u.name: u.in_flight for u in self._upstreams},
+            "waiting": {q.name: q.waiting for u in self._upstreams for q in u.queues().values()},
+            "tunables": {name: knob.value for name, knob in self.tunables.items()},
         }
 
     async def aclose(self) -> None:

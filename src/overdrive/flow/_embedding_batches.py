@@ -30,24 +30,51 @@ Send = Callable[[Call], Awaitable[Result]]
 class EmbeddingBatches:
     """One :class:`Batcher` per (model, options) group of single-text embedding calls."""
 
-    __slots__ = ("_batchers", "_clock", "_config", "_metrics", "_send")
+    __slots__ = (
+        "_batchers",
+        "_clock",
+        "_max_batch",
+        "_max_wait",
+        "_metrics",
+        "_send",
+        "enabled",
+    )
 
     def __init__(
         self, config: EmbeddingBatchConfig, send: Send, metrics: Metrics, clock: Clock
     ) -> None:
-        self._config = config
+        self.enabled = config.enabled
+        self._max_batch = config.max_batch
+        self._max_wait = config.max_wait_ms / 1000
         self._send = send
         self._metrics = metrics
         self._clock = clock
         self._batchers: dict[bytes, Batcher[Call, Result]] = {}
 
+    @property
+    def max_batch(self) -> int:
+        return self._max_batch
+
+    @max_batch.setter
+    def max_batch(self, value: int) -> None:
+        for batcher in self._batchers.values():
+            batcher.max_batch = value  # checks the value before anything changes
+        self._max_batch = value
+
+    @property
+    def max_wait(self) -> float:
+        """Seconds the first call of a batch waits for company."""
+        return self._max_wait
+
+    @max_wait.setter
+    def max_wait(self, value: float) -> None:
+        for batcher in self._batchers.values():
+            batcher.max_wait = value
+        self._max_wait = value
+
     def takes(self, call: Call) -> bool:
         """True for an embeddings call with one string input, when batching is on."""
-        return (
-            self._config.enabled
-            and call.op == "embeddings"
-            and isinstance(call.body.get("input"), str)
-        )
+        return self.enabled and call.op == "embeddings" and isinstance(call.body.get("input"), str)
 
     async def submit(self, call: Call) -> Result:
         """Wait for the call's batch to go; return this call's own one-input response."""
@@ -65,8 +92,8 @@ class EmbeddingBatches:
         if batcher is None:
             batcher = self._batchers[group] = Batcher(
                 self._send_batch,
-                max_batch=self._config.max_batch,
-                max_wait=self._config.max_wait_ms / 1000,
+                max_batch=self._max_batch,
+                max_wait=self._max_wait,
                 clock=self._clock,
                 name=f"embeddings:{call.model}",
             )
@@ -81,7 +108,10 @@ class EmbeddingBatches:
         return [Result(200, body, result.upstream) for body in split_embeddings(result, len(texts))]
 
     def __repr__(self) -> str:
-        return f"EmbeddingBatches(groups={len(self._batchers)}, enabled={self._config.enabled})"
+        return (
+            f"EmbeddingBatches(groups={len(self._batchers)}, enabled={self.enabled}, "
+            f"max_batch={self._max_batch}, max_wait={self._max_wait * 1e3:g}ms)"
+        )
 
 
 def split_embeddings(result: Result, count: int) -> list[bytes]:

@@ -334,13 +334,14 @@ class RedisLimiter:
 def _redis_errors() -> tuple[tuple[type[Exception], ...], type[Exception]]:
     """What to fall back from, and what deserves a second try; imports redis-py."""
     try:
-        from redis.exceptions import ConnectionError, RedisError
+        from redis.exceptions import ConnectionError as Disconnected
+        from redis.exceptions import RedisError
     except ImportError as exc:
         raise ImportError(
             f"RedisLimiter needs redis-py: pip install 'overdrive[redis]' ({exc})"
         ) from None
     # The server, the network, or our own deadline.
-    return (RedisError, OSError, TimeoutError), ConnectionError
+    return (RedisError, OSError, TimeoutError), Disconnected
 
 
 def _rates(spec: LimitSpec) -> tuple[int, int, float]:

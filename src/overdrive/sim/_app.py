@@ -8,6 +8,7 @@ process holds thousands of requests per second on loopback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import secrets
 import time
@@ -17,6 +18,7 @@ from typing import Any
 from overdrive._clock import Clock, SystemClock
 from overdrive._errors import ConfigError
 from overdrive._json import JSONDecodeError, dumps, loads
+from overdrive.sim._capacity import Accelerator
 from overdrive.sim._config import Faults, SimConfig
 from overdrive.sim._content import (
     chat_digest,
@@ -66,6 +68,8 @@ class SimApp:
     Serve it with any ASGI server (:class:`SimServer` runs it on uvicorn) or
     call it in-process through ``httpx.ASGITransport``. ``clock`` drives the
     rate buckets and every simulated delay, so tests can step a ``FakeClock``.
+    With ``capacity`` set, chat completions share an :class:`Accelerator`
+    that slows them all down past the knee.
 
     >>> app = SimApp(SimConfig(rpm=60))
     >>> app.stats()["in_flight"]
@@ -73,6 +77,7 @@ class SimApp:
     """
 
     __slots__ = (
+        "_accelerator",
         "_auth",
         "_clock",
         "_closed",
@@ -97,6 +102,11 @@ class SimApp:
         self._jitter_rng = random.Random(f"jitter:{config.seed}")
         self._fault_rng = random.Random(f"faults:{config.seed}")
         self._limiter = _limiter(config, clock)
+        self._accelerator = (
+            None
+            if config.capacity is None
+            else Accelerator(config.capacity, config.overload_exponent, clock)
+        )
         self._models = frozenset(config.models) if config.models else None
         self._models_body = _models_body(config.models or _DEFAULT_MODELS)
         self._auth = f"Bearer {config.api_key}".encode() if config.api_key else None
@@ -209,7 +219,8 @@ class SimApp:
                 await self._complete(send, call, answer, headers)
 
     async def _complete(self, send: Send, call: _Call, answer: _Answer, headers: Headers) -> None:
-        await call.pause(self._ttft() + self._decode_pace() * answer.tokens)
+        with self._generating():
+            await call.pause(self._ttft() + self._decode_pace() * answer.tokens, shared=True)
         self._count_tokens(answer)
         await self._respond(send, 200, answer.completion(), headers)
 
@@ -219,7 +230,8 @@ class SimApp:
         start = {"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + headers}
         await send(start)
         try:
-            await self._stream_tokens(send, call, answer)
+            with self._generating():
+                await self._stream_tokens(send, call, answer)
         except ApiError:  # shutting down: the status is sent, so just end the body
             await send({"type": "http.response.body", "body": b""})
             return
@@ -231,11 +243,17 @@ class SimApp:
 
     async def _stream_tokens(self, send: Send, call: _Call, answer: _Answer) -> None:
         ttft, pace = self._ttft(), self._decode_pace()  # drawn in the same order as _complete
-        await call.pause(ttft)
+        await call.pause(ttft, shared=True)
         await _event(send, answer.chunk({"role": "assistant", "content": ""}, None))
         for piece in stream_pieces(answer.words):
-            await call.pause(pace)
+            await call.pause(pace, shared=True)
             await _event(send, answer.chunk({"content": piece}, None))
+
+    def _generating(self) -> contextlib.AbstractContextManager[None]:
+        """Count the call on the accelerator (if any) while it generates."""
+        if self._accelerator is None:
+            return contextlib.nullcontext()
+        return self._accelerator.occupy()
 
     def _count_tokens(self, answer: _Answer) -> None:
         self._stats.prompt_tokens += answer.request.prompt_tokens
@@ -348,7 +366,11 @@ class SimApp:
 
     def __repr__(self) -> str:
         stats = self._stats
-        return f"SimApp(in_flight={stats.in_flight}, limiter={self._limiter!r}, {self._faults!r})"
+        accelerator = "" if self._accelerator is None else f", {self._accelerator!r}"
+        return (
+            f"SimApp(in_flight={stats.in_flight}, limiter={self._limiter!r}, "
+            f"{self._faults!r}{accelerator})"
+        )
 
 
 class _Answer:
@@ -425,8 +447,9 @@ class _Call:
             self._gone.cancel()
         self._app._stats.leave()
 
-    async def pause(self, seconds: float) -> None:
-        """Wait ``seconds`` of the app's clock.
+    async def pause(self, seconds: float, *, shared: bool = False) -> None:
+        """Wait ``seconds`` of the app's clock; ``shared`` work on the accelerator, if
+        there is one, takes longer while it is over capacity.
 
         Raises :class:`_ClientGone` if the client leaves, and a 503
         :class:`ApiError` if the app closes meanwhile.
@@ -437,7 +460,13 @@ class _Call:
             # Started lazily: zero-latency requests never pay for a watcher task.
             self._gone = asyncio.ensure_future(self._wait_disconnect())
         closing = self._app._closing_signal()
-        sleeper = asyncio.ensure_future(self._app._clock.sleep(seconds))
+        accelerator = self._app._accelerator
+        wait = (
+            accelerator.work(seconds)
+            if shared and accelerator is not None
+            else self._app._clock.sleep(seconds)
+        )
+        sleeper = asyncio.ensure_future(wait)
         try:
             await asyncio.wait((sleeper, self._gone, closing), return_when=asyncio.FIRST_COMPLETED)
         finally:

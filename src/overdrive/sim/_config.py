@@ -22,6 +22,14 @@ class SimConfig:
     accepts any model name. Answers run 16..63 words (one token each), cut to
     the request's ``max_tokens``, or to ``default_max_tokens`` when it has none.
 
+    ``capacity`` hides a knee in the upstream: that many chat completions
+    generate at once at full speed; with ``n > capacity`` of them each runs at
+    ``(capacity / n) ** overload_exponent`` of full speed, so its latency is
+    stretched by ``(n / capacity) ** overload_exponent``. The default exponent
+    1.5 makes total throughput fall past the knee (``capacity`` is the best
+    concurrency to run at), like a real inference server thrashing; 1 keeps it
+    flat. ``None`` means unlimited: latency does not depend on load.
+
     >>> SimConfig(ttft_s=0.0, per_token_s=0.0, rpm=600).rpm
     600
     """
@@ -44,15 +52,18 @@ class SimConfig:
     slow_factor: float = 1.0
     max_body_bytes: int = 8 * _MIB
     default_max_tokens: int | None = None
+    capacity: int | None = None
+    overload_exponent: float = 1.5
 
     def __post_init__(self) -> None:
         _int("seed", self.seed, minimum=None)
         for name in ("ttft_s", "per_token_s", "jitter", "embed_base_s", "embed_per_item_s"):
             _seconds(name, getattr(self, name))
-        for name in ("rpm", "tpm", "default_max_tokens"):
+        for name in ("rpm", "tpm", "default_max_tokens", "capacity"):
             _optional_int(name, getattr(self, name))
         _positive("burst_s", self.burst_s)
         _positive("hang_s", self.hang_s)
+        _positive("overload_exponent", self.overload_exponent)
         _int("embedding_dim", self.embedding_dim, minimum=1)
         _int("max_body_bytes", self.max_body_bytes, minimum=1)
         _models(self.models)

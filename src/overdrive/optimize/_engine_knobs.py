@@ -1,0 +1,144 @@
+"""The tunables of one engine: concurrency and rates per upstream, batching, cache TTL.
+
+Bounds come from the configuration, so nothing (the optimizer included) can
+push a knob past what the operator allowed: a rate never above the configured
+rpm/tpm (the provider's limit), concurrency within [min, max]_concurrency.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..flow import AdmissionQueue, ConcurrencyLimit, EmbeddingBatches, LimitSpec
+from ._tunables import Tunable, Tunables
+
+if TYPE_CHECKING:
+    from .._clock import Clock
+    from ..upstream import Upstream
+
+__all__ = ["engine_tunables"]
+
+# Longest batching wait the optimizer may choose; past it latency suffers more
+# than throughput gains.
+_MAX_BATCH_WAIT_MS = 200.0
+_MAX_TTL = 30 * 86400.0
+
+
+class CacheTTL:
+    """The engine's cache TTL as a settable holder (the config itself is frozen)."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __repr__(self) -> str:
+        return f"CacheTTL({self.seconds:g}s)"
+
+
+def engine_tunables(
+    upstreams: list[Upstream], batches: EmbeddingBatches, ttl: CacheTTL | None, clock: Clock
+) -> Tunables:
+    """Register every knob of the engine's parts under dotted names."""
+    knobs = Tunables(clock)
+    for upstream in upstreams:
+        knobs.add(_concurrency(upstream))
+        for queue in upstream.queues().values():
+            for tunable in _rates(queue):
+                knobs.add(tunable)
+    for tunable in _batching(batches):
+        knobs.add(tunable)
+    if ttl is not None:
+        knobs.add(_ttl(ttl))
+    return knobs
+
+
+def _concurrency(upstream: Upstream) -> Tunable:
+    limit: ConcurrencyLimit = upstream.concurrency
+
+    def write(value: float) -> None:
+        limit.limit = int(value)  # type: ignore[misc]  # every concrete limit has a setter
+
+    config = upstream.config
+    return Tunable(
+        f"upstream.{upstream.name}.concurrency",
+        lambda: float(limit.limit),
+        write,
+        low=config.min_concurrency,
+        high=config.max_concurrency,
+        step=max(1.0, config.max_concurrency / 32),
+        integer=True,
+        description="calls in flight at once (adaptive limits keep moving from here)",
+    )
+
+
+def _rates(queue: AdmissionQueue) -> list[Tunable]:
+    """rpm and tpm of one limiter, only those configured, never above the configured value."""
+    limiter = queue.limiter
+    ceiling = limiter.spec
+    found = []
+    for dimension, configured in (("rpm", ceiling.rpm), ("tpm", ceiling.tpm)):
+        if configured is not None:
+            found.append(_rate(queue, dimension, configured))
+    return found
+
+
+def _rate(queue: AdmissionQueue, dimension: str, configured: int) -> Tunable:
+    limiter = queue.limiter
+
+    def read() -> float:
+        return float(getattr(limiter.spec, dimension) or configured)
+
+    async def write(value: float) -> None:
+        spec = limiter.spec
+        rpm, tpm = (int(value), spec.tpm) if dimension == "rpm" else (spec.rpm, int(value))
+        await limiter.set_spec(LimitSpec(rpm, tpm, spec.burst))
+
+    return Tunable(
+        f"upstream.{queue.name}.{dimension}",
+        read,
+        write,
+        low=1,
+        high=configured,
+        step=max(1.0, configured / 20),
+        integer=True,
+        description=f"{'requests' if dimension == 'rpm' else 'tokens'} per minute sent",
+    )
+
+
+def _batching(batches: EmbeddingBatches) -> list[Tunable]:
+    def set_enabled(value: float) -> None:
+        batches.enabled = bool(value)
+
+    def set_size(value: float) -> None:
+        batches.max_batch = int(value)
+
+    def set_wait(value: float) -> None:
+        batches.max_wait = value / 1000
+
+    prefix = "batching.embeddings"
+    return [
+        Tunable(f"{prefix}.enabled", lambda: float(batches.enabled), set_enabled, 0, 1, 1,
+                integer=True, description="combine single-text embedding calls (1) or not (0)"),
+        Tunable(f"{prefix}.max_batch", lambda: float(batches.max_batch), set_size, 1, 2048, 8,
+                integer=True, description="texts per upstream embeddings call, at most"),
+        Tunable(f"{prefix}.max_wait_ms", lambda: batches.max_wait * 1000, set_wait,
+                0, _MAX_BATCH_WAIT_MS, 2, unit="ms",
+                description="how long the first text of a batch waits for company"),
+    ]  # fmt: skip
+
+
+def _ttl(ttl: CacheTTL) -> Tunable:
+    def write(value: float) -> None:
+        ttl.seconds = value
+
+    return Tunable(
+        "cache.ttl",
+        lambda: ttl.seconds,
+        write,
+        low=1.0,
+        high=_MAX_TTL,
+        step=60.0,
+        unit="s",
+        description="how long a cached answer is served fresh",
+    )
