@@ -23,7 +23,7 @@ from .flow import Backoff, Coalescer, EmbeddingBatches
 from .monitor import Metrics
 from .optimize import CacheTTL, engine_tunables
 from .route import Router
-from .upstream import Dispatcher, Exchange, Lease, Upstream
+from .upstream import Dispatcher, Exchange, Lease, Upstream, limiters_for
 
 __all__ = ["Overdrive", "Result"]
 
@@ -56,7 +56,15 @@ class Overdrive:
         self.config = config
         self.metrics = Metrics()
         self._clock = clock or SystemClock()
-        self._upstreams = [Upstream(u, self._clock, upstream_transport) for u in config.upstreams]
+        self._upstreams = [
+            Upstream(
+                u,
+                self._clock,
+                upstream_transport,
+                limiters_for(u, self._clock, config.redis_url, config.namespace),
+            )
+            for u in config.upstreams
+        ]
         self._router: Router[Upstream] = Router(self._upstreams)
         self._rng = rng or random.Random()
         backoff = Backoff(config.retry.base, config.retry.cap, self._rng)

@@ -1,12 +1,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
-from tests.redis_server import RedisServer
 
 
 class FakeWall:
@@ -31,12 +27,3 @@ class FakeWall:
 def wall() -> FakeWall:
     return FakeWall(time.time())
 
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()

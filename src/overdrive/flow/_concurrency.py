@@ -44,14 +44,17 @@ __all__ = ["AdaptiveLimit", "ConcurrencyLimit", "FixedLimit", "Outcome", "Permit
 
 Outcome = Literal["ok", "dropped", "ignored"]
 
-# EWMA weights of one sample. The short term follows within a few calls; the
-# baseline needs a couple of hundred calls to move, so a sustained overload is
-# not quickly taken for the new normal.
-_SHORT_ALPHA = 0.3
-_LONG_ALPHA = 0.005
-# When the short term sits below the baseline the upstream got faster; the
-# baseline follows it quickly so the gradient does not stay pinned at 1.
-_LONG_FALL_ALPHA = 0.1
+# A round (one decision) lasts at least this many typical call latencies and
+# this many calls that ran wholly under the current limit: enough for the
+# per-token mean to settle, short enough to follow the upstream.
+_ROUND_TRIPS = 2.0
+_ROUND_CALLS = 8
+# EWMA weight of one call in the typical latency (the round trip).
+_TYPICAL_ALPHA = 0.1
+# EWMA weights of one round in the baseline, by direction (see _learn_baseline).
+_BASELINE_FALL = 0.3
+_BASELINE_RISE = 0.05
+# The deepest cut latency alone makes in one round.
 _MIN_GRADIENT = 0.5
 # The limit counts as used when this share of it was in flight.
 _USED_SHARE = 0.8
@@ -245,25 +248,33 @@ class AdaptiveLimit(ConcurrencyLimit):
     >>> from overdrive._clock import FakeClock
     >>> async def main() -> list[int]:
     ...     clock = FakeClock()
-    ...     limit = AdaptiveLimit(4, clock=clock)
-    ...     held = [await limit.acquire() for _ in range(4)]  # the limit is in use
+    ...     limit = AdaptiveLimit(10, clock=clock)
+    ...     held = [await limit.acquire() for _ in range(10)]  # the limit is in use
     ...     seen = []
-    ...     for _ in range(3):
-    ...         clock.advance(0.4)  # one round trip
-    ...         limit.record(0.4, tokens=40)  # 10 ms per token, flat: probe upwards
+    ...     for per_token in (0.01, 0.01, 0.02):  # flat, flat, then twice as slow
+    ...         for _ in range(8):  # one round: 8 calls of 40 tokens, back to back
+    ...             clock.advance(per_token * 40)
+    ...             limit.record(per_token * 40, tokens=40)
     ...         seen.append(limit.limit)
+    ...     clock.advance(1.0)
     ...     limit.record(2.0, outcome="dropped")  # a 429: back off
     ...     return seen + [limit.limit]
     >>> asyncio.run(main())
-    [4, 4, 5, 4]
+    [4, 4, 2, 1]
     """
 
     __slots__ = (
+        "_baseline",
         "_estimate",
         "_last_drop",
-        "_last_move",
-        "_long",
-        "_short",
+        "_latest",
+        "_regime",
+        "_round_calls",
+        "_round_dropped",
+        "_round_latency",
+        "_round_opened",
+        "_round_tokens",
+        "_typical",
         "backoff",
         "drop_window",
         "smoothing",
@@ -278,7 +289,7 @@ class AdaptiveLimit(ConcurrencyLimit):
         max_limit: int = 256,
         clock: Clock | None = None,
         smoothing: float = 0.2,
-        tolerance: float = 1.5,
+        tolerance: float = 1.1,
         backoff: float = 0.9,
         drop_window: float = 1.0,
     ) -> None:
@@ -296,10 +307,12 @@ class AdaptiveLimit(ConcurrencyLimit):
         self.backoff = backoff
         self.drop_window = drop_window
         self._estimate = float(initial)
-        self._long: float | None = None
-        self._short = 0.0
+        self._baseline: float | None = None
+        self._latest: float | None = None
+        self._typical = 0.0
         self._last_drop = -math.inf
-        self._last_move = -math.inf
+        self._regime = -math.inf
+        self._open_round(-math.inf)
 
     @property
     def limit(self) -> int:
@@ -308,14 +321,14 @@ class AdaptiveLimit(ConcurrencyLimit):
     @limit.setter
     def limit(self, value: int) -> None:
         self._check_limit(value)
-        self._move_to(float(value))
+        self._step_to(float(value))
 
     @property
     def gradient(self) -> float:
-        """``clamp(tolerance * long / short, 0.5, 1.0)``; 1 before any sample."""
-        if self._long is None or self._short <= 0.0:
+        """``clamp(tolerance * baseline / latest, 0.5, 1.0)``; 1 before the first round."""
+        if self._baseline is None or not self._latest:
             return 1.0
-        ratio = self.tolerance * self._long / self._short
+        ratio = self.tolerance * self._baseline / self._latest
         return min(1.0, max(_MIN_GRADIENT, ratio))
 
     def record(self, latency_s: float, *, tokens: int = 1, outcome: Outcome = "ok") -> None:
@@ -324,66 +337,83 @@ class AdaptiveLimit(ConcurrencyLimit):
             self._on_drop()
         elif outcome == "ok":
             latency_s = max(0.0, latency_s)
-            self._observe(latency_s / max(tokens, 1))
-            self._adjust(started=self._clock.now() - latency_s)
+            self._observe(latency_s, max(tokens, 1))
 
-    def _observe(self, per_token: float) -> None:
-        if self._long is None:
-            self._long = self._short = per_token
+    def _observe(self, latency: float, tokens: int) -> None:
+        now = self._clock.now()
+        self._typical += _TYPICAL_ALPHA * (latency - self._typical) if self._typical else latency
+        # A call that started before the last move ran (partly) under the old
+        # limit and says nothing about the new one.
+        if now - latency < self._regime:
             return
-        self._short += _SHORT_ALPHA * (per_token - self._short)
-        self._long += _LONG_ALPHA * (per_token - self._long)
-        if self._short < self._long:
-            self._long += _LONG_FALL_ALPHA * (self._short - self._long)
+        self._round_latency += latency
+        self._round_tokens += tokens
+        self._round_calls += 1
+        if self._round_calls >= _ROUND_CALLS and now - self._round_opened >= (
+            _ROUND_TRIPS * self._typical
+        ):
+            self._close_round(now)
 
-    def _adjust(self, started: float) -> None:
-        current = self._estimate
+    def _close_round(self, now: float) -> None:
+        per_token = self._round_latency / self._round_tokens
+        self._latest = per_token
+        self._learn_baseline(per_token)
         gradient = self.gradient
-        # The allowance fades out as the gradient nears its floor: with a full
-        # sqrt(limit) a small limit could never be pushed below 4 by latency.
-        allowance = math.sqrt(current) * (gradient - _MIN_GRADIENT) / (1.0 - _MIN_GRADIENT)
-        target = current * gradient + allowance
-        # One move per round trip: a call that started before the last move
-        # ran under the old limit and says nothing about the new one. Without
-        # this, the calls draining from one overload would cut again and
-        # again, and growth would compound faster than latency can answer.
-        if started < self._last_move:
-            return
-        if target < current:
-            # Congestion must clear fast: cuts take the whole step.
-            self._step_to(target)
-        elif self._was_used():
-            self._step_to(current + self.smoothing * (target - current))
+        if gradient < 1.0:
+            # Congestion must clear fast: cut in proportion to the excess at once.
+            self._step_to(self._estimate * gradient)
+        elif self._was_used() and not self._round_dropped:
+            self._step_to(self._estimate + self.smoothing * math.sqrt(self._estimate))
+        else:
+            self._open_round(now)
 
-    def _step_to(self, estimate: float) -> None:
-        self._last_move = self._clock.now()
-        self._move_to(estimate)
+    def _learn_baseline(self, per_token: float) -> None:
+        baseline = self._baseline
+        if baseline is None:
+            self._baseline = per_token
+            return
+        # Falls fast (the upstream got faster, or we saw it less loaded), rises
+        # slowly (a congested round must not become the new normal, but an
+        # upstream that got slower for everyone is accepted in time).
+        weight = _BASELINE_FALL if per_token < baseline else _BASELINE_RISE
+        self._baseline = baseline + weight * (per_token - baseline)
 
     def _was_used(self) -> bool:
         return bool(self._waiters) or self._in_flight >= _USED_SHARE * self.limit
 
     def _on_drop(self) -> None:
         now = self._clock.now()
+        self._round_dropped = True  # no growth in a round that saw a drop
         if now - self._last_drop < self.drop_window:
             return
         self._last_drop = now
         self._step_to(self._estimate * self.backoff)
 
-    def _move_to(self, estimate: float) -> None:
+    def _step_to(self, estimate: float) -> None:
+        now = self._clock.now()
+        self._regime = now
+        self._open_round(now)
         self._estimate = min(float(self.max_limit), max(float(self.min_limit), estimate))
         self._wake()
 
+    def _open_round(self, now: float) -> None:
+        self._round_opened = now
+        self._round_latency = 0.0
+        self._round_tokens = 0
+        self._round_calls = 0
+        self._round_dropped = False
+
     def __repr__(self) -> str:
-        per_token = "" if self._long is None else self._latency_repr()
+        latency = "" if self._baseline is None else self._latency_repr()
         return (
             f"AdaptiveLimit(limit={self.limit}, in_flight={self._in_flight}, "
-            f"waiting={self.waiting}, estimate={self._estimate:.2f}{per_token})"
+            f"waiting={self.waiting}, estimate={self._estimate:.2f}{latency})"
         )
 
     def _latency_repr(self) -> str:
-        assert self._long is not None
+        baseline, latest = self._baseline or 0.0, self._latest or 0.0
         return (
-            f", long={self._long * 1e3:.3g}ms/tok, short={self._short * 1e3:.3g}ms/tok, "
+            f", baseline={baseline * 1e3:.3g}ms/tok, latest={latest * 1e3:.3g}ms/tok, "
             f"gradient={self.gradient:.2f}"
         )
 

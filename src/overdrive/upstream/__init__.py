@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from ._dispatch import Dispatcher, Exchange
 from ._transport import EngineTransport
-from ._upstream import Lease, Upstream
+from ._upstream import Lease, Upstream, limiters_for
 
-__all__ = ["Dispatcher", "EngineTransport", "Exchange", "Lease", "Upstream"]
+__all__ = ["Dispatcher", "EngineTransport", "Exchange", "Lease", "Upstream", "limiters_for"]

@@ -22,6 +22,7 @@ from ..flow import (
     LocalLimiter,
     Outcome,
     Permit,
+    RedisLimiter,
     settled_within,
 )
 
@@ -155,6 +156,31 @@ class Upstream:
 def local_limiters(config: UpstreamConfig, clock: Clock) -> dict[str | None, Limiter]:
     """In-memory limiters: one per model with its own limits, one for the rest (``None``)."""
     return {model: LocalLimiter(spec, clock) for model, spec in limit_specs(config).items()}
+
+
+def shared_limiters(
+    config: UpstreamConfig, clock: Clock, redis_url: str, namespace: str
+) -> dict[str | None, Limiter]:
+    """Limiters held in Redis, so every process configured alike shares one limit."""
+    return {
+        model: RedisLimiter(
+            spec,
+            name=_queue_name(config, model),
+            url=redis_url,
+            namespace=namespace or "overdrive",
+            clock=clock,
+        )
+        for model, spec in limit_specs(config).items()
+    }
+
+
+def limiters_for(
+    config: UpstreamConfig, clock: Clock, redis_url: str | None, namespace: str
+) -> dict[str | None, Limiter]:
+    """Shared limiters when a Redis is configured and ``shared_limits`` is on, else local."""
+    if redis_url and config.shared_limits:
+        return shared_limiters(config, clock, redis_url, namespace)
+    return local_limiters(config, clock)
 
 
 def limit_specs(config: UpstreamConfig) -> dict[str | None, LimitSpec]:
