@@ -23,7 +23,15 @@ from .flow import Backoff, Coalescer, EmbeddingBatches
 from .monitor import Metrics
 from .optimize import CacheTTL, engine_tunables
 from .route import Router
-from .upstream import Dispatcher, Exchange, Lease, Upstream, limiters_for
+from .upstream import (
+    Dispatcher,
+    Lease,
+    StreamFlight,
+    StreamReply,
+    Upstream,
+    limiters_for,
+    sse_lines,
+)
 
 __all__ = ["Overdrive", "Result"]
 
@@ -72,6 +80,7 @@ class Overdrive:
             self._router, config.retry, self._clock, self.metrics, backoff
         )
         self._flight: Coalescer[Result] = Coalescer()
+        self._streams = StreamFlight()
         self._cache: TieredCache | None = (
             build_cache(config.cache, self._clock, config.namespace, config.redis_url)
             if config.cache.enabled
@@ -108,18 +117,15 @@ class Overdrive:
 
     async def stream_chat(self, **request: Any) -> AsyncIterator[dict[str, Any]]:
         """A streamed chat completion: yields each ``chat.completion.chunk`` as it arrives."""
-        exchange = await self.open_stream(chat_call({**request, "stream": True}))
+        reply = await self.open_stream(chat_call({**request, "stream": True}))
         try:
-            if exchange.response.status_code != 200:
-                body = await exchange.response.aread()
-                raise UpstreamStatusError(
-                    exchange.upstream.name, exchange.response.status_code, body
-                )
-            async for line in exchange.response.aiter_lines():
+            if reply.status != 200:
+                raise UpstreamStatusError(reply.upstream, reply.status, await reply.aread())
+            async for line in sse_lines(reply):
                 if line.startswith("data: ") and line != "data: [DONE]":
                     yield loads(line[6:])
         finally:
-            await exchange.aclose()
+            await reply.aclose()
 
     def cached(
         self, ttl: float | str | None = None, **options: Any
@@ -160,11 +166,19 @@ class Overdrive:
                 elapsed
             )
 
-    async def open_stream(self, call: Call) -> Exchange:
-        """Send a streamed call (paced and retried until its first byte); caller closes it."""
+    async def open_stream(self, call: Call) -> StreamReply:
+        """Send a streamed call (paced and retried until its first byte); caller closes it.
+
+        An identical streamed call already in flight is joined instead: the
+        joiner gets the same chunks from the first one on.
+        """
         self.metrics.counter("overdrive_requests_total", op=call.op).inc()
         self._router.pick(call.model)  # fail fast on an unknown model
-        return await self._dispatcher.send(call, stream=True)
+        key = request_key(call.op, call.body, self.config.namespace)
+        reply = await self._streams.open(key, lambda: self._dispatcher.send(call, stream=True))
+        if reply.source == "coalesced":
+            self.metrics.counter("overdrive_coalesced_total", op=call.op).inc()
+        return reply
 
     async def _cached_or_fetched(self, call: Call) -> Result:
         key = request_key(call.op, call.body, self.config.namespace)

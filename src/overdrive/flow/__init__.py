@@ -14,6 +14,7 @@ from ._limiter import Limiter, LimitSpec
 from ._ratelimit import GCRA, LocalLimiter
 from ._redis_limiter import RedisLimiter
 from ._retry import RETRYABLE_STATUSES, Backoff, retry_after
+from ._shared_stream import SharedStream, StreamReader
 from ._threadflight import ThreadFlight
 
 __all__ = [
@@ -38,6 +39,8 @@ __all__ = [
     "RateLimitHeaders",
     "RedisLimiter",
     "RetryBudget",
+    "SharedStream",
+    "StreamReader",
     "ThreadFlight",
     "apply_feedback",
     "batched",

@@ -51,9 +51,14 @@ _ROUND_TRIPS = 2.0
 _ROUND_CALLS = 8
 # EWMA weight of one call in the typical latency (the round trip).
 _TYPICAL_ALPHA = 0.1
-# EWMA weights of one round in the baseline, by direction (see _learn_baseline).
-_BASELINE_FALL = 0.3
-_BASELINE_RISE = 0.05
+# EWMA weight of a faster-than-baseline round in the baseline.
+_BASELINE_FALL = 0.1
+# Every so many rounds (the first time sooner), one round runs at a share of the
+# limit to measure the baseline afresh; it enters the baseline with this weight.
+_PROBE_FIRST = 5
+_PROBE_EVERY = 20
+_PROBE_SHARE = 0.75
+_PROBE_WEIGHT = 0.5
 # The deepest cut latency alone makes in one round.
 _MIN_GRADIENT = 0.5
 # The limit counts as used when this share of it was in flight.
@@ -260,7 +265,7 @@ class AdaptiveLimit(ConcurrencyLimit):
     ...     limit.record(2.0, outcome="dropped")  # a 429: back off
     ...     return seen + [limit.limit]
     >>> asyncio.run(main())
-    [4, 4, 2, 1]
+    [10, 11, 6, 5]
     """
 
     __slots__ = (
@@ -268,12 +273,14 @@ class AdaptiveLimit(ConcurrencyLimit):
         "_estimate",
         "_last_drop",
         "_latest",
+        "_probe_from",
         "_regime",
         "_round_calls",
         "_round_dropped",
         "_round_latency",
         "_round_opened",
         "_round_tokens",
+        "_rounds_to_probe",
         "_typical",
         "backoff",
         "drop_window",
@@ -311,6 +318,8 @@ class AdaptiveLimit(ConcurrencyLimit):
         self._latest: float | None = None
         self._typical = 0.0
         self._last_drop = -math.inf
+        self._probe_from: float | None = None
+        self._rounds_to_probe = _PROBE_FIRST
         self._regime = -math.inf
         self._open_round(-math.inf)
 
@@ -321,6 +330,7 @@ class AdaptiveLimit(ConcurrencyLimit):
     @limit.setter
     def limit(self, value: int) -> None:
         self._check_limit(value)
+        self._probe_from = None
         self._step_to(float(value))
 
     @property
@@ -357,26 +367,50 @@ class AdaptiveLimit(ConcurrencyLimit):
     def _close_round(self, now: float) -> None:
         per_token = self._round_latency / self._round_tokens
         self._latest = per_token
+        if self._probe_from is not None:
+            self._end_probe(per_token)
+            return
         self._learn_baseline(per_token)
         gradient = self.gradient
+        self._rounds_to_probe -= 1
         if gradient < 1.0:
             # Congestion must clear fast: cut in proportion to the excess at once.
             self._step_to(self._estimate * gradient)
-        elif self._was_used() and not self._round_dropped:
-            self._step_to(self._estimate + self.smoothing * math.sqrt(self._estimate))
-        else:
+        elif not self._was_used() or self._round_dropped:
             self._open_round(now)
+        elif self._rounds_to_probe <= 0:
+            self._start_probe()
+        else:
+            self._step_to(self._estimate + self.smoothing * math.sqrt(self._estimate))
 
     def _learn_baseline(self, per_token: float) -> None:
         baseline = self._baseline
         if baseline is None:
             self._baseline = per_token
-            return
-        # Falls fast (the upstream got faster, or we saw it less loaded), rises
-        # slowly (a congested round must not become the new normal, but an
-        # upstream that got slower for everyone is accepted in time).
-        weight = _BASELINE_FALL if per_token < baseline else _BASELINE_RISE
-        self._baseline = baseline + weight * (per_token - baseline)
+        elif per_token < baseline:
+            # Faster than the baseline: the upstream got faster, or is less loaded.
+            self._baseline = baseline + _BASELINE_FALL * (per_token - baseline)
+        # Never up from a round at the operating limit: the limit sits where
+        # latency is ``tolerance`` above the baseline, so learning from it would
+        # ratchet baseline and limit up together. Only probes raise it.
+
+    def _start_probe(self) -> None:
+        self._rounds_to_probe = _PROBE_EVERY
+        self._probe_from = self._estimate
+        self._step_to(self._estimate * _PROBE_SHARE)
+
+    def _end_probe(self, per_token: float) -> None:
+        baseline = self._baseline if self._baseline is not None else per_token
+        if per_token * self.tolerance < baseline:
+            # Much faster below the limit: the limit is past the knee and the
+            # baseline was measured there. Take the new one, probe again soon.
+            self._baseline = per_token
+            self._rounds_to_probe = _PROBE_FIRST
+        else:
+            self._baseline = baseline + _PROBE_WEIGHT * (per_token - baseline)
+        back, self._probe_from = self._probe_from, None
+        assert back is not None
+        self._step_to(back)
 
     def _was_used(self) -> bool:
         return bool(self._waiters) or self._in_flight >= _USED_SHARE * self.limit
@@ -387,7 +421,8 @@ class AdaptiveLimit(ConcurrencyLimit):
         if now - self._last_drop < self.drop_window:
             return
         self._last_drop = now
-        self._step_to(self._estimate * self.backoff)
+        before, self._probe_from = self._probe_from or self._estimate, None
+        self._step_to(before * self.backoff)
 
     def _step_to(self, estimate: float) -> None:
         now = self._clock.now()

@@ -78,8 +78,9 @@ class Accelerator:
         try:
             await done
         finally:
-            # Gone early (client left, server closing): its share goes back to the rest.
-            self._jobs.pop(done, None)
+            if self._jobs.pop(done, None) is not None and not self._jobs:
+                # Gone early (client left, server closing) and nobody left: no timer.
+                self._reschedule()
 
     def _set_load(self, load: int) -> None:
         self._sync()  # the work done so far went at the old speed

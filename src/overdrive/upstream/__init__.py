@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 from ._dispatch import Dispatcher, Exchange
+from ._stream_flight import StreamFlight, StreamReply, sse_lines
 from ._transport import EngineTransport
 from ._upstream import Lease, Upstream, limiters_for
 
-__all__ = ["Dispatcher", "EngineTransport", "Exchange", "Lease", "Upstream", "limiters_for"]
+__all__ = [
+    "Dispatcher",
+    "EngineTransport",
+    "Exchange",
+    "Lease",
+    "StreamFlight",
+    "StreamReply",
+    "Upstream",
+    "limiters_for",
+    "sse_lines",
+]

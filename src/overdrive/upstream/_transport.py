@@ -13,7 +13,7 @@ from .._json import JSONDecodeError, dumps, loads
 
 if TYPE_CHECKING:
     from ..engine import Overdrive
-    from ._dispatch import Exchange
+    from ._stream_flight import StreamReply
 
 __all__ = ["EngineTransport"]
 
@@ -57,32 +57,30 @@ class EngineTransport(httpx.AsyncBaseTransport):
         return httpx.Response(result.status, headers=headers, content=result.body)
 
     async def _stream(self, call: Call) -> httpx.Response:
-        exchange = await self._engine.open_stream(call)
+        reply = await self._engine.open_stream(call)
         headers = {
-            "content-type": exchange.response.headers.get("content-type", "text/event-stream"),
+            "content-type": reply.headers.get("content-type", "text/event-stream"),
             "x-overdrive-cache": "MISS",
-            "x-overdrive-upstream": exchange.upstream.name,
+            "x-overdrive-upstream": reply.upstream,
         }
-        return httpx.Response(
-            exchange.response.status_code, headers=headers, stream=_ExchangeStream(exchange)
-        )
+        return httpx.Response(reply.status, headers=headers, stream=_ReplyStream(reply))
 
     async def aclose(self) -> None:
         await self._passthrough.aclose()
 
 
-class _ExchangeStream(httpx.AsyncByteStream):
-    """Relays the upstream body chunk by chunk; closing it frees the upstream slot."""
+class _ReplyStream(httpx.AsyncByteStream):
+    """Relays the streamed body chunk by chunk; closing it leaves the shared stream."""
 
-    def __init__(self, exchange: Exchange) -> None:
-        self._exchange = exchange
+    def __init__(self, reply: StreamReply) -> None:
+        self._reply = reply
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._exchange.response.aiter_raw():
+        async for chunk in self._reply:
             yield chunk
 
     async def aclose(self) -> None:
-        await self._exchange.aclose()
+        await self._reply.aclose()
 
 
 def _route(method: str, path: str) -> str | None:

@@ -1,0 +1,160 @@
+"""Single-flight for streamed calls: identical streams in flight share one upstream stream."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
+from dataclasses import dataclass
+
+from ..flow import SharedStream, StreamReader
+from ._dispatch import Exchange
+
+__all__ = ["StreamFlight", "StreamReply", "sse_lines"]
+
+Opener = Callable[[], Awaitable[Exchange]]
+
+
+@dataclass(slots=True)
+class _Origin:
+    """What the upstream answered: a shared body for a 200, the whole body otherwise."""
+
+    status: int
+    headers: Mapping[str, str]
+    upstream: str
+    shared: SharedStream | None
+    body: bytes = b""
+
+
+class StreamReply:
+    """One caller's streamed answer: status, headers, then the body chunk by chunk.
+
+    ``source`` is "upstream" for the caller whose request went out and
+    "coalesced" for one that joined it. Always ``aclose`` it (iterating to
+    the end does too).
+    """
+
+    __slots__ = ("_body", "_reader", "headers", "source", "status", "upstream")
+
+    def __init__(self, origin: _Origin, source: str) -> None:
+        self.status = origin.status
+        self.headers = origin.headers
+        self.upstream = origin.upstream
+        self.source = source
+        self._body = origin.body
+        self._reader: StreamReader | None = (
+            origin.shared.reader() if origin.shared is not None else None
+        )
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        if self._reader is None:
+            if self._body:
+                yield self._body
+            return
+        async for chunk in self._reader:
+            yield chunk
+
+    async def aread(self) -> bytes:
+        return b"".join([chunk async for chunk in self])
+
+    async def aclose(self) -> None:
+        if self._reader is not None:
+            await self._reader.aclose()
+
+    def __repr__(self) -> str:
+        return f"StreamReply(status={self.status}, upstream={self.upstream!r}, {self.source})"
+
+
+class StreamFlight:
+    """Opens one upstream stream per key at a time; callers with that key join it."""
+
+    __slots__ = ("_open", "joined", "led")
+
+    def __init__(self) -> None:
+        self._open: dict[Hashable, asyncio.Future[_Origin]] = {}
+        self.led = 0
+        self.joined = 0
+
+    async def open(self, key: Hashable, opener: Opener) -> StreamReply:
+        """The reply for ``key``: a reader of the stream in flight, or a new stream."""
+        pending = self._open.get(key)
+        if pending is not None:
+            origin = await _outcome(pending)
+            if origin is not None and origin.shared is not None and origin.shared.joinable:
+                self.joined += 1
+                return StreamReply(origin, "coalesced")
+        return await self._lead(key, opener)
+
+    async def _lead(self, key: Hashable, opener: Opener) -> StreamReply:
+        self.led += 1
+        pending: asyncio.Future[_Origin] = asyncio.get_running_loop().create_future()
+        self._open[key] = pending
+        try:
+            origin = await self._start(opener, lambda: self._forget(key, pending))
+        except BaseException as exc:
+            self._forget(key, pending)
+            if isinstance(exc, Exception):
+                pending.set_exception(exc)  # joiners get the same error
+                pending.exception()  # retrieved: no warning if nobody joined
+            else:
+                pending.cancel()  # joiners open the stream themselves
+            raise
+        reply = StreamReply(origin, "upstream")  # a reader before anyone can leave
+        pending.set_result(origin)
+        if origin.shared is None:
+            self._forget(key, pending)
+        return reply
+
+    @staticmethod
+    async def _start(opener: Opener, finished: Callable[[], None]) -> _Origin:
+        exchange = await opener()
+        response = exchange.response
+        headers = dict(response.headers)
+        if response.status_code != 200:
+            body = await response.aread()
+            await exchange.aclose()
+            return _Origin(response.status_code, headers, exchange.upstream.name, None, body)
+
+        async def close() -> None:
+            finished()
+            await exchange.aclose()
+
+        shared = SharedStream(
+            response.aiter_bytes(), close
+        )  # decoded: we relay no content-encoding
+        return _Origin(200, headers, exchange.upstream.name, shared)
+
+    def _forget(self, key: Hashable, pending: asyncio.Future[_Origin]) -> None:
+        """Take the key off the board once its stream ended or failed to open."""
+        if self._open.get(key) is pending:
+            del self._open[key]
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def __repr__(self) -> str:
+        return f"StreamFlight(open={len(self)}, led={self.led}, joined={self.joined})"
+
+
+async def _outcome(pending: asyncio.Future[_Origin]) -> _Origin | None:
+    """The leader's origin; None if the leader was cancelled before the stream opened."""
+    try:
+        return await asyncio.shield(pending)
+    except asyncio.CancelledError:
+        if pending.cancelled():
+            return None
+        raise
+
+
+async def sse_lines(chunks: AsyncIterator[bytes] | StreamReply) -> AsyncIterator[str]:
+    """The lines of a server-sent-events body, whatever the chunk boundaries."""
+    pending = b""
+    async for chunk in chunks:
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            yield line.rstrip(b"\r").decode()
+    if pending:
+        yield pending.rstrip(b"\r").decode()

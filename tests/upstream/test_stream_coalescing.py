@@ -1,0 +1,99 @@
+"""Identical streamed calls in flight share one upstream stream (real sim, real openai client)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+
+from overdrive import Overdrive
+from overdrive.sim import SimConfig, SimServer
+
+CHAT = "gpt-sim"
+ASK: Any = [{"role": "user", "content": "Tell a long story about shared streams."}]
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[SimServer]:
+    config = SimConfig(seed=4, ttft_s=0.05, per_token_s=0.004, models=(CHAT,))
+    with SimServer(config) as server:
+        yield server
+
+
+def client_for(od: Overdrive) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(
+        base_url="http://127.0.0.1:9/v1",
+        api_key="unused",
+        max_retries=0,
+        http_client=od.http_client(),  # type: ignore[arg-type]
+    )
+
+
+async def read_stream(client: openai.AsyncOpenAI, delay: float) -> tuple[str, float, float]:
+    """The streamed text, when its first chunk arrived and when it ended (since start)."""
+    await asyncio.sleep(delay)
+    started = time.monotonic()
+    stream = await client.chat.completions.create(
+        model=CHAT, messages=ASK, max_tokens=60, stream=True
+    )
+    first = -1.0
+    parts = []
+    async for chunk in stream:
+        if first < 0:
+            first = time.monotonic() - started
+        if chunk.choices and chunk.choices[0].delta.content:
+            parts.append(chunk.choices[0].delta.content)
+    return "".join(parts), first, time.monotonic() - started
+
+
+async def test_identical_streams_share_one_upstream_call(sim: SimServer) -> None:
+    sim.reset()
+    upstream = {"name": "sim", "base_url": sim.base_url, "models": [CHAT]}
+    async with Overdrive.from_config({"upstreams": [upstream]}) as od:
+        client = client_for(od)
+        # Some join at once, some while the first is half-way through its answer.
+        delays = [0.0, 0.0, 0.0, 0.1, 0.15]
+        results = await asyncio.gather(*(read_stream(client, d) for d in delays))
+        assert od.stats()["in_flight"] == {"sim": 0}
+        coalesced = od.metrics.value("overdrive_coalesced_total", op="chat")
+    texts = {text for text, _, _ in results}
+    assert len(texts) == 1
+    assert next(iter(texts))
+    assert sim.stats()["requests"]["/v1/chat/completions"] == 1
+    assert coalesced == 4
+    _text, first, total = results[0]
+    assert first < total / 2  # chunks pass through as they come, not at the end
+
+
+async def test_a_stream_that_ended_is_not_joined(sim: SimServer) -> None:
+    sim.reset()
+    upstream = {"name": "sim", "base_url": sim.base_url, "models": [CHAT]}
+    async with Overdrive.from_config({"upstreams": [upstream]}) as od:
+        client = client_for(od)
+        one = await read_stream(client, 0.0)
+        two = await read_stream(client, 0.0)
+    assert one[0] == two[0]
+    assert sim.stats()["requests"]["/v1/chat/completions"] == 2
+
+
+async def test_an_abandoned_stream_frees_the_upstream(sim: SimServer) -> None:
+    sim.reset()
+    upstream = {"name": "sim", "base_url": sim.base_url, "models": [CHAT]}
+    async with Overdrive.from_config({"upstreams": [upstream]}) as od:
+        client = client_for(od)
+        stream = await client.chat.completions.create(
+            model=CHAT, messages=ASK, max_tokens=200, stream=True
+        )
+        async for _ in stream:
+            break
+        await stream.close()
+        await asyncio.sleep(0.05)
+        assert od.stats()["in_flight"] == {"sim": 0}
+        # A new identical call starts its own stream and gets the whole answer.
+        text, _, _ = await read_stream(client, 0.0)
+    assert text
+    assert sim.stats()["requests"]["/v1/chat/completions"] == 2
