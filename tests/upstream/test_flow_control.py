@@ -238,3 +238,42 @@ async def test_cancelled_caller_gives_its_slot_back(clock: FakeClock) -> None:
         assert od.stats()["in_flight"] == {"a": 0}
         gate.set()
         await finish(clock, od.chat(model="m", messages=ask("next")))
+
+
+async def test_headers_set_priority_and_deadline_through_the_http_client(
+    clock: FakeClock,
+) -> None:
+    fake = FakeUpstream(clock)
+    async with build(fake.transport(), clock, {"rpm": 60, "burst": 1.0}) as od:
+        client = od.http_client(base_url="http://any.test/v1")
+
+        async def post(content: str, **headers: str) -> httpx.Response:
+            body = {"model": "m", "messages": ask(content)}
+            return await client.post("/chat/completions", json=body, headers=headers)
+
+        first = await finish(clock, post("first"))
+        late = asyncio.create_task(post("late", **{"x-overdrive-queue-timeout": "300ms"}))
+        bad = await finish(clock, post("bad", **{"x-overdrive-priority": "high"}))
+        answer = await finish(clock, late)
+    assert first.status_code == 200
+    assert answer.status_code == 504
+    assert answer.json()["error"]["code"] == "queue_timeout"
+    assert bad.status_code == 400
+    assert "x-overdrive-priority" in bad.json()["error"]["message"]
+
+
+async def test_a_full_queue_answers_429_through_the_http_client(clock: FakeClock) -> None:
+    fake = FakeUpstream(clock)
+    async with build(fake.transport(), clock, {"rpm": 60, "burst": 1.0, "max_waiting": 1}) as od:
+        client = od.http_client(base_url="http://any.test/v1")
+
+        def post(content: str) -> Awaitable[httpx.Response]:
+            return client.post("/chat/completions", json={"model": "m", "messages": ask(content)})
+
+        await finish(clock, post("first"))
+        waiting = asyncio.create_task(post("waits"))
+        await clock.run_for(0.05)
+        refused = await finish(clock, post("refused"))
+        assert refused.status_code == 429
+        assert refused.json()["error"]["code"] == "queue_full"
+        assert (await finish(clock, waiting)).status_code == 200

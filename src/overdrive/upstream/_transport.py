@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from .._calls import Call, chat_call, embeddings_call
-from .._errors import RequestError, UnknownModelError, UpstreamError
+from .._calls import Admission, Call, admission, chat_call, embeddings_call
+from .._errors import (
+    QueueFullError,
+    QueueTimeoutError,
+    RequestError,
+    UnknownModelError,
+    UpstreamError,
+)
 from .._json import JSONDecodeError, dumps, loads
 
 if TYPE_CHECKING:
@@ -33,7 +40,12 @@ class EngineTransport(httpx.AsyncBaseTransport):
         if route is None:
             return await self._passthrough.handle_async_request(request)
         try:
-            return await self._serve(route, request)
+            with _admission_from(request.headers):
+                return await self._serve(route, request)
+        except QueueFullError as exc:
+            return error_response(429, str(exc), "queue_full", None)
+        except QueueTimeoutError as exc:
+            return error_response(504, str(exc), "queue_timeout", None)
         except UnknownModelError as exc:
             return error_response(404, str(exc), "model_not_found", exc.field)
         except RequestError as exc:
@@ -81,6 +93,25 @@ class _ReplyStream(httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         await self._reply.aclose()
+
+
+PRIORITY_HEADER = "x-overdrive-priority"
+QUEUE_TIMEOUT_HEADER = "x-overdrive-queue-timeout"
+
+
+def _admission_from(headers: httpx.Headers) -> AbstractContextManager[Admission | None]:
+    """``admission(...)`` as the request's headers ask, or as the caller's context set it."""
+    priority, timeout = headers.get(PRIORITY_HEADER), headers.get(QUEUE_TIMEOUT_HEADER)
+    if priority is None and timeout is None:
+        return nullcontext()
+    try:
+        level = int(priority) if priority is not None else 0
+    except ValueError:
+        raise RequestError(PRIORITY_HEADER, f"expected an integer, got {priority!r}") from None
+    try:
+        return admission(level, timeout)
+    except RequestError as exc:
+        raise RequestError(QUEUE_TIMEOUT_HEADER, exc.problem) from None
 
 
 def _route(method: str, path: str) -> str | None:
