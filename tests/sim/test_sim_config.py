@@ -38,6 +38,10 @@ def test_defaults_are_valid() -> None:
         ("max_body_bytes", True),
         ("default_max_tokens", 0),
         ("seed", 1.0),
+        ("capacity", 0),
+        ("capacity", 2.5),
+        ("overload_exponent", 0.0),
+        ("overload_exponent", math.inf),
     ],
 )
 def test_bad_values_name_the_field(field: str, value: Any) -> None:

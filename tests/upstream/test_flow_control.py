@@ -267,8 +267,9 @@ async def test_a_full_queue_answers_429_through_the_http_client(clock: FakeClock
     async with build(fake.transport(), clock, {"rpm": 60, "burst": 1.0, "max_waiting": 1}) as od:
         client = od.http_client(base_url="http://any.test/v1")
 
-        def post(content: str) -> Awaitable[httpx.Response]:
-            return client.post("/chat/completions", json={"model": "m", "messages": ask(content)})
+        async def post(content: str) -> httpx.Response:
+            body = {"model": "m", "messages": ask(content)}
+            return await client.post("/chat/completions", json=body)
 
         await finish(clock, post("first"))
         waiting = asyncio.create_task(post("waits"))
