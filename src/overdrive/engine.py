@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
@@ -19,6 +19,7 @@ from ._json import JSONDecodeError, loads
 from .cache import TieredCache, cached, request_key
 from .cache._build import build_cache
 from .config import Config, load_config
+from .distribute import DistributedRun, TaskFn, distribute
 from .flow import Backoff, Coalescer, EmbeddingBatches
 from .monitor import Metrics
 from .optimize import CacheTTL, engine_tunables
@@ -39,6 +40,7 @@ _TTL_JITTER = 0.1
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 class Overdrive:
@@ -73,8 +75,10 @@ class Overdrive:
             )
             for u in config.upstreams
         ]
-        self._router: Router[Upstream] = Router(self._upstreams)
         self._rng = rng or random.Random()
+        self._router: Router[Upstream] = _router(
+            self._upstreams, config, self._clock, self._rng, probes_by_default=clock is None
+        )
         backoff = Backoff(config.retry.base, config.retry.cap, self._rng)
         self._dispatcher = Dispatcher(
             self._router, config.retry, self._clock, self.metrics, backoff
@@ -126,6 +130,18 @@ class Overdrive:
                     yield loads(line[6:])
         finally:
             await reply.aclose()
+
+    def distribute(
+        self, fn: TaskFn[T, R], items: Iterable[T], **options: Any
+    ) -> DistributedRun[T, R]:
+        """Run ``await fn(od, item)`` for every item, here or on Ray.
+
+        >>> async for result in od.distribute(agent, questions, concurrency=32):  # doctest: +SKIP
+        ...     print(result.index, result.value)
+
+        See :func:`overdrive.distribute.distribute` for the options.
+        """
+        return distribute(fn, items, engine=self, **options)
 
     def cached(
         self, ttl: float | str | None = None, **options: Any
@@ -294,9 +310,12 @@ class Overdrive:
             "in_flight": {u.name: u.in_flight for u in self._upstreams},
             "waiting": {q.name: q.waiting for u in self._upstreams for q in u.queues().values()},
             "tunables": {name: knob.value for name, knob in self.tunables.items()},
+            "balancer": self._router.balancer,
+            "health": self._router.health(),
         }
 
     async def aclose(self) -> None:
+        await self._router.aclose()  # stops the health probes
         await self._batches.aclose()
         if self._cache is not None:
             await self._cache.aclose()
@@ -316,6 +335,28 @@ class Overdrive:
 
     def __repr__(self) -> str:
         return f"Overdrive(upstreams={[u.name for u in self._upstreams]}, cache={self._cache!r})"
+
+
+def _router(
+    upstreams: list[Upstream],
+    config: Config,
+    clock: Clock,
+    rng: random.Random,
+    *,
+    probes_by_default: bool,
+) -> Router[Upstream]:
+    """The router over ``upstreams``; probes are on by default only with the real clock."""
+    health = config.routing.health
+    probing = health.probes if health.probes is not None else probes_by_default
+    return Router(
+        upstreams,
+        config.routing,
+        clock=clock,
+        rng=random.Random(rng.random()),
+        weight=lambda u: u.weight,
+        headroom=Upstream.headroom,
+        probe=(lambda u: u.probe(health.probe_path, health.probe_timeout)) if probing else None,
+    )
 
 
 def _parse_object(body: bytes, upstream: str) -> dict[str, Any]:
