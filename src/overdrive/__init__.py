@@ -11,6 +11,7 @@ embedding call::
 
 from __future__ import annotations
 
+from . import stream as stream  # the module: overdrive.stream.chunks, .map
 from ._calls import Admission, admission
 from ._clock import Clock, FakeClock, SystemClock
 from ._errors import (
@@ -22,11 +23,16 @@ from ._errors import (
     CacheError,
     CodecError,
     ConfigError,
+    MemoryBudgetError,
     OverdriveError,
+    PoolClosedError,
+    PoolError,
+    PoolTimeoutError,
     QueueFullError,
     QueueTimeoutError,
     RateLimitedError,
     RequestError,
+    ResourceError,
     UnknownModelError,
     UpstreamError,
     UpstreamProtocolError,
@@ -38,6 +44,7 @@ from .config import CacheConfig, Config, RetryConfig, UpstreamConfig, load_confi
 from .engine import Overdrive, Result
 from .flow import Batcher, batched
 from .monitor import Metrics
+from .resources import ResourceManager, ResourcePool
 
 __version__ = "0.1.0"
 
@@ -56,13 +63,20 @@ __all__ = [
     "Config",
     "ConfigError",
     "FakeClock",
+    "MemoryBudgetError",
     "Metrics",
     "Overdrive",
     "OverdriveError",
+    "PoolClosedError",
+    "PoolError",
+    "PoolTimeoutError",
     "QueueFullError",
     "QueueTimeoutError",
     "RateLimitedError",
     "RequestError",
+    "ResourceError",
+    "ResourceManager",
+    "ResourcePool",
     "Result",
     "RetryConfig",
     "SystemClock",

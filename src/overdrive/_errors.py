@@ -15,6 +15,11 @@
     │   └── CodecError                  a stored value cannot be decoded or fails its signature
     ├── RequestError                    a call's arguments are wrong; names the field
     │   └── UnknownModelError           no configured upstream serves the model
+    ├── ResourceError                   a shared resource (a pool, the memory budget) refused
+    │   ├── MemoryBudgetError           an allocation would overrun the memory budget
+    │   └── PoolError                   a resource pool (``pool``) refused or was misused
+    │       ├── PoolClosedError         the pool was closed
+    │       └── PoolTimeoutError        no resource within the acquire timeout
     └── UpstreamError                   the upstream could not give a usable answer
         ├── UpstreamStatusError         it answered with an HTTP error status
         │   └── RateLimitedError        it kept answering 429 past the retry allowance
@@ -36,11 +41,16 @@ __all__ = [
     "CacheError",
     "CodecError",
     "ConfigError",
+    "MemoryBudgetError",
     "OverdriveError",
+    "PoolClosedError",
+    "PoolError",
+    "PoolTimeoutError",
     "QueueFullError",
     "QueueTimeoutError",
     "RateLimitedError",
     "RequestError",
+    "ResourceError",
     "UnknownModelError",
     "UpstreamError",
     "UpstreamProtocolError",
@@ -151,6 +161,50 @@ class UnknownModelError(RequestError):
         self.model = model
         self.known = known
         super().__init__("model", f"no upstream serves {model!r}; configured models: {known}")
+
+
+class ResourceError(OverdriveError):
+    """A shared resource named ``resource`` (a pool, the memory budget) refused a request."""
+
+    def __init__(self, resource: str, message: str) -> None:
+        self.resource = resource
+        super().__init__(f"{resource}: {message}")
+
+
+class MemoryBudgetError(ResourceError):
+    """``owner`` asked for ``requested`` bytes while only ``free`` of ``budget`` were left."""
+
+    def __init__(self, owner: str, requested: int, free: int, budget: int) -> None:
+        self.owner = owner
+        self.requested = requested
+        self.free = free
+        self.budget = budget
+        super().__init__(
+            "memory budget", f"{owner!r} asked for {requested} bytes; {free} of {budget} free"
+        )
+
+
+class PoolError(ResourceError):
+    """The resource pool named ``pool`` refused a request or was used wrongly."""
+
+    def __init__(self, pool: str, message: str) -> None:
+        self.pool = pool
+        super().__init__(f"pool {pool!r}", message)
+
+
+class PoolClosedError(PoolError):
+    """The pool was closed with ``aclose()``: waiters fail with this, new acquires too."""
+
+    def __init__(self, pool: str) -> None:
+        super().__init__(pool, "closed; it hands out no resources")
+
+
+class PoolTimeoutError(PoolError, TimeoutError):
+    """No resource could be had within ``timeout`` seconds (waiting, creating, checking)."""
+
+    def __init__(self, pool: str, timeout: float) -> None:
+        self.timeout = timeout
+        super().__init__(pool, f"no resource within the acquire timeout ({timeout:g}s)")
 
 
 class UpstreamError(OverdriveError):

@@ -1,0 +1,16 @@
+"""Shared resources: an async resource pool, CPU workers, and the ResourceManager that owns them.
+
+::
+
+    async with ResourcePool(connect, close=disconnect, max_size=10) as pool:
+        async with pool.acquire() as conn:
+            ...
+"""
+
+from __future__ import annotations
+
+from ._executor import CpuExecutor, cpu_count
+from ._manager import ResourceManager
+from ._pool import Lease, PoolStats, ResourcePool
+
+__all__ = ["CpuExecutor", "Lease", "PoolStats", "ResourceManager", "ResourcePool", "cpu_count"]
