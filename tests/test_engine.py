@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -153,15 +154,26 @@ async def test_failover_to_another_deployment(clock: FakeClock) -> None:
         "upstreams": [
             {"name": "bad", "base_url": "http://bad.test/v1", "models": ["m"]},
             {"name": "good", "base_url": "http://good.test/v1", "models": ["m"]},
-        ]
+        ],
+        "routing": {"health": {"eject_after": 2}},
     }
-    od = Overdrive.from_config(config, clock=clock, upstream_transport=httpx.MockTransport(handler))
+    od = Overdrive.from_config(
+        config,
+        clock=clock,
+        rng=random.Random(7),
+        upstream_transport=httpx.MockTransport(handler),
+    )
     async with od:
-        await finish(clock, od.chat(model="m", messages=HELLO))
-        await finish(clock, od.chat(model="m", messages=[{"role": "user", "content": "2"}]))
-    # Round robin keeps offering the bad deployment (health checks come later);
-    # each failure fails over to the good one within the same call.
-    assert seen == ["bad.test", "good.test", "bad.test", "good.test"]
+        for n in range(20):
+            await finish(clock, od.chat(model="m", messages=[{"role": "user", "content": str(n)}]))
+        health = od.stats()["health"]
+    # Each time the bad deployment was picked, the call failed over to the good
+    # one and succeeded; after two failures in a row it was ejected and was
+    # offered nothing more (the ejection outlasts this test's few seconds).
+    assert seen.count("good.test") == 20
+    assert seen.count("bad.test") == 2
+    assert health["bad"]["state"] == "ejected"
+    assert health["good"]["state"] == "healthy"
 
 
 async def test_calls_are_paced_to_the_rate_limit(clock: FakeClock, fake: FakeUpstream) -> None:

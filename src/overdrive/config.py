@@ -35,8 +35,10 @@ __all__ = [
     "CacheConfig",
     "Config",
     "EmbeddingBatchConfig",
+    "HealthConfig",
     "ModelLimits",
     "RetryConfig",
+    "RoutingConfig",
     "UpstreamConfig",
     "load_config",
 ]
@@ -93,6 +95,9 @@ class UpstreamConfig(_Section):
     # Default longest wait for admission; a call's own deadline may be shorter.
     queue_timeout: Seconds | None = None
     timeout: Seconds = Field(default=60.0, gt=0)
+    # Relative capacity among the deployments of a model: one with weight 2
+    # is offered about twice the traffic of one with weight 1.
+    weight: float = Field(default=1.0, gt=0, le=1000)
 
     @field_validator("base_url")
     @classmethod
@@ -194,6 +199,54 @@ class RetryConfig(_Section):
     hedge_quantile: float = Field(default=95.0, gt=50, lt=100)
 
 
+class HealthConfig(_Section):
+    """Deployment health: passive outlier ejection and active probes."""
+
+    # A deployment is ejected after this many failures in a row (5xx,
+    # timeouts, connection errors; a 4xx or 429 answer is not a failure).
+    eject_after: int = Field(default=5, ge=1, le=1000)
+    # The first ejection lasts `ejection`; each one after it twice as long,
+    # up to `max_ejection`.
+    ejection: Seconds = Field(default=30.0, gt=0)
+    max_ejection: Seconds = Field(default=300.0, gt=0)
+    # Never more than this share of a model's deployments ejected at once;
+    # a model with one deployment never loses it.
+    max_ejected_share: float = Field(default=0.5, ge=0, le=1)
+    # Active probes: GET `probe_path` (relative to base_url) every
+    # `probe_interval`. None means on with the real clock, off when a clock
+    # is injected (tests step time themselves).
+    probes: bool | None = None
+    probe_interval: Seconds = Field(default=10.0, gt=0)
+    probe_path: str = "/models"
+    probe_timeout: Seconds = Field(default=5.0, gt=0)
+
+    @field_validator("probe_path")
+    @classmethod
+    def _relative_path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"expected a path starting with '/', got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _ejection_bounds(self) -> HealthConfig:
+        if self.max_ejection < self.ejection:
+            raise ConfigError(
+                "routing.health.max_ejection",
+                f"must be at least ejection={self.ejection:g}s, got {self.max_ejection:g}s",
+            )
+        return self
+
+
+class RoutingConfig(_Section):
+    """How a call picks among the deployments (upstreams) serving its model."""
+
+    balancer: Literal["peak_ewma", "least_load", "round_robin"] = "peak_ewma"
+    # Time constant of the peak-EWMA latency estimate: how fast a deployment
+    # that was slow is trusted again.
+    decay: Seconds = Field(default=10.0, gt=0)
+    health: HealthConfig = HealthConfig()
+
+
 class Config(_Section):
     """The whole configuration; the TOML file has the same shape."""
 
@@ -201,6 +254,7 @@ class Config(_Section):
     cache: CacheConfig = CacheConfig()
     retry: RetryConfig = RetryConfig()
     batching: BatchingConfig = BatchingConfig()
+    routing: RoutingConfig = RoutingConfig()
     namespace: str = ""
     # Shared state for every process of this deployment: rate limits, and the
     # cache's L2 tier unless [cache] redis_url names another Redis.

@@ -14,7 +14,13 @@ import httpx
 
 from ._calls import Call, Result, chat_call, embeddings_call
 from ._clock import Clock, SystemClock
-from ._errors import RateLimitedError, RequestError, UpstreamProtocolError, UpstreamStatusError
+from ._errors import (
+    RateLimitedError,
+    RequestError,
+    UnknownModelError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+)
 from ._json import JSONDecodeError, loads
 from .cache import TieredCache, cached, request_key
 from .cache._build import build_cache
@@ -189,7 +195,8 @@ class Overdrive:
         joiner gets the same chunks from the first one on.
         """
         self.metrics.counter("overdrive_requests_total", op=call.op).inc()
-        self._router.pick(call.model)  # fail fast on an unknown model
+        if not self._router.serves(call.model):  # fail fast, before any queueing
+            raise UnknownModelError(call.model, self._router.models())
         key = request_key(call.op, call.body, self.config.namespace)
         reply = await self._streams.open(key, lambda: self._dispatcher.send(call, stream=True))
         if reply.source == "coalesced":

@@ -26,4 +26,3 @@ class FakeWall:
 @pytest.fixture
 def wall() -> FakeWall:
     return FakeWall(time.time())
-

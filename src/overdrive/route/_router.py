@@ -1,56 +1,320 @@
-"""Which upstream serves a call: the deployments of its model, taken in turn."""
+"""Which upstream serves a call: a balancer per model over its healthy deployments.
+
+The router keeps, per deployment, the calls pending and its health, and per
+(deployment, model) a peak-EWMA latency estimate. The dispatcher tells it
+what happened to every attempt through an :class:`Attempt`; the balancer
+reads the state when it picks.
+
+>>> from dataclasses import dataclass
+>>> @dataclass
+... class Endpoint:
+...     name: str
+...     models: list[str]
+>>> router = Router([Endpoint("a", ["m"]), Endpoint("b", ["m"])])
+>>> router.pick("m").name in {"a", "b"}
+True
+"""
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator, Sequence
-from typing import Generic, Protocol, TypeVar
+import logging
+import math
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic, TypeVar
 
+from .._clock import Clock, SystemClock
 from .._errors import UnknownModelError
+from ..config import RoutingConfig
+from ._balancer import Balancer, balancer_for
+from ._deployment import Deployment, Member, Named
+from ._probe import Prober
 
-__all__ = ["Router"]
+__all__ = ["Attempt", "Router"]
+
+_log = logging.getLogger("overdrive.route")
+
+U = TypeVar("U", bound=Named)
 
 
-class _Named(Protocol):
-    @property
-    def name(self) -> str: ...
+class _Pool(Generic[U]):
+    """One model's deployments and the balancer that picks among them."""
 
-    @property
-    def models(self) -> Sequence[str]: ...
+    __slots__ = ("allowed_ejected", "balancer", "members")
 
-
-U = TypeVar("U", bound=_Named)
+    def __init__(self, members: Sequence[Member[U]], balancer: Balancer, share: float) -> None:
+        self.members = tuple(members)
+        self.balancer = balancer
+        # Rounded down, so a model with one deployment never loses it.
+        self.allowed_ejected = math.floor(share * len(self.members) + 1e-9)
 
 
 class Router(Generic[U]):
-    """Round robin over the upstreams that serve a model, avoiding one that just failed."""
+    """Picks a deployment per call; learns from every attempt's outcome.
 
-    __slots__ = ("_by_model", "_turns")
+    ``weight`` and ``headroom`` tell a deployment's relative capacity and the
+    share of its rate-limit burst still free for a model (both default to
+    1); ``probe`` (if given) is the active health check, run every
+    ``settings.health.probe_interval`` once :meth:`start_probes` is called.
+    """
 
-    def __init__(self, upstreams: Sequence[U]) -> None:
-        self._by_model: dict[str, list[U]] = {}
-        for upstream in upstreams:
-            for model in upstream.models:
-                self._by_model.setdefault(model, []).append(upstream)
-        self._turns: dict[str, Iterator[U]] = {
-            model: itertools.cycle(group) for model, group in self._by_model.items()
-        }
+    __slots__ = (
+        "_by_name",
+        "_clock",
+        "_pools",
+        "_prober",
+        "_settings",
+        "_unhealthy",
+        "deployments",
+    )
+
+    def __init__(
+        self,
+        upstreams: Sequence[U],
+        settings: RoutingConfig | None = None,
+        *,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        weight: Callable[[U], float] | None = None,
+        headroom: Callable[[U, str], float] | None = None,
+        probe: Callable[[U], Awaitable[bool]] | None = None,
+    ) -> None:
+        self._settings = settings = settings or RoutingConfig()
+        self._clock = clock or SystemClock()
+        rng = rng or random.Random()
+        self.deployments = [
+            Deployment(u, weight(u) if weight else 1.0, settings.health) for u in upstreams
+        ]
+        self._by_name = {d.name: d for d in self.deployments}
+        self._pools: dict[str, _Pool[U]] = {}
+        for model in dict.fromkeys(m for u in upstreams for m in u.models):
+            self._pools[model] = self._pool(model, headroom, rng)
+        self._unhealthy = 0  # deployments ejected or on trial
+        self._prober: Prober[Deployment[U]] | None = None
+        if probe is not None:
+            self._prober = Prober(
+                self.deployments,
+                lambda d: probe(d.upstream),
+                self._probed,
+                interval=settings.health.probe_interval,
+                clock=self._clock,
+                rng=rng,
+            )
+
+    def _pool(
+        self, model: str, headroom: Callable[[U, str], float] | None, rng: random.Random
+    ) -> _Pool[U]:
+        members = []
+        for deployment in self.deployments:
+            if model in deployment.upstream.models:
+                room = _bind(headroom, deployment.upstream, model)
+                member = Member(deployment, model, self._settings.decay, room)
+                deployment.members[model] = member
+                members.append(member)
+        balancer = balancer_for(self._settings.balancer, random.Random(rng.random()))
+        return _Pool(members, balancer, self._settings.health.max_ejected_share)
+
+    @property
+    def balancer(self) -> str:
+        return self._settings.balancer
+
+    # -- picking ---------------------------------------------------------------
 
     def pick(self, model: str, avoid: U | None = None) -> U:
-        turns = self._turns.get(model)
-        if turns is None:
+        """A deployment for the next call of ``model``, other than ``avoid`` if possible."""
+        pool = self._pools.get(model)
+        if pool is None:
             raise UnknownModelError(model, self.models())
-        choice = next(turns)
-        if choice is avoid and len(self._by_model[model]) > 1:
-            choice = next(turns)
-        return choice
+        now = self._clock.now()
+        candidates: Sequence[Member[U]] = pool.members
+        if avoid is not None or self._unhealthy:
+            candidates = self._candidates(pool, avoid, now)
+        return pool.balancer.choose(candidates, now).upstream
+
+    def _candidates(self, pool: _Pool[U], avoid: U | None, now: float) -> Sequence[Member[U]]:
+        """The available members other than ``avoid``; failing that, the best there is."""
+        usable = [m for m in pool.members if _available(m.deployment, now)]
+        others = [m for m in usable if m.deployment.upstream is not avoid]
+        # All ejected can only happen with max_ejected_share = 1: better a
+        # doubtful deployment than none.
+        return others or usable or pool.members
+
+    def attempt(self, upstream: U, model: str) -> Attempt:
+        """Start tracking one attempt of ``model`` on ``upstream`` (counted as pending)."""
+        return Attempt(self, self._by_name[upstream.name].members[model])
 
     def serves(self, model: str) -> bool:
-        return model in self._by_model
+        return model in self._pools
 
     def models(self) -> list[str]:
-        return list(self._by_model)
+        return list(self._pools)
+
+    # -- learning --------------------------------------------------------------
+
+    def _succeeded(self, deployment: Deployment[U], now: float) -> None:
+        if deployment.health.success(now):
+            self._unhealthy -= 1
+            _log.info("deployment %r is back after a successful trial call", deployment.name)
+
+    def _failed(self, deployment: Deployment[U], now: float) -> None:
+        health = deployment.health
+        if not health.failure(now) or not self._may_eject(deployment, now):
+            return
+        was_healthy = health.state(now) == "healthy"
+        seconds = health.eject(now)
+        if was_healthy:
+            self._unhealthy += 1
+        _log.warning(
+            "deployment %r ejected for %gs after %d failure(s) in a row",
+            deployment.name,
+            seconds,
+            health.consecutive_failures,
+        )
+
+    def _may_eject(self, deployment: Deployment[U], now: float) -> bool:
+        """True unless ejecting it would eject more than the allowed share of a model."""
+        for model in deployment.members:
+            pool = self._pools[model]
+            ejected = sum(
+                1
+                for other in pool.members
+                if other.deployment is not deployment
+                and other.deployment.health.state(now) == "ejected"
+            )
+            if ejected + 1 > pool.allowed_ejected:
+                return False
+        return True
+
+    def _probed(self, deployment: Deployment[U], ok: bool) -> None:
+        now = self._clock.now()
+        if ok:
+            deployment.health.reprieve(now)  # only shortens an ejection
+        else:
+            self._failed(deployment, now)
+
+    # -- probes and lifecycle ----------------------------------------------------
+
+    def start_probes(self) -> None:
+        """Start the active probes on the running loop (no-op without a probe, or if started)."""
+        if self._prober is not None:
+            self._prober.start()
+
+    async def aclose(self) -> None:
+        if self._prober is not None:
+            await self._prober.aclose()
+
+    def health(self) -> dict[str, dict[str, Any]]:
+        """Each deployment's state, failures in a row, ejection left, calls pending, latency."""
+        now = self._clock.now()
+        return {
+            d.name: {
+                **d.health.snapshot(now),
+                "pending": d.pending,
+                "weight": d.weight,
+                "latency_s": {
+                    model: _rounded(m.latency.current(now)) for model, m in d.members.items()
+                },
+            }
+            for d in self.deployments
+        }
 
     def __repr__(self) -> str:
-        sizes = {m: len(g) for m, g in self._by_model.items()}
-        return f"Router(deployments_per_model={sizes})"
+        sizes = {model: len(pool.members) for model, pool in self._pools.items()}
+        return (
+            f"Router(balancer={self.balancer!r}, deployments_per_model={sizes}, "
+            f"unhealthy={self._unhealthy})"
+        )
+
+
+class Attempt:
+    """One attempt on one deployment, from routing to the end of its answer.
+
+    ``sent`` when it goes on the wire; then ``answered`` (a status came back)
+    or ``failed`` (no answer: timeout, connection error); ``end`` when its
+    answer is read or it is given up. ``end`` is idempotent, and an attempt
+    ended while still on the wire (cancelled: the caller left, a hedge won)
+    counts as having taken at least that long.
+    """
+
+    __slots__ = ("_ended", "_member", "_router", "_sent_at", "_trial")
+
+    def __init__(self, router: Router[Any], member: Member[Any]) -> None:
+        self._router = router
+        self._member = member
+        self._sent_at: float | None = None
+        self._ended = False
+        deployment = member.deployment
+        deployment.pending += 1
+        self._trial = deployment.health.state(router._clock.now()) == "trial"
+        if self._trial:
+            deployment.trials += 1
+
+    @property
+    def trial(self) -> bool:
+        """True if this is the one call a deployment on trial gets."""
+        return self._trial
+
+    def sent(self) -> None:
+        now = self._router._clock.now()
+        self._sent_at = now
+        self._member.sending[self] = now
+
+    def answered(self, status: int) -> None:
+        """A status came back: 5xx is a failure; a 2xx/3xx answer's latency is a sample."""
+        now = self._router._clock.now()
+        started = self._member.sending.pop(self, None)
+        deployment = self._member.deployment
+        if status >= 500:
+            if started is not None:  # a 504 after 30 s says "at least that slow"
+                self._member.latency.at_least(now - started, now)
+            self._router._failed(deployment, now)
+            return
+        if status != 429:  # a 429 says nothing about health, nor latency
+            self._router._succeeded(deployment, now)
+        if status < 400 and started is not None:
+            self._member.latency.observe(now - started, now)
+
+    def failed(self) -> None:
+        """No answer at all: counts against health, and its time as a lower bound."""
+        now = self._router._clock.now()
+        started = self._member.sending.pop(self, None)
+        if started is not None:
+            self._member.latency.at_least(now - started, now)
+        self._router._failed(self._member.deployment, now)
+
+    def end(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        deployment = self._member.deployment
+        deployment.pending -= 1
+        if self._trial:
+            deployment.trials -= 1
+        started = self._member.sending.pop(self, None)
+        if started is not None:  # given up while on the wire
+            now = self._router._clock.now()
+            self._member.latency.at_least(now - started, now)
+
+    def __repr__(self) -> str:
+        state = "ended" if self._ended else ("sent" if self._sent_at is not None else "routed")
+        return f"Attempt({self._member.deployment.name!r}, {self._member.model!r}, {state})"
+
+
+def _available(deployment: Deployment[Any], now: float) -> bool:
+    state = deployment.health.state(now)
+    if state == "healthy":
+        return True
+    # On trial: one call at a time until one succeeds.
+    return state == "trial" and deployment.trials == 0
+
+
+def _bind(
+    headroom: Callable[[U, str], float] | None, upstream: U, model: str
+) -> Callable[[], float] | None:
+    if headroom is None:
+        return None
+    return lambda: headroom(upstream, model)
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)

@@ -23,7 +23,7 @@ from ..flow import (
     settled_within,
 )
 from ..monitor import Metrics
-from ..route import Router
+from ..route import Attempt, Router
 from ._upstream import Lease, Upstream
 
 __all__ = ["Dispatcher", "Exchange"]
@@ -39,10 +39,15 @@ class Exchange:
     upstream: Upstream
     response: httpx.Response
     lease: Lease
+    attempt: Attempt | None = None
 
     async def aclose(self, outcome: Outcome = "ok") -> None:
-        await self.response.aclose()
-        self.lease.release(outcome)
+        try:
+            await self.response.aclose()
+        finally:
+            self.lease.release(outcome)
+            if self.attempt is not None:
+                self.attempt.end()
 
 
 class _Attempts:
@@ -59,6 +64,8 @@ class _Attempts:
 class Dispatcher:
     """Picks an upstream, waits for admission, sends, and decides about retries.
 
+    The router picks the deployment and hears how every attempt went (its
+    latency, or that it failed): its balancer and health checks run on that.
     A 429 is absorbed: the upstream's limiter holds every call for the
     ``Retry-After`` it gave, then the call goes again. 5xx answers and
     connection failures are retried with full-jitter backoff, on another
@@ -89,6 +96,7 @@ class Dispatcher:
 
     async def send(self, call: Call, *, stream: bool = False) -> Exchange:
         """The final exchange of ``call``; the caller closes it."""
+        self._router.start_probes()  # a no-op once running
         hedge = None if stream else self._hedges.get(call.op)
         if hedge is None or hedge.current is None:
             return await self._send_one(call, stream, self._router.pick(call.model))
@@ -115,10 +123,11 @@ class Dispatcher:
 
     async def _hedged(self, call: Call, delay: float) -> Exchange:
         """Send; if no answer within ``delay``, send a copy elsewhere and take the first."""
-        first = asyncio.ensure_future(self._send_one(call, False, self._router.pick(call.model)))
+        primary = self._router.pick(call.model)
+        first = asyncio.ensure_future(self._send_one(call, False, primary))
         if await settled_within(first, delay, self._clock):
             return first.result()
-        spare = self._router.pick(call.model)
+        spare = self._router.pick(call.model, avoid=primary)
         if not self.budget(spare).try_spend():
             return await first
         self._metrics.counter("overdrive_hedges_total", op=call.op).inc()
@@ -128,7 +137,12 @@ class Dispatcher:
     async def _try(
         self, upstream: Upstream, call: Call, stream: bool, state: _Attempts
     ) -> Exchange | None:
-        lease = await upstream.admit(call)
+        attempt = self._router.attempt(upstream, call.model)
+        try:
+            lease = await upstream.admit(call)
+        except BaseException:
+            attempt.end()
+            raise
         self._metrics.histogram("overdrive_queue_wait_seconds", upstream=upstream.name).observe(
             lease.queued_s
         )
@@ -136,20 +150,25 @@ class Dispatcher:
             "overdrive_upstream_requests_total", upstream=upstream.name, op=call.op
         ).inc()
         started = self._clock.now()
+        attempt.sent()
         try:
             response = await upstream.exchange(call, stream=stream)
         except httpx.TransportError as exc:
             # A timeout says the upstream is overloaded; a refused connection does not.
             lease.release("dropped" if isinstance(exc, httpx.TimeoutException) else "ignored")
+            attempt.failed()
+            attempt.end()
             await self._after_failure(upstream, state, f"{type(exc).__name__}: {exc}")
             return None
         except BaseException:  # cancelled (a hedge lost, the caller left): free the slot
             lease.release("ignored")
+            attempt.end()
             raise
+        attempt.answered(response.status_code)
         hedge = self._hedges.get(call.op)
         if hedge is not None and response.status_code < 300:
             hedge.observe(self._clock.now() - started)
-        exchange = Exchange(upstream, response, lease)
+        exchange = Exchange(upstream, response, lease, attempt)
         await self._learn(exchange, call)
         return await self._judge(exchange, state)
 

@@ -13,6 +13,7 @@ from .._errors import QueueTimeoutError
 from .._json import dumps
 from ..config import UpstreamConfig
 from ..flow import (
+    GCRA,
     AdaptiveLimit,
     AdmissionQueue,
     ConcurrencyLimit,
@@ -97,6 +98,32 @@ class Upstream:
     @property
     def in_flight(self) -> int:
         return self.concurrency.in_flight
+
+    @property
+    def weight(self) -> float:
+        return self.config.weight
+
+    def headroom(self, model: str) -> float:
+        """The share of the rate-limit burst for ``model`` still free now, 0..1.
+
+        0 while a 429 holds it or its burst is booked (calls then queue); 1
+        when unlimited or the limit is held elsewhere (Redis: not worth a
+        round trip per pick).
+        """
+        limiter = self.queue(model).limiter
+        if not limiter.spec.limited or not isinstance(limiter, LocalLimiter):
+            return 1.0
+        if limiter.try_now(0, 0) > 0.0:  # books nothing: only a hold makes it wait
+            return 0.0
+        return min(_free(limiter.requests), _free(limiter.tokens))
+
+    async def probe(self, path: str, max_wait: float) -> bool:
+        """GET ``path`` (relative to the base URL); True if it answered below 500 in time."""
+        try:
+            response = await self._http.get(path, timeout=max_wait)
+        except httpx.HTTPError:
+            return False
+        return response.status_code < 500
 
     def queue(self, model: str) -> AdmissionQueue:
         """The admission queue of ``model``: its own, or the endpoint-wide one."""
@@ -189,6 +216,15 @@ def limit_specs(config: UpstreamConfig) -> dict[str | None, LimitSpec]:
     for model, limits in config.model_limits.items():
         specs[model] = LimitSpec(limits.rpm, limits.tpm, config.burst)
     return specs
+
+
+def _free(limit: GCRA | None) -> float:
+    """The share of a GCRA's burst not booked ahead of now."""
+    if limit is None:
+        return 1.0
+    # How long until a whole burst would fit is exactly how far it is booked ahead.
+    ahead = limit.wait_for(limit.burst / limit.interval)
+    return max(0.0, 1.0 - ahead / limit.burst)
 
 
 def _queue_name(config: UpstreamConfig, model: str | None) -> str:
