@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from overdrive import (
+    ConfigError,
     FakeClock,
     Overdrive,
     RequestError,
@@ -310,3 +311,21 @@ async def test_engine_decorator_shares_the_engine_cache(
 
         assert await lookup("x") == await lookup("x") == ["x", "x"]
     assert calls == 1
+
+
+async def test_resources_hold_the_cache_budget(clock: FakeClock, fake: FakeUpstream) -> None:
+    async with _with_cache(fake, clock, memory="100MB") as od:
+        snapshot = od.stats()["resources"]
+    assert snapshot["memory"]["owners"] == {"cache.memory": 100_000_000}
+
+
+def test_a_memory_budget_smaller_than_the_cache_is_a_config_error(
+    clock: FakeClock, fake: FakeUpstream
+) -> None:
+    config = {
+        "upstreams": [{"name": "a", "base_url": "http://u/v1", "models": ["m"]}],
+        "cache": {"memory": "200MB"},
+        "resources": {"memory": "100MB"},
+    }
+    with pytest.raises(ConfigError, match=r"resources\.memory"):
+        Overdrive.from_config(config, clock=clock, upstream_transport=fake.transport())

@@ -37,6 +37,7 @@ __all__ = [
     "EmbeddingBatchConfig",
     "HealthConfig",
     "ModelLimits",
+    "ResourcesConfig",
     "RetryConfig",
     "RoutingConfig",
     "UpstreamConfig",
@@ -247,6 +248,13 @@ class RoutingConfig(_Section):
     health: HealthConfig = HealthConfig()
 
 
+class ResourcesConfig(_Section):
+    """What the engine's ResourceManager owns: one memory budget the caches allocate from."""
+
+    # Unset: the cache's memory plus headroom, at least 1 GiB.
+    memory: Bytes | None = None
+
+
 class Config(_Section):
     """The whole configuration; the TOML file has the same shape."""
 
@@ -255,6 +263,7 @@ class Config(_Section):
     retry: RetryConfig = RetryConfig()
     batching: BatchingConfig = BatchingConfig()
     routing: RoutingConfig = RoutingConfig()
+    resources: ResourcesConfig = ResourcesConfig()
     namespace: str = ""
     # Shared state for every process of this deployment: rate limits, and the
     # cache's L2 tier unless [cache] redis_url names another Redis.

@@ -15,6 +15,7 @@ import httpx
 from ._calls import Call, Result, chat_call, embeddings_call
 from ._clock import Clock, SystemClock
 from ._errors import (
+    ConfigError,
     RateLimitedError,
     RequestError,
     UnknownModelError,
@@ -29,6 +30,7 @@ from .distribute import DistributedRun, TaskFn, distribute
 from .flow import Backoff, Coalescer, EmbeddingBatches
 from .monitor import Metrics
 from .optimize import CacheTTL, engine_tunables
+from .resources import ResourceManager
 from .route import Router
 from .upstream import (
     Dispatcher,
@@ -91,6 +93,7 @@ class Overdrive:
         )
         self._flight: Coalescer[Result] = Coalescer()
         self._streams = StreamFlight()
+        self.resources = _resource_manager(config)
         self._cache: TieredCache | None = (
             build_cache(config.cache, self._clock, config.namespace, config.redis_url)
             if config.cache.enabled
@@ -319,6 +322,7 @@ class Overdrive:
             "tunables": {name: knob.value for name, knob in self.tunables.items()},
             "balancer": self._router.balancer,
             "health": self._router.health(),
+            "resources": self.resources.snapshot(),
         }
 
     async def aclose(self) -> None:
@@ -328,6 +332,7 @@ class Overdrive:
             await self._cache.aclose()
         for upstream in self._upstreams:
             await upstream.aclose()
+        await self.resources.aclose()
 
     async def __aenter__(self) -> Overdrive:
         return self
@@ -364,6 +369,25 @@ def _router(
         headroom=Upstream.headroom,
         probe=(lambda u: u.probe(health.probe_path, health.probe_timeout)) if probing else None,
     )
+
+
+_MIN_MEMORY_BUDGET = 1 << 30
+_BUFFER_HEADROOM = 64 << 20
+
+
+def _resource_manager(config: Config) -> ResourceManager:
+    """The engine's resources; the cache's memory is booked first, so it always fits."""
+    cache = config.cache
+    budget = config.resources.memory
+    if budget is None:
+        budget = max(_MIN_MEMORY_BUDGET, cache.memory + _BUFFER_HEADROOM)
+    manager = ResourceManager(budget)
+    if cache.enabled and not manager.try_allocate("cache.memory", cache.memory):
+        raise ConfigError(
+            "resources.memory",
+            f"{budget} bytes cannot hold [cache] memory = {cache.memory} bytes",
+        )
+    return manager
 
 
 def _parse_object(body: bytes, upstream: str) -> dict[str, Any]:
