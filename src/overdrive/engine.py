@@ -101,7 +101,7 @@ class Overdrive:
         )
         self._revalidating: set[bytes] = set()
         self._batches = EmbeddingBatches(
-            config.batching.embeddings, self._send, self.metrics, self._clock
+            config.batching.embeddings, self._send, self.metrics, self._clock, self._backlog
         )
         self._ttl = CacheTTL(config.cache.ttl)
         self.tunables = engine_tunables(
@@ -302,6 +302,11 @@ class Overdrive:
             await cache.set(key, value, ttl, stale=stale, wait=shared)
 
     # -- inspection and lifecycle ----------------------------------------------
+
+    def _backlog(self, model: str) -> float:
+        """Seconds a call for ``model`` would likely queue: the shortest of its upstreams'."""
+        waits = [u.queue(model).backlog() for u in self._upstreams if model in u.models]
+        return min(waits, default=0.0)
 
     def upstreams(self) -> list[Upstream]:
         """The configured upstreams, with their queues and concurrency limits."""

@@ -278,3 +278,20 @@ async def test_a_full_queue_answers_429_through_the_http_client(clock: FakeClock
         assert refused.status_code == 429
         assert refused.json()["error"]["code"] == "queue_full"
         assert (await finish(clock, waiting)).status_code == 200
+
+
+async def test_embedding_batches_keep_collecting_while_the_queue_is_long(
+    clock: FakeClock,
+) -> None:
+    fake = FakeUpstream(clock)
+    async with build(fake.transport(), clock, {"rpm": 60, "burst": 1.0}) as od:
+        chats = [asyncio.create_task(od.chat(model="m", messages=ask(str(i)))) for i in range(4)]
+        await clock.run_for(0.05)  # one went, three wait: a 3 s backlog
+        lookups = []
+        for i in range(10):  # one lookup every 100 ms, far apart for a 5 ms batch wait
+            lookups.append(asyncio.create_task(od.embed(f"text {i}", model="e")))
+            await clock.run_for(0.1)
+        await finish(clock, asyncio.gather(*chats, *lookups))
+    batches = [body["input"] for _, path, body in fake.calls if path.endswith("/embeddings")]
+    assert len(batches) == 1
+    assert len(batches[0]) == 10

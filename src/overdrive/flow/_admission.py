@@ -68,7 +68,17 @@ class AdmissionQueue:
     0.0
     """
 
-    __slots__ = ("_clock", "_heap", "_order", "_pump", "admitted", "limiter", "max_waiting", "name")
+    __slots__ = (
+        "_clock",
+        "_heap",
+        "_order",
+        "_pump",
+        "_waiting",
+        "admitted",
+        "limiter",
+        "max_waiting",
+        "name",
+    )
 
     def __init__(
         self, limiter: Limiter, clock: Clock, *, max_waiting: int = 10_000, name: str = "default"
@@ -83,10 +93,17 @@ class AdmissionQueue:
         self._heap: list[_Ticket] = []
         self._order = itertools.count()
         self._pump: asyncio.Task[None] | None = None
+        self._waiting = 0
 
     @property
     def waiting(self) -> int:
-        return sum(1 for t in self._heap if not t.granted.done())
+        """Callers waiting for their turn now."""
+        return self._waiting
+
+    def backlog(self) -> float:
+        """Seconds the calls waiting now need at the request rate: a newcomer's likely wait."""
+        rpm = self.limiter.spec.rpm
+        return self._waiting * 60.0 / rpm if rpm else 0.0
 
     async def admit(
         self,
@@ -106,9 +123,11 @@ class AdmissionQueue:
             return 0.0
         started = self._clock.now()
         ticket = self._enqueue(requests, tokens, priority)
+        self._waiting += 1
         try:
             await self._wait(ticket, max_wait)
         finally:
+            self._waiting -= 1
             if not ticket.granted.done():
                 ticket.granted.cancel()  # skipped by the pump, nothing booked
         return self._clock.now() - started

@@ -4,6 +4,13 @@ Providers price an embeddings call as a base cost plus a cost per input, so
 64 single-text calls sent as one 64-input call finish far sooner and use one
 request of the rate limit instead of 64. Each caller still gets an ordinary
 one-input response of its own (so caching and the httpx door see nothing new).
+
+When the upstream's admission queue is backed up, a batch sent now would only
+wait its turn there, so it keeps collecting instead: the wait is stretched to
+the queue's backlog (up to :data:`MAX_STRETCH` seconds). Behind a busy rate
+limit this turns many small batches into a few large ones, each saving a
+request of the limit for everyone, at no cost in latency; with an idle queue
+the configured ``max_wait_ms`` applies unchanged.
 """
 
 from __future__ import annotations
@@ -25,6 +32,12 @@ if TYPE_CHECKING:
 __all__ = ["EmbeddingBatches"]
 
 Send = Callable[[Call], Awaitable[Result]]
+Backlog = Callable[[str], float]
+
+MAX_STRETCH = 2.0
+"""Longest a batch waits for company because of a backed-up queue, in seconds."""
+# Re-arming a batcher's timer costs a task; small changes of the backlog are not worth it.
+_STRETCH_STEP = 0.25
 
 
 class EmbeddingBatches:
@@ -37,12 +50,19 @@ class EmbeddingBatches:
         "_max_wait",
         "_metrics",
         "_send",
+        "backlog",
         "enabled",
     )
 
     def __init__(
-        self, config: EmbeddingBatchConfig, send: Send, metrics: Metrics, clock: Clock
+        self,
+        config: EmbeddingBatchConfig,
+        send: Send,
+        metrics: Metrics,
+        clock: Clock,
+        backlog: Backlog | None = None,
     ) -> None:
+        self.backlog = backlog
         self.enabled = config.enabled
         self._max_batch = config.max_batch
         self._max_wait = config.max_wait_ms / 1000
@@ -69,7 +89,7 @@ class EmbeddingBatches:
     @max_wait.setter
     def max_wait(self, value: float) -> None:
         for batcher in self._batchers.values():
-            batcher.max_wait = value
+            batcher.max_wait = value  # the next call stretches it again if the queue is long
         self._max_wait = value
 
     def takes(self, call: Call) -> bool:
@@ -78,7 +98,17 @@ class EmbeddingBatches:
 
     async def submit(self, call: Call) -> Result:
         """Wait for the call's batch to go; return this call's own one-input response."""
-        return await self._batcher(call).submit(call)
+        batcher = self._batcher(call)
+        if self.backlog is not None:
+            self._stretch(batcher, self.backlog(call.model))
+        return await batcher.submit(call)
+
+    def _stretch(self, batcher: Batcher[Call, Result], backlog: float) -> None:
+        """Let the batch collect for as long as it would queue anyway."""
+        wait = max(self._max_wait, min(backlog, MAX_STRETCH))
+        current = batcher.max_wait
+        if abs(wait - current) > _STRETCH_STEP * max(current, self._max_wait, 1e-3):
+            batcher.max_wait = wait
 
     async def aclose(self) -> None:
         for batcher in self._batchers.values():
