@@ -54,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
         default=1.5,
         help="past capacity, latency x (in flight / capacity) ** this (default 1.5)",
     )
+    sim.add_argument(
+        "--charge-rejected",
+        action="store_true",
+        help="a 429 still costs a request, as providers document",
+    )
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--api-key-env", default=None, help="require the key in this env variable")
     return parser
@@ -84,6 +89,7 @@ def _sim(args: argparse.Namespace) -> int:
         per_token_s=args.per_token,
         capacity=args.capacity,
         overload_exponent=args.overload_exponent,
+        charge_rejected=args.charge_rejected,
         api_key=api_key,
     )
     run_sim(config, args.host, args.port)

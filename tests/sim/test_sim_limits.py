@@ -88,3 +88,21 @@ def test_fill_restores_both_buckets() -> None:
     limiter.fill()
     assert limiter.admit(2) is None
     assert "RateLimiter(" in repr(limiter)
+
+
+def test_charged_rejections_dig_the_bucket_deeper(clock: FakeClock) -> None:
+    limiter = RateLimiter(rpm=60, tpm=None, burst_s=1.0, clock=clock, charge_rejected=True)
+    assert limiter.admit(0) is None
+    refused = [limiter.admit(0) for _ in range(3)]  # three resends while empty
+    assert all(r is not None for r in refused)
+    clock.advance(1.0)  # one second of refill only pays the debt back
+    assert limiter.admit(0) is not None
+
+
+def test_free_rejections_by_default(clock: FakeClock) -> None:
+    limiter = RateLimiter(rpm=60, tpm=None, burst_s=1.0, clock=clock)
+    assert limiter.admit(0) is None
+    for _ in range(3):
+        assert limiter.admit(0) is not None
+    clock.advance(1.0)
+    assert limiter.admit(0) is None

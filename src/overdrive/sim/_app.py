@@ -545,7 +545,7 @@ def _rate_limit_message(rejection: Rejection, capacity: float) -> str:
 def _limiter(config: SimConfig, clock: Clock) -> RateLimiter | None:
     if config.rpm is None and config.tpm is None:
         return None
-    return RateLimiter(config.rpm, config.tpm, config.burst_s, clock)
+    return RateLimiter(config.rpm, config.tpm, config.burst_s, clock, config.charge_rejected)
 
 
 def _models_body(models: tuple[str, ...]) -> bytes:

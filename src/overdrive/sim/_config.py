@@ -18,7 +18,8 @@ class SimConfig:
 
     Latencies are in seconds; ``jitter`` is the sigma of a lognormal multiplier
     with mean 1 (0 turns it off). ``rpm``/``tpm`` of ``None`` mean unlimited; the
-    buckets hold ``burst_s`` seconds' worth of their rate. An empty ``models``
+    buckets hold ``burst_s`` seconds' worth of their rate; with
+    ``charge_rejected`` a 429 still costs a request, as providers document. An empty ``models``
     accepts any model name. Answers run 16..63 words (one token each), cut to
     the request's ``max_tokens``, or to ``default_max_tokens`` when it has none.
 
@@ -43,6 +44,7 @@ class SimConfig:
     rpm: int | None = None
     tpm: int | None = None
     burst_s: float = 1.0
+    charge_rejected: bool = False
     models: tuple[str, ...] = ()
     embedding_dim: int = 256
     api_key: str | None = None
@@ -67,6 +69,10 @@ class SimConfig:
         _int("embedding_dim", self.embedding_dim, minimum=1)
         _int("max_body_bytes", self.max_body_bytes, minimum=1)
         _models(self.models)
+        if not isinstance(self.charge_rejected, bool):
+            raise ConfigError(
+                "charge_rejected", f"must be true or false, got {self.charge_rejected!r}"
+            )
         if self.api_key is not None and (not isinstance(self.api_key, str) or not self.api_key):
             raise ConfigError("api_key", "must be a non-empty string or None")
         check_faults(self.error_rate, self.hang_rate, self.slow_factor)

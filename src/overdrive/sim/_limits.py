@@ -62,6 +62,10 @@ class TokenBucket:
         """Remove ``amount`` tokens; callers check :meth:`wait_for` first."""
         self._level = self.level - amount
 
+    def take_into_debt(self, amount: float) -> None:
+        """Remove ``amount`` even below zero, down to minus one full bucket."""
+        self._level = max(-self.capacity, self.level - amount)
+
     def until_full(self) -> float:
         return (self.capacity - self.level) / self.rate
 
@@ -96,13 +100,25 @@ class Rejection:
 class RateLimiter:
     """Requests-per-minute and tokens-per-minute buckets, global to one server.
 
-    A request is admitted only if both buckets can pay; a refused request pays
-    nothing, so retrying at the advertised time succeeds.
+    A request is admitted only if both buckets can pay. By default a refused
+    request pays nothing, so retrying at the advertised time succeeds. With
+    ``charge_rejected`` a refused request still costs one request, as
+    providers document ("unsuccessful requests contribute to your per-minute
+    limit"): a client that keeps resending digs itself deeper, down to one
+    bucket's worth of debt.
     """
 
-    __slots__ = ("_requests", "_rpm", "_tokens", "_tpm")
+    __slots__ = ("_charge_rejected", "_requests", "_rpm", "_tokens", "_tpm")
 
-    def __init__(self, rpm: int | None, tpm: int | None, burst_s: float, clock: Clock) -> None:
+    def __init__(
+        self,
+        rpm: int | None,
+        tpm: int | None,
+        burst_s: float,
+        clock: Clock,
+        charge_rejected: bool = False,
+    ) -> None:
+        self._charge_rejected = charge_rejected
         self._rpm = rpm
         self._tpm = tpm
         self._requests = _bucket(rpm, burst_s, clock)
@@ -116,6 +132,8 @@ class RateLimiter:
                 self._requests.take(1)
             if self._tokens is not None:
                 self._tokens.take(tokens)
+        elif self._charge_rejected and self._requests is not None:
+            self._requests.take_into_debt(1)
         return rejection
 
     def _shortfall(self, tokens: int) -> Rejection | None:
