@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import replace
@@ -39,6 +40,7 @@ from .upstream import (
     StreamReply,
     Upstream,
     limiters_for,
+    replay,
     sse_lines,
 )
 
@@ -201,10 +203,35 @@ class Overdrive:
         if not self._router.serves(call.model):  # fail fast, before any queueing
             raise UnknownModelError(call.model, self._router.models())
         key = request_key(call.op, call.body, self.config.namespace)
-        reply = await self._streams.open(key, lambda: self._dispatcher.send(call, stream=True))
+        stored = request_key(f"{call.op}.stream", call.body, self.config.namespace)
+        cached = await self._stored_stream(stored, call)
+        if cached is not None:
+            return cached
+        store = None if self._cache is None else functools.partial(self._store_stream, stored)
+        reply = await self._streams.open(
+            key, lambda: self._dispatcher.send(call, stream=True), store
+        )
         if reply.source == "coalesced":
             self.metrics.counter("overdrive_coalesced_total", op=call.op).inc()
         return reply
+
+    async def _stored_stream(self, key: bytes, call: Call) -> StreamReply | None:
+        """A fresh stored stream for ``key``, played back chunk by chunk, or None."""
+        if self._cache is None:
+            return None
+        found = await self._cache.get(key)
+        if found is None or not found.fresh:
+            self.metrics.counter("overdrive_cache_misses_total", op=call.op).inc()
+            return None
+        self.metrics.counter("overdrive_cache_hits_total", op=call.op).inc()
+        _, chunks, upstream = found.value
+        return replay(list(chunks), upstream)
+
+    async def _store_stream(self, key: bytes, upstream: str, chunks: list[bytes]) -> None:
+        """Keep a streamed body that ended well, as its chunks (replayed as a stream)."""
+        assert self._cache is not None
+        ttl = self._ttl.seconds * (1.0 - _TTL_JITTER * self._rng.random())
+        await self._cache.set(key, (200, chunks, upstream), ttl, stale=0.0)
 
     async def _cached_or_fetched(self, call: Call) -> Result:
         key = request_key(call.op, call.body, self.config.namespace)

@@ -15,6 +15,7 @@ class Source:
         self.queue: asyncio.Queue[bytes | Exception | None] = asyncio.Queue()
         self.closed = 0
         self.cancelled = False
+        self.complete: list[bytes] | None = None
 
     async def body(self) -> AsyncIterator[bytes]:
         try:
@@ -26,8 +27,9 @@ class Source:
             self.cancelled = True
             raise
 
-    async def close(self) -> None:
+    async def close(self, complete: list[bytes] | None) -> None:
         self.closed += 1
+        self.complete = complete
 
 
 async def collect(stream: SharedStream) -> list[bytes]:
@@ -47,6 +49,7 @@ async def test_a_late_reader_gets_every_chunk_from_the_first() -> None:
     source.queue.put_nowait(None)
     assert await early == await late == [b"one", b"two", b"three"]
     assert source.closed == 1
+    assert source.complete == [b"one", b"two", b"three"]  # a whole body, fit to keep
     assert not shared.joinable
 
 
@@ -62,6 +65,7 @@ async def test_the_stream_stops_when_its_last_reader_leaves() -> None:
     await second.aclose()
     assert source.cancelled
     assert source.closed == 1
+    assert source.complete is None  # cut short: never to be cached
     assert not shared.joinable
 
 
@@ -75,3 +79,4 @@ async def test_an_upstream_error_reaches_every_reader() -> None:
         with pytest.raises(ConnectionError, match="upstream reset"):
             await reader
     assert source.closed == 1
+    assert source.complete is None

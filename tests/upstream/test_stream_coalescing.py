@@ -72,12 +72,35 @@ async def test_identical_streams_share_one_upstream_call(sim: SimServer) -> None
 async def test_a_stream_that_ended_is_not_joined(sim: SimServer) -> None:
     sim.reset()
     upstream = {"name": "sim", "base_url": sim.base_url, "models": [CHAT]}
-    async with Overdrive.from_config({"upstreams": [upstream]}) as od:
+    config = {"upstreams": [upstream], "cache": {"enabled": False}}
+    async with Overdrive.from_config(config) as od:
         client = client_for(od)
         one = await read_stream(client, 0.0)
         two = await read_stream(client, 0.0)
     assert one[0] == two[0]
     assert sim.stats()["requests"]["/v1/chat/completions"] == 2
+
+
+async def test_a_finished_stream_is_cached_and_replayed_chunk_by_chunk(sim: SimServer) -> None:
+    sim.reset()
+    upstream = {"name": "sim", "base_url": sim.base_url, "models": [CHAT]}
+    async with Overdrive.from_config({"upstreams": [upstream]}) as od:
+        http = od.http_client(base_url="http://any.test/v1")
+        body = {"model": CHAT, "messages": ASK, "max_tokens": 40, "stream": True}
+        replies = []
+        for _ in range(2):
+            async with http.stream("POST", "/chat/completions", json=body) as response:
+                chunks = [chunk async for chunk in response.aiter_raw()]
+                replies.append((response.headers["x-overdrive-cache"], chunks))
+    (first_state, first), (second_state, second) = replies
+    assert (first_state, second_state) == ("MISS", "HIT")
+    assert b"".join(second) == b"".join(first)
+    assert len(second) == len(first) > 3  # a stream of chunks again, not one lump
+    assert sim.stats()["requests"]["/v1/chat/completions"] == 1
+    # A non-streamed call of the same request is cached apart: JSON, not SSE.
+    async with Overdrive.from_config({"upstreams": [upstream]}) as od:
+        plain = await od.chat(model=CHAT, messages=ASK, max_tokens=40)
+    assert plain["object"] == "chat.completion"
 
 
 async def test_an_abandoned_stream_frees_the_upstream(sim: SimServer) -> None:

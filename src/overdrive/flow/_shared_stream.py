@@ -21,7 +21,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 __all__ = ["SharedStream", "StreamReader"]
 
-Close = Callable[[], Awaitable[None]]
+# Called once the pump stops, with every chunk if the body ended normally, else None.
+Close = Callable[[list[bytes] | None], Awaitable[None]]
 
 
 class SharedStream:
@@ -31,7 +32,7 @@ class SharedStream:
     ...     async def body() -> AsyncIterator[bytes]:
     ...         yield b"data: 1\\n\\n"
     ...         yield b"data: 2\\n\\n"
-    ...     async def close() -> None: ...
+    ...     async def close(complete: list[bytes] | None) -> None: ...
     ...     shared = SharedStream(body(), close)
     ...     return [chunk async for chunk in shared.reader()]
     >>> asyncio.run(main())
@@ -78,16 +79,18 @@ class SharedStream:
         return StreamReader(self)
 
     async def _read(self, source: AsyncIterator[bytes]) -> None:
+        complete = False
         try:
             async for chunk in source:
                 self._chunks.append(chunk)
                 self._wake()
+            complete = True
         except Exception as exc:  # handed to every reader, not lost in this task
             self._error = exc
         finally:
             self._finished = True
             self._wake()
-            await self._close()
+            await self._close(self._chunks if complete else None)
 
     def _wake(self) -> None:
         # Readers wait on the current event; replacing it lets the next wait block again.

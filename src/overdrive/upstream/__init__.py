@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._dispatch import Dispatcher, Exchange
-from ._stream_flight import StreamFlight, StreamReply, sse_lines
+from ._stream_flight import StreamFlight, StreamReply, replay, sse_lines
 from ._transport import EngineTransport
 from ._upstream import Lease, Upstream, limiters_for
 
@@ -16,5 +16,6 @@ __all__ = [
     "StreamReply",
     "Upstream",
     "limiters_for",
+    "replay",
     "sse_lines",
 ]

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..flow import SharedStream, StreamReader
 from ._dispatch import Exchange
 
-__all__ = ["StreamFlight", "StreamReply", "sse_lines"]
+__all__ = ["StreamFlight", "StreamReply", "replay", "sse_lines"]
 
 Opener = Callable[[], Awaitable[Exchange]]
+# Keeps a whole streamed body (its chunks, as they came) once it ended well.
+Store = Callable[[str, list[bytes]], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -22,25 +24,32 @@ class _Origin:
     headers: Mapping[str, str]
     upstream: str
     shared: SharedStream | None
-    body: bytes = b""
+    chunks: list[bytes] = field(default_factory=list)
+
+
+def replay(chunks: list[bytes], upstream: str) -> StreamReply:
+    """A reply that plays a stored streamed body back chunk by chunk."""
+    headers = {"content-type": "text/event-stream"}
+    return StreamReply(_Origin(200, headers, upstream, None, chunks), "cache")
 
 
 class StreamReply:
     """One caller's streamed answer: status, headers, then the body chunk by chunk.
 
-    ``source`` is "upstream" for the caller whose request went out and
-    "coalesced" for one that joined it. Always ``aclose`` it (iterating to
+    ``source`` is "upstream" for the caller whose request went out,
+    "coalesced" for one that joined it and "cache" for a stored stream played
+    back. Always ``aclose`` it (iterating to
     the end does too).
     """
 
-    __slots__ = ("_body", "_reader", "headers", "source", "status", "upstream")
+    __slots__ = ("_reader", "_stored", "headers", "source", "status", "upstream")
 
     def __init__(self, origin: _Origin, source: str) -> None:
         self.status = origin.status
         self.headers = origin.headers
         self.upstream = origin.upstream
         self.source = source
-        self._body = origin.body
+        self._stored = origin.chunks
         self._reader: StreamReader | None = (
             origin.shared.reader() if origin.shared is not None else None
         )
@@ -50,8 +59,8 @@ class StreamReply:
 
     async def _chunks(self) -> AsyncIterator[bytes]:
         if self._reader is None:
-            if self._body:
-                yield self._body
+            for chunk in self._stored:
+                yield chunk
             return
         async for chunk in self._reader:
             yield chunk
@@ -77,22 +86,25 @@ class StreamFlight:
         self.led = 0
         self.joined = 0
 
-    async def open(self, key: Hashable, opener: Opener) -> StreamReply:
-        """The reply for ``key``: a reader of the stream in flight, or a new stream."""
+    async def open(self, key: Hashable, opener: Opener, store: Store | None = None) -> StreamReply:
+        """The reply for ``key``: a reader of the stream in flight, or a new stream.
+
+        ``store`` receives the chunks of a new stream that ends well.
+        """
         pending = self._open.get(key)
         if pending is not None:
             origin = await _outcome(pending)
             if origin is not None and origin.shared is not None and origin.shared.joinable:
                 self.joined += 1
                 return StreamReply(origin, "coalesced")
-        return await self._lead(key, opener)
+        return await self._lead(key, opener, store)
 
-    async def _lead(self, key: Hashable, opener: Opener) -> StreamReply:
+    async def _lead(self, key: Hashable, opener: Opener, store: Store | None) -> StreamReply:
         self.led += 1
         pending: asyncio.Future[_Origin] = asyncio.get_running_loop().create_future()
         self._open[key] = pending
         try:
-            origin = await self._start(opener, lambda: self._forget(key, pending))
+            origin = await self._start(opener, lambda: self._forget(key, pending), store)
         except BaseException as exc:
             self._forget(key, pending)
             if isinstance(exc, Exception):
@@ -108,18 +120,21 @@ class StreamFlight:
         return reply
 
     @staticmethod
-    async def _start(opener: Opener, finished: Callable[[], None]) -> _Origin:
+    async def _start(opener: Opener, finished: Callable[[], None], store: Store | None) -> _Origin:
         exchange = await opener()
         response = exchange.response
         headers = dict(response.headers)
+        name = exchange.upstream.name
         if response.status_code != 200:
             body = await response.aread()
             await exchange.aclose()
-            return _Origin(response.status_code, headers, exchange.upstream.name, None, body)
+            return _Origin(response.status_code, headers, name, None, [body] if body else [])
 
-        async def close() -> None:
+        async def close(complete: list[bytes] | None) -> None:
             finished()
             await exchange.aclose()
+            if complete is not None and store is not None:
+                await store(name, complete)
 
         shared = SharedStream(
             response.aiter_bytes(), close

@@ -72,7 +72,7 @@ class EngineTransport(httpx.AsyncBaseTransport):
         reply = await self._engine.open_stream(call)
         headers = {
             "content-type": reply.headers.get("content-type", "text/event-stream"),
-            "x-overdrive-cache": "MISS",
+            "x-overdrive-cache": "HIT" if reply.source == "cache" else "MISS",
             "x-overdrive-upstream": reply.upstream,
         }
         return httpx.Response(reply.status, headers=headers, stream=_ReplyStream(reply))
