@@ -49,13 +49,10 @@ import asyncio
 import contextlib
 import importlib
 import logging
-import multiprocessing
 import os
 import statistics
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
-from types import TracebackType
 from typing import Any, Protocol, cast
 
 import openai
@@ -73,8 +70,9 @@ from _agent_workload import (
     lower_bound,
     run_agents,
 )
+from _sim_process import SimProcess
 from overdrive import Overdrive
-from overdrive.sim import SimConfig, SimServer
+from overdrive.sim import SimConfig
 
 PLAIN_MAX_RETRIES = 50
 LITELLM_NUM_RETRIES = 50
@@ -108,44 +106,6 @@ class Outcome:
     @property
     def share_429(self) -> float:
         return self.upstream_429s / self.upstream_requests if self.upstream_requests else 0.0
-
-
-# --- the simulated upstream, in a process of its own ---------------------------------
-
-
-class SimProcess:
-    """A fresh SimServer in a child process; ``stats()`` reads its counters."""
-
-    def __init__(self, config: SimConfig) -> None:
-        context = multiprocessing.get_context("spawn")
-        self._pipe, child = context.Pipe()
-        self._process = context.Process(target=_serve_sim, args=(config, child), daemon=True)
-        self.base_url = ""
-
-    def __enter__(self) -> SimProcess:
-        self._process.start()
-        self.base_url = self._pipe.recv()
-        return self
-
-    def stats(self) -> dict[str, Any]:
-        self._pipe.send("stats")
-        return cast(dict[str, Any], self._pipe.recv())
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._pipe.send("stop")
-        self._process.join(10)
-
-
-def _serve_sim(config: SimConfig, pipe: Connection) -> None:
-    with SimServer(config) as sim:
-        pipe.send(sim.base_url)
-        while pipe.recv() == "stats":
-            pipe.send(sim.stats())
 
 
 # --- overdrive and plain: the openai client -------------------------------------------

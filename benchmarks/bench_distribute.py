@@ -22,47 +22,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
 import time
-from multiprocessing.connection import Connection
-from types import TracebackType
 from typing import Any
 
+from _sim_process import SimProcess
 from overdrive import Overdrive
 from overdrive.distribute import RayBackend, distribute
-from overdrive.sim import SimConfig, SimServer
+from overdrive.sim import SimConfig
 
 CHAT = "gpt-4o-mini"
-
-
-class SimProcess:
-    """A SimServer in a child process, so the contenders do not share its CPU."""
-
-    def __init__(self, config: SimConfig) -> None:
-        context = multiprocessing.get_context("spawn")
-        self._pipe, child = context.Pipe()
-        self._process = context.Process(target=_serve_sim, args=(config, child), daemon=True)
-        self.base_url = ""
-
-    def __enter__(self) -> SimProcess:
-        self._process.start()
-        self.base_url = self._pipe.recv()
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._pipe.send("stop")
-        self._process.join(10)
-
-
-def _serve_sim(config: SimConfig, pipe: Connection) -> None:
-    with SimServer(config) as sim:
-        pipe.send(sim.base_url)
-        pipe.recv()
 
 
 def burn(seconds: float) -> int:

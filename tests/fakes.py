@@ -7,15 +7,26 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from overdrive import FakeClock, Overdrive
 
 Responder = Callable[[httpx.Request], httpx.Response]
+T = TypeVar("T")
+
+
+async def finish(clock: FakeClock, work: Awaitable[T], seconds: float = 120.0) -> T:
+    """Run ``work`` while stepping the fake clock until it completes."""
+    task = asyncio.ensure_future(work)
+    for _ in range(int(seconds / 0.05)):
+        if task.done():
+            break
+        await clock.run_for(0.05)
+    return await task
 
 
 def chat_response(model: str, content: str = "hello", completion_tokens: int = 2) -> dict[str, Any]:

@@ -2,9 +2,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -19,20 +18,9 @@ from overdrive import (
     UpstreamStatusError,
     UpstreamUnavailableError,
 )
-from tests.fakes import FakeUpstream, connect_error, engine, raw, status
+from tests.fakes import FakeUpstream, connect_error, engine, finish, raw, status
 
-T = TypeVar("T")
 HELLO = [{"role": "user", "content": "hello"}]
-
-
-async def finish(clock: FakeClock, work: Awaitable[T], seconds: float = 30.0) -> T:
-    """Run ``work`` while stepping the fake clock until it completes."""
-    task = asyncio.ensure_future(work)
-    for _ in range(int(seconds / 0.05)):
-        if task.done():
-            break
-        await clock.run_for(0.05)
-    return await task
 
 
 @pytest.fixture

@@ -9,8 +9,7 @@ import pytest
 from overdrive import FakeClock, Overdrive, UpstreamProtocolError, UpstreamStatusError
 from overdrive._calls import Result
 from overdrive.flow._embedding_batches import split_embeddings
-from tests.fakes import FakeUpstream, status
-from tests.test_engine import finish
+from tests.fakes import FakeUpstream, finish, status
 
 
 def _engine(fake: FakeUpstream, clock: FakeClock, **batching: Any) -> Overdrive:

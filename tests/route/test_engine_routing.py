@@ -5,28 +5,17 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
 
 import httpx
 import pytest
 
 from overdrive import FakeClock, Overdrive
 from overdrive.sim import SimConfig, SimServer
-from tests.fakes import chat_response
+from tests.fakes import chat_response, finish
 
-T = TypeVar("T")
 Handler = Callable[[httpx.Request], Coroutine[None, None, httpx.Response]]
-
-
-async def finish(clock: FakeClock, work: Awaitable[T], seconds: float = 120.0) -> T:
-    """Run ``work`` while stepping the fake clock until it completes."""
-    task = asyncio.ensure_future(work)
-    for _ in range(int(seconds / 0.05)):
-        if task.done():
-            break
-        await clock.run_for(0.05)
-    return await task
 
 
 def engine(clock: FakeClock, handler: Handler, names: str = "abc", **routing: Any) -> Overdrive:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -19,18 +18,14 @@ from overdrive import (
     admission,
 )
 from overdrive.flow import AdaptiveLimit
-from tests.fakes import FakeUpstream, chat_response, connect_error, embeddings_response, status
-
-T = TypeVar("T")
-
-
-async def finish(clock: FakeClock, work: Awaitable[T], seconds: float = 60.0) -> T:
-    task = asyncio.ensure_future(work)
-    for _ in range(int(seconds / 0.05)):
-        if task.done():
-            break
-        await clock.run_for(0.05)
-    return await task
+from tests.fakes import (
+    FakeUpstream,
+    chat_response,
+    connect_error,
+    embeddings_response,
+    finish,
+    status,
+)
 
 
 def build(
