@@ -153,6 +153,12 @@ async def test_leaving_early_cancels_the_remote_tasks(
     config = engine_config(sim)
     async with distribute(task, range(50), backend=backend, config=config, concurrency=4) as run:
         assert (await anext(run)).index == 0
+        # Leave once the others are surely running on the actors (a cold Ray
+        # may take a while to start them).
+        for _ in range(400):
+            if marked(tmp_path, "started") >= 3:
+                break
+            await asyncio.sleep(0.05)
     assert backend.in_flight == 0
     # Items 1-3 were running, and item 4 too if it had taken item 0's slot
     # before the exit. Cancellation reaches the actors asynchronously, so give
