@@ -96,6 +96,9 @@ class UpstreamConfig(_Section):
     # Default longest wait for admission; a call's own deadline may be shorter.
     queue_timeout: Seconds | None = None
     timeout: Seconds = Field(default=60.0, gt=0)
+    # What the provider's tpm counts: the tokens the usage reports ("usage": the
+    # unused part of max_tokens is given back) or all it reserved ("reserved").
+    tokens_charged: Literal["usage", "reserved"] = "usage"
     # Relative capacity among the deployments of a model: one with weight 2
     # is offered about twice the traffic of one with weight 1.
     weight: float = Field(default=1.0, gt=0, le=1000)

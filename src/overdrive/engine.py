@@ -35,7 +35,7 @@ from .resources import ResourceManager
 from .route import Router
 from .upstream import (
     Dispatcher,
-    Lease,
+    Exchange,
     StreamFlight,
     StreamReply,
     Upstream,
@@ -286,7 +286,7 @@ class Overdrive:
                 exchange.response.status_code, exchange.response.content, exchange.upstream.name
             )
             if result.ok:
-                await self._settle(call, exchange.lease, result)
+                await self._settle(call, exchange, result)
         finally:
             await exchange.aclose()
         self.metrics.histogram(
@@ -294,7 +294,7 @@ class Overdrive:
         ).observe(self._clock.now() - started)
         return result
 
-    async def _settle(self, call: Call, lease: Lease, result: Result) -> None:
+    async def _settle(self, call: Call, exchange: Exchange, result: Result) -> None:
         """Check the answer's shape and book the tokens it reports."""
         payload = _parse_object(result.body, result.upstream)
         usage = payload.get("usage")
@@ -302,8 +302,10 @@ class Overdrive:
             return
         prompt = _int(usage.get("prompt_tokens"))
         completion = _int(usage.get("completion_tokens"))
+        lease = exchange.lease
         lease.output_tokens = max(completion, 1)
-        if prompt + completion != call.tokens:
+        refunds = exchange.upstream.config.tokens_charged == "usage"
+        if refunds and prompt + completion != call.tokens:
             await lease.limiter.adjust(prompt + completion - call.tokens)
         self.metrics.counter("overdrive_tokens_total", op=call.op, kind="prompt").inc(prompt)
         self.metrics.counter("overdrive_tokens_total", op=call.op, kind="completion").inc(

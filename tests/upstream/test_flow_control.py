@@ -290,3 +290,40 @@ async def test_embedding_batches_keep_collecting_while_the_queue_is_long(
     batches = [body["input"] for _, path, body in fake.calls if path.endswith("/embeddings")]
     assert len(batches) == 1
     assert len(batches[0]) == 10
+
+
+@pytest.mark.parametrize(("charged", "second_waits"), [("usage", 0.0), ("reserved", 1.0)])
+async def test_unused_tokens_are_given_back_only_if_the_provider_does(
+    clock: FakeClock, charged: str, second_waits: float
+) -> None:
+    fake = FakeUpstream(clock)  # answers use 5 prompt + 2 completion tokens
+    upstream = {"tpm": 6000, "burst": 1.0, "tokens_charged": charged}  # 100 tokens/s
+    async with build(fake.transport(), clock, upstream) as od:
+        await finish(clock, od.chat(model="m", messages=ask("a"), max_tokens=93))
+        await finish(clock, od.chat(model="m", messages=ask("b"), max_tokens=93))
+    times = [t for t, _, _ in fake.calls]
+    assert times[1] - times[0] == pytest.approx(second_waits, abs=0.06)
+
+
+async def test_streams_report_their_tokens_to_the_concurrency_limit(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = b"".join(b'data: {"choices": [{"delta": {"content": "w"}}]}\n\n' for _ in range(9))
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=events + b"data: [DONE]\n\n")
+
+    seen: list[int] = []
+    original = AdaptiveLimit.record
+
+    def record(
+        self: AdaptiveLimit, latency_s: float, *, tokens: int = 1, outcome: Any = "ok"
+    ) -> None:
+        seen.append(tokens)
+        original(self, latency_s, tokens=tokens, outcome=outcome)
+
+    monkeypatch.setattr(AdaptiveLimit, "record", record)
+    async with build(httpx.MockTransport(handler), clock) as od:
+        chunks = [c async for c in od.stream_chat(model="m", messages=ask("s"))]
+    assert len(chunks) == 9
+    assert seen == [9]

@@ -132,6 +132,9 @@ class StreamFlight:
 
         async def close(complete: list[bytes] | None) -> None:
             finished()
+            if complete is not None:
+                # About one token per event: lets the adaptive limit judge per token.
+                exchange.lease.output_tokens = max(1, _data_events(complete))
             await exchange.aclose()
             if complete is not None and store is not None:
                 await store(name, complete)
@@ -173,3 +176,9 @@ async def sse_lines(chunks: AsyncIterator[bytes] | StreamReply) -> AsyncIterator
             yield line.rstrip(b"\r").decode()
     if pending:
         yield pending.rstrip(b"\r").decode()
+
+
+def _data_events(chunks: list[bytes]) -> int:
+    """Server-sent ``data:`` events in a body, the closing ``[DONE]`` left out."""
+    body = b"".join(chunks)
+    return body.count(b"data: ") - body.count(b"data: [DONE]")
