@@ -317,3 +317,19 @@ def test_a_memory_budget_smaller_than_the_cache_is_a_config_error(
     }
     with pytest.raises(ConfigError, match=r"resources\.memory"):
         Overdrive.from_config(config, clock=clock, upstream_transport=fake.transport())
+
+
+async def test_metrics_text_and_measure_on_the_engine(clock: FakeClock, fake: FakeUpstream) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with engine(fake, clock) as od:
+        await finish(clock, od.chat(model="m", messages=HELLO))
+        with od.measure("overdrive_tool_call", tool="search"):
+            clock.advance(0.25)
+        text = od.metrics_text()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    requests = families["overdrive_requests"]  # the parser drops the _total suffix
+    assert sum(s.value for s in requests.samples if s.name == "overdrive_requests_total") == 1
+    tool = families["overdrive_tool_call_seconds"]
+    sums = [s.value for s in tool.samples if s.name.endswith("_sum")]
+    assert sums == [pytest.approx(0.25, rel=0.01)]

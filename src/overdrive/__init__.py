@@ -43,7 +43,7 @@ from .cache import cached
 from .config import CacheConfig, Config, RetryConfig, UpstreamConfig, load_config
 from .engine import Overdrive, Result
 from .flow import Batcher, batched
-from .monitor import Metrics
+from .monitor import Alerts, Measure, Metrics, WebhookSink, measure, metrics_text
 from .resources import ResourceManager, ResourcePool
 
 __version__ = "0.1.0"
@@ -51,6 +51,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Admission",
     "AdmissionError",
+    "Alerts",
     "BatchClosedError",
     "BatchError",
     "BatchQueueFullError",
@@ -63,6 +64,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "FakeClock",
+    "Measure",
     "MemoryBudgetError",
     "Metrics",
     "Overdrive",
@@ -86,9 +88,12 @@ __all__ = [
     "UpstreamProtocolError",
     "UpstreamStatusError",
     "UpstreamUnavailableError",
+    "WebhookSink",
     "__version__",
     "admission",
     "batched",
     "cached",
     "load_config",
+    "measure",
+    "metrics_text",
 ]

@@ -29,7 +29,7 @@ from .cache._build import build_cache
 from .config import Config, load_config
 from .distribute import DistributedRun, TaskFn, distribute
 from .flow import Backoff, Coalescer, EmbeddingBatches
-from .monitor import Metrics
+from .monitor import Measure, Metrics, prometheus_text
 from .optimize import CacheTTL, engine_tunables
 from .resources import ResourceManager
 from .route import Router
@@ -74,8 +74,9 @@ class Overdrive:
         upstream_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.config = config
-        self.metrics = Metrics()
         self._clock = clock or SystemClock()
+        # On the engine's clock, so metric windows move with it (tests step it).
+        self.metrics = Metrics(clock=self._clock)
         self._upstreams = [
             Upstream(
                 u,
@@ -336,6 +337,18 @@ class Overdrive:
         """Seconds a call for ``model`` would likely queue: the shortest of its upstreams'."""
         waits = [u.queue(model).backlog() for u in self._upstreams if model in u.models]
         return min(waits, default=0.0)
+
+    def metrics_text(self) -> str:
+        """The engine's metrics in Prometheus text format (serve with ``monitor.CONTENT_TYPE``)."""
+        return prometheus_text(self.metrics)
+
+    def measure(self, name: str, **labels: str) -> Measure:
+        """Time a block or a function into ``<name>_seconds`` on this engine's registry.
+
+        >>> with od.measure("overdrive_tool_call", tool="search"):  # doctest: +SKIP
+        ...     results = search(query)
+        """
+        return self.metrics.measure(name, **labels)
 
     def upstreams(self) -> list[Upstream]:
         """The configured upstreams, with their queues and concurrency limits."""
