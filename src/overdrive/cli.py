@@ -21,7 +21,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    handler = {"demo": _demo, "sim": _sim}[args.command]
+    handler = {"demo": _demo, "report": _report, "sim": _sim}[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:
@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="agent workload, plain vs through overdrive")
     demo.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
     demo.add_argument("--tasks", type=_positive_int, default=60, help="agent tasks (default 60)")
+    report = commands.add_parser("report", help="where the last run's time went, and why")
+    report.add_argument("--file", default=None, help="saved run (default .overdrive/last-run.json)")
+    report.add_argument("--json", action="store_true", help="print one JSON line instead")
     sim = commands.add_parser("sim", help="serve the simulated OpenAI-compatible upstream")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8080)
@@ -70,6 +73,27 @@ def _demo(args: argparse.Namespace) -> int:
     summary = run_demo(tasks=args.tasks, as_json=args.json)
     plain, fast = summary["plain"], summary["overdrive"]
     return 0 if fast["makespan_s"] < plain["makespan_s"] else 1
+
+
+def _report(args: argparse.Namespace) -> int:
+    from ._json import dumps
+    from .optimize._analyser import LAST_RUN, analyse, load_sample, render
+
+    path = args.file or LAST_RUN
+    try:
+        analysis = analyse(load_sample(path))
+    except FileNotFoundError:
+        print(
+            f"overdrive report: no run saved at {path}; run `overdrive demo` first", file=sys.stderr
+        )
+        return 2
+    if args.json:
+        sys.stdout.write(dumps(analysis.to_dict()).decode() + "\n")
+    else:
+        from rich.console import Console
+
+        Console().print(render(analysis))
+    return 0
 
 
 def _sim(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ import httpx
 import openai
 
 from ..engine import Overdrive
+from ..optimize._analyser import save_run
 from ..sim import SimConfig, SimServer
 from ._workload import CHAT_MODEL, EMBED_MODEL, AgentTask, Workload
 
@@ -144,6 +145,7 @@ class _OverdriveRun(_PlainRun):
             result = await super().run(workload, on_task_done)
         finally:
             await self.engine.aclose()
+        save_run(self.engine)  # for `overdrive report`, in a later process
         metrics = self.engine.metrics
         result.cache_hits = int(metrics.value("overdrive_cache_hits_total"))
         result.coalesced = int(metrics.value("overdrive_coalesced_total"))
