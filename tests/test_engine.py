@@ -333,3 +333,15 @@ async def test_metrics_text_and_measure_on_the_engine(clock: FakeClock, fake: Fa
     tool = families["overdrive_tool_call_seconds"]
     sums = [s.value for s in tool.samples if s.name.endswith("_sum")]
     assert sums == [pytest.approx(0.25, rel=0.01)]
+
+
+async def test_analyse_names_the_rate_limit_when_calls_queue(
+    clock: FakeClock, fake: FakeUpstream
+) -> None:
+    async with engine(fake, clock, rpm=60) as od:
+        prompts = [[{"role": "user", "content": str(i)}] for i in range(6)]
+        await finish(clock, asyncio.gather(*(od.chat(model="m", messages=p) for p in prompts)))
+        analysis = od.analyse()
+    assert analysis.bottleneck is not None
+    assert analysis.bottleneck.name == "rate_limit"
+    assert analysis.bottleneck.tunable == "upstream.a.rpm"

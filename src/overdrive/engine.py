@@ -30,7 +30,7 @@ from .config import Config, load_config
 from .distribute import DistributedRun, TaskFn, distribute
 from .flow import Backoff, Coalescer, EmbeddingBatches
 from .monitor import Measure, Metrics, prometheus_text
-from .optimize import CacheTTL, engine_tunables
+from .optimize import Analysis, CacheTTL, analyse, engine_tunables
 from .resources import ResourceManager
 from .route import Router
 from .upstream import (
@@ -337,6 +337,10 @@ class Overdrive:
         """Seconds a call for ``model`` would likely queue: the shortest of its upstreams'."""
         waits = [u.queue(model).backlog() for u in self._upstreams if model in u.models]
         return min(waits, default=0.0)
+
+    def analyse(self) -> Analysis:
+        """Where this engine's request time went, and the bottleneck (last 5 minutes)."""
+        return analyse(self.metrics, self.stats())
 
     def metrics_text(self) -> str:
         """The engine's metrics in Prometheus text format (serve with ``monitor.CONTENT_TYPE``)."""
