@@ -31,6 +31,8 @@ from .distribute import DistributedRun, TaskFn, distribute
 from .flow import Backoff, Coalescer, EmbeddingBatches
 from .monitor import Measure, Metrics, prometheus_text
 from .optimize import Analysis, CacheTTL, analyse, engine_tunables
+from .optimize._engine_knobs import CacheSwitch
+from .optimize._loop import Optimizer
 from .resources import ResourceManager
 from .route import Router
 from .upstream import (
@@ -97,10 +99,14 @@ class Overdrive:
         self._flight: Coalescer[Result] = Coalescer()
         self._streams = StreamFlight()
         self.resources = _resource_manager(config)
-        self._cache: TieredCache | None = (
+        # Built even when off (memory only then), so the cache.enabled tunable can turn it on.
+        self._cache_switch = CacheSwitch(config.cache.enabled)
+        self._cache: TieredCache = (
             build_cache(config.cache, self._clock, config.namespace, config.redis_url)
             if config.cache.enabled
-            else None
+            else build_cache(
+                config.cache.model_copy(update={"disk": None, "redis_url": None}), self._clock
+            )
         )
         self._revalidating: set[bytes] = set()
         self._batches = EmbeddingBatches(
@@ -108,8 +114,9 @@ class Overdrive:
         )
         self._ttl = CacheTTL(config.cache.ttl)
         self.tunables = engine_tunables(
-            self._upstreams, self._batches, self._ttl if self._cache else None, self._clock
+            self._upstreams, self._batches, self._ttl, self._clock, self._cache_switch
         )
+        self._optimizer: Optimizer | None = None
 
     @classmethod
     def from_config(
@@ -163,7 +170,7 @@ class Overdrive:
         >>> @od.cached(ttl="10m", tags=["docs"])  # doctest: +SKIP
         ... async def search_docs(query: str) -> list[str]: ...
         """
-        if self._cache is None:
+        if not self._cache_switch.on:
             raise RequestError("cache", "the engine's cache is disabled ([cache] enabled = false)")
         options.setdefault("namespace", self.config.namespace)
         return cached(self._ttl.seconds if ttl is None else ttl, cache=self._cache, **options)
@@ -208,7 +215,7 @@ class Overdrive:
         cached = await self._stored_stream(stored, call)
         if cached is not None:
             return cached
-        store = None if self._cache is None else functools.partial(self._store_stream, stored)
+        store = None if not self._cache_switch.on else functools.partial(self._store_stream, stored)
         reply = await self._streams.open(
             key, lambda: self._dispatcher.send(call, stream=True), store
         )
@@ -218,7 +225,7 @@ class Overdrive:
 
     async def _stored_stream(self, key: bytes, call: Call) -> StreamReply | None:
         """A fresh stored stream for ``key``, played back chunk by chunk, or None."""
-        if self._cache is None:
+        if not self._cache_switch.on:
             return None
         found = await self._cache.get(key)
         if found is None or not found.fresh:
@@ -230,13 +237,12 @@ class Overdrive:
 
     async def _store_stream(self, key: bytes, upstream: str, chunks: list[bytes]) -> None:
         """Keep a streamed body that ended well, as its chunks (replayed as a stream)."""
-        assert self._cache is not None
         ttl = self._ttl.seconds * (1.0 - _TTL_JITTER * self._rng.random())
         await self._cache.set(key, (200, chunks, upstream), ttl, stale=0.0)
 
     async def _cached_or_fetched(self, call: Call) -> Result:
         key = request_key(call.op, call.body, self.config.namespace)
-        if self._cache is not None:
+        if self._cache_switch.on:
             found = await self._cache.get(key)
             if found is not None:
                 self.metrics.counter("overdrive_cache_hits_total", op=call.op).inc()
@@ -252,7 +258,7 @@ class Overdrive:
 
     async def _fetch_once(self, call: Call, key: bytes) -> Result:
         """Fetch, letting only one process do so when the cache shares a Redis lease."""
-        if self._cache is None:
+        if not self._cache_switch.on:
             return await self._fetch(call, key)
         return await self._cache.across_processes(
             key, lambda: self._fetch(call, key), _cached_result
@@ -323,7 +329,7 @@ class Overdrive:
 
     async def _fill(self, key: bytes, result: Result) -> None:
         cache = self._cache
-        if cache is not None:
+        if self._cache_switch.on:
             value = (result.status, result.body, result.upstream)
             shared = cache.lease is not None  # waiting processes read it back from Redis
             # Jitter, so answers cached in one burst do not all expire in one burst.
@@ -341,6 +347,22 @@ class Overdrive:
     def analyse(self) -> Analysis:
         """Where this engine's request time went, and the bottleneck (last 5 minutes)."""
         return analyse(self.metrics, self.stats())
+
+    def optimize(self, **options: Any) -> Optimizer:
+        """Start the optimizer loop on this engine (closed with it); see :class:`Optimizer`.
+
+        >>> optimizer = od.optimize(window=10.0, advisory=True)  # doctest: +SKIP
+        >>> optimizer.decisions  # doctest: +SKIP
+        """
+        if self._optimizer is None:
+            self._optimizer = Optimizer(self, clock=self._clock, **options)
+            self._optimizer.start()
+        return self._optimizer
+
+    @property
+    def optimizer(self) -> Optimizer | None:
+        """The optimizer loop :meth:`optimize` started, if any."""
+        return self._optimizer
 
     def metrics_text(self) -> str:
         """The engine's metrics in Prometheus text format (serve with ``monitor.CONTENT_TYPE``)."""
@@ -367,7 +389,7 @@ class Overdrive:
         cache = self._cache
         return {
             "metrics": self.metrics.snapshot(),
-            "cache": None if cache is None else cache.summary(),
+            "cache": cache.summary() if self._cache_switch.on else None,
             "in_flight": {u.name: u.in_flight for u in self._upstreams},
             "waiting": {q.name: q.waiting for u in self._upstreams for q in u.queues().values()},
             "tunables": {name: knob.value for name, knob in self.tunables.items()},
@@ -377,10 +399,11 @@ class Overdrive:
         }
 
     async def aclose(self) -> None:
+        if self._optimizer is not None:
+            await self._optimizer.aclose()
         await self._router.aclose()  # stops the health probes
         await self._batches.aclose()
-        if self._cache is not None:
-            await self._cache.aclose()
+        await self._cache.aclose()
         for upstream in self._upstreams:
             await upstream.aclose()
         await self.resources.aclose()

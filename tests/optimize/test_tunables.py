@@ -33,6 +33,7 @@ async def test_every_knob_is_listed_with_bounds(clock: FakeClock) -> None:
         "batching.embeddings.enabled",
         "batching.embeddings.max_batch",
         "batching.embeddings.max_wait_ms",
+        "cache.enabled",
         "cache.ttl",
     }
     assert snapshot["upstream.a.rpm"]["high"] == 600

@@ -1,4 +1,4 @@
-"""The tunables of one engine: concurrency and rates per upstream, batching, cache TTL.
+"""The tunables of one engine: concurrency and rates per upstream, batching, the cache.
 
 Bounds come from the configuration, so nothing (the optimizer included) can
 push a knob past what the operator allowed: a rate never above the configured
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from .._clock import Clock
     from ..upstream import Upstream
 
-__all__ = ["engine_tunables"]
+__all__ = ["CacheSwitch", "CacheTTL", "engine_tunables"]
 
 # Longest batching wait the optimizer may choose; past it latency suffers more
 # than throughput gains.
@@ -36,8 +36,24 @@ class CacheTTL:
         return f"CacheTTL({self.seconds:g}s)"
 
 
+class CacheSwitch:
+    """Whether the engine's cache stage is used (the tiers exist either way)."""
+
+    __slots__ = ("on",)
+
+    def __init__(self, on: bool) -> None:
+        self.on = on
+
+    def __repr__(self) -> str:
+        return f"CacheSwitch({'on' if self.on else 'off'})"
+
+
 def engine_tunables(
-    upstreams: list[Upstream], batches: EmbeddingBatches, ttl: CacheTTL | None, clock: Clock
+    upstreams: list[Upstream],
+    batches: EmbeddingBatches,
+    ttl: CacheTTL | None,
+    clock: Clock,
+    cache: CacheSwitch | None = None,
 ) -> Tunables:
     """Register every knob of the engine's parts under dotted names."""
     knobs = Tunables(clock)
@@ -48,6 +64,8 @@ def engine_tunables(
                 knobs.add(tunable)
     for tunable in _batching(batches):
         knobs.add(tunable)
+    if cache is not None:
+        knobs.add(_cache_switch(cache))
     if ttl is not None:
         knobs.add(_ttl(ttl))
     return knobs
@@ -141,4 +159,20 @@ def _ttl(ttl: CacheTTL) -> Tunable:
         step=60.0,
         unit="s",
         description="how long a cached answer is served fresh",
+    )
+
+
+def _cache_switch(cache: CacheSwitch) -> Tunable:
+    def write(value: float) -> None:
+        cache.on = bool(value)
+
+    return Tunable(
+        "cache.enabled",
+        lambda: float(cache.on),
+        write,
+        low=0,
+        high=1,
+        step=1,
+        integer=True,
+        description="answer repeated calls from the cache (1) or always call upstream (0)",
     )

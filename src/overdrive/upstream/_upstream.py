@@ -78,12 +78,15 @@ class Upstream:
         }
         self.concurrency = _concurrency_limit(config, clock)
         key = config.api_key()
-        connections = self.concurrency.max_limit if config.concurrency == "auto" else None
+        # Sized for the highest the limit may be set to at run time, not where it starts.
+        connections = (
+            self.concurrency.max_limit if config.concurrency == "auto" else config.max_concurrency
+        )
         self._http = httpx.AsyncClient(
             base_url=config.base_url,
             headers={"authorization": f"Bearer {key}"} if key else None,
             timeout=httpx.Timeout(config.timeout, connect=min(config.timeout, 10.0)),
-            limits=httpx.Limits(max_connections=connections or self.concurrency.limit),
+            limits=httpx.Limits(max_connections=max(connections, self.concurrency.limit)),
             transport=transport,
         )
 
