@@ -56,7 +56,7 @@ def config(base_url: str, *, tuned: bool) -> dict[str, Any]:
                 "base_url": base_url,
                 "models": [CHAT, EMBED],
                 # Misconfigured runs are set to 1 through the tunable (see optimized()).
-                "concurrency": 16 if tuned else 64,
+                "concurrency": 16 if tuned else 1,
                 "max_concurrency": 64,
             }
         ],
@@ -111,9 +111,6 @@ async def optimized(
     base_url: str, args: argparse.Namespace, *, advisory: bool
 ) -> tuple[float, Optimizer, dict[str, float], dict[str, float]]:
     async with Overdrive.from_config(config(base_url, tuned=False)) as od:
-        # The HTTP pool of a fixed limit is sized by the configured concurrency and does
-        # not grow with the tunable; so start from 64 configured and turn it down to 1.
-        await od.tunables.set("upstream.sim.concurrency", 1, reason="misconfigured start")
         before = {name: knob.value for name, knob in od.tunables.items()}
         optimizer = od.optimize(window=args.window, advisory=advisory)
         load = Load(od, args.workers)
