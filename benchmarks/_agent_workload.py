@@ -61,6 +61,7 @@ import openai
 
 from overdrive._json import dumps_canonical
 from overdrive._tokens import estimate_messages_tokens, estimate_tokens
+from overdrive.demo._workload import SUBJECTS, TOOLS, VERBS
 from overdrive.sim import SimConfig
 
 __all__ = [
@@ -100,34 +101,6 @@ SYSTEM_PROMPT = (
     "Write in plain English for a busy executive reader, in short numbered points, "
     "and end with one line stating your confidence and the main open risk."
 )
-_SUBJECTS = (
-    "quarterly revenue",
-    "churn in the EU",
-    "the onboarding flow",
-    "GPU spend",
-    "the refund policy",
-    "support backlog",
-    "pricing tiers",
-    "the Q3 roadmap",
-    "API latency",
-    "the hiring plan",
-    "data retention",
-    "the incident review",
-    "partner integrations",
-    "search relevance",
-    "the mobile release",
-    "fraud alerts",
-    "warehouse costs",
-    "the security audit",
-    "customer NPS",
-    "the migration to Postgres",
-    "ad attribution",
-    "the SLA report",
-    "model evaluation",
-    "the vendor contract",
-)
-_VERBS = ("summarise", "explain", "forecast", "compare", "audit", "draft a memo on")
-_TOOLS = ("docs", "tickets", "metrics", "wiki", "crm")
 _ZIPF_SKEW = 1.1
 
 
@@ -155,8 +128,8 @@ def build_workload(
 ) -> Workload:
     """``tasks`` tasks with Zipf-popular goals, each goal with its own fixed lookups."""
     rng = random.Random(seed)
-    goals = [f"{verb} {subject}" for subject in _SUBJECTS for verb in _VERBS]
-    queries = [f"{tool}: {subject}" for subject in _SUBJECTS for tool in _TOOLS]
+    goals = [f"{verb} {subject}" for subject in SUBJECTS for verb in VERBS]
+    queries = [f"{tool}: {subject}" for subject in SUBJECTS for tool in TOOLS]
     rng.shuffle(goals)
     rng.shuffle(queries)
     arrivals = sorted(rng.uniform(0.0, arrival_window_s) for _ in range(tasks))

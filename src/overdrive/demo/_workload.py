@@ -14,7 +14,8 @@ __all__ = ["AgentTask", "Workload", "build_workload"]
 CHAT_MODEL = "gpt-4o-mini"
 EMBED_MODEL = "text-embedding-3-small"
 
-_SUBJECTS = [
+# Shared with benchmarks/_agent_workload.py, so both speak of the same work.
+SUBJECTS = [
     "quarterly revenue",
     "churn in the EU",
     "the onboarding flow",
@@ -40,8 +41,8 @@ _SUBJECTS = [
     "model evaluation",
     "the vendor contract",
 ]
-_VERBS = ["summarise", "explain", "forecast", "compare", "audit", "draft a memo on"]
-_TOOLS = ["docs", "tickets", "metrics", "wiki", "crm"]
+VERBS = ["summarise", "explain", "forecast", "compare", "audit", "draft a memo on"]
+TOOLS = ["docs", "tickets", "metrics", "wiki", "crm"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +77,8 @@ class Workload:
 def build_workload(tasks: int = 60, lookups: int = 3, seed: int = 7) -> Workload:
     """``tasks`` agent tasks whose goals and lookups follow a Zipf(1.1) popularity."""
     rng = random.Random(seed)
-    goals = [f"{verb} {subject}" for subject in _SUBJECTS for verb in _VERBS[:2]]
-    queries = [f"{tool}: {subject}" for subject in _SUBJECTS for tool in _TOOLS[:2]]
+    goals = [f"{verb} {subject}" for subject in SUBJECTS for verb in VERBS[:2]]
+    queries = [f"{tool}: {subject}" for subject in SUBJECTS for tool in TOOLS[:2]]
     rng.shuffle(goals)
     rng.shuffle(queries)
     return Workload(
