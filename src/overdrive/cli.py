@@ -1,8 +1,9 @@
-"""The ``overdrive`` command: demo | sim.
+"""The ``overdrive`` command: demo | gateway | report | sim.
 
 ``overdrive demo`` runs the built-in agent workload plainly and through
 overdrive against an in-process simulated upstream and prints both side by
-side; ``overdrive sim --port 8080`` serves the simulated upstream.
+side; ``overdrive sim --port 8080`` serves the simulated upstream;
+``overdrive gateway --config overdrive.toml`` serves the engine over HTTP.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    handler = {"demo": _demo, "report": _report, "sim": _sim}[args.command]
+    handler = {"demo": _demo, "gateway": _gateway, "report": _report, "sim": _sim}[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:
@@ -35,6 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="agent workload, plain vs through overdrive")
     demo.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
     demo.add_argument("--tasks", type=_positive_int, default=60, help="agent tasks (default 60)")
+    gateway = commands.add_parser("gateway", help="serve the engine as an OpenAI-compatible API")
+    gateway.add_argument("--config", required=True, help="the engine's TOML config file")
+    gateway.add_argument("--host", default="127.0.0.1")
+    gateway.add_argument("--port", type=int, default=8000)
+    gateway.add_argument("--workers", type=_positive_int, default=1, help="processes (default 1)")
     report = commands.add_parser("report", help="where the last run's time went, and why")
     report.add_argument("--file", default=None, help="saved run (default .overdrive/last-run.json)")
     report.add_argument("--json", action="store_true", help="print one JSON line instead")
@@ -73,6 +79,20 @@ def _demo(args: argparse.Namespace) -> int:
     summary = run_demo(tasks=args.tasks, as_json=args.json)
     plain, fast = summary["plain"], summary["overdrive"]
     return 0 if fast["makespan_s"] < plain["makespan_s"] else 1
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    from ._errors import ConfigError
+    from .config import load_config
+    from .gateway import run_gateway
+
+    try:
+        load_config(args.config)  # a bad file fails here, plainly, not in every worker
+    except ConfigError as exc:
+        print(f"overdrive gateway: {exc}", file=sys.stderr)
+        return 2
+    run_gateway(args.config, args.host, args.port, args.workers)
+    return 0
 
 
 def _report(args: argparse.Namespace) -> int:

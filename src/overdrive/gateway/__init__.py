@@ -1,0 +1,16 @@
+"""The gateway door: the engine behind an OpenAI-compatible HTTP API (``overdrive gateway``)."""
+
+from __future__ import annotations
+
+from ._app import DEFAULT_MAX_BODY_BYTES, GatewayApp, create_app
+from ._openapi import openapi_document
+from ._server import GatewayServer, run_gateway
+
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "GatewayApp",
+    "GatewayServer",
+    "create_app",
+    "openapi_document",
+    "run_gateway",
+]

@@ -1,0 +1,303 @@
+"""The gateway as a raw ASGI app: the OpenAI routes through the engine, health, metrics.
+
+No framework: one dict lookup routes a request, and the OpenAI calls go
+through the same door code as the in-process httpx transport
+(:mod:`overdrive.upstream._door`), so both doors behave alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._json import dumps
+from ..monitor import CONTENT_TYPE as METRICS_TYPE
+from ..upstream._door import Answer, answer, error_answer, route
+from ._openapi import openapi_document
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..engine import Overdrive
+    from ..upstream import StreamReply
+
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "GatewayApp", "create_app"]
+
+Message = MutableMapping[str, Any]
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+_log = logging.getLogger("overdrive.gateway")
+
+
+class _ClientGone(Exception):
+    """The client hung up; there is nobody left to answer."""
+
+
+class GatewayApp:
+    """ASGI app serving the engine as an OpenAI-compatible HTTP API.
+
+    The engine is built from ``config`` (a TOML path, a dict of its shape, a
+    ``Config``, or ``$OVERDRIVE_CONFIG`` when None) at ASGI lifespan startup
+    and closed at shutdown. Bodies over ``max_body_bytes`` get 413 unread.
+
+    >>> app = GatewayApp("overdrive.toml")  # doctest: +SKIP
+    >>> uvicorn.run(app, port=8000)  # doctest: +SKIP
+    """
+
+    __slots__ = ("_config", "_engine", "_max_body", "_openapi", "_routes")
+
+    def __init__(
+        self,
+        config: str | Path | Mapping[str, Any] | Config | None = None,
+        *,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    ) -> None:
+        if max_body_bytes < 1:
+            raise ValueError(f"max_body_bytes must be positive, got {max_body_bytes}")
+        self._config = config
+        self._max_body = max_body_bytes
+        self._engine: Overdrive | None = None
+        self._openapi = dumps(openapi_document())
+        self._routes = self._route_table()
+
+    def _route_table(self) -> dict[str, dict[str, Handler]]:
+        return {
+            "/v1/chat/completions": {"POST": self._call},
+            "/v1/embeddings": {"POST": self._call},
+            "/v1/models": {"GET": self._call},
+            "/health/live": {"GET": self._live},
+            "/health/ready": {"GET": self._ready},
+            "/metrics": {"GET": self._metrics},
+            "/openapi.json": {"GET": self._openapi_json},
+        }
+
+    @property
+    def engine(self) -> Overdrive | None:
+        """The engine once started (by the lifespan or :meth:`startup`), else None."""
+        return self._engine
+
+    async def startup(self) -> None:
+        """Build the engine from the config; the lifespan calls this."""
+        from ..engine import Overdrive
+
+        if self._engine is None:
+            self._engine = Overdrive.from_config(self._config)
+
+    async def shutdown(self) -> None:
+        """Close the engine; the lifespan calls this."""
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            await engine.aclose()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._dispatch(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self._lifespan_step(self.startup, "startup", send)
+            elif message["type"] == "lifespan.shutdown":
+                await self._lifespan_step(self.shutdown, "shutdown", send)
+                return
+
+    async def _lifespan_step(
+        self, step: Callable[[], Awaitable[None]], name: str, send: Send
+    ) -> None:
+        try:
+            await step()
+        except Exception as exc:
+            _log.exception("gateway %s failed", name)
+            await send({"type": f"lifespan.{name}.failed", "message": str(exc)})
+        else:
+            await send({"type": f"lifespan.{name}.complete"})
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        started = _Started()
+        try:
+            methods = self._routes.get(path)
+            if methods is None:
+                reply = error_answer(404, f"Unknown request URL: {path}", "unknown_url")
+                return await _respond(send, reply)
+            handler = methods.get(scope["method"])
+            if handler is None:
+                return await _respond(send, _not_allowed(scope["method"], path, methods))
+            await handler(scope, receive, started.watch(send))
+        except _TooLarge as exc:
+            message = f"The request body is larger than the {exc.limit} bytes this server accepts."
+            await _respond(send, error_answer(413, message, "request_too_large"))
+        except _ClientGone:
+            pass
+        except Exception:
+            # A bug, not the caller's fault: log it, answer if we still can, keep serving.
+            _log.exception("gateway: %s %s failed", scope["method"], path)
+            if not started.sent:
+                await _respond(send, error_answer(500, "Internal server error.", "server_error"))
+
+    # --- the OpenAI routes ------------------------------------------------------
+
+    async def _call(self, scope: Scope, receive: Receive, send: Send) -> None:
+        engine = self._engine
+        if engine is None:
+            return await _respond(send, _not_ready())
+        kind = route(scope["method"], scope["path"])
+        assert kind is not None  # the route table only sends OpenAI paths here
+        body = b"" if kind == "models" else await self._read_body(scope, receive)
+        reply = await answer(engine, kind, _headers(scope), body)
+        if reply.stream is None:
+            return await _respond(send, reply)
+        await _relay(reply, reply.stream, receive, send)
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        limit = self._max_body
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise _TooLarge(limit)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise _TooLarge(limit)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    # --- health, metrics, the API description ----------------------------------
+
+    async def _live(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await _respond(send, Answer(200, _JSON_HEADERS, b'{"status":"live"}'))
+
+    async def _ready(self, scope: Scope, receive: Receive, send: Send) -> None:
+        engine = self._engine
+        if engine is None:
+            return await _respond(send, _not_ready())
+        health: dict[str, dict[str, Any]] = engine.stats()["health"]
+        serving = sorted(name for name, h in health.items() if h["state"] != "ejected")
+        status = 200 if serving else 503
+        body = {"status": "ready" if serving else "unavailable", "upstreams": serving}
+        await _respond(send, Answer(status, _JSON_HEADERS, dumps(body)))
+
+    async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
+        engine = self._engine
+        if engine is None:
+            return await _respond(send, _not_ready())
+        text = engine.metrics_text().encode()
+        await _respond(send, Answer(200, {"content-type": METRICS_TYPE}, text))
+
+    async def _openapi_json(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await _respond(send, Answer(200, _JSON_HEADERS, self._openapi))
+
+    def __repr__(self) -> str:
+        state = "started" if self._engine is not None else "stopped"
+        return f"GatewayApp({state}, max_body_bytes={self._max_body}, engine={self._engine!r})"
+
+
+_JSON_HEADERS = {"content-type": "application/json"}
+
+
+class _TooLarge(Exception):
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+
+class _Started:
+    """Tracks whether the response has begun, so a late error does not start a second one."""
+
+    __slots__ = ("sent",)
+
+    def __init__(self) -> None:
+        self.sent = False
+
+    def watch(self, send: Send) -> Send:
+        async def watched(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.sent = True
+            await send(message)
+
+        return watched
+
+
+async def _respond(send: Send, reply: Answer) -> None:
+    headers = [(k.encode(), v.encode()) for k, v in reply.headers.items()]
+    headers.append((b"content-length", b"%d" % len(reply.body)))
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": reply.body})
+
+
+async def _relay(reply: Answer, stream: StreamReply, receive: Receive, send: Send) -> None:
+    """Pass the streamed body on chunk by chunk until it ends or the client hangs up."""
+    headers = [(k.encode(), v.encode()) for k, v in reply.headers.items()]
+    headers.append((b"cache-control", b"no-cache"))
+    pump = asyncio.ensure_future(_pump(stream, headers, reply.status, send))
+    gone = asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait((pump, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (pump, gone):
+            task.cancel()
+        try:
+            await asyncio.gather(pump, gone, return_exceptions=True)
+        finally:
+            await stream.aclose()  # leaves the shared upstream stream to any other readers
+
+
+async def _pump(
+    stream: StreamReply, headers: list[tuple[bytes, bytes]], status: int, send: Send
+) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    try:
+        async for chunk in stream:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except Exception:
+        # The status is sent; all that is left is to end the body where it broke.
+        _log.exception("gateway: the upstream stream broke off")
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value  # type: ignore[no-any-return]
+    return None
+
+
+def _not_allowed(method: str, path: str, methods: Mapping[str, Handler]) -> Answer:
+    allow = ", ".join(sorted(methods))
+    reply = error_answer(
+        405, f"Method {method} is not allowed on {path}; use {allow}.", "method_not_allowed"
+    )
+    reply.headers["allow"] = allow
+    return reply
+
+
+def _not_ready() -> Answer:
+    return error_answer(503, "The gateway's engine is not started.", "not_ready")
+
+
+def create_app() -> GatewayApp:
+    """The app for ``uvicorn --factory`` (and each worker): config from ``$OVERDRIVE_CONFIG``."""
+    return GatewayApp()
