@@ -35,6 +35,7 @@ __all__ = [
     "CacheConfig",
     "Config",
     "EmbeddingBatchConfig",
+    "GatewayConfig",
     "HealthConfig",
     "ModelLimits",
     "ResourcesConfig",
@@ -258,6 +259,13 @@ class ResourcesConfig(_Section):
     memory: Bytes | None = None
 
 
+class GatewayConfig(_Section):
+    """The HTTP gateway (``overdrive gateway``)."""
+
+    # Larger request bodies are refused with 413 before they are read.
+    max_body_bytes: Bytes = Field(default=8 * 1024 * 1024, ge=1)
+
+
 class Config(_Section):
     """The whole configuration; the TOML file has the same shape."""
 
@@ -267,6 +275,7 @@ class Config(_Section):
     batching: BatchingConfig = BatchingConfig()
     routing: RoutingConfig = RoutingConfig()
     resources: ResourcesConfig = ResourcesConfig()
+    gateway: GatewayConfig = GatewayConfig()
     namespace: str = ""
     # Shared state for every process of this deployment: rate limits, and the
     # cache's L2 tier unless [cache] redis_url names another Redis.

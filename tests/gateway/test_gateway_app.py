@@ -8,7 +8,7 @@ from typing import Any, NoReturn
 import httpx
 import pytest
 
-from overdrive import ConfigError
+from overdrive import ConfigError, Overdrive
 from overdrive.cli import main
 from overdrive.gateway import GatewayApp
 
@@ -74,3 +74,15 @@ def test_cli_gateway_rejects_a_missing_config(
 ) -> None:
     assert main(["gateway", "--config", str(tmp_path / "none.toml")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+async def test_body_limit_comes_from_the_gateway_config() -> None:
+    config = {**CONFIG, "gateway": {"max_body_bytes": "1KiB"}}
+    app = GatewayApp(config)
+    await app.startup()
+    try:
+        assert "max_body_bytes=1024" in repr(app)
+    finally:
+        await app.shutdown()
+    with pytest.raises(ConfigError, match=r"gateway\.max_body_bytes"):
+        Overdrive.from_config({**CONFIG, "gateway": {"max_body_bytes": 0}})

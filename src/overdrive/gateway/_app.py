@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._errors import ConfigError
 from .._json import dumps
 from ..monitor import CONTENT_TYPE as METRICS_TYPE
 from ..upstream._door import Answer, answer, error_answer, route
@@ -50,18 +51,20 @@ class GatewayApp:
     >>> uvicorn.run(app, port=8000)  # doctest: +SKIP
     """
 
-    __slots__ = ("_config", "_engine", "_max_body", "_openapi", "_routes")
+    __slots__ = ("_body_from_config", "_config", "_engine", "_max_body", "_openapi", "_routes")
 
     def __init__(
         self,
         config: str | Path | Mapping[str, Any] | Config | None = None,
         *,
-        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        max_body_bytes: int | None = None,
     ) -> None:
-        if max_body_bytes < 1:
-            raise ValueError(f"max_body_bytes must be positive, got {max_body_bytes}")
+        if max_body_bytes is not None and max_body_bytes < 1:
+            raise ConfigError("gateway.max_body_bytes", f"must be at least 1, got {max_body_bytes}")
         self._config = config
-        self._max_body = max_body_bytes
+        # Without an explicit limit, [gateway] max_body_bytes applies once the config is read.
+        self._body_from_config = max_body_bytes is None
+        self._max_body = max_body_bytes or DEFAULT_MAX_BODY_BYTES
         self._engine: Overdrive | None = None
         self._openapi = dumps(openapi_document())
         self._routes = self._route_table()
@@ -88,6 +91,8 @@ class GatewayApp:
 
         if self._engine is None:
             self._engine = Overdrive.from_config(self._config)
+            if self._body_from_config:
+                self._max_body = self._engine.config.gateway.max_body_bytes
 
     async def shutdown(self) -> None:
         """Close the engine; the lifespan calls this."""
