@@ -6,13 +6,13 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ._errors import RequestError
 from ._tokens import estimate_messages_tokens, estimate_tokens
 from ._units import parse_duration
 
-__all__ = ["Admission", "Call", "Result", "admission", "chat_call", "embeddings_call"]
+__all__ = ["Admission", "CacheMode", "Call", "Result", "admission", "chat_call", "embeddings_call"]
 
 # Reserved for the answer when a chat call sets no max_tokens; the real figure
 # is settled from the reported usage once the answer arrives.
@@ -29,6 +29,8 @@ class Admission:
     priority: int = 0
     timeout: float | None = None
 
+
+CacheMode = Literal["default", "no-cache", "no-store"]
 
 _NO_ADMISSION_CHOICE = Admission()
 _ADMISSION: ContextVar[Admission] = ContextVar("overdrive_admission", default=_NO_ADMISSION_CHOICE)
@@ -77,6 +79,9 @@ class Call:
     tokens: int
     # Taken from the enclosing ``admission(...)`` block when the call is made.
     admission: Admission = field(default_factory=_ADMISSION.get)
+    # "no-cache": do not answer from the cache (the answer is still stored);
+    # "no-store": neither read nor store (HTTP Cache-Control semantics).
+    cache: CacheMode = "default"
 
 
 @dataclass(slots=True, frozen=True)

@@ -215,7 +215,8 @@ class Overdrive:
         cached = await self._stored_stream(stored, call)
         if cached is not None:
             return cached
-        store = None if not self._cache_switch.on else functools.partial(self._store_stream, stored)
+        keeps = self._cache_switch.on and call.cache != "no-store"
+        store = functools.partial(self._store_stream, stored) if keeps else None
         reply = await self._streams.open(
             key, lambda: self._dispatcher.send(call, stream=True), store
         )
@@ -225,7 +226,7 @@ class Overdrive:
 
     async def _stored_stream(self, key: bytes, call: Call) -> StreamReply | None:
         """A fresh stored stream for ``key``, played back chunk by chunk, or None."""
-        if not self._cache_switch.on:
+        if not self._cache_switch.on or call.cache != "default":
             return None
         found = await self._cache.get(key)
         if found is None or not found.fresh:
@@ -242,7 +243,7 @@ class Overdrive:
 
     async def _cached_or_fetched(self, call: Call) -> Result:
         key = request_key(call.op, call.body, self.config.namespace)
-        if self._cache_switch.on:
+        if self._cache_switch.on and call.cache == "default":
             found = await self._cache.get(key)
             if found is not None:
                 self.metrics.counter("overdrive_cache_hits_total", op=call.op).inc()
@@ -280,7 +281,7 @@ class Overdrive:
     async def _fetch(self, call: Call, key: bytes) -> Result:
         batches = self._batches
         result = await (batches.submit(call) if batches.takes(call) else self._send(call))
-        if result.ok:
+        if result.ok and call.cache != "no-store":
             await self._fill(key, result)
         return result
 

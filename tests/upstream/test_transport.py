@@ -154,3 +154,34 @@ async def test_unreachable_upstream_maps_to_502(clock: FakeClock) -> None:
             await openai_client(od).chat.completions.create(model="m", messages=HELLO)
     assert info.value.status_code == 502
     assert "upstream 'a'" in str(info.value)
+
+
+async def cache_states(clock: FakeClock, headers: list[dict[str, str]]) -> tuple[list[str], int]:
+    """``x-overdrive-cache`` of identical calls sent with ``headers``, and upstream calls made."""
+    fake = FakeUpstream(clock)
+    config = {"upstreams": [{"name": "a", "base_url": "http://u/v1", "models": ["m"]}]}
+    async with Overdrive.from_config(
+        config, clock=clock, upstream_transport=fake.transport()
+    ) as od:
+        client = od.http_client(base_url="http://any.test/v1")
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        states = []
+        for extra in headers:
+            response = await client.post("/chat/completions", json=body, headers=extra)
+            assert response.status_code == 200
+            states.append(response.headers["x-overdrive-cache"])
+    return states, len(fake.calls)
+
+
+async def test_no_cache_skips_the_cached_answer_but_stores_the_new_one(clock: FakeClock) -> None:
+    states, calls = await cache_states(clock, [{}, {"cache-control": "no-cache"}, {}])
+    assert states == ["MISS", "MISS", "HIT"]
+    assert calls == 2
+
+
+async def test_no_store_neither_reads_nor_stores(clock: FakeClock) -> None:
+    plain: dict[str, str] = {}
+    no_store = {"cache-control": "no-store, max-age=0"}
+    states, calls = await cache_states(clock, [no_store, plain, plain])
+    assert states == ["MISS", "MISS", "HIT"]  # the no-store answer was never kept
+    assert calls == 2

@@ -9,12 +9,13 @@ map them the same way.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .._calls import Admission, admission, chat_call, embeddings_call
+from .._calls import Admission, CacheMode, admission, chat_call, embeddings_call
 from .._errors import (
     QueueFullError,
     QueueTimeoutError,
@@ -71,7 +72,7 @@ async def answer(engine: Overdrive, kind: str, headers: Mapping[str, str], body:
     """
     try:
         with _admission_from(headers):
-            return await _serve(engine, kind, body)
+            return await _serve(engine, kind, headers, body)
     except QueueFullError as exc:
         return error_answer(429, str(exc), "queue_full")
     except QueueTimeoutError as exc:
@@ -84,11 +85,20 @@ async def answer(engine: Overdrive, kind: str, headers: Mapping[str, str], body:
         return error_answer(502, str(exc), "upstream_error")
 
 
-async def _serve(engine: Overdrive, kind: str, body: bytes) -> Answer:
+def cache_mode(value: str | None) -> CacheMode:
+    """What a request's ``Cache-Control`` asks of the cache (other directives are ignored)."""
+    directives = {part.strip().split("=", 1)[0].lower() for part in (value or "").split(",")}
+    if "no-store" in directives:
+        return "no-store"
+    return "no-cache" if "no-cache" in directives else "default"
+
+
+async def _serve(engine: Overdrive, kind: str, headers: Mapping[str, str], body: bytes) -> Answer:
     if kind == "models":
         return Answer(200, {"content-type": _JSON}, dumps(models_payload(engine.models())))
     request = _json_body(body)
     call = chat_call(request) if kind == "chat" else embeddings_call(request)
+    call = dataclasses.replace(call, cache=cache_mode(headers.get("cache-control")))
     if call.stream:
         reply = await engine.open_stream(call)
         content_type = reply.headers.get("content-type", "text/event-stream")
