@@ -40,8 +40,8 @@ from types import TracebackType
 import uvloop
 
 from overdrive import Overdrive
+from overdrive._asgi import Receive, Scope, Send
 from overdrive.sim import SimApp, SimConfig, SimServer
-from overdrive.sim._app import Receive, Scope, Send
 
 MODEL = "gpt-4o-mini"
 SWEEP = (4, 8, 12, 16, 20, 24, 28, 32, 48, 64, 128)

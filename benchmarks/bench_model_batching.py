@@ -37,7 +37,6 @@ import importlib
 import os
 import random
 import statistics
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
@@ -45,9 +44,9 @@ from types import TracebackType
 from typing import Any, Protocol
 
 import overdrive
+from overdrive._asgi_server import BackgroundServer
 from overdrive._json import dumps, loads
 from overdrive.flow import BatchedFunction
-from overdrive.sim._server import _listen, _serve, _Uvicorn, _uvicorn_config
 
 Rows = list[list[float]]
 Contender = Callable[[], Awaitable[Rows]]
@@ -331,19 +330,8 @@ async def respond(send: Send, status: int, payload: dict[str, Any]) -> None:
 @contextlib.contextmanager
 def serving(app: EmbeddingsEndpoint) -> Iterator[str]:
     """Serve ``app`` on a loopback port from a uvicorn thread; yield its ``/v1`` base URL."""
-    sock = _listen("127.0.0.1", 0)
-    port = sock.getsockname()[1]
-    ready = threading.Event()
-    server = _Uvicorn(_uvicorn_config(app, "127.0.0.1", port), ready)
-    thread = threading.Thread(target=_serve, args=(server, sock, ready), daemon=True)
-    thread.start()
-    if not ready.wait(10) or not server.started:
-        raise RuntimeError("the embeddings endpoint did not start")
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with BackgroundServer(app) as server:
+        yield server.base_url
 
 
 # -- measuring and reporting ---------------------------------------------------

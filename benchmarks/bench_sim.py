@@ -22,10 +22,10 @@ from typing import Any
 import uvicorn
 import uvloop
 
+from overdrive._asgi_server import uvicorn_config
 from overdrive._json import dumps
 from overdrive.sim import SimApp, SimConfig
 from overdrive.sim._app import ASGIApp
-from overdrive.sim._server import _uvicorn_config
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
@@ -49,7 +49,7 @@ def serve(kind: str, sock: socket.socket) -> None:
     """Serve one app on the sim's own uvicorn settings, so only the app differs."""
     app: ASGIApp = floor_app if kind == "floor" else SimApp(zero_latency())
     host, port = sock.getsockname()
-    uvicorn.Server(_uvicorn_config(app, host, port)).run(sockets=[sock])
+    uvicorn.Server(uvicorn_config(app, host, port)).run(sockets=[sock])
 
 
 def zero_latency() -> SimConfig:

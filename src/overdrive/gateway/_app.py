@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._asgi import BodyTooLarge, ClientGone, Message, Receive, Scope, Send, read_body
 from .._errors import ConfigError
 from .._json import dumps
 from ..monitor import CONTENT_TYPE as METRICS_TYPE
@@ -26,18 +27,10 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "GatewayApp", "create_app"]
 
-Message = MutableMapping[str, Any]
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 _log = logging.getLogger("overdrive.gateway")
-
-
-class _ClientGone(Exception):
-    """The client hung up; there is nobody left to answer."""
 
 
 class GatewayApp:
@@ -138,10 +131,10 @@ class GatewayApp:
             if handler is None:
                 return await _respond(send, _not_allowed(scope["method"], path, methods))
             await handler(scope, receive, started.watch(send))
-        except _TooLarge as exc:
+        except BodyTooLarge as exc:
             message = f"The request body is larger than the {exc.limit} bytes this server accepts."
             await _respond(send, error_answer(413, message, "request_too_large"))
-        except _ClientGone:
+        except ClientGone:
             pass
         except Exception:
             # A bug, not the caller's fault: log it, answer if we still can, keep serving.
@@ -157,30 +150,11 @@ class GatewayApp:
             return await _respond(send, _not_ready())
         kind = route(scope["method"], scope["path"])
         assert kind is not None  # the route table only sends OpenAI paths here
-        body = b"" if kind == "models" else await self._read_body(scope, receive)
+        body = b"" if kind == "models" else await read_body(scope, receive, self._max_body)
         reply = await answer(engine, kind, _headers(scope), body)
         if reply.stream is None:
             return await _respond(send, reply)
         await _relay(reply, reply.stream, receive, send)
-
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
-        limit = self._max_body
-        declared = _header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise _TooLarge(limit)
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _ClientGone
-            chunk: bytes = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise _TooLarge(limit)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
 
     # --- health, metrics, the API description ----------------------------------
 
@@ -213,11 +187,6 @@ class GatewayApp:
 
 
 _JSON_HEADERS = {"content-type": "application/json"}
-
-
-class _TooLarge(Exception):
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
 
 
 class _Started:
@@ -281,13 +250,6 @@ async def _disconnected(receive: Receive) -> None:
 
 def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-
-
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value  # type: ignore[no-any-return]
-    return None
 
 
 def _not_allowed(method: str, path: str, methods: Mapping[str, Handler]) -> Answer:

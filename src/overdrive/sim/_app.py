@@ -12,9 +12,18 @@ import contextlib
 import random
 import secrets
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from overdrive._asgi import (
+    BodyTooLarge,
+    ClientGone,
+    Receive,
+    Scope,
+    Send,
+    header,
+    read_body,
+)
 from overdrive._clock import Clock, SystemClock
 from overdrive._errors import ConfigError
 from overdrive._json import JSONDecodeError, dumps, loads
@@ -42,10 +51,6 @@ from overdrive.sim._stats import SimStats
 
 __all__ = ["SimApp"]
 
-Message = MutableMapping[str, Any]
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 ASGIApp = Handler
 Headers = list[tuple[bytes, bytes]]
@@ -56,10 +61,6 @@ _DONE = b"data: [DONE]\n\n"
 _CREATED = 1_700_000_000  # fixed, so /v1/models is byte-identical across runs
 _DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "text-embedding-3-large")
 _FAULT_FIELDS = frozenset(("error_rate", "hang_rate", "slow_factor"))
-
-
-class _ClientGone(Exception):
-    """The client hung up; there is nobody left to answer."""
 
 
 class SimApp:
@@ -195,7 +196,7 @@ class SimApp:
             await handler(scope, receive, send)
         except ApiError as error:
             await self._respond(send, error.status, error.body(), error.headers)
-        except _ClientGone:
+        except ClientGone:
             pass
 
     async def _respond(self, send: Send, status: int, body: bytes, extra: Headers) -> None:
@@ -307,7 +308,7 @@ class SimApp:
     def _authorize(self, scope: Scope) -> None:
         if self._auth is None:
             return
-        given = _header(scope, b"authorization")
+        given = header(scope, b"authorization")
         if given is None or not secrets.compare_digest(given, self._auth):
             raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
 
@@ -451,7 +452,7 @@ class _Call:
         """Wait ``seconds`` of the app's clock; ``shared`` work on the accelerator, if
         there is one, takes longer while it is over capacity.
 
-        Raises :class:`_ClientGone` if the client leaves, and a 503
+        Raises :class:`ClientGone` if the client leaves, and a 503
         :class:`ApiError` if the app closes meanwhile.
         """
         if seconds <= 0.0:
@@ -472,7 +473,7 @@ class _Call:
         finally:
             sleeper.cancel()
         if self._gone.done():
-            raise _ClientGone
+            raise ClientGone
         if closing.done():
             raise ApiError(503, "The server is shutting down.", kind="server_error")
 
@@ -493,29 +494,10 @@ async def _event(send: Send, payload: bytes) -> None:
 
 
 async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    declared = _header(scope, b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _ClientGone
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        if not message.get("more_body", False):
-            return b"".join((*chunks, chunk)) if chunks else chunk
-        chunks.append(chunk)
-
-
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value  # type: ignore[no-any-return]
-    return None
+    try:
+        return await read_body(scope, receive, limit)
+    except BodyTooLarge:
+        raise _too_large(limit) from None
 
 
 def _too_large(limit: int) -> ApiError:
