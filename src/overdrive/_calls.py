@@ -82,16 +82,24 @@ class Call:
     # "no-cache": do not answer from the cache (the answer is still stored);
     # "no-store": neither read nor store (HTTP Cache-Control semantics).
     cache: CacheMode = "default"
+    # Cached answers older than this many seconds are not used (Cache-Control: max-age).
+    max_age: float | None = None
+    # Keeps this caller's cached and coalesced answers apart from other callers'
+    # (a gateway key's cache namespace); "" shares the engine's.
+    namespace: str = ""
 
 
 @dataclass(slots=True, frozen=True)
 class Result:
-    """A complete response: ``source`` is "upstream", "cache" or "coalesced"."""
+    """A complete response: ``source`` is "upstream", "cache", "stale" or "coalesced"."""
 
     status: int
     body: bytes
     upstream: str
+    # "cache" and "stale" (served past its TTL while it is refreshed) come from the cache.
     source: str = "upstream"
+    # Seconds the call waited for admission to its upstream.
+    queued_s: float = 0.0
 
     @property
     def ok(self) -> bool:

@@ -41,7 +41,9 @@ __all__ = [
     "CacheError",
     "CodecError",
     "ConfigError",
+    "KeyLimitError",
     "MemoryBudgetError",
+    "ModelNotAllowedError",
     "OverdriveError",
     "PoolClosedError",
     "PoolError",
@@ -97,6 +99,15 @@ class QueueTimeoutError(AdmissionError, TimeoutError):
     def __init__(self, queue: str, waited: float) -> None:
         self.waited = waited
         super().__init__(queue, f"not admitted within its deadline (waited {waited:.3f}s)")
+
+
+class KeyLimitError(AdmissionError):
+    """The gateway key ``key`` is over its rpm/tpm; it fits again in ``retry_after`` seconds."""
+
+    def __init__(self, key: str, retry_after: float) -> None:
+        self.key = key
+        self.retry_after = retry_after
+        super().__init__(f"key {key}", f"over the key's rate limit; retry in {retry_after:.3f}s")
 
 
 class BatchError(OverdriveError):
@@ -161,6 +172,15 @@ class UnknownModelError(RequestError):
         self.model = model
         self.known = known
         super().__init__("model", f"no upstream serves {model!r}; configured models: {known}")
+
+
+class ModelNotAllowedError(RequestError):
+    """The gateway key ``key`` may not call ``model``."""
+
+    def __init__(self, key: str, model: str) -> None:
+        self.key = key
+        self.model = model
+        super().__init__("model", f"the API key {key!r} may not use model {model!r}")
 
 
 class ResourceError(OverdriveError):

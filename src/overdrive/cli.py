@@ -1,4 +1,4 @@
-"""The ``overdrive`` command: demo | gateway | report | sim.
+"""The ``overdrive`` command: demo | gateway | hash-key | report | sim.
 
 ``overdrive demo`` runs the built-in agent workload plainly and through
 overdrive against an in-process simulated upstream and prints both side by
@@ -22,7 +22,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    handler = {"demo": _demo, "gateway": _gateway, "report": _report, "sim": _sim}[args.command]
+    handler = {
+        "demo": _demo,
+        "gateway": _gateway,
+        "hash-key": _hash_key,
+        "report": _report,
+        "sim": _sim,
+    }[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:
@@ -41,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     gateway.add_argument("--host", default="127.0.0.1")
     gateway.add_argument("--port", type=int, default=8000)
     gateway.add_argument("--workers", type=_positive_int, default=1, help="processes (default 1)")
+    commands.add_parser(
+        "hash-key", help="print the SHA-256 of an API key read from stdin (for key_sha256)"
+    )
     report = commands.add_parser("report", help="where the last run's time went, and why")
     report.add_argument("--file", default=None, help="saved run (default .overdrive/last-run.json)")
     report.add_argument("--json", action="store_true", help="print one JSON line instead")
@@ -83,15 +92,25 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _gateway(args: argparse.Namespace) -> int:
     from ._errors import ConfigError
-    from .config import load_config
     from .gateway import run_gateway
 
     try:
-        load_config(args.config)  # a bad file fails here, plainly, not in every worker
+        run_gateway(args.config, args.host, args.port, args.workers)
     except ConfigError as exc:
         print(f"overdrive gateway: {exc}", file=sys.stderr)
         return 2
-    run_gateway(args.config, args.host, args.port, args.workers)
+    return 0
+
+
+def _hash_key(args: argparse.Namespace) -> int:
+    from .gateway import hash_key
+
+    # Read from stdin, never from the command line, where shells and `ps` would keep it.
+    secret = sys.stdin.readline().strip()
+    if not secret:
+        print("overdrive hash-key: expected the API key on standard input", file=sys.stderr)
+        return 2
+    print(hash_key(secret))
     return 0
 
 

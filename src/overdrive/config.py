@@ -11,6 +11,7 @@ A wrong value raises :class:`~overdrive.ConfigError` naming the field, e.g.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -36,6 +37,7 @@ __all__ = [
     "Config",
     "EmbeddingBatchConfig",
     "GatewayConfig",
+    "GatewayKey",
     "HealthConfig",
     "ModelLimits",
     "ResourcesConfig",
@@ -259,11 +261,63 @@ class ResourcesConfig(_Section):
     memory: Bytes | None = None
 
 
+class GatewayKey(_Section):
+    """One virtual API key of the gateway: who may call, how often, with which cache.
+
+    The secret itself is never in the config: give its SHA-256 (``key_sha256``,
+    what ``overdrive hash-key`` prints) or the environment variable holding it
+    (``key_env``; it is hashed at load and the plain text is not kept).
+    """
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+    key_sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    key_env: str | None = None
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+    # How much of the key's quota may go at once, in seconds of its rate.
+    burst: Seconds = Field(default=1.0, gt=0)
+    # Calls over the key's rate wait this long for room before a 429.
+    max_wait: Seconds = Field(default=0.0)
+    # Models the key may call; empty means every model.
+    models: list[str] = Field(default_factory=list)
+    # Keys with the same cache namespace share cached answers; by default a
+    # key sees only its own (its name).
+    cache_namespace: str | None = None
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> GatewayKey:
+        if (self.key_sha256 is None) == (self.key_env is None):
+            raise ConfigError(
+                f"gateway.keys.{self.name}", "give exactly one of key_sha256 or key_env"
+            )
+        return self
+
+    def digest(self) -> str:
+        """The key's SHA-256 in lower-case hex, read from the environment if need be."""
+        if self.key_sha256 is not None:
+            return self.key_sha256.lower()
+        secret = os.environ.get(self.key_env or "", "")
+        return hashlib.sha256(secret.encode()).hexdigest()
+
+
 class GatewayConfig(_Section):
     """The HTTP gateway (``overdrive gateway``)."""
 
     # Larger request bodies are refused with 413 before they are read.
     max_body_bytes: Bytes = Field(default=8 * 1024 * 1024, ge=1)
+    # With keys, every OpenAI route needs `Authorization: Bearer <key>`.
+    keys: list[GatewayKey] = Field(default_factory=list)
+    # On SIGTERM, requests in flight get this long to finish before they are cut.
+    drain_timeout: Seconds = Field(default=30.0)
+
+    @model_validator(mode="after")
+    def _unique_keys(self) -> GatewayConfig:
+        names: set[str] = set()
+        for index, key in enumerate(self.keys):
+            if key.name in names:
+                raise ConfigError(f"gateway.keys[{index}].name", f"duplicate name {key.name!r}")
+            names.add(key.name)
+        return self
 
 
 class Config(_Section):
@@ -360,3 +414,22 @@ def _check_api_keys(config: Config) -> None:
                 f"upstreams[{index}].api_key_env",
                 f"environment variable {upstream.api_key_env!r} is not set",
             )
+    _check_gateway_keys(config)
+
+
+def _check_gateway_keys(config: Config) -> None:
+    models = set(config.models())
+    digests: dict[str, str] = {}
+    for index, key in enumerate(config.gateway.keys):
+        where = f"gateway.keys[{index}]"
+        if key.key_env is not None and not os.environ.get(key.key_env):
+            raise ConfigError(
+                f"{where}.key_env", f"environment variable {key.key_env!r} is not set"
+            )
+        unknown = sorted(set(key.models) - models)
+        if unknown:
+            raise ConfigError(f"{where}.models", f"no upstream serves {', '.join(unknown)}")
+        # Two names for one secret would make the caller's identity ambiguous.
+        other = digests.setdefault(key.digest(), key.name)
+        if other != key.name:
+            raise ConfigError(where, f"key {key.name!r} has the same secret as {other!r}")

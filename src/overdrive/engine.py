@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -77,6 +78,9 @@ class Overdrive:
     ) -> None:
         self.config = config
         self._clock = clock or SystemClock()
+        # Cached answers carry the wall time they were stored at, so their age
+        # means the same in every process; an injected clock stands in for it.
+        self._wall: Callable[[], float] = time.time if clock is None else self._clock.now
         # On the engine's clock, so metric windows move with it (tests step it).
         self.metrics = Metrics(clock=self._clock)
         self._upstreams = [
@@ -210,8 +214,8 @@ class Overdrive:
         self.metrics.counter("overdrive_requests_total", op=call.op).inc()
         if not self._router.serves(call.model):  # fail fast, before any queueing
             raise UnknownModelError(call.model, self._router.models())
-        key = request_key(call.op, call.body, self.config.namespace)
-        stored = request_key(f"{call.op}.stream", call.body, self.config.namespace)
+        key = self._key(call.op, call)
+        stored = self._key(f"{call.op}.stream", call)
         cached = await self._stored_stream(stored, call)
         if cached is not None:
             return cached
@@ -229,26 +233,41 @@ class Overdrive:
         if not self._cache_switch.on or call.cache != "default":
             return None
         found = await self._cache.get(key)
-        if found is None or not found.fresh:
+        if found is None or not found.fresh or not self._young_enough(found.value, call):
             self.metrics.counter("overdrive_cache_misses_total", op=call.op).inc()
             return None
         self.metrics.counter("overdrive_cache_hits_total", op=call.op).inc()
-        _, chunks, upstream = found.value
+        _, chunks, upstream, *_ = found.value
         return replay(list(chunks), upstream)
 
     async def _store_stream(self, key: bytes, upstream: str, chunks: list[bytes]) -> None:
         """Keep a streamed body that ended well, as its chunks (replayed as a stream)."""
         ttl = self._ttl.seconds * (1.0 - _TTL_JITTER * self._rng.random())
-        await self._cache.set(key, (200, chunks, upstream), ttl, stale=0.0)
+        await self._cache.set(key, (200, chunks, upstream, self._wall()), ttl, stale=0.0)
+
+    def _key(self, op: str, call: Call) -> bytes:
+        """The cache and coalescing key: a caller's own namespace keeps its answers apart."""
+        namespace = self.config.namespace
+        if call.namespace:
+            namespace = f"{namespace}/{call.namespace}"
+        return request_key(op, call.body, namespace)
+
+    def _young_enough(self, value: tuple[Any, ...], call: Call) -> bool:
+        """Whether a cached answer is within the call's ``max_age`` (always, without one)."""
+        if call.max_age is None:
+            return True
+        stored_at = value[3] if len(value) > 3 else float("-inf")
+        return self._wall() - stored_at <= call.max_age
 
     async def _cached_or_fetched(self, call: Call) -> Result:
-        key = request_key(call.op, call.body, self.config.namespace)
+        key = self._key(call.op, call)
         if self._cache_switch.on and call.cache == "default":
             found = await self._cache.get(key)
-            if found is not None:
+            if found is not None and self._young_enough(found.value, call):
                 self.metrics.counter("overdrive_cache_hits_total", op=call.op).inc()
                 if not found.fresh:
                     self._revalidate(call, key)
+                    return _cached_result(found.value, "stale")
                 return _cached_result(found.value)
             self.metrics.counter("overdrive_cache_misses_total", op=call.op).inc()
         result, joined = await self._flight.run(key, lambda: self._fetch_once(call, key))
@@ -290,8 +309,10 @@ class Overdrive:
         started = self._clock.now()
         exchange = await self._dispatcher.send(call)
         try:
+            response = exchange.response
+            queued = exchange.lease.queued_s
             result = Result(
-                exchange.response.status_code, exchange.response.content, exchange.upstream.name
+                response.status_code, response.content, exchange.upstream.name, queued_s=queued
             )
             if result.ok:
                 await self._settle(call, exchange, result)
@@ -331,7 +352,7 @@ class Overdrive:
     async def _fill(self, key: bytes, result: Result) -> None:
         cache = self._cache
         if self._cache_switch.on:
-            value = (result.status, result.body, result.upstream)
+            value = (result.status, result.body, result.upstream, self._wall())
             shared = cache.lease is not None  # waiting processes read it back from Redis
             # Jitter, so answers cached in one burst do not all expire in one burst.
             ttl = self._ttl.seconds * (1.0 - _TTL_JITTER * self._rng.random())
@@ -479,9 +500,9 @@ def _parse_object(body: bytes, upstream: str) -> dict[str, Any]:
     return payload
 
 
-def _cached_result(value: Any) -> Result:
-    status, body, upstream = value
-    return Result(status, body, upstream, "cache")
+def _cached_result(value: Any, source: str = "cache") -> Result:
+    status, body, upstream, *_ = value  # entries from older versions carry no time
+    return Result(status, body, upstream, source)
 
 
 def _int(value: Any) -> int:

@@ -151,7 +151,9 @@ async def test_leaving_early_cancels_the_remote_tasks(
         return item
 
     config = engine_config(sim)
-    async with distribute(task, range(50), backend=backend, config=config, concurrency=4) as run:
+    # Exactly as many items as slots: none is sent while the run is being left.
+    # (Ray may lose a cancel that overtakes an actor task not yet started.)
+    async with distribute(task, range(4), backend=backend, config=config, concurrency=4) as run:
         assert (await anext(run)).index == 0
         # Leave once the others are surely running on the actors (a cold Ray
         # may take a while to start them).
@@ -160,15 +162,14 @@ async def test_leaving_early_cancels_the_remote_tasks(
                 break
             await asyncio.sleep(0.05)
     assert backend.in_flight == 0
-    # Items 1-3 were running, and item 4 too if it had taken item 0's slot
-    # before the exit. Cancellation reaches the actors asynchronously, so give
-    # it time to land on a busy machine.
+    # Items 1-3 were running. Cancellation reaches the actors asynchronously,
+    # so give it time to land on a busy machine.
     for _ in range(300):
         if marked(tmp_path, "cancelled") == marked(tmp_path, "started"):
             break
         await asyncio.sleep(0.05)
-    assert marked(tmp_path, "started") >= 3
-    assert marked(tmp_path, "cancelled") == marked(tmp_path, "started")
+    assert marked(tmp_path, "started") == 3
+    assert marked(tmp_path, "cancelled") == 3
 
 
 def marked(directory: Path, what: str) -> int:

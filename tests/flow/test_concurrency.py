@@ -306,6 +306,19 @@ async def test_latency_within_the_tolerance_does_not_cut(
     assert limit.gradient == 1.0
 
 
+async def test_calls_of_a_few_milliseconds_are_not_judged_for_congestion(
+    clock: FakeClock, saturated: Saturated
+) -> None:
+    # 100 tokens at 20 us: 2 ms calls, like a zero-latency upstream on loopback.
+    limit = await saturated(32, fresh=True)
+    feed(clock, limit, per_token=0.00002, rounds=_PROBE_FIRST + 1)
+    limit.limit = before = 32
+    feed(clock, limit, per_token=0.00006)  # 3x slower, still 6 ms: our own loop, not theirs
+    assert limit.limit >= before
+    feed(clock, limit, per_token=0.0006)  # 60 ms calls are judged again: cut
+    assert limit.limit < before
+
+
 @pytest.mark.parametrize("slower", [1.2, 1.32, 1.65, 3.0])
 async def test_cut_is_in_proportion_to_the_excess(
     clock: FakeClock, saturated: Saturated, slower: float

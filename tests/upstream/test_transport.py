@@ -11,7 +11,7 @@ import pytest
 
 from overdrive import FakeClock, Overdrive
 from overdrive.upstream import EngineTransport
-from tests.fakes import FakeUpstream, connect_error, engine
+from tests.fakes import FakeUpstream, connect_error, engine, finish
 
 HELLO: Any = [{"role": "user", "content": "hello"}]
 
@@ -156,25 +156,38 @@ async def test_unreachable_upstream_maps_to_502(clock: FakeClock) -> None:
     assert "upstream 'a'" in str(info.value)
 
 
-async def cache_states(clock: FakeClock, headers: list[dict[str, str]]) -> tuple[list[str], int]:
-    """``x-overdrive-cache`` of identical calls sent with ``headers``, and upstream calls made."""
+Step = tuple[float, dict[str, str]]  # seconds to let pass first, then the request's headers
+
+
+async def cache_states(clock: FakeClock, steps: list[Step], **cache: Any) -> tuple[list[str], int]:
+    """``x-overdrive-cache`` of identical calls made as ``steps`` say, and upstream calls made."""
     fake = FakeUpstream(clock)
-    config = {"upstreams": [{"name": "a", "base_url": "http://u/v1", "models": ["m"]}]}
+    config = {
+        "upstreams": [{"name": "a", "base_url": "http://u/v1", "models": ["m"]}],
+        "cache": cache,
+    }
     async with Overdrive.from_config(
         config, clock=clock, upstream_transport=fake.transport()
     ) as od:
         client = od.http_client(base_url="http://any.test/v1")
         body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
         states = []
-        for extra in headers:
+        for seconds, extra in steps:
+            clock.advance(seconds)
             response = await client.post("/chat/completions", json=body, headers=extra)
             assert response.status_code == 200
             states.append(response.headers["x-overdrive-cache"])
+            for _ in range(20):  # let a background refresh run its course
+                await asyncio.sleep(0)
     return states, len(fake.calls)
 
 
+def at_once(*headers: dict[str, str]) -> list[Step]:
+    return [(0.0, h) for h in headers]
+
+
 async def test_no_cache_skips_the_cached_answer_but_stores_the_new_one(clock: FakeClock) -> None:
-    states, calls = await cache_states(clock, [{}, {"cache-control": "no-cache"}, {}])
+    states, calls = await cache_states(clock, at_once({}, {"cache-control": "no-cache"}, {}))
     assert states == ["MISS", "MISS", "HIT"]
     assert calls == 2
 
@@ -182,6 +195,59 @@ async def test_no_cache_skips_the_cached_answer_but_stores_the_new_one(clock: Fa
 async def test_no_store_neither_reads_nor_stores(clock: FakeClock) -> None:
     plain: dict[str, str] = {}
     no_store = {"cache-control": "no-store, max-age=0"}
-    states, calls = await cache_states(clock, [no_store, plain, plain])
+    states, calls = await cache_states(clock, at_once(no_store, plain, plain))
     assert states == ["MISS", "MISS", "HIT"]  # the no-store answer was never kept
     assert calls == 2
+
+
+async def test_max_age_refuses_answers_older_than_it(clock: FakeClock) -> None:
+    young, old = {"cache-control": "max-age=60"}, {"cache-control": "max-age=10"}
+    steps = [(0.0, {}), (30.0, young), (0.0, old), (0.0, old)]
+    states, calls = await cache_states(clock, steps)
+    # 30 s old: fine for max-age=60, too old for max-age=10, whose refetch is then young.
+    assert states == ["MISS", "HIT", "MISS", "HIT"]
+    assert calls == 2
+
+
+async def test_a_malformed_max_age_is_a_400_naming_the_header(clock: FakeClock) -> None:
+    fake = FakeUpstream(clock)
+    async with engine(fake, clock) as od:
+        client = od.http_client(base_url="http://any.test/v1")
+        body = {"model": "m", "messages": HELLO}
+        response = await client.post(
+            "/chat/completions", json=body, headers={"cache-control": "max-age=soon"}
+        )
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "cache-control"
+    assert not fake.calls
+
+
+async def test_an_answer_past_its_ttl_is_served_stale_while_it_is_refreshed(
+    clock: FakeClock,
+) -> None:
+    steps: list[Step] = [(0.0, {}), (90.0, {}), (0.0, {})]
+    states, calls = await cache_states(clock, steps, ttl="60s", stale="5m")
+    assert states == ["MISS", "STALE", "HIT"]  # the refresh replaced the stale entry
+    assert calls == 2
+
+
+async def test_queue_ms_tells_how_long_the_call_waited_for_its_rate_limit(
+    clock: FakeClock,
+) -> None:
+    fake = FakeUpstream(clock)
+    config = {
+        "upstreams": [
+            {"name": "a", "base_url": "http://u/v1", "models": ["m"], "rpm": 60, "burst": "1s"}
+        ],
+        "cache": {"enabled": False},
+    }
+    async with Overdrive.from_config(
+        config, clock=clock, upstream_transport=fake.transport()
+    ) as od:
+        client = od.http_client(base_url="http://any.test/v1")
+        body = {"model": "m", "messages": HELLO}
+        first = await client.post("/chat/completions", json=body)
+        second = await finish(clock, client.post("/chat/completions", json=body))
+    assert float(first.headers["x-overdrive-queue-ms"]) == 0.0
+    # One request a second: the second waited about a second for its turn.
+    assert 900.0 <= float(second.headers["x-overdrive-queue-ms"]) <= 1100.0

@@ -45,6 +45,9 @@ which calls get slower instead of more calls getting served. Gradient style:
   cuts take the limit below 60% of where they started and latency does not
   follow, the upstream is slower for everyone, not crowded by us: the
   current latency becomes the baseline and the cutting stops.
+* **Quiet upstreams.** A round whose calls take under 20 ms on average is
+  not judged for latency: that fast, the rise comes from this process's own
+  event loop, not the upstream, and a cut would only queue calls here.
 * **Drops.** A ``"dropped"`` outcome (429, 503, 504, timeout) multiplies the
   limit by ``backoff``, at most once per ``drop_window`` seconds, so one event
   that fails many calls at once costs one step, and a storm of them keeps
@@ -102,6 +105,10 @@ _FIRST_CUT = 0.8
 _REBASE_SHARE = 0.6
 # The limit counts as used when this share of it was in flight.
 _USED_SHARE = 0.8
+# Calls this fast (on average over a round) are not judged for congestion: at
+# a few milliseconds, a rise in latency is this process's own event loop
+# getting busier, and cutting concurrency would only queue calls here.
+_QUIET_LATENCY_S = 0.02
 
 
 class Permit:
@@ -425,7 +432,7 @@ class AdaptiveLimit(ConcurrencyLimit):
             return
         if self._baseline is None:
             self._baseline = self._round.mean()
-        gradient = self.gradient
+        gradient = self.gradient if self._round.mean().latency >= _QUIET_LATENCY_S else 1.0
         self._rounds_to_probe -= 1
         if gradient < 1.0:
             self._cut(gradient, now)

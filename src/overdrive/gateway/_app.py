@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._asgi import BodyTooLarge, ClientGone, Message, Receive, Scope, Send, read_body
+from .._clock import SystemClock
 from .._errors import ConfigError
 from .._json import dumps
 from ..monitor import CONTENT_TYPE as METRICS_TYPE
 from ..upstream._door import Answer, answer, error_answer, route
 from ._openapi import openapi_document
+from ._tenants import Tenant, Tenants
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -44,7 +46,15 @@ class GatewayApp:
     >>> uvicorn.run(app, port=8000)  # doctest: +SKIP
     """
 
-    __slots__ = ("_body_from_config", "_config", "_engine", "_max_body", "_openapi", "_routes")
+    __slots__ = (
+        "_body_from_config",
+        "_config",
+        "_engine",
+        "_max_body",
+        "_openapi",
+        "_routes",
+        "_tenants",
+    )
 
     def __init__(
         self,
@@ -59,6 +69,7 @@ class GatewayApp:
         self._body_from_config = max_body_bytes is None
         self._max_body = max_body_bytes or DEFAULT_MAX_BODY_BYTES
         self._engine: Overdrive | None = None
+        self._tenants: Tenants | None = None
         self._openapi = dumps(openapi_document())
         self._routes = self._route_table()
 
@@ -83,13 +94,18 @@ class GatewayApp:
         from ..engine import Overdrive
 
         if self._engine is None:
-            self._engine = Overdrive.from_config(self._config)
+            engine = Overdrive.from_config(self._config)
+            self._tenants = Tenants(engine.config, SystemClock())
+            self._engine = engine
             if self._body_from_config:
-                self._max_body = self._engine.config.gateway.max_body_bytes
+                self._max_body = engine.config.gateway.max_body_bytes
 
     async def shutdown(self) -> None:
         """Close the engine; the lifespan calls this."""
         engine, self._engine = self._engine, None
+        tenants, self._tenants = self._tenants, None
+        if tenants is not None:
+            await tenants.aclose()
         if engine is not None:
             await engine.aclose()
 
@@ -145,13 +161,19 @@ class GatewayApp:
     # --- the OpenAI routes ------------------------------------------------------
 
     async def _call(self, scope: Scope, receive: Receive, send: Send) -> None:
-        engine = self._engine
-        if engine is None:
+        engine, tenants = self._engine, self._tenants
+        if engine is None or tenants is None:
             return await _respond(send, _not_ready())
         kind = route(scope["method"], scope["path"])
         assert kind is not None  # the route table only sends OpenAI paths here
-        body = b"" if kind == "models" else await read_body(scope, receive, self._max_body)
-        reply = await answer(engine, kind, _headers(scope), body)
+        headers = _headers(scope)
+        tenant = tenants.find(headers) if tenants.required else None
+        if tenants.required and tenant is None:
+            reply = _unauthorized(headers)
+        else:
+            body = b"" if kind == "models" else await read_body(scope, receive, self._max_body)
+            reply = await answer(engine, kind, headers, body, tenant)
+        _count(engine, tenant, reply.status)
         if reply.stream is None:
             return await _respond(send, reply)
         await _relay(reply, reply.stream, receive, send)
@@ -259,6 +281,23 @@ def _not_allowed(method: str, path: str, methods: Mapping[str, Handler]) -> Answ
     )
     reply.headers["allow"] = allow
     return reply
+
+
+def _unauthorized(headers: Mapping[str, str]) -> Answer:
+    # The key itself is never echoed back, nor logged.
+    problem = "a key this gateway does not know" if "authorization" in headers else "no key"
+    message = (
+        f"The request carries {problem}. Send `Authorization: Bearer <key>` "
+        "with a key from the gateway's [[gateway.keys]]."
+    )
+    reply = error_answer(401, message, "invalid_api_key")
+    reply.headers["www-authenticate"] = "Bearer"
+    return reply
+
+
+def _count(engine: Overdrive, tenant: Tenant | None, status: int) -> None:
+    key = tenant.name if tenant is not None else ""
+    engine.metrics.counter("overdrive_gateway_requests_total", key=key, code=str(status)).inc()
 
 
 def _not_ready() -> Answer:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+from types import FrameType
 
 import uvicorn
 
 from .._asgi_server import BackgroundServer, uvicorn_settings
-from ..config import CONFIG_ENV
+from ..config import CONFIG_ENV, load_config
 from ._app import GatewayApp
 
 __all__ = ["GatewayServer", "run_gateway"]
@@ -31,13 +33,21 @@ class GatewayServer(BackgroundServer):
 
 
 def run_gateway(config: str, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
-    """Serve the gateway in the foreground; return after Ctrl+C.
+    """Serve the gateway in the foreground; return after Ctrl+C or SIGTERM.
 
-    Each worker process builds its own app (and engine) from ``config``, passed
-    on through ``$OVERDRIVE_CONFIG``.
+    The config is checked here first, so a bad file fails once, plainly
+    (:class:`~overdrive.ConfigError`), not in every worker. Each worker process
+    then builds its own app (and engine) from it, found through
+    ``$OVERDRIVE_CONFIG``. On shutdown the listening socket closes at once and
+    requests in flight get ``[gateway] drain_timeout`` to finish.
     """
+    drain = load_config(config).gateway.drain_timeout
     os.environ[CONFIG_ENV] = os.path.abspath(config)
     settings = uvicorn_settings(foreground=True, lifespan=True)
+    settings["timeout_graceful_shutdown"] = drain
+    # uvicorn drains on SIGTERM, then raises the signal again for the handler it
+    # found; this one makes that a clean exit (status 0) instead of death by signal.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     with contextlib.suppress(KeyboardInterrupt):
         uvicorn.run(
             "overdrive.gateway._app:create_app",
@@ -47,3 +57,7 @@ def run_gateway(config: str, host: str = "127.0.0.1", port: int = 8000, workers:
             workers=workers,
             **settings,
         )
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)

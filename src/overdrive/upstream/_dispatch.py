@@ -22,9 +22,10 @@ from ..flow import (
     retry_after,
     settled_within,
 )
-from ..monitor import Metrics
+from ..monitor import Counter, Histogram, Metrics
 from ..route import Attempt, Router
 from ._upstream import Lease, Upstream
+from ._wire_response import UpstreamResponse
 
 __all__ = ["Dispatcher", "Exchange"]
 
@@ -37,7 +38,7 @@ class Exchange:
     """The final upstream response; with streaming its body is unread and ``lease`` held."""
 
     upstream: Upstream
-    response: httpx.Response
+    response: UpstreamResponse
     lease: Lease
     attempt: Attempt | None = None
 
@@ -48,6 +49,37 @@ class Exchange:
             self.lease.release(outcome)
             if self.attempt is not None:
                 self.attempt.end()
+
+
+class _Meters:
+    """One upstream's per-call series, looked up once: a label lookup hashes a frozenset."""
+
+    __slots__ = ("_metrics", "_name", "_requests", "_responses", "queue_wait")
+
+    def __init__(self, metrics: Metrics, name: str) -> None:
+        self._metrics = metrics
+        self._name = name
+        self.queue_wait: Histogram = metrics.histogram(
+            "overdrive_queue_wait_seconds", upstream=name
+        )
+        self._requests: dict[str, Counter] = {}
+        self._responses: dict[int, Counter] = {}
+
+    def requests(self, op: str) -> Counter:
+        found = self._requests.get(op)
+        if found is None:
+            found = self._requests[op] = self._metrics.counter(
+                "overdrive_upstream_requests_total", upstream=self._name, op=op
+            )
+        return found
+
+    def responses(self, status: int) -> Counter:
+        found = self._responses.get(status)
+        if found is None:
+            found = self._responses[status] = self._metrics.counter(
+                "overdrive_upstream_responses_total", upstream=self._name, status=str(status)
+            )
+        return found
 
 
 class _Attempts:
@@ -74,7 +106,16 @@ class Dispatcher:
     slower than most, and take whichever answers first.
     """
 
-    __slots__ = ("_backoff", "_budgets", "_clock", "_hedges", "_metrics", "_retry", "_router")
+    __slots__ = (
+        "_backoff",
+        "_budgets",
+        "_clock",
+        "_hedges",
+        "_meters",
+        "_metrics",
+        "_retry",
+        "_router",
+    )
 
     def __init__(
         self,
@@ -90,6 +131,7 @@ class Dispatcher:
         self._metrics = metrics
         self._backoff = backoff
         self._budgets: dict[str, RetryBudget] = {}
+        self._meters: dict[str, _Meters] = {}
         self._hedges: dict[str, HedgeDelay] = {
             op: HedgeDelay(retry.hedge_quantile) for op in retry.hedge
         }
@@ -111,6 +153,12 @@ class Dispatcher:
             )
             self._budgets[upstream.name] = budget
         return budget
+
+    def _meters_of(self, upstream: Upstream) -> _Meters:
+        meters = self._meters.get(upstream.name)
+        if meters is None:
+            meters = self._meters[upstream.name] = _Meters(self._metrics, upstream.name)
+        return meters
 
     async def _send_one(self, call: Call, stream: bool, upstream: Upstream) -> Exchange:
         state = _Attempts()
@@ -143,12 +191,9 @@ class Dispatcher:
         except BaseException:
             attempt.end()
             raise
-        self._metrics.histogram("overdrive_queue_wait_seconds", upstream=upstream.name).observe(
-            lease.queued_s
-        )
-        self._metrics.counter(
-            "overdrive_upstream_requests_total", upstream=upstream.name, op=call.op
-        ).inc()
+        meters = self._meters_of(upstream)
+        meters.queue_wait.observe(lease.queued_s)
+        meters.requests(call.op).inc()
         started = self._clock.now()
         attempt.sent()
         try:
@@ -181,9 +226,7 @@ class Dispatcher:
         """Return the exchange if it is final; otherwise close it and prepare the retry."""
         status = exchange.response.status_code
         name = exchange.upstream.name
-        self._metrics.counter(
-            "overdrive_upstream_responses_total", upstream=name, status=str(status)
-        ).inc()
+        self._meters_of(exchange.upstream).responses(status).inc()
         if status == 429 and state.limited < self._retry.rate_limited_attempts:
             await self._discard(exchange, "dropped")
             state.limited += 1

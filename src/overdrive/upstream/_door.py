@@ -10,13 +10,16 @@ map them the same way.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from .._calls import Admission, CacheMode, admission, chat_call, embeddings_call
+from .._calls import Admission, CacheMode, Call, Result, admission, chat_call, embeddings_call
 from .._errors import (
+    KeyLimitError,
+    ModelNotAllowedError,
     QueueFullError,
     QueueTimeoutError,
     RequestError,
@@ -33,7 +36,9 @@ __all__ = [
     "PRIORITY_HEADER",
     "QUEUE_TIMEOUT_HEADER",
     "Answer",
+    "Gate",
     "answer",
+    "cache_control",
     "error_answer",
     "models_payload",
     "route",
@@ -54,6 +59,20 @@ class Answer:
     stream: StreamReply | None = field(default=None)
 
 
+class Gate(Protocol):
+    """Who a call is made for (a gateway key): their cache namespace and their limits."""
+
+    namespace: str
+
+    async def admit(self, call: Call) -> float:
+        """Let the call through (the seconds it waited) or raise why not."""
+        ...
+
+    async def settle(self, call: Call, result: Result) -> None:
+        """Book what the call really cost once its answer is in."""
+        ...
+
+
 def route(method: str, path: str) -> str | None:
     """ "chat", "embeddings" or "models" for an OpenAI API call, None for anything else."""
     if method == "POST" and path.endswith("/chat/completions"):
@@ -65,18 +84,32 @@ def route(method: str, path: str) -> str | None:
     return None
 
 
-async def answer(engine: Overdrive, kind: str, headers: Mapping[str, str], body: bytes) -> Answer:
+async def answer(
+    engine: Overdrive,
+    kind: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    gate: Gate | None = None,
+) -> Answer:
     """Run one call of ``kind`` (see :func:`route`) through ``engine``; errors become answers.
 
+    ``gate``, when given, admits the call first and keeps its cache apart.
     Errors the engine does not know as a caller's or an upstream's fault propagate.
     """
     try:
         with _admission_from(headers):
-            return await _serve(engine, kind, headers, body)
+            return await _serve(engine, kind, headers, body, gate)
+    except KeyLimitError as exc:
+        reply = error_answer(429, str(exc), "rate_limit_exceeded")
+        reply.headers["retry-after"] = str(max(1, math.ceil(exc.retry_after)))
+        reply.headers["retry-after-ms"] = str(math.ceil(exc.retry_after * 1000))
+        return reply
     except QueueFullError as exc:
         return error_answer(429, str(exc), "queue_full")
     except QueueTimeoutError as exc:
         return error_answer(504, str(exc), "queue_timeout")
+    except ModelNotAllowedError as exc:
+        return error_answer(403, str(exc), "model_not_allowed", exc.field)
     except UnknownModelError as exc:
         return error_answer(404, str(exc), "model_not_found", exc.field)
     except RequestError as exc:
@@ -85,35 +118,70 @@ async def answer(engine: Overdrive, kind: str, headers: Mapping[str, str], body:
         return error_answer(502, str(exc), "upstream_error")
 
 
-def cache_mode(value: str | None) -> CacheMode:
-    """What a request's ``Cache-Control`` asks of the cache (other directives are ignored)."""
-    directives = {part.strip().split("=", 1)[0].lower() for part in (value or "").split(",")}
+def cache_control(value: str | None) -> tuple[CacheMode, float | None]:
+    """What a request's ``Cache-Control`` asks of the cache: the mode and any ``max-age``.
+
+    >>> cache_control("max-age=60")
+    ('default', 60.0)
+
+    Directives other than no-cache, no-store and max-age are ignored.
+    """
+    directives: dict[str, str] = {}
+    for part in (value or "").split(","):
+        name, _, argument = part.strip().partition("=")
+        directives[name.lower()] = argument.strip().strip('"')
+    mode: CacheMode = "default"
     if "no-store" in directives:
-        return "no-store"
-    return "no-cache" if "no-cache" in directives else "default"
+        mode = "no-store"
+    elif "no-cache" in directives:
+        mode = "no-cache"
+    max_age = directives.get("max-age")
+    return mode, None if max_age is None else _seconds(max_age)
 
 
-async def _serve(engine: Overdrive, kind: str, headers: Mapping[str, str], body: bytes) -> Answer:
+def _seconds(value: str) -> float:
+    if not value.isdigit():
+        problem = f"max-age expects a whole number of seconds, got {value!r}"
+        raise RequestError("cache-control", problem)
+    return float(value)
+
+
+async def _serve(
+    engine: Overdrive, kind: str, headers: Mapping[str, str], body: bytes, gate: Gate | None
+) -> Answer:
     if kind == "models":
         return Answer(200, {"content-type": _JSON}, dumps(models_payload(engine.models())))
-    request = _json_body(body)
-    call = chat_call(request) if kind == "chat" else embeddings_call(request)
-    call = dataclasses.replace(call, cache=cache_mode(headers.get("cache-control")))
+    call = _call(kind, headers, body, gate)
+    waited = await gate.admit(call) if gate is not None else 0.0
     if call.stream:
         reply = await engine.open_stream(call)
         content_type = reply.headers.get("content-type", "text/event-stream")
-        return Answer(
-            reply.status, _marks(content_type, reply.source, reply.upstream), stream=reply
-        )
+        marks = _marks(content_type, reply.source, reply.upstream, waited + reply.queued_s)
+        return Answer(reply.status, marks, stream=reply)
     result = await engine.request(call)
-    return Answer(result.status, _marks(_JSON, result.source, result.upstream), result.body)
+    if gate is not None:
+        await gate.settle(call, result)
+    marks = _marks(_JSON, result.source, result.upstream, waited + result.queued_s)
+    return Answer(result.status, marks, result.body)
 
 
-def _marks(content_type: str, source: str, upstream: str) -> dict[str, str]:
+def _call(kind: str, headers: Mapping[str, str], body: bytes, gate: Gate | None) -> Call:
+    request = _json_body(body)
+    call = chat_call(request) if kind == "chat" else embeddings_call(request)
+    mode, max_age = cache_control(headers.get("cache-control"))
+    namespace = gate.namespace if gate is not None else ""
+    return dataclasses.replace(call, cache=mode, max_age=max_age, namespace=namespace)
+
+
+_CACHE_MARKS = {"cache": "HIT", "stale": "STALE"}
+
+
+def _marks(content_type: str, source: str, upstream: str, queued_s: float) -> dict[str, str]:
     return {
         "content-type": content_type,
-        "x-overdrive-cache": "HIT" if source == "cache" else "MISS",
+        "x-overdrive-cache": _CACHE_MARKS.get(source, "MISS"),
         "x-overdrive-upstream": upstream,
+        "x-overdrive-queue-ms": f"{queued_s * 1000:.1f}",
     }
 
 

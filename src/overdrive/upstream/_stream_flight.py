@@ -25,6 +25,7 @@ class _Origin:
     upstream: str
     shared: SharedStream | None
     chunks: list[bytes] = field(default_factory=list)
+    queued_s: float = 0.0
 
 
 def replay(chunks: list[bytes], upstream: str) -> StreamReply:
@@ -42,13 +43,15 @@ class StreamReply:
     the end does too).
     """
 
-    __slots__ = ("_reader", "_stored", "headers", "source", "status", "upstream")
+    __slots__ = ("_reader", "_stored", "headers", "queued_s", "source", "status", "upstream")
 
     def __init__(self, origin: _Origin, source: str) -> None:
         self.status = origin.status
         self.headers = origin.headers
         self.upstream = origin.upstream
         self.source = source
+        # Only the caller whose request went out waited for admission.
+        self.queued_s = origin.queued_s if source == "upstream" else 0.0
         self._stored = origin.chunks
         self._reader: StreamReader | None = (
             origin.shared.reader() if origin.shared is not None else None
@@ -128,7 +131,9 @@ class StreamFlight:
         if response.status_code != 200:
             body = await response.aread()
             await exchange.aclose()
-            return _Origin(response.status_code, headers, name, None, [body] if body else [])
+            chunks = [body] if body else []
+            queued = exchange.lease.queued_s
+            return _Origin(response.status_code, headers, name, None, chunks, queued)
 
         async def close(complete: list[bytes] | None) -> None:
             finished()
@@ -142,7 +147,7 @@ class StreamFlight:
         shared = SharedStream(
             response.aiter_bytes(), close
         )  # decoded: we relay no content-encoding
-        return _Origin(200, headers, exchange.upstream.name, shared)
+        return _Origin(200, headers, name, shared, queued_s=exchange.lease.queued_s)
 
     def _forget(self, key: Hashable, pending: asyncio.Future[_Origin]) -> None:
         """Take the key off the board once its stream ended or failed to open."""

@@ -1,4 +1,4 @@
-"""One configured OpenAI-compatible endpoint: its pooled HTTP client, pacing and slots."""
+"""One configured OpenAI-compatible endpoint: its pooled HTTP clients, pacing and slots."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ from ..flow import (
     RedisLimiter,
     settled_within,
 )
+from ._wire import WirePool, wire_pool_for
+from ._wire_response import UpstreamResponse
 
 __all__ = ["Lease", "Upstream"]
 
@@ -58,7 +60,7 @@ class Lease:
 class Upstream:
     """Sends calls to one endpoint once its rate limit and concurrency admit them."""
 
-    __slots__ = ("_clock", "_http", "_queues", "concurrency", "config")
+    __slots__ = ("_clock", "_http", "_queues", "_wire", "concurrency", "config")
 
     def __init__(
         self,
@@ -79,15 +81,27 @@ class Upstream:
         self.concurrency = _concurrency_limit(config, clock)
         key = config.api_key()
         # Sized for the highest the limit may be set to at run time, not where it starts.
-        connections = (
-            self.concurrency.max_limit if config.concurrency == "auto" else config.max_concurrency
+        connections = max(
+            self.concurrency.max_limit if config.concurrency == "auto" else config.max_concurrency,
+            self.concurrency.limit,
         )
+        connect_timeout = min(config.timeout, 10.0)
+        # httpx sends streamed calls and probes, and every call where the lean
+        # client does not apply (see wire_pool_for); the lean client the rest.
         self._http = httpx.AsyncClient(
             base_url=config.base_url,
             headers={"authorization": f"Bearer {key}"} if key else None,
-            timeout=httpx.Timeout(config.timeout, connect=min(config.timeout, 10.0)),
-            limits=httpx.Limits(max_connections=max(connections, self.concurrency.limit)),
+            timeout=httpx.Timeout(config.timeout, connect=connect_timeout),
+            limits=httpx.Limits(max_connections=connections),
             transport=transport,
+        )
+        self._wire: WirePool | None = wire_pool_for(
+            config.base_url,
+            transport=transport,
+            api_key=key,
+            connections=connections,
+            timeout=config.timeout,
+            connect_timeout=connect_timeout,
         )
 
     @property
@@ -148,6 +162,11 @@ class Upstream:
     async def _slot(
         self, queue: AdmissionQueue, left: float | None, allowed: float | None
     ) -> Permit:
+        if left is None:
+            # No deadline: nothing to race the wait against, so no task and no
+            # timer; acquire takes a free slot at once and gives a waiting
+            # one up itself if the caller is cancelled.
+            return await self.concurrency.acquire()
         acquiring = asyncio.ensure_future(self.concurrency.acquire())
         try:
             if await settled_within(
@@ -160,8 +179,10 @@ class Upstream:
         acquiring.cancel()  # the limit hands a slot granted meanwhile on
         raise QueueTimeoutError(queue.name, allowed or 0.0)
 
-    async def exchange(self, call: Call, *, stream: bool) -> httpx.Response:
+    async def exchange(self, call: Call, *, stream: bool) -> UpstreamResponse:
         """POST the call; with ``stream`` the body is left unread for the caller."""
+        if self._wire is not None and not stream:
+            return await self._wire.post(call.path, dumps(call.body))
         request = self._http.build_request(
             "POST",
             call.path,
@@ -175,6 +196,8 @@ class Upstream:
             await queue.aclose()
             await queue.limiter.aclose()
         await self._http.aclose()
+        if self._wire is not None:
+            await self._wire.aclose()
 
     def __repr__(self) -> str:
         return (

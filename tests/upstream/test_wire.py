@@ -1,0 +1,554 @@
+"""The lean HTTP/1.1 client against real servers: the sim, and raw asyncio servers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trustme
+
+from overdrive import Overdrive
+from overdrive.sim import SimConfig, SimServer
+from overdrive.upstream._wire import Origin, WirePool, proxy_configured, wire_pool_for
+from overdrive.upstream._wire_response import WireHeaders
+
+CHAT = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}'
+OK_BODY = b'{"ok": true}'
+
+# How a raw server answers request number ``index`` (0-based) on a connection;
+# False closes the connection after it.
+Respond = Callable[[asyncio.StreamWriter, int], Awaitable[bool]]
+
+
+class RawServer:
+    """A bare HTTP/1.1 server on loopback: reads each request whole, answers by script."""
+
+    def __init__(self, respond: Respond, tls: ssl.SSLContext | None = None) -> None:
+        self._respond = respond
+        self._tls = tls
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+        self.connections = 0
+        self.requests = 0
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        port = self._server.sockets[0].getsockname()[1]
+        return f"{'https' if self._tls else 'http'}://127.0.0.1:{port}/v1"
+
+    async def __aenter__(self) -> RawServer:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self._tls)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for handler in list(self._handlers):
+            handler.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        self.connections += 1
+        try:
+            index = 0
+            while await _read_request(reader):
+                self.requests += 1
+                if not await self._respond(writer, index):
+                    break
+                index += 1
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass  # the client left, or the test ended: either way this connection is done
+        finally:
+            self._handlers.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+
+async def _read_request(reader: asyncio.StreamReader) -> bool:
+    """Read one request (headers and content-length body); False at end of stream."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError:
+        return False
+    length = 0
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    await reader.readexactly(length)
+    return True
+
+
+def answer(body: bytes = OK_BODY, *extra: bytes) -> bytes:
+    head = [b"HTTP/1.1 200 OK", b"content-length: %d" % len(body), *extra]
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+async def keep_answering(writer: asyncio.StreamWriter, index: int) -> bool:
+    writer.write(answer())
+    return True
+
+
+def pool_for(url: str, *, limit: int = 8, timeout: float = 5.0, **options: Any) -> WirePool:
+    origin = Origin.parse(url)
+    assert origin is not None
+    return WirePool(origin, limit=limit, timeout=timeout, **options)
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[SimServer]:
+    with SimServer(SimConfig(ttft_s=0.0, per_token_s=0.0, api_key="sim-key")) as server:
+        yield server
+
+
+@pytest.fixture
+async def sim_pool(sim: SimServer) -> AsyncIterator[WirePool]:
+    pool = pool_for(sim.base_url, headers={"authorization": "Bearer sim-key"})
+    yield pool
+    await pool.aclose()
+
+
+# --- against the sim ---------------------------------------------------------------------
+
+
+async def test_answers_from_the_sim_on_one_kept_alive_connection(sim_pool: WirePool) -> None:
+    for _ in range(20):
+        response = await sim_pool.post("/chat/completions", CHAT)
+        assert response.status_code == 200
+        assert json.loads(response.content)["object"] == "chat.completion"
+    assert (sim_pool.open, sim_pool.idle) == (1, 1)
+
+
+async def test_the_sims_status_and_headers_come_through(sim: SimServer) -> None:
+    pool = pool_for(sim.base_url)  # no key: the sim refuses
+    response = await pool.post("/chat/completions", CHAT)
+    assert response.status_code == 401
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert "CONTENT-LENGTH" in response.headers
+    assert await response.aread() == response.content
+    await pool.aclose()
+
+
+async def test_200_concurrent_requests_share_a_bounded_pool(sim: SimServer) -> None:
+    pool = pool_for(sim.base_url, limit=8, headers={"authorization": "Bearer sim-key"})
+    most = 0
+
+    async def one() -> int:
+        nonlocal most
+        response = await pool.post("/chat/completions", CHAT)
+        most = max(most, pool.open)
+        return response.status_code
+
+    statuses = await asyncio.gather(*(one() for _ in range(200)))
+    assert statuses == [200] * 200
+    assert most <= 8
+    assert pool.open <= 8
+    await pool.aclose()
+
+
+async def test_the_engine_sends_through_the_lean_client(sim: SimServer) -> None:
+    upstream = {"name": "sim", "base_url": sim.base_url, "models": ["m"], "api_key_env": "SIM_K"}
+    config = {"upstreams": [upstream], "routing": {"health": {"probes": False}}}
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SIM_K", "sim-key")
+        async with Overdrive.from_config(config) as od:
+            wire = od._upstreams[0]._wire
+            assert wire is not None
+            reply = await od.chat(model="m", messages=[{"role": "user", "content": "hi"}])
+            assert reply["object"] == "chat.completion"
+            assert wire.open == 1
+
+
+# --- framing -----------------------------------------------------------------------------
+
+
+async def test_a_chunked_answer_is_read_whole() -> None:
+    async def chunked(writer: asyncio.StreamWriter, index: int) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        for part in (b'{"ok": ', b"true}"):
+            writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        return True
+
+    async with RawServer(chunked) as server:
+        pool = pool_for(server.url)
+        for _ in range(3):
+            assert (await pool.post("/chat/completions", CHAT)).content == OK_BODY
+        await pool.aclose()
+    assert server.connections == 1
+
+
+async def test_an_http_1_0_answer_without_length_runs_to_the_close() -> None:
+    async def old(writer: asyncio.StreamWriter, index: int) -> bool:
+        writer.write(b"HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n" + OK_BODY)
+        return False
+
+    async with RawServer(old) as server:
+        pool = pool_for(server.url)
+        for _ in range(2):
+            response = await pool.post("/chat/completions", CHAT)
+            assert (response.content, response.http_version) == (OK_BODY, "1.0")
+        await pool.aclose()
+    assert server.connections == 2
+
+
+async def test_connection_close_is_honoured() -> None:
+    async def closing(writer: asyncio.StreamWriter, index: int) -> bool:
+        writer.write(answer(OK_BODY, b"connection: close"))
+        return False
+
+    async with RawServer(closing) as server:
+        pool = pool_for(server.url)
+        for _ in range(3):
+            assert (await pool.post("/chat/completions", CHAT)).content == OK_BODY
+        assert pool.open == 0
+        await pool.aclose()
+    assert server.connections == 3
+
+
+async def test_the_request_carries_host_path_and_one_body() -> None:
+    seen: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.readuntil(b"\r\n\r\n") + await reader.readexactly(len(CHAT)))
+        writer.write(answer())
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = pool_for(f"http://127.0.0.1:{port}/v1/", headers={"authorization": "Bearer k"})
+    await pool.post("/chat/completions", CHAT)
+    await pool.aclose()
+    server.close()
+    await server.wait_closed()
+    head, _, body = seen[0].partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"POST /v1/chat/completions HTTP/1.1"
+    assert {b"host: 127.0.0.1:%d" % port, b"accept-encoding: identity"} <= set(lines)
+    assert {b"authorization: Bearer k", b"content-length: %d" % len(CHAT)} <= set(lines)
+    assert body == CHAT
+
+
+# --- servers that close ------------------------------------------------------------------
+
+
+async def test_an_idle_connection_the_server_closed_is_not_used() -> None:
+    async def one_per_connection(writer: asyncio.StreamWriter, index: int) -> bool:
+        writer.write(answer())  # says nothing of closing, then closes
+        return False
+
+    async with RawServer(one_per_connection) as server:
+        pool = pool_for(server.url)
+        await pool.post("/chat/completions", CHAT)
+        await asyncio.sleep(0.05)  # the close reaches the client while idle
+        assert (pool.open, pool.idle) == (0, 0)
+        assert (await pool.post("/chat/completions", CHAT)).content == OK_BODY
+        await pool.aclose()
+    assert (server.connections, server.requests) == (2, 2)
+
+
+async def test_a_request_on_a_connection_closed_unanswered_goes_again_once() -> None:
+    async def first_only(writer: asyncio.StreamWriter, index: int) -> bool:
+        if index == 0:
+            writer.write(answer())
+            return True
+        return False  # reads the second request, then closes without a byte
+
+    async with RawServer(first_only) as server:
+        pool = pool_for(server.url)
+        await pool.post("/chat/completions", CHAT)
+        assert (await pool.post("/chat/completions", CHAT)).content == OK_BODY
+        await pool.aclose()
+    assert (server.connections, server.requests) == (2, 3)
+
+
+async def test_a_new_connection_closed_unanswered_is_an_error() -> None:
+    async def never(writer: asyncio.StreamWriter, index: int) -> bool:
+        return False
+
+    async with RawServer(never) as server:
+        pool = pool_for(server.url)
+        with pytest.raises(httpx.RemoteProtocolError, match="without answering"):
+            await pool.post("/chat/completions", CHAT)
+        assert pool.open == 0
+        await pool.aclose()
+    assert server.requests == 1  # not sent again: nothing says the server did not act
+
+
+async def test_a_close_mid_answer_is_a_protocol_error() -> None:
+    async def half(writer: asyncio.StreamWriter, index: int) -> bool:
+        writer.write(answer()[:-4])
+        return False
+
+    async with RawServer(half) as server:
+        pool = pool_for(server.url)
+        with pytest.raises(httpx.RemoteProtocolError, match="mid-answer"):
+            await pool.post("/chat/completions", CHAT)
+        assert pool.open == 0
+        await pool.aclose()
+
+
+async def test_garbage_is_a_protocol_error() -> None:
+    async def garbage(writer: asyncio.StreamWriter, index: int) -> bool:
+        writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(1)
+        return False
+
+    async with RawServer(garbage) as server:
+        pool = pool_for(server.url)
+        with pytest.raises(httpx.RemoteProtocolError, match="malformed"):
+            await pool.post("/chat/completions", CHAT)
+        assert pool.open == 0
+        await pool.aclose()
+
+
+async def test_the_dispatcher_retries_an_answer_cut_short() -> None:
+    cut = False
+
+    async def cut_first(writer: asyncio.StreamWriter, index: int) -> bool:
+        nonlocal cut
+        if not cut:
+            cut = True
+            writer.write(answer(b'{"cut": "short"}')[:-4])
+            return False
+        writer.write(answer(json.dumps(_chat_answer()).encode()))
+        return True
+
+    async with RawServer(cut_first) as server:
+        config = {
+            "upstreams": [{"name": "raw", "base_url": server.url, "models": ["m"]}],
+            "retry": {"base": "1ms", "cap": "5ms"},
+            "routing": {"health": {"probes": False}},
+        }
+        async with Overdrive.from_config(config) as od:
+            reply = await od.chat(model="m", messages=[{"role": "user", "content": "hi"}])
+            assert reply["choices"][0]["message"]["content"] == "hello"
+            assert od.metrics.value("overdrive_retries_total", upstream="raw") == 1
+    assert server.requests == 2
+
+
+def _chat_answer() -> dict[str, Any]:
+    return {
+        "id": "c",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "hello"},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
+
+
+# --- failures to connect and to answer in time -------------------------------------------
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+async def test_a_refused_connection_is_a_connect_error() -> None:
+    pool = pool_for(f"http://127.0.0.1:{_closed_port()}/v1")
+    with pytest.raises(httpx.ConnectError, match="cannot connect"):
+        await pool.post("/chat/completions", CHAT)
+    assert pool.open == 0
+    await pool.aclose()
+
+
+async def test_a_slow_answer_is_a_read_timeout_and_the_connection_goes() -> None:
+    async def slow(writer: asyncio.StreamWriter, index: int) -> bool:
+        await asyncio.sleep(10)
+        return False
+
+    async with RawServer(slow) as server:
+        pool = pool_for(server.url, timeout=0.1)
+        with pytest.raises(httpx.ReadTimeout):
+            await pool.post("/chat/completions", CHAT)
+        assert pool.open == 0
+        await pool.aclose()
+
+
+async def test_a_cancelled_request_frees_its_connection() -> None:
+    async def slow(writer: asyncio.StreamWriter, index: int) -> bool:
+        await asyncio.sleep(10)
+        return False
+
+    async with RawServer(slow) as server:
+        pool = pool_for(server.url, limit=1)
+        sending = asyncio.ensure_future(pool.post("/chat/completions", CHAT))
+        queued = asyncio.ensure_future(pool.post("/chat/completions", CHAT))
+        await asyncio.sleep(0.05)
+        assert pool.open == 1
+        sending.cancel()
+        queued.cancel()
+        await asyncio.gather(sending, queued, return_exceptions=True)
+        assert pool.open == 0
+        await pool.aclose()
+
+
+async def test_waiting_for_a_connection_times_out() -> None:
+    async def slowish(writer: asyncio.StreamWriter, index: int) -> bool:
+        await asyncio.sleep(0.15)
+        writer.write(answer())
+        return True
+
+    async with RawServer(slowish) as server:
+        pool = pool_for(server.url, limit=1, timeout=0.2)
+        # The second waits 0.15 s for the connection, then holds it 0.15 s:
+        # the third, waiting since the start, gives up after 0.2 s.
+        first, second = (asyncio.ensure_future(pool.post("/x", CHAT)) for _ in range(2))
+        await asyncio.sleep(0.01)
+        with pytest.raises(httpx.PoolTimeout):
+            await pool.post("/x", CHAT)
+        assert [r.status_code for r in await asyncio.gather(first, second)] == [200, 200]
+        assert (pool.open, server.connections) == (1, 1)
+        await pool.aclose()
+
+
+# --- TLS ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, Path]:
+    """A server context for 127.0.0.1 and the PEM file of the authority that signed it."""
+    authority = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(server)
+    pem = tmp_path_factory.mktemp("tls") / "ca.pem"
+    authority.cert_pem.write_to_path(str(pem))
+    return server, pem
+
+
+async def test_https_through_tls(certificates: tuple[ssl.SSLContext, Path]) -> None:
+    server_context, authority = certificates
+    client = ssl.create_default_context(cafile=str(authority))
+    async with RawServer(keep_answering, tls=server_context) as server:
+        pool = pool_for(server.url, ssl_context=client)
+        for _ in range(3):
+            assert (await pool.post("/chat/completions", CHAT)).content == OK_BODY
+        await pool.aclose()
+    assert server.connections == 1
+
+
+async def test_https_trusts_what_httpx_trusts(
+    certificates: tuple[ssl.SSLContext, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server_context, authority = certificates
+    async with RawServer(keep_answering, tls=server_context) as server:
+        untrusted = pool_for(server.url)
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            await untrusted.post("/chat/completions", CHAT)
+        await untrusted.aclose()
+        monkeypatch.setenv("SSL_CERT_FILE", str(authority))  # as httpx reads it
+        pool = pool_for(server.url)
+        assert (await pool.post("/chat/completions", CHAT)).content == OK_BODY
+        await pool.aclose()
+
+
+# --- when httpx sends instead ------------------------------------------------------------
+
+
+def test_an_origin_is_computed_once_from_the_base_url() -> None:
+    origin = Origin.parse("https://api.example.com/v1")
+    assert origin == Origin("api.example.com", 443, True, b"api.example.com", b"/v1")
+    v6 = Origin.parse("http://[::1]:8080")
+    assert v6 == Origin("::1", 8080, False, b"[::1]:8080", b"")
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1/v1?api-version=1", "http://user:pw@127.0.0.1/v1"]
+)
+def test_base_urls_the_lean_client_leaves_to_httpx(url: str) -> None:
+    assert Origin.parse(url) is None
+
+
+@pytest.mark.parametrize("name", ["HTTP_PROXY", "https_proxy", "ALL_PROXY"])
+def test_a_proxy_in_the_environment_leaves_it_to_httpx(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for variable in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(variable, raising=False)
+        monkeypatch.delenv(variable.lower(), raising=False)
+    options: dict[str, Any] = {"api_key": None, "connections": 4, "timeout": 1.0}
+    options["connect_timeout"] = 1.0
+    assert not proxy_configured()
+    assert wire_pool_for("http://127.0.0.1/v1", transport=None, **options) is not None
+    mock = httpx.MockTransport(lambda request: httpx.Response(200))
+    assert wire_pool_for("http://127.0.0.1/v1", transport=mock, **options) is None
+    monkeypatch.setenv(name, "http://proxy.invalid:3128")
+    assert wire_pool_for("http://127.0.0.1/v1", transport=None, **options) is None
+
+
+def test_headers_are_looked_up_in_any_case() -> None:
+    headers = WireHeaders({"x-ratelimit-remaining-requests": "0"})
+    assert headers.get("X-RateLimit-Remaining-Requests") == "0"
+    assert headers.get("retry-after") is None
+    assert dict(headers) == {"x-ratelimit-remaining-requests": "0"}
+
+
+async def test_repeated_headers_are_joined() -> None:
+    async def twice(writer: asyncio.StreamWriter, index: int) -> bool:
+        writer.write(answer(OK_BODY, b"X-Tag: a", b"x-tag: b"))
+        return True
+
+    async with RawServer(twice) as server:
+        pool = pool_for(server.url)
+        assert (await pool.post("/chat/completions", CHAT)).headers["x-tag"] == "a, b"
+        await pool.aclose()
+
+
+async def test_a_handshake_that_never_ends_is_a_connect_timeout() -> None:
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # takes the ClientHello, never answers it
+        writer.close()
+
+    server = await asyncio.start_server(mute, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = pool_for(f"https://127.0.0.1:{port}/v1", timeout=5.0, connect_timeout=0.1)
+    with pytest.raises(httpx.ConnectTimeout):
+        await pool.post("/chat/completions", CHAT)
+    assert pool.open == 0
+    await pool.aclose()
+    server.close()
+    await server.wait_closed()
+
+
+async def test_a_connection_closed_before_the_request_went_out_goes_again() -> None:
+    async with RawServer(keep_answering) as server:
+        pool = pool_for(server.url)
+        await pool.post("/chat/completions", CHAT)
+        assert pool.idle == 1
+        # Handed out and closed before the write: fails at once, not at the timeout.
+        connection = pool._pop_idle()
+        assert connection is not None
+        connection.close()
+        await asyncio.sleep(0.01)
+        with pytest.raises(httpx.RemoteProtocolError, match="before answering"):
+            await connection.send(b"", 60.0)
+        assert (pool.open, pool.idle) == (0, 0)
+        assert (await pool.post("/chat/completions", CHAT)).content == OK_BODY
+        await pool.aclose()
