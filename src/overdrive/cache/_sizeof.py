@@ -57,6 +57,9 @@ def deep_sizeof(obj: object, max_depth: int = _MAX_DEPTH) -> int:
     cls = type(obj)
     if cls in _ATOMS:  # the common single-string / bytes value: no walk at all
         return _getsizeof(obj)
+    if isinstance(obj, tuple) and cls is tuple and _distinct_atoms(obj):
+        # A stored answer, (status, body, upstream, time): no walk either.
+        return _getsizeof(obj) + sum(_getsizeof(item) for item in obj)
     seen: set[int] = set()
     total = 0
     level: list[object] = [obj]
@@ -69,6 +72,16 @@ def deep_sizeof(obj: object, max_depth: int = _MAX_DEPTH) -> int:
             break
         level = deeper
     return total
+
+
+def _distinct_atoms(items: tuple[object, ...]) -> bool:
+    """Whether a short tuple holds only atoms, no object twice (so no walk is needed)."""
+    if len(items) > _SHORT or any(type(item) not in _ATOMS for item in items):
+        return False
+    return len({id(item) for item in items}) == len(items)
+
+
+_SHORT = 8
 
 
 def _visit(obj: object, seen: set[int], push: _Push | None) -> int:

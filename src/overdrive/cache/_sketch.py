@@ -136,7 +136,22 @@ class FrequencySketch:
 
     def add(self, h: int, times: int = 1) -> None:
         """Count ``times`` accesses of hash ``h``; may trigger aging."""
-        self.tally(self._bump(self._through_door(((h, times),))))
+        if times != 1:
+            self.tally(self._bump(self._through_door(((h, times),))))
+            return
+        # The common case, once per cache write, without the generators above.
+        door = self._door
+        a, b, c = self._door_bits(h)
+        if not (
+            door[a >> 3] >> (a & 7) & 1
+            and door[b >> 3] >> (b & 7) & 1
+            and door[c >> 3] >> (c & 7) & 1
+        ):
+            door[a >> 3] |= 1 << (a & 7)
+            door[b >> 3] |= 1 << (b & 7)
+            door[c >> 3] |= 1 << (c & 7)
+            return  # a first access only passes the doorkeeper
+        self.tally(self._bump(((h, 1),)))
 
     def add_many(self, hashes: Iterable[int]) -> None:
         """Count one access per hash (repeats included); may trigger aging."""

@@ -29,50 +29,72 @@ class Coalescer(Generic[T]):
     42
     """
 
-    __slots__ = ("_in_flight", "_waiters", "joined", "led")
+    __slots__ = ("_in_flight", "joined", "led")
 
     def __init__(self) -> None:
-        self._in_flight: dict[Hashable, asyncio.Future[T]] = {}
-        self._waiters: dict[asyncio.Future[T], int] = {}
+        self._in_flight: dict[Hashable, _Flight[T]] = {}
         self.led = 0
         self.joined = 0
 
     async def run(self, key: Hashable, work: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
         """Return ``(result, joined)``; ``joined`` is True when another caller led."""
-        task = self._in_flight.get(key)
-        joined = task is not None
-        if task is None:
+        flight = self._in_flight.get(key)
+        joined = flight is not None
+        if flight is None:
             self.led += 1
-            task = asyncio.ensure_future(work())
-            self._in_flight[key] = task
-            task.add_done_callback(lambda done: self._settle(key, done))
+            flight = self._in_flight[key] = _Flight(asyncio.ensure_future(work()))
+            flight.task.add_done_callback(lambda done: self._settle(key, flight))
         else:
             self.joined += 1
-        return await self._wait(task), joined
+        return await flight.wait(), joined
 
-    async def _wait(self, task: asyncio.Future[T]) -> T:
-        self._waiters[task] = self._waiters.get(task, 0) + 1
-        try:
-            return await asyncio.shield(task)
-        finally:
-            left = self._waiters[task] - 1
-            if left:
-                self._waiters[task] = left
-            else:
-                del self._waiters[task]
-                if not task.done():
-                    task.cancel()  # the last caller gave up: nobody wants the answer
-
-    def _settle(self, key: Hashable, done: asyncio.Future[T]) -> None:
-        if self._in_flight.get(key) is done:
+    def _settle(self, key: Hashable, flight: _Flight[T]) -> None:
+        if self._in_flight.get(key) is flight:
             del self._in_flight[key]
-        # Mark the exception as seen: when every waiter was cancelled nobody
-        # else would, and asyncio would log it as never retrieved.
-        if not done.cancelled():
-            done.exception()
+        flight.deliver()
 
     def __len__(self) -> int:
         return len(self._in_flight)
 
     def __repr__(self) -> str:
         return f"Coalescer(in_flight={len(self)}, led={self.led}, joined={self.joined})"
+
+
+class _Flight(Generic[T]):
+    """One shared piece of work and a future per caller waiting on it.
+
+    Each caller awaits a future of its own, so cancelling one caller cancels
+    only its future (this is what ``asyncio.shield`` would do, for less).
+    """
+
+    __slots__ = ("task", "waiters")
+
+    def __init__(self, task: asyncio.Future[T]) -> None:
+        self.task = task
+        self.waiters: list[asyncio.Future[T]] = []
+
+    async def wait(self) -> T:
+        waiter: asyncio.Future[T] = self.task.get_loop().create_future()
+        self.waiters.append(waiter)
+        try:
+            return await waiter
+        finally:
+            self.waiters.remove(waiter)
+            if not self.waiters and not self.task.done():
+                self.task.cancel()  # the last caller gave up: nobody wants the answer
+
+    def deliver(self) -> None:
+        task = self.task
+        for waiter in self.waiters:
+            if waiter.done():
+                continue
+            if task.cancelled():
+                waiter.cancel()
+            elif (error := task.exception()) is not None:
+                waiter.set_exception(error)
+            else:
+                waiter.set_result(task.result())
+        # Mark the exception as seen: when every waiter was cancelled nobody
+        # else would, and asyncio would log it as never retrieved.
+        if not task.cancelled():
+            task.exception()

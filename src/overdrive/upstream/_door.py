@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PRIORITY_HEADER",
     "QUEUE_TIMEOUT_HEADER",
+    "REQUEST_HEADERS",
     "Answer",
     "Gate",
     "answer",
@@ -46,6 +47,10 @@ __all__ = [
 
 PRIORITY_HEADER = "x-overdrive-priority"
 QUEUE_TIMEOUT_HEADER = "x-overdrive-queue-timeout"
+# The request headers a door reads; a door may pass on only these.
+REQUEST_HEADERS = frozenset(
+    {"authorization", "cache-control", PRIORITY_HEADER, QUEUE_TIMEOUT_HEADER}
+)
 _JSON = "application/json"
 
 
