@@ -52,7 +52,6 @@ import math
 import multiprocessing
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -73,7 +72,7 @@ import orjson
 from _gateway_load import MODEL, LoadPlan, LoadResult, read_response, run_load
 from _sim_process import SimProcess
 from overdrive._asgi import Receive, Scope, Send, read_body
-from overdrive._asgi_server import BackgroundServer
+from overdrive._asgi_server import BackgroundServer, free_port
 from overdrive.sim import SimConfig
 
 LITELLM_SPEC = "litellm[proxy]==1.106.2"  # the pin of pyproject's `peers` extra
@@ -100,13 +99,6 @@ SIM, FLOOR, GATEWAY, LITELLM = (
 
 
 # --- servers in processes of their own ---------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def sim_port(sim: SimProcess) -> int:
@@ -209,12 +201,14 @@ def gateway_config(sim_base_url: str, concurrency: str) -> str:
     )
 
 
-def gateway_process(sim_base_url: str, workdir: Path, concurrency: str) -> ServerProcess:
+def gateway_process(
+    sim_base_url: str, workdir: Path, concurrency: str, workers: int
+) -> ServerProcess:
     config = workdir / "overdrive.toml"
     config.write_text(gateway_config(sim_base_url, concurrency))
     port = free_port()
     argv = [sys.executable, "-m", "overdrive.cli", "gateway", "--config", str(config)]
-    argv += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    argv += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     log = workdir / "gateway.log"
     return ServerProcess(GATEWAY, argv, port, "/health/ready", log, dict(os.environ))
 
@@ -284,12 +278,12 @@ def litellm_env() -> dict[str, str]:
     return env
 
 
-def litellm_process(command: Path, sim_base_url: str, workdir: Path) -> ServerProcess:
+def litellm_process(command: Path, sim_base_url: str, workdir: Path, workers: int) -> ServerProcess:
     config = workdir / "litellm.yaml"
     config.write_bytes(litellm_config(sim_base_url))
     port = free_port()
     argv = [str(command), "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
-    argv += ["--num_workers", "1"]
+    argv += ["--num_workers", str(workers)]
     log = workdir / "litellm.log"
     return ServerProcess(LITELLM, argv, port, "/health/readiness", log, litellm_env())
 
@@ -584,6 +578,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=50, help="concurrent closed-loop clients")
     parser.add_argument("--load-processes", type=int, default=1, help="processes the clients share")
     parser.add_argument("--skip-litellm", action="store_true", help="sim and gateway only")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="server processes of each proxy (default 1)"
+    )
     parser.add_argument("--litellm-venv", type=Path, default=LITELLM_VENV)
     parser.add_argument(
         "--floor", action="store_true", help="also measure a raw passthrough proxy (the floor)"
@@ -637,19 +634,20 @@ def doors(
         found = {SIM: Door(sim_port(sim))}
         if args.floor:
             found[FLOOR] = Door(stack.enter_context(PassthroughProcess(sim_port(sim))).port)
-        gateway = gateway_process(sim.base_url, workdir, args.gateway_concurrency)
+        gateway = gateway_process(sim.base_url, workdir, args.gateway_concurrency, args.workers)
         found[GATEWAY] = Door(stack.enter_context(gateway).port, gateway.pid)
-        if litellm is not None and (proxy := start_litellm(stack, litellm, sim, workdir)):
+        proxy = litellm and start_litellm(stack, litellm, sim, workdir, args.workers)
+        if proxy:
             found[LITELLM] = Door(proxy.port, proxy.pid)
         yield found
 
 
 def start_litellm(
-    stack: contextlib.ExitStack, command: Path, sim: SimProcess, workdir: Path
+    stack: contextlib.ExitStack, command: Path, sim: SimProcess, workdir: Path, workers: int
 ) -> ServerProcess | None:
     """LiteLLM proxy, ready; or None, saying why, if it does not start."""
     try:
-        return stack.enter_context(litellm_process(command, sim.base_url, workdir))
+        return stack.enter_context(litellm_process(command, sim.base_url, workdir, workers))
     except RuntimeError as exc:
         print(f"LiteLLM proxy skipped: {exc}", flush=True)
         return None

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from overdrive._asgi_server import free_port
+
 __all__ = ["RedisServer", "require_redis_server"]
 
 _STARTUP_DEADLINE = 10.0
@@ -38,13 +40,6 @@ def require_redis_server() -> str:
     if os.environ.get("CI"):
         pytest.fail(f"{message}: required under CI", pytrace=False)
     pytest.skip(message)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _answers_ping(port: int) -> bool:
@@ -65,7 +60,7 @@ class RedisServer:
         self._binary = binary or require_redis_server()
         self._dir = directory
         self._proc: subprocess.Popen[bytes] | None = None
-        self.port = _free_port()
+        self.port = free_port()
 
     @property
     def url(self) -> str:

@@ -17,7 +17,7 @@ import uvicorn
 if TYPE_CHECKING:
     from types import TracebackType
 
-__all__ = ["BackgroundServer", "listen", "uvicorn_config", "uvicorn_settings"]
+__all__ = ["BackgroundServer", "free_port", "listen", "uvicorn_config", "uvicorn_settings"]
 
 _START_TIMEOUT_S = 10.0
 _STOP_TIMEOUT_S = 10.0
@@ -54,6 +54,14 @@ def uvicorn_config(
     return uvicorn.Config(
         app, host=host, port=port, **uvicorn_settings(foreground=foreground, lifespan=lifespan)
     )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now, for a server started in another process."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from overdrive._asgi_server import free_port
 from overdrive.sim import SimConfig, SimServer
 
 START_TIMEOUT_S = 30.0
@@ -25,13 +25,6 @@ def slow_sim() -> Iterator[SimServer]:
     # 40 tokens at 50 ms each: a stream that takes about two seconds.
     with SimServer(SimConfig(ttft_s=0.0, per_token_s=0.05, jitter=0.0)) as server:
         yield server
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def start_gateway(sim: SimServer, tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], str]:

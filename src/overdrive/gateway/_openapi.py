@@ -137,10 +137,24 @@ def _errors(*statuses: int) -> dict[str, Any]:
     return {str(s): {"description": reasons[s], "content": content} for s in statuses}
 
 
+# One server-sent event, as OpenAPI 3.2 describes an event stream: each `data`
+# is a chunk object as JSON text, then the literal `[DONE]`.
+_SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "data": {"type": "string"},
+        "event": {"type": "string"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+}
+
+
 def _call(summary: str, schema: str, answer: dict[str, Any], streams: bool) -> dict[str, Any]:
     content: dict[str, Any] = {"application/json": {"schema": answer}}
     if streams:
-        content["text/event-stream"] = {"schema": {"type": "string"}}
+        content["text/event-stream"] = {"schema": _SSE_EVENT}
     return {
         "post": {
             "summary": summary,
