@@ -121,6 +121,7 @@ class Overdrive:
             self._upstreams, self._batches, self._ttl, self._clock, self._cache_switch
         )
         self._optimizer: Optimizer | None = None
+        self._meters: dict[str, _OpMeters] = {}
 
     @classmethod
     def from_config(
@@ -196,14 +197,12 @@ class Overdrive:
     async def request(self, call: Call) -> Result:
         """Run a complete (not streamed) call through cache, coalescing and dispatch."""
         started = self._clock.now()
-        self.metrics.counter("overdrive_requests_total", op=call.op).inc()
+        meters = self._meters_for(call.op)
+        meters.requests.inc()
         try:
             return await self._cached_or_fetched(call)
         finally:
-            elapsed = self._clock.now() - started
-            self.metrics.histogram("overdrive_request_duration_seconds", op=call.op).observe(
-                elapsed
-            )
+            meters.duration.observe(self._clock.now() - started)
 
     async def open_stream(self, call: Call) -> StreamReply:
         """Send a streamed call (paced and retried until its first byte); caller closes it.
@@ -261,18 +260,19 @@ class Overdrive:
 
     async def _cached_or_fetched(self, call: Call) -> Result:
         key = self._key(call.op, call)
+        meters = self._meters_for(call.op)
         if self._cache_switch.on and call.cache == "default":
             found = await self._cache.get(key)
             if found is not None and self._young_enough(found.value, call):
-                self.metrics.counter("overdrive_cache_hits_total", op=call.op).inc()
+                meters.hits.inc()
                 if not found.fresh:
                     self._revalidate(call, key)
                     return _cached_result(found.value, "stale")
                 return _cached_result(found.value)
-            self.metrics.counter("overdrive_cache_misses_total", op=call.op).inc()
+            meters.misses.inc()
         result, joined = await self._flight.run(key, lambda: self._fetch_once(call, key))
         if joined:
-            self.metrics.counter("overdrive_coalesced_total", op=call.op).inc()
+            meters.coalesced.inc()
             return replace(result, source="coalesced")
         return result
 
@@ -336,10 +336,16 @@ class Overdrive:
         refunds = exchange.upstream.config.tokens_charged == "usage"
         if refunds and prompt + completion != call.tokens:
             await lease.limiter.adjust(prompt + completion - call.tokens)
-        self.metrics.counter("overdrive_tokens_total", op=call.op, kind="prompt").inc(prompt)
-        self.metrics.counter("overdrive_tokens_total", op=call.op, kind="completion").inc(
-            completion
-        )
+        meters = self._meters_for(call.op)
+        meters.prompt_tokens.inc(prompt)
+        meters.completion_tokens.inc(completion)
+
+    def _meters_for(self, op: str) -> _OpMeters:
+        """The series every call of ``op`` reports to, looked up once per op."""
+        meters = self._meters.get(op)
+        if meters is None:
+            meters = self._meters[op] = _OpMeters(self.metrics, op)
+        return meters
 
     def _payload(self, result: Result) -> dict[str, Any]:
         if result.status == 429:
@@ -498,6 +504,29 @@ def _parse_object(body: bytes, upstream: str) -> dict[str, Any]:
             upstream, f"answered 2xx with JSON that is not an object: {body[:80]!r}"
         )
     return payload
+
+
+class _OpMeters:
+    """The metric series of one op, so the hot path skips the label lookups."""
+
+    __slots__ = (
+        "coalesced",
+        "completion_tokens",
+        "duration",
+        "hits",
+        "misses",
+        "prompt_tokens",
+        "requests",
+    )
+
+    def __init__(self, metrics: Metrics, op: str) -> None:
+        self.requests = metrics.counter("overdrive_requests_total", op=op)
+        self.duration = metrics.histogram("overdrive_request_duration_seconds", op=op)
+        self.hits = metrics.counter("overdrive_cache_hits_total", op=op)
+        self.misses = metrics.counter("overdrive_cache_misses_total", op=op)
+        self.coalesced = metrics.counter("overdrive_coalesced_total", op=op)
+        self.prompt_tokens = metrics.counter("overdrive_tokens_total", op=op, kind="prompt")
+        self.completion_tokens = metrics.counter("overdrive_tokens_total", op=op, kind="completion")
 
 
 def _cached_result(value: Any, source: str = "cache") -> Result:

@@ -113,6 +113,7 @@ class Dispatcher:
         "_hedges",
         "_meters",
         "_metrics",
+        "_probing_on",
         "_retry",
         "_router",
     )
@@ -126,6 +127,7 @@ class Dispatcher:
         backoff: Backoff,
     ) -> None:
         self._router = router
+        self._probing_on: asyncio.AbstractEventLoop | None = None
         self._retry = retry
         self._clock = clock
         self._metrics = metrics
@@ -138,7 +140,10 @@ class Dispatcher:
 
     async def send(self, call: Call, *, stream: bool = False) -> Exchange:
         """The final exchange of ``call``; the caller closes it."""
-        self._router.start_probes()  # a no-op once running
+        loop = asyncio.get_running_loop()
+        if loop is not self._probing_on:  # once per event loop, not per call
+            self._router.start_probes()
+            self._probing_on = loop
         hedge = None if stream else self._hedges.get(call.op)
         if hedge is None or hedge.current is None:
             return await self._send_one(call, stream, self._router.pick(call.model))
