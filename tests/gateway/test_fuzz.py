@@ -44,8 +44,6 @@ CHAT_MODEL = "gpt-4o-mini"
 EMBED_MODEL = "text-embedding-3-small"
 MAX_BODY = 64 * 1024
 ERROR_KEYS = {"message", "type", "param", "code"}
-# uvicorn's own answer to bytes that do not parse as HTTP: the app never sees those.
-PROTOCOL_ERROR = b"Invalid HTTP request received."
 
 FUZZ = settings(
     deadline=None,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._units import DURATION_PATTERN
+
 __all__ = ["openapi_document"]
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -20,7 +22,7 @@ _CHAT_REQUEST = {
     "type": "object",
     "required": ["model", "messages"],
     "properties": {
-        "model": {"type": "string"},
+        "model": {"type": "string", "minLength": 1},
         "messages": {"type": "array", "minItems": 1, "items": _MESSAGE},
         "max_tokens": {"type": "integer", "minimum": 1},
         "max_completion_tokens": {"type": "integer", "minimum": 1},
@@ -43,7 +45,7 @@ _EMBEDDINGS_REQUEST = {
     "type": "object",
     "required": ["model", "input"],
     "properties": {
-        "model": {"type": "string"},
+        "model": {"type": "string", "minLength": 1},
         "input": {
             "oneOf": [
                 {"type": "string"},
@@ -115,8 +117,11 @@ _ADMISSION_PARAMETERS = [
     {
         "name": "x-overdrive-queue-timeout",
         "in": "header",
-        "description": "Seconds the call may wait in the queue before a 504.",
-        "schema": {"type": "number"},
+        "description": (
+            "How long the call may wait in the queue before a 504: seconds, "
+            'or a duration such as "2s" or "500ms"; more than zero.'
+        ),
+        "schema": {"type": "string", "pattern": DURATION_PATTERN},
     },
 ]
 

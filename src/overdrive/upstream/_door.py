@@ -131,8 +131,10 @@ def cache_control(value: str | None) -> tuple[CacheMode, float | None]:
 
     Directives other than no-cache, no-store and max-age are ignored.
     """
+    if not value:
+        return "default", None
     directives: dict[str, str] = {}
-    for part in (value or "").split(","):
+    for part in value.split(","):
         name, _, argument = part.strip().partition("=")
         directives[name.lower()] = argument.strip().strip('"')
     mode: CacheMode = "default"
@@ -175,6 +177,8 @@ def _call(kind: str, headers: Mapping[str, str], body: bytes, gate: Gate | None)
     call = chat_call(request) if kind == "chat" else embeddings_call(request)
     mode, max_age = cache_control(headers.get("cache-control"))
     namespace = gate.namespace if gate is not None else ""
+    if mode == "default" and max_age is None and not namespace:
+        return call  # the common case: no copy
     return dataclasses.replace(call, cache=mode, max_age=max_age, namespace=namespace)
 
 
