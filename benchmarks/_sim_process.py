@@ -8,32 +8,38 @@ with SimProcess(SimConfig(rpm=1200)) as sim:
 from __future__ import annotations
 
 import multiprocessing
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, Self, cast
 
 from overdrive.sim import SimConfig, SimServer
 
-__all__ = ["SimProcess"]
+__all__ = ["ChildServer", "SimProcess"]
 
 
-class SimProcess:
-    """A fresh SimServer in a spawned process; ``stats()`` reads its counters."""
+class ChildServer:
+    """A server in a spawned process of its own, run as ``target(*args, pipe)``.
 
-    def __init__(self, config: SimConfig) -> None:
+    The child sends its address down the pipe once serving, then answers
+    requests on it until it reads "stop".
+    """
+
+    def __init__(self, target: Callable[..., None], *args: Any) -> None:
         context = multiprocessing.get_context("spawn")
         self._pipe, child = context.Pipe()
-        self._process = context.Process(target=_serve_sim, args=(config, child), daemon=True)
-        self.base_url = ""
+        self._process = context.Process(target=target, args=(*args, child), daemon=True)
+        self.address: Any = None
 
-    def __enter__(self) -> SimProcess:
+    def __enter__(self) -> Self:
         self._process.start()
-        self.base_url = self._pipe.recv()
+        self.address = self._pipe.recv()
         return self
 
-    def stats(self) -> dict[str, Any]:
-        self._pipe.send("stats")
-        return cast(dict[str, Any], self._pipe.recv())
+    def ask(self, request: str) -> Any:
+        """Send ``request`` to the child and return its answer."""
+        self._pipe.send(request)
+        return self._pipe.recv()
 
     def __exit__(
         self,
@@ -43,6 +49,20 @@ class SimProcess:
     ) -> None:
         self._pipe.send("stop")
         self._process.join(10)
+
+
+class SimProcess(ChildServer):
+    """A fresh SimServer in a spawned process; ``stats()`` reads its counters."""
+
+    def __init__(self, config: SimConfig) -> None:
+        super().__init__(_serve_sim, config)
+
+    @property
+    def base_url(self) -> str:
+        return str(self.address)
+
+    def stats(self) -> dict[str, Any]:
+        return cast(dict[str, Any], self.ask("stats"))
 
 
 def _serve_sim(config: SimConfig, pipe: Connection) -> None:

@@ -29,16 +29,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import multiprocessing
 import random
 import statistics
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from types import TracebackType
 
 import uvloop
 
+from _sim_process import ChildServer
 from overdrive import Overdrive
 from overdrive._asgi import Receive, Scope, Send
 from overdrive.sim import SimApp, SimConfig, SimServer
@@ -77,36 +76,22 @@ class TimedSimApp(SimApp):
         return taken
 
 
-class SimProcess:
+class SimProcess(ChildServer):
     """A SimServer with a hidden capacity, in a child process so the engine's CPU use
     does not slow it; ``take()`` fetches the upstream latencies timed since the last take.
     """
 
     def __init__(self, config: SimConfig) -> None:
-        context = multiprocessing.get_context("spawn")
-        self._pipe, child = context.Pipe()
-        self._process = context.Process(target=_serve_sim, args=(config, child), daemon=True)
-        self.base_url = ""
+        super().__init__(_serve_sim, config)
 
-    def __enter__(self) -> SimProcess:
-        self._process.start()
-        self.base_url = self._pipe.recv()
-        return self
+    @property
+    def base_url(self) -> str:
+        return str(self.address)
 
     def take(self) -> tuple[list[float], int]:
         """Upstream latencies since the last take, and the most calls it held at once."""
-        self._pipe.send("take")
-        taken: tuple[list[float], int] = self._pipe.recv()
+        taken: tuple[list[float], int] = self.ask("take")
         return taken
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._pipe.send("stop")
-        self._process.join(10)
 
 
 def _serve_sim(config: SimConfig, pipe: Connection) -> None:

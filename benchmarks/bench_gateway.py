@@ -49,7 +49,6 @@ import argparse
 import asyncio
 import contextlib
 import math
-import multiprocessing
 import os
 import shutil
 import statistics
@@ -70,7 +69,7 @@ from types import TracebackType
 import orjson
 
 from _gateway_load import MODEL, LoadPlan, LoadResult, read_response, run_load
-from _sim_process import SimProcess
+from _sim_process import ChildServer, SimProcess
 from overdrive._asgi import Receive, Scope, Send, read_body
 from overdrive._asgi_server import BackgroundServer, free_port
 from overdrive.sim import SimConfig
@@ -342,30 +341,15 @@ class Passthrough:
         return await asyncio.open_connection("127.0.0.1", self._port)
 
 
-class PassthroughProcess:
+class PassthroughProcess(ChildServer):
     """A :class:`Passthrough` served by uvicorn, as the sim is, in a spawned process."""
 
     def __init__(self, upstream_port: int) -> None:
-        context = multiprocessing.get_context("spawn")
-        self._pipe, child = context.Pipe()
-        self._process = context.Process(
-            target=_serve_passthrough, args=(upstream_port, child), daemon=True
-        )
-        self.port = 0
+        super().__init__(_serve_passthrough, upstream_port)
 
-    def __enter__(self) -> PassthroughProcess:
-        self._process.start()
-        self.port = self._pipe.recv()
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._pipe.send("stop")
-        self._process.join(10)
+    @property
+    def port(self) -> int:
+        return int(self.address)
 
 
 def _serve_passthrough(upstream_port: int, pipe: Connection) -> None:
