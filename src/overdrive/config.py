@@ -66,6 +66,15 @@ def _redis_url(value: str | None) -> str | None:
 RedisUrl = Annotated[str | None, BeforeValidator(_redis_url)]
 
 
+def _check_unique(where: str, names: list[str]) -> None:
+    """Raise a ConfigError naming the first entry of ``where`` whose name came before."""
+    seen: set[str] = set()
+    for index, name in enumerate(names):
+        if name in seen:
+            raise ConfigError(f"{where}[{index}].name", f"duplicate name {name!r}")
+        seen.add(name)
+
+
 class ModelLimits(_Section):
     """Limits a provider sets on one model; they replace the endpoint's rpm/tpm for it."""
 
@@ -312,11 +321,7 @@ class GatewayConfig(_Section):
 
     @model_validator(mode="after")
     def _unique_keys(self) -> GatewayConfig:
-        names: set[str] = set()
-        for index, key in enumerate(self.keys):
-            if key.name in names:
-                raise ConfigError(f"gateway.keys[{index}].name", f"duplicate name {key.name!r}")
-            names.add(key.name)
+        _check_unique("gateway.keys", [key.name for key in self.keys])
         return self
 
 
@@ -337,11 +342,7 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:
-        seen: set[str] = set()
-        for index, upstream in enumerate(self.upstreams):
-            if upstream.name in seen:
-                raise ConfigError(f"upstreams[{index}].name", f"duplicate name {upstream.name!r}")
-            seen.add(upstream.name)
+        _check_unique("upstreams", [upstream.name for upstream in self.upstreams])
         return self
 
     def models(self) -> list[str]:
