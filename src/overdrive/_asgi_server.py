@@ -25,8 +25,13 @@ _STOP_TIMEOUT_S = 10.0
 _GRACEFUL_SHUTDOWN_S = 1
 
 
-def uvicorn_settings(*, foreground: bool, lifespan: bool) -> dict[str, Any]:
-    """The lean uvicorn settings: httptools, uvloop, no access log, no extra headers."""
+def uvicorn_settings(
+    *, foreground: bool, lifespan: bool, http: Any = "httptools"
+) -> dict[str, Any]:
+    """The lean uvicorn settings: httptools, uvloop, no access log, no extra headers.
+
+    ``http`` may name a protocol class of uvicorn's own shape instead (the gateway's).
+    """
     # In the background the host process owns logging; we must not reconfigure it.
     logging: dict[str, Any] = (
         {"log_config": uvicorn.config.LOGGING_CONFIG, "log_level": "info"}
@@ -35,7 +40,9 @@ def uvicorn_settings(*, foreground: bool, lifespan: bool) -> dict[str, Any]:
     )
     return {
         "loop": "uvloop",
-        "http": "httptools",
+        "http": http,
+        # Nothing here reads the client's address; X-Forwarded-For is left alone.
+        "proxy_headers": False,
         "ws": "none",
         "lifespan": "on" if lifespan else "off",
         "interface": "asgi3",
@@ -49,11 +56,16 @@ def uvicorn_settings(*, foreground: bool, lifespan: bool) -> dict[str, Any]:
 
 
 def uvicorn_config(
-    app: Any, host: str, port: int, *, foreground: bool = False, lifespan: bool = False
+    app: Any,
+    host: str,
+    port: int,
+    *,
+    foreground: bool = False,
+    lifespan: bool = False,
+    http: Any = "httptools",
 ) -> uvicorn.Config:
-    return uvicorn.Config(
-        app, host=host, port=port, **uvicorn_settings(foreground=foreground, lifespan=lifespan)
-    )
+    settings = uvicorn_settings(foreground=foreground, lifespan=lifespan, http=http)
+    return uvicorn.Config(app, host=host, port=port, **settings)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -86,6 +98,8 @@ class BackgroundServer:
     """
 
     __slots__ = ("_host", "_lifespan", "_loop", "_port", "_server", "_thread", "app")
+    # uvicorn's protocol: "httptools", or a class of its shape.
+    http: Any = "httptools"
 
     def __init__(
         self, app: Any, host: str = "127.0.0.1", port: int = 0, *, lifespan: bool = False
@@ -124,7 +138,9 @@ class BackgroundServer:
         sock = listen(self._host, self._port)
         self._port = sock.getsockname()[1]
         ready = threading.Event()
-        config = uvicorn_config(self.app, self._host, self._port, lifespan=self._lifespan)
+        config = uvicorn_config(
+            self.app, self._host, self._port, lifespan=self._lifespan, http=self.http
+        )
         self._server = server = _Uvicorn(config, ready)
         self._thread = threading.Thread(
             target=_serve,

@@ -30,7 +30,7 @@ from .cache._build import build_cache
 from .config import Config, load_config
 from .distribute import DistributedRun, TaskFn, distribute
 from .flow import Backoff, Coalescer, EmbeddingBatches
-from .monitor import Measure, Metrics, prometheus_text
+from .monitor import Histogram, Measure, Metrics, prometheus_text
 from .optimize import Analysis, CacheTTL, analyse, engine_tunables
 from .optimize._engine_knobs import CacheSwitch
 from .optimize._loop import Optimizer
@@ -278,7 +278,7 @@ class Overdrive:
 
     async def _fetch_once(self, call: Call, key: bytes) -> Result:
         """Fetch, letting only one process do so when the cache shares a Redis lease."""
-        if not self._cache_switch.on:
+        if not self._cache_switch.on or self._cache.lease is None:
             return await self._fetch(call, key)
         return await self._cache.across_processes(
             key, lambda: self._fetch(call, key), _cached_result
@@ -318,9 +318,8 @@ class Overdrive:
                 await self._settle(call, exchange, result)
         finally:
             await exchange.aclose()
-        self.metrics.histogram(
-            "overdrive_upstream_duration_seconds", upstream=result.upstream, op=call.op
-        ).observe(self._clock.now() - started)
+        meters = self._meters_for(call.op)
+        meters.upstream_duration(result.upstream).observe(self._clock.now() - started)
         return result
 
     async def _settle(self, call: Call, exchange: Exchange, result: Result) -> None:
@@ -510,6 +509,9 @@ class _OpMeters:
     """The metric series of one op, so the hot path skips the label lookups."""
 
     __slots__ = (
+        "_metrics",
+        "_op",
+        "_upstream_durations",
         "coalesced",
         "completion_tokens",
         "duration",
@@ -520,6 +522,9 @@ class _OpMeters:
     )
 
     def __init__(self, metrics: Metrics, op: str) -> None:
+        self._metrics = metrics
+        self._op = op
+        self._upstream_durations: dict[str, Histogram] = {}
         self.requests = metrics.counter("overdrive_requests_total", op=op)
         self.duration = metrics.histogram("overdrive_request_duration_seconds", op=op)
         self.hits = metrics.counter("overdrive_cache_hits_total", op=op)
@@ -527,6 +532,15 @@ class _OpMeters:
         self.coalesced = metrics.counter("overdrive_coalesced_total", op=op)
         self.prompt_tokens = metrics.counter("overdrive_tokens_total", op=op, kind="prompt")
         self.completion_tokens = metrics.counter("overdrive_tokens_total", op=op, kind="completion")
+
+    def upstream_duration(self, upstream: str) -> Histogram:
+        """The op's upstream exchange times on ``upstream``."""
+        found = self._upstream_durations.get(upstream)
+        if found is None:
+            found = self._upstream_durations[upstream] = self._metrics.histogram(
+                "overdrive_upstream_duration_seconds", upstream=upstream, op=self._op
+            )
+        return found
 
 
 def _cached_result(value: Any, source: str = "cache") -> Result:

@@ -392,6 +392,30 @@ async def test_a_slow_answer_is_a_read_timeout_and_the_connection_goes() -> None
         await pool.aclose()
 
 
+async def test_each_request_on_a_kept_alive_connection_has_its_own_deadline() -> None:
+    # The first request's timer is still armed when the second goes out on the
+    # same connection: it must re-arm for the second's deadline, not fire early.
+    async def slower_each_time(writer: asyncio.StreamWriter, index: int) -> bool:
+        if index == 2:
+            await asyncio.sleep(10)
+        await asyncio.sleep(0.15 if index == 0 else 0.1)
+        writer.write(answer())
+        return True
+
+    async with RawServer(slower_each_time) as server:
+        pool = pool_for(server.url, limit=1, timeout=0.2)
+        first = await pool.post("/chat/completions", CHAT)
+        second = await pool.post("/chat/completions", CHAT)  # ends after the first's deadline
+        assert (first.status_code, second.status_code) == (200, 200)
+        assert server.connections == 1
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        with pytest.raises(httpx.ReadTimeout):
+            await pool.post("/chat/completions", CHAT)
+        assert loop.time() - sent >= 0.2
+        await pool.aclose()
+
+
 async def test_a_cancelled_request_frees_its_connection() -> None:
     async def slow(writer: asyncio.StreamWriter, index: int) -> bool:
         await asyncio.sleep(10)

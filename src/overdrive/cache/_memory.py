@@ -541,7 +541,10 @@ class MemoryCache(Generic[V]):
         """
         frequency = self._frequency
         mine = frequency(candidate)
-        if mine > sum(frequency(v) for v in victims):
+        theirs = 0
+        for victim in victims:  # mostly one: a loop, not a generator
+            theirs += frequency(victim)
+        if mine > theirs:
             return True
         # Ties go to the incumbents. A rare random win for a warm candidate keeps
         # an attacker from pinning a hot victim with colliding keys (hash flooding).

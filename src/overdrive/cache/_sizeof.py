@@ -57,9 +57,10 @@ def deep_sizeof(obj: object, max_depth: int = _MAX_DEPTH) -> int:
     cls = type(obj)
     if cls in _ATOMS:  # the common single-string / bytes value: no walk at all
         return _getsizeof(obj)
-    if isinstance(obj, tuple) and cls is tuple and _distinct_atoms(obj):
-        # A stored answer, (status, body, upstream, time): no walk either.
-        return _getsizeof(obj) + sum(_getsizeof(item) for item in obj)
+    if cls is tuple and len(obj) <= _SHORT:  # type: ignore[arg-type]
+        atoms = _atoms_size(obj)  # type: ignore[arg-type]
+        if atoms is not None:  # a stored answer, (status, body, upstream, time): no walk
+            return _getsizeof(obj) + atoms
     seen: set[int] = set()
     total = 0
     level: list[object] = [obj]
@@ -74,11 +75,20 @@ def deep_sizeof(obj: object, max_depth: int = _MAX_DEPTH) -> int:
     return total
 
 
-def _distinct_atoms(items: tuple[object, ...]) -> bool:
-    """Whether a short tuple holds only atoms, no object twice (so no walk is needed)."""
-    if len(items) > _SHORT or any(type(item) not in _ATOMS for item in items):
-        return False
-    return len({id(item) for item in items}) == len(items)
+def _atoms_size(items: tuple[object, ...]) -> int | None:
+    """The summed sizes of a tuple of distinct atoms; None if it holds anything else.
+
+    A plain loop, not generators: every cache write of an answer comes here.
+    """
+    total = 0
+    seen: list[int] = []
+    for item in items:
+        ident = id(item)
+        if type(item) not in _ATOMS or ident in seen:
+            return None  # a container, or one object twice: the walk counts it right
+        seen.append(ident)
+        total += _getsizeof(item)
+    return total
 
 
 _SHORT = 8

@@ -121,7 +121,8 @@ class FrequencySketch:
     def _kept(self, h: int) -> int:
         """1 if the doorkeeper has seen ``h`` since the last aging (or a false positive)."""
         door = self._door
-        return int(all(door[p >> 3] >> (p & 7) & 1 for p in self._door_bits(h)))
+        a, b, c = self._door_bits(h)
+        return door[a >> 3] >> (a & 7) & door[b >> 3] >> (b & 7) & door[c >> 3] >> (c & 7) & 1
 
     def _through_door(self, counts: Iterable[tuple[int, int]]) -> Iterator[tuple[int, int]]:
         """Let the doorkeeper take each key's first access; yield what the counters get."""

@@ -20,6 +20,7 @@ from .._clock import SystemClock
 from .._errors import ConfigError
 from .._json import dumps
 from ..monitor import CONTENT_TYPE as METRICS_TYPE
+from ..monitor import Counter
 from ..upstream._door import REQUEST_HEADERS, Answer, answer, error_answer, route
 from ._openapi import openapi_document
 from ._tenants import Tenant, Tenants
@@ -51,6 +52,7 @@ class GatewayApp:
     __slots__ = (
         "_body_from_config",
         "_config",
+        "_counters",
         "_engine",
         "_max_body",
         "_openapi",
@@ -72,6 +74,7 @@ class GatewayApp:
         self._max_body = max_body_bytes or DEFAULT_MAX_BODY_BYTES
         self._engine: Overdrive | None = None
         self._tenants: Tenants | None = None
+        self._counters: dict[tuple[str, int], Counter] = {}
         self._openapi = dumps(openapi_document())
         self._routes = self._route_table()
 
@@ -98,6 +101,7 @@ class GatewayApp:
         if self._engine is None:
             engine = Overdrive.from_config(self._config)
             self._tenants = Tenants(engine.config, SystemClock())
+            self._counters.clear()  # series of an earlier engine, if restarted
             self._engine = engine
             if self._body_from_config:
                 self._max_body = engine.config.gateway.max_body_bytes
@@ -175,10 +179,19 @@ class GatewayApp:
         else:
             body = b"" if kind == "models" else await read_body(scope, receive, self._max_body)
             reply = await answer(engine, kind, headers, body, tenant)
-        _count(engine, tenant, reply.status)
+        self._count(engine, tenant, reply.status)
         if reply.stream is None:
             return await _respond(send, reply)
         await _relay(reply, reply.stream, receive, send)
+
+    def _count(self, engine: Overdrive, tenant: Tenant | None, status: int) -> None:
+        key = tenant.name if tenant is not None else ""
+        counter = self._counters.get((key, status))
+        if counter is None:  # looked up once per key and status: a lookup hashes the labels
+            counter = self._counters[key, status] = engine.metrics.counter(
+                "overdrive_gateway_requests_total", key=key, code=str(status)
+            )
+        counter.inc()
 
     # --- health, metrics, the API description ----------------------------------
 
@@ -282,11 +295,6 @@ def _unauthorized(headers: Mapping[str, str]) -> Answer:
     reply = error_answer(401, message, "invalid_api_key")
     reply.headers["www-authenticate"] = "Bearer"
     return reply
-
-
-def _count(engine: Overdrive, tenant: Tenant | None, status: int) -> None:
-    key = tenant.name if tenant is not None else ""
-    engine.metrics.counter("overdrive_gateway_requests_total", key=key, code=str(status)).inc()
 
 
 def _not_ready() -> Answer:

@@ -12,6 +12,7 @@ import uvicorn
 from .._asgi_server import BackgroundServer, uvicorn_settings
 from ..config import CONFIG_ENV, load_config
 from ._app import GatewayApp
+from ._protocol import GatewayProtocol
 
 __all__ = ["GatewayServer", "run_gateway"]
 
@@ -27,6 +28,7 @@ class GatewayServer(BackgroundServer):
 
     __slots__ = ()
     app: GatewayApp
+    http = GatewayProtocol
 
     def __init__(self, app: GatewayApp, host: str = "127.0.0.1", port: int = 0) -> None:
         super().__init__(app, host, port, lifespan=True)
@@ -43,7 +45,7 @@ def run_gateway(config: str, host: str = "127.0.0.1", port: int = 8000, workers:
     """
     drain = load_config(config).gateway.drain_timeout
     os.environ[CONFIG_ENV] = os.path.abspath(config)
-    settings = uvicorn_settings(foreground=True, lifespan=True)
+    settings = uvicorn_settings(foreground=True, lifespan=True, http=GatewayProtocol)
     settings["timeout_graceful_shutdown"] = drain
     # uvicorn drains on SIGTERM, then raises the signal again for the handler it
     # found; this one makes that a clean exit (status 0) instead of death by signal.

@@ -219,19 +219,19 @@ class Dispatcher:
         if hedge is not None and response.status_code < 300:
             hedge.observe(self._clock.now() - started)
         exchange = Exchange(upstream, response, lease, attempt)
-        await self._learn(exchange, call)
-        return await self._judge(exchange, state)
-
-    async def _learn(self, exchange: Exchange, call: Call) -> None:
-        headers = exchange.response.headers
+        headers = response.headers
         if "x-ratelimit-remaining-requests" in headers or "x-ratelimit-remaining-tokens" in headers:
-            await apply_feedback(exchange.lease.limiter, headers, call.tokens)
+            await apply_feedback(lease.limiter, headers, call.tokens)
+        status = response.status_code
+        meters.responses(status).inc()
+        if status < 400:  # final: no retry to weigh (and no coroutine to make for it)
+            return exchange
+        return await self._judge(exchange, state)
 
     async def _judge(self, exchange: Exchange, state: _Attempts) -> Exchange | None:
         """Return the exchange if it is final; otherwise close it and prepare the retry."""
         status = exchange.response.status_code
         name = exchange.upstream.name
-        self._meters_of(exchange.upstream).responses(status).inc()
         if status == 429 and state.limited < self._retry.rate_limited_attempts:
             await self._discard(exchange, "dropped")
             state.limited += 1

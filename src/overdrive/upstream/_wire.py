@@ -109,6 +109,7 @@ class _Connection(asyncio.Protocol):
 
     __slots__ = (
         "_body",
+        "_deadline",
         "_headers",
         "_lost_hook",
         "_parser",
@@ -128,7 +129,12 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
         self._waiter: asyncio.Future[WireResponse] | None = None
+        # One timer outlives its request: it fires at the deadline it was set
+        # for, and if a later request is out by then, re-arms for that one's.
+        # Setting and cancelling a timer per request would cost more than a
+        # small answer's whole parse.
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0  # the current request's, on the loop's clock
         self._lost_hook = lost_hook
         self._headers: dict[str, str] = {}
         self._body: list[bytes] = []
@@ -155,7 +161,9 @@ class _Connection(asyncio.Protocol):
         if self.lost:  # closed since it was handed out: fail now, not at the timeout
             self._ended(None)
             return waiter
-        self._timer = loop.call_later(timeout, self._time_out, timeout)
+        self._deadline = loop.time() + timeout
+        if self._timer is None:
+            self._timer = loop.call_at(self._deadline, self._time_out, timeout)
         self._transport.write(message)
         return waiter
 
@@ -182,6 +190,9 @@ class _Connection(asyncio.Protocol):
             self._fail(httpx.RemoteProtocolError(f"malformed HTTP answer: {exc}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.lost = True
         self.keep_alive = False
         if self._waiter is not None:
@@ -232,13 +243,18 @@ class _Connection(asyncio.Protocol):
 
     def _settle(self) -> asyncio.Future[WireResponse] | None:
         waiter, self._waiter = self._waiter, None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         self.requests += 1
         return waiter
 
     def _time_out(self, timeout: float) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None:  # idle now: the next request arms a timer of its own
+            return
+        loop = waiter.get_loop()
+        if loop.time() < self._deadline:  # set for an earlier request: wait for this one's
+            self._timer = loop.call_at(self._deadline, self._time_out, timeout)
+            return
         self._fail(httpx.ReadTimeout(f"no complete answer within {timeout:g}s"))
 
     def _ended(self, exc: Exception | None) -> None:
