@@ -44,6 +44,11 @@ class LoadPlan:
     nonce: str
     processes: int = 1
     path: str = "/v1/chat/completions"
+    # 0: closed loop (the next request as soon as an answer is in). Otherwise each
+    # client starts a request every ``interval`` seconds, so the offered load is
+    # ``clients / interval`` whatever the server's speed, and latency is service
+    # time plus what queueing that load causes, not saturation queueing.
+    interval: float = 0.0
 
     def share(self, index: int) -> range:
         """The client numbers load process ``index`` runs."""
@@ -174,7 +179,10 @@ async def _exchanges(
     result: LoadResult,
 ) -> int:
     reader, writer = stream
-    while (sent := time.monotonic()) < window.end:
+    # Paced clients start out of step, so the load is spread over each interval.
+    due = time.monotonic() + plan.interval * (client / plan.clients)
+    while (sent := await _when_due(due)) < window.end:
+        due = sent + plan.interval
         writer.write(chat_request(plan, client, sequence))
         status, body = await read_response(reader)
         done = time.monotonic()
@@ -186,6 +194,15 @@ async def _exchanges(
         if window.start <= done <= window.end:
             result.latencies.append(done - sent)
     return sequence
+
+
+async def _when_due(due: float) -> float:
+    """Wait for ``due`` (a paced client's next start); the time it sends at."""
+    now = time.monotonic()
+    if due > now:
+        await asyncio.sleep(due - now)
+        now = time.monotonic()
+    return now
 
 
 def _error(result: LoadResult, at: float, window: _Window, text: str) -> None:

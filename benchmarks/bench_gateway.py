@@ -2,7 +2,7 @@
 
     python benchmarks/bench_gateway.py [--seconds 10] [--warmup 2] [--repeats 3]
         [--clients 50] [--load-processes 1] [--skip-litellm] [--litellm-venv DIR]
-        [--floor] [--gateway-concurrency auto|N] [--profile FILE]
+        [--floor] [--gateway-concurrency auto|N] [--paced-rate 5000] [--profile FILE]
 
 Acceptance (issue 7): with 50 concurrent clients sending distinct prompts (no
 cache hits), the gateway serves >= 0.4x the requests/s of the sim served
@@ -39,6 +39,13 @@ The sim counts the chat completions it answered during each gateway phase:
 "upstream/answered" near 1.00 shows no request was served from the cache.
 The gateway's phase line also gives its mean admission wait (from
 ``/metrics``): the part of its latency spent queued for a concurrency slot.
+In a closed loop at saturation, p50 is clients / throughput (Little's law),
+so "added p50" there restates the throughput gap. ``--paced-rate R`` (default
+5000; 0 skips it) then loads the sim and the gateway once more at the same
+offered R requests/s, each client starting a request every ``clients / R``
+seconds: the p50 difference there is the time the gateway adds to a call
+when it is not the bottleneck. It is printed beside the verdict, not in it.
+
 ``--profile FILE`` runs one more gateway phase under py-spy after the table's
 phases and prints the hottest frames.
 """
@@ -413,7 +420,10 @@ def sim_chat_calls(sim: SimProcess) -> int:
     return int(requests.get(CHAT_PATH, 0))
 
 
-def measure(name: str, port: int, sim: SimProcess, args: argparse.Namespace) -> Phase:
+def measure(
+    name: str, port: int, sim: SimProcess, args: argparse.Namespace, rate: float = 0.0
+) -> Phase:
+    """One phase of load on ``port``: closed loop, or paced at ``rate`` requests/s in all."""
     plan = LoadPlan(
         port=port,
         clients=args.clients,
@@ -421,6 +431,7 @@ def measure(name: str, port: int, sim: SimProcess, args: argparse.Namespace) -> 
         warmup=args.warmup,
         nonce=uuid.uuid4().hex[:12],  # no prompt repeats, across phases or runs
         processes=args.load_processes,
+        interval=args.clients / rate if rate else 0.0,
     )
     calls, waited = sim_chat_calls(sim), queue_wait(port) if name == GATEWAY else None
     load = run_load(plan)
@@ -452,6 +463,25 @@ def run_all(doors: dict[str, Door], sim: SimProcess, args: argparse.Namespace) -
         for name, door in doors.items():
             run.add(name, measure(name, door.port, sim, args))
     return run
+
+
+def run_paced(doors: dict[str, Door], sim: SimProcess, args: argparse.Namespace) -> Run:
+    """The sim and the gateway once more, each at the same offered rate (not saturated)."""
+    print(f"paced at {args.paced_rate:g} req/s offered", flush=True)
+    run = Run()
+    for name in (SIM, GATEWAY):
+        run.add(name, measure(name, doors[name].port, sim, args, args.paced_rate))
+    return run
+
+
+def print_paced(paced: Run, rate: float) -> None:
+    """The p50 each door gives when it is not the bottleneck, and the difference."""
+    sim, gateway = (median_of(paced.phases[n], lambda r: r.percentile(50)) for n in (SIM, GATEWAY))
+    served = median_of(paced.phases[GATEWAY], lambda r: r.throughput)
+    print(
+        f"INFO  at {rate:g} req/s offered (gateway served {served:.0f}/s): p50 sim {sim:.2f} ms, "
+        f"gateway {gateway:.2f} ms: the gateway adds {gateway - sim:.2f} ms per call"
+    )
 
 
 # --- profiling the gateway -----------------------------------------------------------------
@@ -577,6 +607,12 @@ def parse_args() -> argparse.Namespace:
         help="after the run, one more gateway phase under py-spy (raw stacks into FILE)",
     )
     parser.add_argument(
+        "--paced-rate",
+        type=float,
+        default=5000.0,
+        help="requests/s for the paced phase of the sim and the gateway (0: none)",
+    )
+    parser.add_argument(
         "--gateway-concurrency",
         default="auto",
         help="the upstream's concurrency in the gateway's config: auto (default) or a number",
@@ -646,10 +682,13 @@ def main() -> None:
         found = stack.enter_context(doors(sim, litellm, workdir, args))
         print(f"{args.clients} clients, {args.warmup:g} s warmup + {args.seconds:g} s counted")
         run = run_all(found, sim, args)
+        paced = run_paced(found, sim, args) if args.paced_rate else None
         if args.profile:
             profile_gateway(found[GATEWAY], sim, args)
     print_table(run)
     print_verdict(run)
+    if paced is not None:
+        print_paced(paced, args.paced_rate)
 
 
 if __name__ == "__main__":

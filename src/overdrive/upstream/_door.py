@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -102,6 +102,8 @@ async def answer(
     Errors the engine does not know as a caller's or an upstream's fault propagate.
     """
     try:
+        if PRIORITY_HEADER not in headers and QUEUE_TIMEOUT_HEADER not in headers:
+            return await _serve(engine, kind, headers, body, gate)  # most calls: no block
         with _admission_from(headers):
             return await _serve(engine, kind, headers, body, gate)
     except KeyLimitError as exc:
@@ -194,11 +196,9 @@ def _marks(content_type: str, source: str, upstream: str, queued_s: float) -> di
     }
 
 
-def _admission_from(headers: Mapping[str, str]) -> AbstractContextManager[Admission | None]:
-    """``admission(...)`` as the request's headers ask, or as the caller's context set it."""
+def _admission_from(headers: Mapping[str, str]) -> AbstractContextManager[Admission]:
+    """``admission(...)`` as the request's priority and queue-timeout headers ask."""
     priority, timeout = headers.get(PRIORITY_HEADER), headers.get(QUEUE_TIMEOUT_HEADER)
-    if priority is None and timeout is None:
-        return nullcontext()
     try:
         level = int(priority) if priority is not None else 0
     except ValueError:
