@@ -58,6 +58,7 @@ import contextlib
 import math
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -133,8 +134,13 @@ class ServerProcess:
 
     def __enter__(self) -> ServerProcess:
         with self.log.open("wb") as out:
+            # A process group of its own, so its workers can be paused with it.
             self.process = subprocess.Popen(
-                self.argv, stdout=out, stderr=subprocess.STDOUT, env=self.env
+                self.argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,
             )
         try:
             self._wait_ready()
@@ -163,6 +169,7 @@ class ServerProcess:
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
+        _signal_group(process.pid, signal.SIGCONT)  # a paused server could not stop
         process.terminate()
         try:
             process.wait(15)
@@ -177,6 +184,11 @@ class ServerProcess:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signum)
 
 
 def _answers_200(url: str) -> bool:
@@ -461,8 +473,27 @@ def run_all(doors: dict[str, Door], sim: SimProcess, args: argparse.Namespace) -
     for repeat in range(1, args.repeats + 1):
         print(f"repeat {repeat}/{args.repeats}", flush=True)
         for name, door in doors.items():
-            run.add(name, measure(name, door.port, sim, args))
+            with alone(doors, name):
+                run.add(name, measure(name, door.port, sim, args))
     return run
+
+
+@contextlib.contextmanager
+def alone(doors: dict[str, Door], name: str) -> Iterator[None]:
+    """Pause (SIGSTOP) every other server we started while ``name`` is measured.
+
+    A proxy between phases still runs background work (LiteLLM's schedulers,
+    the gateway's health probes); paused, none of it takes the two cores from
+    the door under load. The sim, which every phase needs, is never paused.
+    """
+    others = [door.pid for other, door in doors.items() if other != name and door.pid]
+    for pid in others:
+        _signal_group(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in others:
+            _signal_group(pid, signal.SIGCONT)
 
 
 def run_paced(doors: dict[str, Door], sim: SimProcess, args: argparse.Namespace) -> Run:
@@ -470,7 +501,8 @@ def run_paced(doors: dict[str, Door], sim: SimProcess, args: argparse.Namespace)
     print(f"paced at {args.paced_rate:g} req/s offered", flush=True)
     run = Run()
     for name in (SIM, GATEWAY):
-        run.add(name, measure(name, doors[name].port, sim, args, args.paced_rate))
+        with alone(doors, name):
+            run.add(name, measure(name, doors[name].port, sim, args, args.paced_rate))
     return run
 
 
@@ -487,8 +519,9 @@ def print_paced(paced: Run, rate: float) -> None:
 # --- profiling the gateway -----------------------------------------------------------------
 
 
-def profile_gateway(door: Door, sim: SimProcess, args: argparse.Namespace) -> None:
+def profile_gateway(doors: dict[str, Door], sim: SimProcess, args: argparse.Namespace) -> None:
     """One more gateway phase (not in the table) under py-spy; print where its time went."""
+    door = doors[GATEWAY]
     spy = shutil.which("py-spy")
     if spy is None or door.pid is None:
         print("\n--profile: py-spy not found (pip install py-spy)", flush=True)
@@ -497,7 +530,8 @@ def profile_gateway(door: Door, sim: SimProcess, args: argparse.Namespace) -> No
     argv = [spy, "record", "-p", str(door.pid), "-d", seconds, "-r", "200", "--gil"]
     argv += ["-f", "raw", "-o", str(args.profile)]
     print(f"\nprofiling the gateway with py-spy into {args.profile}", flush=True)
-    with subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as recorder:
+    quiet = subprocess.DEVNULL
+    with subprocess.Popen(argv, stdout=quiet, stderr=quiet) as recorder, alone(doors, GATEWAY):
         measure(GATEWAY, door.port, sim, args)
     if recorder.returncode == 0:
         print_profile(args.profile)
@@ -684,7 +718,7 @@ def main() -> None:
         run = run_all(found, sim, args)
         paced = run_paced(found, sim, args) if args.paced_rate else None
         if args.profile:
-            profile_gateway(found[GATEWAY], sim, args)
+            profile_gateway(found, sim, args)
     print_table(run)
     print_verdict(run)
     if paced is not None:

@@ -113,7 +113,10 @@ def chat_call(body: Mapping[str, Any]) -> Call:
     if not isinstance(messages, list) or not messages:
         raise RequestError("messages", "expected a non-empty list of message objects")
     for index, message in enumerate(messages):
-        if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
+        # ``type(...) is dict`` first: parsed JSON always is, and the ABC check costs more.
+        if not (type(message) is dict or isinstance(message, Mapping)) or not isinstance(
+            message.get("role"), str
+        ):
             raise RequestError(f"messages[{index}]", "expected an object with a string `role`")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):

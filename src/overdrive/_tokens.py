@@ -27,13 +27,17 @@ def estimate_messages_tokens(messages: Any) -> int:
     """Tokens in an OpenAI ``messages`` list (content strings or content parts)."""
     if not isinstance(messages, list):
         return 0
-    return sum(_MESSAGE_OVERHEAD + _content_tokens(m) for m in messages if isinstance(m, dict))
+    total = 0
+    for message in messages:  # a loop, not generators: every chat call is priced here
+        if isinstance(message, dict):
+            total += _MESSAGE_OVERHEAD + _content_tokens(message)
+    return total
 
 
 def _content_tokens(message: dict[str, Any]) -> int:
     content = message.get("content")
     if isinstance(content, str):
-        return estimate_tokens(content)
+        return -(-len(content) // _CHARS_PER_TOKEN)  # estimate_tokens, inlined
     if isinstance(content, list):
         texts = (p.get("text") for p in content if isinstance(p, dict))
         return sum(estimate_tokens(t) for t in texts if isinstance(t, str))

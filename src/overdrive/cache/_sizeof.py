@@ -81,13 +81,12 @@ def _atoms_size(items: tuple[object, ...]) -> int | None:
     A plain loop, not generators: every cache write of an answer comes here.
     """
     total = 0
-    seen: list[int] = []
     for item in items:
-        ident = id(item)
-        if type(item) not in _ATOMS or ident in seen:
-            return None  # a container, or one object twice: the walk counts it right
-        seen.append(ident)
+        if type(item) not in _ATOMS:
+            return None  # a container: the walk counts it
         total += _getsizeof(item)
+    if len(set(map(id, items))) != len(items):
+        return None  # one object twice: the walk counts it once
     return total
 
 
