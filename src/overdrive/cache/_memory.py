@@ -25,6 +25,7 @@ cold ends during eviction, with no timers and no scans.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import sys
@@ -331,7 +332,10 @@ class MemoryCache(Generic[V]):
     def _frequency(self, node: _Node[V]) -> int:
         """Its key's estimated recent accesses: history in the sketch plus its own hits."""
         assert self._sketch is not None
-        return min(MAX_COUNT, self._sketch.frequency(node.hash) + self._own_count(node))
+        history = self._sketch.frequency(node.hash)
+        if not node.freq:  # never hit since stored: most judged entries
+            return history
+        return min(MAX_COUNT, history + self._own_count(node))
 
     def _own_count(self, node: _Node[V]) -> int:
         assert self._sketch is not None
@@ -479,8 +483,9 @@ class MemoryCache(Generic[V]):
             candidate.queue = None  # in no segment while it is judged
             self._judge(candidate)
         self._demote_overflow()
-        for queue in (self._probation, self._protected, self._window):
-            self._evict_coldest(queue)  # only if an overwrite grew main past the budget
+        if self._bytes > self._max_bytes:  # only if an overwrite grew main past the budget
+            for queue in (self._probation, self._protected, self._window):
+                self._evict_coldest(queue)
 
     def _evict_coldest(self, queue: _Queue[V]) -> None:
         while self._bytes > self._max_bytes and queue:
@@ -530,8 +535,7 @@ class MemoryCache(Generic[V]):
         return live, dead
 
     def _coldest_main(self) -> Iterator[_Node[V]]:
-        yield from self._probation.values()
-        yield from self._protected.values()
+        return itertools.chain(self._probation.values(), self._protected.values())
 
     def _admits(self, candidate: _Node[V], victims: list[_Node[V]]) -> bool:
         """TinyLFU's rule, by bytes: the candidate must be used more than its victims together.

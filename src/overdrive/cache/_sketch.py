@@ -103,14 +103,20 @@ class FrequencySketch:
 
     def frequency(self, h: int) -> int:
         """The estimated count for hash ``h``: never below the true recent count."""
+        # Compares, not min() over four arguments: a full cache asks this twice
+        # for every write it has to judge.
         table, mask, width = self._table, self._mask, self._width
-        counted = min(
-            table[h & mask],
-            table[width + ((h >> 16) & mask)],
-            table[2 * width + ((h >> 32) & mask)],
-            table[3 * width + ((h >> 48) & mask)],
-        )
-        return min(MAX_COUNT, counted + self._kept(h))
+        counted = table[h & mask]
+        if counted:
+            if (other := table[width + ((h >> 16) & mask)]) < counted:
+                counted = other
+            if (other := table[2 * width + ((h >> 32) & mask)]) < counted:
+                counted = other
+            if (other := table[3 * width + ((h >> 48) & mask)]) < counted:
+                counted = other
+        if counted >= MAX_COUNT:
+            return MAX_COUNT
+        return counted + self._kept(h)
 
     def _door_bits(self, h: int) -> tuple[int, int, int]:
         """Three doorkeeper bit positions, from a remix independent of the counter indices."""
