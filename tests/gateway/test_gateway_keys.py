@@ -88,6 +88,11 @@ def test_a_model_outside_the_keys_list_is_403(gateway: GatewayServer) -> None:
     assert "may not use model 'o-big'" in str(info.value)
 
 
+def test_a_key_lists_only_the_models_it_may_use(gateway: GatewayServer) -> None:
+    listed = {key: [m.id for m in client(gateway, key).models.list()] for key in (TEAM_B, TEAM_C)}
+    assert listed == {TEAM_B: ["gpt-4o-mini", "o-big"], TEAM_C: ["gpt-4o-mini"]}
+
+
 def test_a_key_over_its_rpm_gets_429_with_retry_after(gateway: GatewayServer) -> None:
     assert ask(gateway, SLOW, "one") == "MISS"
     with pytest.raises(openai.RateLimitError) as info:

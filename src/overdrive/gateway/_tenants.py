@@ -50,6 +50,11 @@ class Tenant:
         self._max_wait = key.max_wait
         self._clock = clock
 
+    def visible(self, models: list[str]) -> list[str]:
+        """The ones of ``models`` this key may use (all, without a ``models`` list)."""
+        allowed = self._models
+        return [m for m in models if m in allowed] if allowed else models
+
     async def admit(self, call: Call) -> float:
         """Book the call against the key's limits; the seconds it waited, or raise.
 

@@ -69,6 +69,10 @@ class Gate(Protocol):
 
     namespace: str
 
+    def visible(self, models: list[str]) -> list[str]:
+        """The ones of ``models`` this caller may use, for ``GET /models``."""
+        ...
+
     async def admit(self, call: Call) -> float:
         """Let the call through (the seconds it waited) or raise why not."""
         ...
@@ -159,7 +163,8 @@ async def _serve(
     engine: Overdrive, kind: str, headers: Mapping[str, str], body: bytes, gate: Gate | None
 ) -> Answer:
     if kind == "models":
-        return Answer(200, {"content-type": _JSON}, dumps(models_payload(engine.models())))
+        models = engine.models() if gate is None else gate.visible(engine.models())
+        return Answer(200, {"content-type": _JSON}, dumps(models_payload(models)))
     call = _call(kind, headers, body, gate)
     waited = await gate.admit(call) if gate is not None else 0.0
     if call.stream:
