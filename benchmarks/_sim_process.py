@@ -15,7 +15,7 @@ from typing import Any, Self, cast
 
 from overdrive.sim import SimConfig, SimServer
 
-__all__ = ["ChildServer", "SimProcess"]
+__all__ = ["ChildServer", "SimProcess", "zero_latency_sim"]
 
 
 class ChildServer:
@@ -63,6 +63,13 @@ class SimProcess(ChildServer):
 
     def stats(self) -> dict[str, Any]:
         return cast(dict[str, Any], self.ask("stats"))
+
+
+def zero_latency_sim() -> SimConfig:
+    """Answers at once, never rate-limits: all the latency measured is the client's own."""
+    return SimConfig(
+        ttft_s=0.0, per_token_s=0.0, jitter=0.0, embed_base_s=0.0, embed_per_item_s=0.0
+    )
 
 
 def _serve_sim(config: SimConfig, pipe: Connection) -> None:

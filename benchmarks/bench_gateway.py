@@ -77,10 +77,9 @@ from types import TracebackType
 import orjson
 
 from _gateway_load import MODEL, LoadPlan, LoadResult, read_response, run_load
-from _sim_process import ChildServer, SimProcess
+from _sim_process import ChildServer, SimProcess, zero_latency_sim
 from overdrive._asgi import Receive, Scope, Send, read_body
 from overdrive._asgi_server import BackgroundServer, free_port
-from overdrive.sim import SimConfig
 
 LITELLM_SPEC = "litellm[proxy]==1.106.2"  # the pin of pyproject's `peers` extra
 LITELLM_EXTRAS = ("httptools",)
@@ -652,13 +651,6 @@ def parse_args() -> argparse.Namespace:
         help="the upstream's concurrency in the gateway's config: auto (default) or a number",
     )
     return parser.parse_args()
-
-
-def zero_latency_sim() -> SimConfig:
-    """Answers at once, never rate-limits: all the latency measured is the doors' own."""
-    return SimConfig(
-        ttft_s=0.0, per_token_s=0.0, jitter=0.0, embed_base_s=0.0, embed_per_item_s=0.0
-    )
 
 
 def litellm_command(args: argparse.Namespace) -> Path | None:
