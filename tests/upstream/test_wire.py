@@ -397,7 +397,7 @@ async def test_each_request_on_a_kept_alive_connection_has_its_own_deadline() ->
     # same connection: it must re-arm for the second's deadline, not fire early.
     async def slower_each_time(writer: asyncio.StreamWriter, index: int) -> bool:
         if index == 2:
-            await asyncio.sleep(10)
+            await asyncio.Event().wait()  # never answers: the server task is cancelled at the end
         await asyncio.sleep(0.15 if index == 0 else 0.1)
         writer.write(answer())
         return True
