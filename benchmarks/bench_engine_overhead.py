@@ -16,7 +16,8 @@ Each row gives calls/s and this process's CPU time per call (``process_time``),
 the figure to compare between builds: the gateway spends it plus uvicorn's
 share on every request. The GC is tuned as the gateway tunes it. ``--steps N``
 splits the engine's phase in N and prints each part, to see the cost change as
-the memory cache fills (``--cache-memory 16MB`` fills it within a second).
+the memory cache fills (``--cache-memory 16MB`` fills it within a second). ``--ways door`` runs one
+way alone, to profile it (``py-spy record -- python ...``).
 """
 
 from __future__ import annotations
@@ -39,12 +40,15 @@ from overdrive.gateway._app import _GC_THRESHOLDS
 from overdrive.upstream._door import answer
 
 Send = Callable[[bytes], Awaitable[None]]
+WAYS = ("wire", "engine", "door")
 
 
-def chat_body(client: int, sequence: int) -> bytes:
+def chat_body(way: str, client: int, sequence: int) -> bytes:
+    # The way is in the prompt: a later way must not hit what an earlier one stored.
+    prompt = f"[{way}.{client}.{sequence}] In one sentence: why is the sky blue?"
     messages = [
         {"role": "system", "content": "You are a terse assistant."},
-        {"role": "user", "content": f"[{client}.{sequence}] In one sentence: why is the sky blue?"},
+        {"role": "user", "content": prompt},
     ]
     return orjson.dumps({"model": MODEL, "messages": messages, "max_tokens": MAX_TOKENS})
 
@@ -52,8 +56,9 @@ def chat_body(client: int, sequence: int) -> bytes:
 class Load:
     """Closed-loop clients sending through ``send`` until stopped; counts the calls."""
 
-    def __init__(self, send: Send, clients: int) -> None:
+    def __init__(self, way: str, send: Send, clients: int) -> None:
         self.calls = 0
+        self._way = way
         self._send = send
         self._running = True
         self._tasks = [asyncio.ensure_future(self._client(c)) for c in range(clients)]
@@ -62,7 +67,7 @@ class Load:
         sequence = 0
         while self._running:
             sequence += 1
-            await self._send(chat_body(client, sequence))
+            await self._send(chat_body(self._way, client, sequence))
             self.calls += 1
 
     async def measure(self, seconds: float) -> tuple[float, float]:
@@ -104,7 +109,9 @@ async def run(base_url: str, args: argparse.Namespace) -> None:
     async with Overdrive.from_config(config) as od:
         print(f"{'':8}{'calls/s':>10}{'CPU us/call':>14}")
         for name, send in senders(od).items():
-            load = Load(send, args.clients)
+            if name not in args.ways:
+                continue
+            load = Load(name, send, args.clients)
             await asyncio.sleep(args.warmup)
             steps = args.steps if name == "engine" else 1
             for step in range(steps):
@@ -122,6 +129,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--cache-memory", default="256MB", help="the memory tier's budget")
     parser.add_argument("--steps", type=int, default=1, help="parts of the engine's phase")
+    parser.add_argument(
+        "--ways", nargs="+", choices=WAYS, default=list(WAYS), help="which ways to run"
+    )
     args = parser.parse_args()
     gc.collect()
     gc.freeze()

@@ -2,89 +2,17 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from types import SimpleNamespace
 from typing import Any
 
+import orjson
 import pytest
 
+from overdrive import FakeClock
 from overdrive.gateway import GatewayApp, GatewayServer
-from overdrive.gateway._protocol import OneWriteTransport
-
-
-class RecordingTransport(asyncio.Transport):
-    """Keeps every write it is given, as separate system calls would send them."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes: list[bytes] = []
-        self.closed = False
-        self.aborted = False
-
-    def write(self, data: Any) -> None:
-        self.writes.append(bytes(data))
-
-    def is_closing(self) -> bool:
-        return self.closed or self.aborted
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.aborted = True
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-
-async def next_turn() -> None:
-    await asyncio.sleep(0)
-
-
-async def test_head_and_body_written_in_one_turn_leave_as_one_write() -> None:
-    inner = RecordingTransport()
-    transport = OneWriteTransport(inner)
-    transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
-    transport.write(b"{}")
-    assert inner.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"]
-    await next_turn()
-    assert len(inner.writes) == 1  # the scheduled flush found nothing left
-
-
-async def test_a_lone_write_goes_out_on_the_next_turn() -> None:
-    inner = RecordingTransport()
-    transport = OneWriteTransport(inner)
-    transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-    assert inner.writes == []
-    assert transport.get_write_buffer_size() == len(b"HTTP/1.1 100 Continue\r\n\r\n")
-    await next_turn()
-    assert inner.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
-    assert transport.get_write_buffer_size() == 0
-
-
-async def test_close_sends_what_is_held_and_abort_drops_it() -> None:
-    inner = RecordingTransport()
-    transport = OneWriteTransport(inner)
-    transport.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
-    transport.close()
-    assert inner.writes == [b"HTTP/1.1 400 Bad Request\r\n\r\n"]
-    assert inner.closed
-
-    other = RecordingTransport()
-    transport = OneWriteTransport(other)
-    transport.write(b"partial")
-    transport.abort()
-    await next_turn()
-    assert other.writes == []
-    assert other.aborted
-
-
-async def test_nothing_is_written_once_the_peer_is_gone() -> None:
-    inner = RecordingTransport()
-    transport = OneWriteTransport(inner)
-    transport.write(b"late")
-    inner.closed = True  # the connection was lost before the flush
-    await next_turn()
-    assert inner.writes == []
+from overdrive.gateway._protocol import GatewayProtocol, gateway_app
+from overdrive.upstream._door import Answer
 
 
 @pytest.fixture
@@ -112,3 +40,393 @@ def test_pipelined_requests_get_whole_answers_in_order(gateway: GatewayServer) -
     statuses = [part.split(b" ", 1)[0] for part in received.split(b"HTTP/1.1 ")[1:]]
     assert statuses == [b"200", b"404", b"200", b"404"]
     assert b'{"status":"live"}' in received
+
+
+# --- the protocol on its own: a recording transport, an app that answers at once ------------
+
+
+class RecordingTransport:
+    """Keeps what the protocol writes and whether it closed or paused the connection."""
+
+    def __init__(self) -> None:
+        self.written = b""
+        self.closed = False
+        self.reading = True
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed, "written after close"
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+
+class SteppedLoop:
+    """The running loop, with time read from a FakeClock and timers fired by hand."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self._real = asyncio.get_running_loop()
+        self._clock = clock
+        self.timers: list[tuple[float, Callable[[], None]]] = []
+
+    def time(self) -> float:
+        return self._clock.now()
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+        self.timers.append((when, callback))
+        return self._real.call_at(self._real.time() + 3600, lambda: None)
+
+    def fire_due(self) -> None:
+        due = [t for t in self.timers if t[0] <= self._clock.now()]
+        self.timers = [t for t in self.timers if t[0] > self._clock.now()]
+        for _, callback in due:
+            callback()
+
+    def create_task(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        return self._real.create_task(coro)
+
+    def create_future(self) -> asyncio.Future[None]:
+        return self._real.create_future()
+
+
+class Stream:
+    """A streamed reply's body: chunks as they are released, and whether it was closed."""
+
+    def __init__(self) -> None:
+        self.chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.closed = False
+
+    def __aiter__(self) -> Stream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await self.chunks.get()
+        if chunk is None:
+            raise StopAsyncIteration
+        return chunk
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+class EchoApp(GatewayApp):
+    """Answers with the request it got; ``/stream`` answers with ``self.stream``."""
+
+    def __init__(self, max_body_bytes: int = 1000) -> None:
+        super().__init__({"upstreams": []}, max_body_bytes=max_body_bytes)
+        self.stream = Stream()
+        self.hold = asyncio.Event()
+        self.hold.set()
+
+    async def serve(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes
+    ) -> Answer:
+        await self.hold.wait()
+        if path == "/stream":
+            return Answer(200, {"content-type": "text/event-stream"}, stream=self.stream)  # type: ignore[arg-type]
+        echo = orjson.dumps(
+            {"method": method, "path": path, "headers": headers, "body": body.decode()}
+        )
+        return Answer(200, {"content-type": "application/json"}, echo)
+
+
+class Connection:
+    """One protocol instance on a recording transport, as uvicorn would make it."""
+
+    def __init__(self, app: EchoApp, loop: SteppedLoop, keep_alive_s: int = 5) -> None:
+        config = SimpleNamespace(loaded=True, loaded_app=app, timeout_keep_alive=keep_alive_s)
+        self.state = SimpleNamespace(connections=set(), tasks=set(), total_requests=0)
+        self.protocol = GatewayProtocol(config, self.state, {}, loop)  # type: ignore[arg-type]
+        self.transport = RecordingTransport()
+        self.protocol.connection_made(self.transport)  # type: ignore[arg-type]
+
+    def send(self, data: bytes) -> None:
+        self.protocol.data_received(data)
+
+    async def settle(self) -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    def answers(self) -> list[bytes]:
+        return [b"HTTP/1.1 " + part for part in self.transport.written.split(b"HTTP/1.1 ")[1:]]
+
+
+@pytest.fixture
+async def clock_loop() -> tuple[FakeClock, SteppedLoop]:
+    clock = FakeClock(100.0)
+    return clock, SteppedLoop(clock)
+
+
+def post(path: str, body: bytes, *extra: bytes) -> bytes:
+    head = [b"POST " + path.encode() + b" HTTP/1.1", b"host: x", *extra]
+    head.append(b"content-length: %d" % len(body))
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+async def test_an_answer_is_one_write_with_its_length_and_the_door_headers_only(
+    clock_loop: tuple[FakeClock, SteppedLoop],
+) -> None:
+    conn = Connection(EchoApp(), clock_loop[1])
+    conn.send(post("/v1/chat/completions?x=1", b"{}", b"Authorization: Bearer k", b"X-Other: y"))
+    await conn.settle()
+    [answer] = conn.answers()
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"content-length: %d" % len(body) in head
+    assert orjson.loads(body) == {
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "headers": {"authorization": "Bearer k"},
+        "body": "{}",
+    }
+    assert not conn.transport.closed
+    assert conn.state.total_requests == 1
+
+
+async def test_a_quoted_path_is_decoded(clock_loop: tuple[FakeClock, SteppedLoop]) -> None:
+    conn = Connection(EchoApp(), clock_loop[1])
+    conn.send(b"GET /health/%6Cive HTTP/1.1\r\nhost: x\r\n\r\n")
+    await conn.settle()
+    assert b'"path":"/health/live"' in conn.transport.written
+
+
+async def test_a_chunked_body_is_joined(clock_loop: tuple[FakeClock, SteppedLoop]) -> None:
+    conn = Connection(EchoApp(), clock_loop[1])
+    conn.send(b"POST /e HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n")
+    conn.send(b"3\r\nabc\r\n")
+    conn.send(b"2\r\nde\r\n0\r\n\r\n")
+    await conn.settle()
+    assert b'"body":"abcde"' in conn.transport.written
+
+
+async def test_pipelined_requests_wait_their_turn(
+    clock_loop: tuple[FakeClock, SteppedLoop],
+) -> None:
+    app = EchoApp()
+    app.hold.clear()
+    conn = Connection(app, clock_loop[1])
+    conn.send(b"".join(post(f"/{i}", b"") for i in range(20)))
+    await conn.settle()
+    assert conn.transport.written == b""
+    assert not conn.transport.reading  # too many queued: the client is held back
+    app.hold.set()
+    await conn.settle()
+    for _ in range(20):
+        await conn.settle()
+    paths = [orjson.loads(a.split(b"\r\n\r\n", 1)[1])["path"] for a in conn.answers()]
+    assert paths == [f"/{i}" for i in range(20)]
+    assert conn.transport.reading
+
+
+async def test_garbage_gets_400_and_the_connection_closes(
+    clock_loop: tuple[FakeClock, SteppedLoop],
+) -> None:
+    conn = Connection(EchoApp(), clock_loop[1])
+    conn.send(b"NOT HTTP AT ALL\r\n\r\n")
+    await conn.settle()
+    assert conn.transport.written.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert conn.transport.closed
+
+
+async def test_a_declared_oversize_body_is_refused_unread(
+    clock_loop: tuple[FakeClock, SteppedLoop],
+) -> None:
+    conn = Connection(EchoApp(max_body_bytes=10), clock_loop[1])
+    conn.send(b"POST /e HTTP/1.1\r\nhost: x\r\ncontent-length: 11\r\nexpect: 100-continue\r\n\r\n")
+    await conn.settle()
+    assert b"100 Continue" not in conn.transport.written  # it must not send the body
+    conn.send(b"x" * 11)
+    await conn.settle()
+    [answer] = conn.answers()
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert b"connection: close\r\n" in answer
+    assert b"request_too_large" in answer
+    assert conn.transport.closed
+
+
+async def test_a_chunked_body_over_the_limit_is_refused(
+    clock_loop: tuple[FakeClock, SteppedLoop],
+) -> None:
+    conn = Connection(EchoApp(max_body_bytes=10), clock_loop[1])
+    conn.send(b"POST /e HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n")
+    conn.send(b"8\r\n12345678\r\n8\r\n12345678\r\n0\r\n\r\n")
+    await conn.settle()
+    assert conn.answers()[0].startswith(b"HTTP/1.1 413 ")
+    assert conn.transport.closed
+
+
+async def test_expect_continue_is_answered_before_the_body(
+    clock_loop: tuple[FakeClock, SteppedLoop],
+) -> None:
+    conn = Connection(EchoApp(), clock_loop[1])
+    conn.send(b"POST /e HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\nexpect: 100-continue\r\n\r\n")
+    assert conn.transport.written == b"HTTP/1.1 100 Continue\r\n\r\n"
+    conn.send(b"{}")
+    await conn.settle()
+    assert conn.answers()[1].startswith(b"HTTP/1.1 200 OK")
+    assert b'"expect"' not in conn.transport.written  # not handed to the app
+
+
+async def test_http_1_0_and_connection_close_end_the_connection(
+    clock_loop: tuple[FakeClock, SteppedLoop],
+) -> None:
+    for request in (
+        b"GET /a HTTP/1.0\r\n\r\n",
+        b"GET /a HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    ):
+        conn = Connection(EchoApp(), clock_loop[1])
+        conn.send(request)
+        await conn.settle()
+        assert b"connection: close\r\n" in conn.transport.written
+        assert conn.transport.closed
+
+
+async def test_head_gets_the_head_alone(clock_loop: tuple[FakeClock, SteppedLoop]) -> None:
+    conn = Connection(EchoApp(), clock_loop[1])
+    conn.send(b"HEAD /a HTTP/1.1\r\nhost: x\r\n\r\n")
+    await conn.settle()
+    head, body = conn.transport.written.split(b"\r\n\r\n", 1)
+    assert body == b""
+    assert b"content-length: " in head
+
+
+async def test_a_stream_is_relayed_in_chunks_then_closed(
+    clock_loop: tuple[FakeClock, SteppedLoop],
+) -> None:
+    app = EchoApp()
+    conn = Connection(app, clock_loop[1])
+    conn.send(b"GET /stream HTTP/1.1\r\nhost: x\r\n\r\n")
+    await conn.settle()
+    assert b"transfer-encoding: chunked\r\n" in conn.transport.written
+    assert b"cache-control: no-cache\r\n" in conn.transport.written
+    for chunk in (b"data: 1\n\n", b"", b"data: [DONE]\n\n", None):
+        app.stream.chunks.put_nowait(chunk)
+    await conn.settle()
+    body = conn.transport.written.split(b"\r\n\r\n", 1)[1]
+    assert body == b"9\r\ndata: 1\n\n\r\ne\r\ndata: [DONE]\n\n\r\n0\r\n\r\n"
+    assert app.stream.closed
+    assert not conn.transport.closed
+
+
+async def test_a_stream_to_http_1_0_ends_with_the_connection(
+    clock_loop: tuple[FakeClock, SteppedLoop],
+) -> None:
+    app = EchoApp()
+    conn = Connection(app, clock_loop[1])
+    conn.send(b"GET /stream HTTP/1.0\r\n\r\n")
+    app.stream.chunks.put_nowait(b"data: 1\n\n")
+    app.stream.chunks.put_nowait(None)
+    await conn.settle()
+    head, body = conn.transport.written.split(b"\r\n\r\n", 1)
+    assert b"transfer-encoding" not in head
+    assert b"content-length" not in head
+    assert body == b"data: 1\n\n"
+    assert conn.transport.closed
+
+
+async def test_hanging_up_mid_stream_closes_the_stream(
+    clock_loop: tuple[FakeClock, SteppedLoop],
+) -> None:
+    app = EchoApp()
+    conn = Connection(app, clock_loop[1])
+    conn.send(b"GET /stream HTTP/1.1\r\nhost: x\r\n\r\n")
+    app.stream.chunks.put_nowait(b"data: 1\n\n")
+    await conn.settle()
+    conn.transport.closed = True
+    conn.protocol.connection_lost(None)
+    await conn.settle()
+    assert app.stream.closed
+    assert not conn.state.tasks
+    assert not conn.state.connections
+
+
+async def test_a_slow_reader_holds_the_stream_back(
+    clock_loop: tuple[FakeClock, SteppedLoop],
+) -> None:
+    app = EchoApp()
+    conn = Connection(app, clock_loop[1])
+    conn.send(b"GET /stream HTTP/1.1\r\nhost: x\r\n\r\n")
+    await conn.settle()
+    conn.protocol.pause_writing()
+    app.stream.chunks.put_nowait(b"late")
+    await conn.settle()
+    assert b"late" not in conn.transport.written
+    conn.protocol.resume_writing()
+    await conn.settle()
+    assert b"4\r\nlate\r\n" in conn.transport.written
+
+
+async def test_silence_closes_a_kept_alive_connection(
+    clock_loop: tuple[FakeClock, SteppedLoop],
+) -> None:
+    clock, loop = clock_loop
+    conn = Connection(EchoApp(), loop, keep_alive_s=5)
+    conn.send(post("/a", b""))
+    await conn.settle()
+    clock.advance(3)
+    conn.send(b"POST /b HTTP/1.1\r\n")  # a request begins: heard, so not silent
+    clock.advance(3)
+    loop.fire_due()
+    assert not conn.transport.closed
+    clock.advance(2)
+    loop.fire_due()
+    assert conn.transport.closed  # 5 s with nothing heard
+
+
+async def test_a_busy_connection_is_not_timed_out(
+    clock_loop: tuple[FakeClock, SteppedLoop],
+) -> None:
+    clock, loop = clock_loop
+    app = EchoApp()
+    app.hold.clear()
+    conn = Connection(app, loop, keep_alive_s=5)
+    conn.send(post("/slow", b""))
+    await conn.settle()
+    clock.advance(60)
+    loop.fire_due()
+    assert not conn.transport.closed
+    app.hold.set()
+    await conn.settle()
+    assert conn.answers()
+    assert not conn.transport.closed
+    clock.advance(5)
+    loop.fire_due()
+    assert conn.transport.closed
+
+
+async def test_shutdown_closes_idle_connections_and_busy_ones_after_their_answer(
+    clock_loop: tuple[FakeClock, SteppedLoop],
+) -> None:
+    idle = Connection(EchoApp(), clock_loop[1])
+    idle.protocol.shutdown()
+    assert idle.transport.closed
+
+    app = EchoApp()
+    app.hold.clear()
+    busy = Connection(app, clock_loop[1])
+    busy.send(post("/a", b"") + post("/queued", b""))
+    await busy.settle()
+    busy.protocol.shutdown()
+    assert not busy.transport.closed
+    app.hold.set()
+    await busy.settle()
+    [answer] = busy.answers()
+    assert b'"path":"/a"' in answer
+    assert b"connection: close" not in answer
+    assert busy.transport.closed
+
+
+def test_the_protocol_finds_the_app_under_middleware() -> None:
+    app = GatewayApp({"upstreams": []})
+    assert gateway_app(SimpleNamespace(app=SimpleNamespace(app=app))) is app
+    with pytest.raises(TypeError, match="serves a GatewayApp, not SimpleNamespace"):
+        gateway_app(SimpleNamespace(app=None))

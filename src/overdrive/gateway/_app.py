@@ -8,7 +8,7 @@ through the same door code as the in-process httpx transport
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import gc
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -21,7 +21,7 @@ from .._errors import ConfigError
 from .._json import dumps
 from ..monitor import CONTENT_TYPE as METRICS_TYPE
 from ..monitor import Counter
-from ..upstream._door import REQUEST_HEADERS, Answer, answer, error_answer, route
+from ..upstream._door import REQUEST_HEADERS, Answer, answer, error_answer
 from ._openapi import openapi_document
 from ._tenants import Tenant, Tenants
 
@@ -30,9 +30,10 @@ if TYPE_CHECKING:
     from ..engine import Overdrive
     from ..upstream import StreamReply
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "GatewayApp", "create_app"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "DOOR_HEADERS", "GatewayApp", "create_app"]
 
-Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
+Handler = Callable[[Mapping[str, str], bytes], Awaitable[Answer]]
+_KINDS = ("chat", "embeddings", "models")
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 _log = logging.getLogger("overdrive.gateway")
@@ -79,15 +80,21 @@ class GatewayApp:
         self._routes = self._route_table()
 
     def _route_table(self) -> dict[str, dict[str, Handler]]:
+        chat, embeddings, models = (functools.partial(self._call, k) for k in _KINDS)
         return {
-            "/v1/chat/completions": {"POST": self._call},
-            "/v1/embeddings": {"POST": self._call},
-            "/v1/models": {"GET": self._call},
+            "/v1/chat/completions": {"POST": chat},
+            "/v1/embeddings": {"POST": embeddings},
+            "/v1/models": {"GET": models},
             "/health/live": {"GET": self._live},
             "/health/ready": {"GET": self._ready},
             "/metrics": {"GET": self._metrics},
             "/openapi.json": {"GET": self._openapi_json},
         }
+
+    @property
+    def max_body_bytes(self) -> int:
+        """The largest request body served; larger ones get 413."""
+        return self._max_body
 
     @property
     def engine(self) -> Overdrive | None:
@@ -142,47 +149,58 @@ class GatewayApp:
             await send({"type": f"lifespan.{name}.complete"})
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: str = scope["path"]
         try:
-            methods = self._routes.get(path)
-            if methods is None:
-                reply = error_answer(404, f"Unknown request URL: {path}", "unknown_url")
-                return await _respond(send, reply)
-            handler = methods.get(scope["method"])
-            if handler is None:
-                return await _respond(send, _not_allowed(scope["method"], path, methods))
-            await handler(scope, receive, send)
-        except BodyTooLarge as exc:
-            message = f"The request body is larger than the {exc.limit} bytes this server accepts."
-            await _respond(send, error_answer(413, message, "request_too_large"))
+            body = await read_body(scope, receive, self._max_body)
+        except BodyTooLarge:
+            return await _respond(send, self.too_large())
         except ClientGone:
-            pass
+            return
+        reply = await self.serve(scope["method"], scope["path"], _headers(scope), body)
+        if reply.stream is None:
+            return await _respond(send, reply)
+        await _relay(reply, reply.stream, receive, send)
+
+    async def serve(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes
+    ) -> Answer:
+        """Answer one request whatever carries it (ASGI, or :class:`GatewayProtocol`).
+
+        ``headers`` holds at least the ones the door reads (lower-case names).
+        A streamed answer's ``stream`` must be relayed, then closed, by the caller.
+        Nothing raises: a bug is logged and answers 500.
+        """
+        methods = self._routes.get(path)
+        if methods is None:
+            return error_answer(404, f"Unknown request URL: {path}", "unknown_url")
+        handler = methods.get(method)
+        if handler is None:
+            return _not_allowed(method, path, methods)
+        try:
+            return await handler(headers, body)
         except Exception:
-            # A bug, not the caller's fault: log it, answer if we still can, keep serving.
-            _log.exception("gateway: %s %s failed", scope["method"], path)
-            # Once the response has begun the server refuses a second start; that is fine.
-            with contextlib.suppress(RuntimeError):
-                await _respond(send, error_answer(500, "Internal server error.", "server_error"))
+            # A bug, not the caller's fault: log it, answer, keep serving.
+            _log.exception("gateway: %s %s failed", method, path)
+            return error_answer(500, "Internal server error.", "server_error")
+
+    def too_large(self) -> Answer:
+        """The 413 for a body over ``max_body_bytes``."""
+        limit = self._max_body
+        message = f"The request body is larger than the {limit} bytes this server accepts."
+        return error_answer(413, message, "request_too_large")
 
     # --- the OpenAI routes ------------------------------------------------------
 
-    async def _call(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _call(self, kind: str, headers: Mapping[str, str], body: bytes) -> Answer:
         engine, tenants = self._engine, self._tenants
         if engine is None or tenants is None:
-            return await _respond(send, _not_ready())
-        kind = route(scope["method"], scope["path"])
-        assert kind is not None  # the route table only sends OpenAI paths here
-        headers = _headers(scope)
+            return _not_ready()
         tenant = tenants.find(headers) if tenants.required else None
         if tenants.required and tenant is None:
             reply = _unauthorized(headers)
         else:
-            body = b"" if kind == "models" else await read_body(scope, receive, self._max_body)
             reply = await answer(engine, kind, headers, body, tenant)
         self._count(engine, tenant, reply.status)
-        if reply.stream is None:
-            return await _respond(send, reply)
-        await _relay(reply, reply.stream, receive, send)
+        return reply
 
     def _count(self, engine: Overdrive, tenant: Tenant | None, status: int) -> None:
         key = tenant.name if tenant is not None else ""
@@ -195,28 +213,27 @@ class GatewayApp:
 
     # --- health, metrics, the API description ----------------------------------
 
-    async def _live(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await _respond(send, Answer(200, _JSON_HEADERS, b'{"status":"live"}'))
+    async def _live(self, headers: Mapping[str, str], body: bytes) -> Answer:
+        return Answer(200, _JSON_HEADERS, b'{"status":"live"}')
 
-    async def _ready(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _ready(self, headers: Mapping[str, str], body: bytes) -> Answer:
         engine = self._engine
         if engine is None:
-            return await _respond(send, _not_ready())
+            return _not_ready()
         health: dict[str, dict[str, Any]] = engine.stats()["health"]
         serving = sorted(name for name, h in health.items() if h["state"] != "ejected")
         status = 200 if serving else 503
-        body = {"status": "ready" if serving else "unavailable", "upstreams": serving}
-        await _respond(send, Answer(status, _JSON_HEADERS, dumps(body)))
+        body_json = {"status": "ready" if serving else "unavailable", "upstreams": serving}
+        return Answer(status, _JSON_HEADERS, dumps(body_json))
 
-    async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _metrics(self, headers: Mapping[str, str], body: bytes) -> Answer:
         engine = self._engine
         if engine is None:
-            return await _respond(send, _not_ready())
-        text = engine.metrics_text().encode()
-        await _respond(send, Answer(200, {"content-type": METRICS_TYPE}, text))
+            return _not_ready()
+        return Answer(200, {"content-type": METRICS_TYPE}, engine.metrics_text().encode())
 
-    async def _openapi_json(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await _respond(send, Answer(200, _JSON_HEADERS, self._openapi))
+    async def _openapi_json(self, headers: Mapping[str, str], body: bytes) -> Answer:
+        return Answer(200, _JSON_HEADERS, self._openapi)
 
     def __repr__(self) -> str:
         state = "started" if self._engine is not None else "stopped"
@@ -268,12 +285,14 @@ async def _disconnected(receive: Receive) -> None:
         pass
 
 
-_WANTED = frozenset(name.encode() for name in REQUEST_HEADERS)
+# The request headers the door reads, as the server hands them over (lower-case bytes).
+DOOR_HEADERS = frozenset(name.encode() for name in REQUEST_HEADERS)
 
 
 def _headers(scope: Scope) -> dict[str, str]:
     """The request headers the door reads (decoding every header costs per request)."""
-    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in _WANTED}
+    wanted = DOOR_HEADERS
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in wanted}
 
 
 def _not_allowed(method: str, path: str, methods: Mapping[str, Handler]) -> Answer:
