@@ -6,7 +6,7 @@ import asyncio
 import functools
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
@@ -200,7 +200,23 @@ class Overdrive:
         meters = self._meters_for(call.op)
         meters.requests.inc()
         try:
-            return await self._cached_or_fetched(call)
+            key = self._key(call.op, call)
+            if self._cache_switch.on and call.cache == "default":
+                found = await self._cache.get(key)
+                if found is not None and self._young_enough(found.value, call):
+                    meters.hits.inc()
+                    if not found.fresh:
+                        self._revalidate(call, key)
+                        return _cached_result(found.value, "stale")
+                    return _cached_result(found.value)
+                meters.misses.inc()
+            # Only a cache shared over a Redis lease needs the cross-process step.
+            fetch = self._fetch if self._cache.lease is None else self._fetch_once
+            result, joined = await self._flight.run(key, lambda: fetch(call, key))
+            if joined:
+                meters.coalesced.inc()
+                return replace(result, source="coalesced")
+            return result
         finally:
             meters.duration.observe(self._clock.now() - started)
 
@@ -258,24 +274,6 @@ class Overdrive:
         stored_at = value[3] if len(value) > 3 else float("-inf")
         return self._wall() - stored_at <= call.max_age
 
-    async def _cached_or_fetched(self, call: Call) -> Result:
-        key = self._key(call.op, call)
-        meters = self._meters_for(call.op)
-        if self._cache_switch.on and call.cache == "default":
-            found = await self._cache.get(key)
-            if found is not None and self._young_enough(found.value, call):
-                meters.hits.inc()
-                if not found.fresh:
-                    self._revalidate(call, key)
-                    return _cached_result(found.value, "stale")
-                return _cached_result(found.value)
-            meters.misses.inc()
-        result, joined = await self._flight.run(key, lambda: self._fetch_once(call, key))
-        if joined:
-            meters.coalesced.inc()
-            return replace(result, source="coalesced")
-        return result
-
     async def _fetch_once(self, call: Call, key: bytes) -> Result:
         """Fetch, letting only one process do so when the cache shares a Redis lease."""
         if not self._cache_switch.on or self._cache.lease is None:
@@ -300,7 +298,7 @@ class Overdrive:
     async def _fetch(self, call: Call, key: bytes) -> Result:
         batches = self._batches
         result = await (batches.submit(call) if batches.takes(call) else self._send(call))
-        if result.ok and call.cache != "no-store":
+        if result.ok and call.cache != "no-store" and self._cache_switch.on:
             await self._fill(key, result)
         return result
 
@@ -354,15 +352,14 @@ class Overdrive:
             raise UpstreamStatusError(result.upstream, result.status, result.body)
         return _parse_object(result.body, result.upstream)
 
-    async def _fill(self, key: bytes, result: Result) -> None:
+    def _fill(self, key: bytes, result: Result) -> Awaitable[None]:
+        """Store an answer (the cache's own coroutine: no layer of ours around it)."""
         cache = self._cache
-        if self._cache_switch.on:
-            value = (result.status, result.body, result.upstream, self._wall())
-            shared = cache.lease is not None  # waiting processes read it back from Redis
-            # Jitter, so answers cached in one burst do not all expire in one burst.
-            ttl = self._ttl.seconds * (1.0 - _TTL_JITTER * self._rng.random())
-            stale = self.config.cache.stale
-            await cache.set(key, value, ttl, stale=stale, wait=shared)
+        value = (result.status, result.body, result.upstream, self._wall())
+        shared = cache.lease is not None  # waiting processes read it back from Redis
+        # Jitter, so answers cached in one burst do not all expire in one burst.
+        ttl = self._ttl.seconds * (1.0 - _TTL_JITTER * self._rng.random())
+        return cache.set(key, value, ttl, stale=self.config.cache.stale, wait=shared)
 
     # -- inspection and lifecycle ----------------------------------------------
 

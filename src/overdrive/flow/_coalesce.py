@@ -46,7 +46,17 @@ class Coalescer(Generic[T]):
             flight.task.add_done_callback(lambda done: self._settle(key, flight))
         else:
             self.joined += 1
-        return await flight.wait(), joined
+        # Each caller awaits a future of its own, so cancelling one caller cancels
+        # only its future (what ``asyncio.shield`` would do, for less).
+        waiter: asyncio.Future[T] = flight.task.get_loop().create_future()
+        waiters = flight.waiters
+        waiters.append(waiter)
+        try:
+            return await waiter, joined
+        finally:
+            waiters.remove(waiter)
+            if not waiters and not flight.task.done():
+                flight.task.cancel()  # the last caller gave up: nobody wants the answer
 
     def _settle(self, key: Hashable, flight: _Flight[T]) -> None:
         if self._in_flight.get(key) is flight:
@@ -61,27 +71,13 @@ class Coalescer(Generic[T]):
 
 
 class _Flight(Generic[T]):
-    """One shared piece of work and a future per caller waiting on it.
-
-    Each caller awaits a future of its own, so cancelling one caller cancels
-    only its future (this is what ``asyncio.shield`` would do, for less).
-    """
+    """One shared piece of work and the futures of the callers waiting on it."""
 
     __slots__ = ("task", "waiters")
 
     def __init__(self, task: asyncio.Future[T]) -> None:
         self.task = task
         self.waiters: list[asyncio.Future[T]] = []
-
-    async def wait(self) -> T:
-        waiter: asyncio.Future[T] = self.task.get_loop().create_future()
-        self.waiters.append(waiter)
-        try:
-            return await waiter
-        finally:
-            self.waiters.remove(waiter)
-            if not self.waiters and not self.task.done():
-                self.task.cancel()  # the last caller gave up: nobody wants the answer
 
     def deliver(self) -> None:
         task = self.task

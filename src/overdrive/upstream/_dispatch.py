@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -138,16 +140,20 @@ class Dispatcher:
             op: HedgeDelay(retry.hedge_quantile) for op in retry.hedge
         }
 
-    async def send(self, call: Call, *, stream: bool = False) -> Exchange:
-        """The final exchange of ``call``; the caller closes it."""
+    def send(self, call: Call, *, stream: bool = False) -> Coroutine[Any, Any, Exchange]:
+        """The final exchange of ``call``, to await; the caller closes it.
+
+        A plain method handing back the coroutine that does the work: one
+        coroutine layer less on every call.
+        """
         loop = asyncio.get_running_loop()
         if loop is not self._probing_on:  # once per event loop, not per call
             self._router.start_probes()
             self._probing_on = loop
         hedge = None if stream else self._hedges.get(call.op)
         if hedge is None or hedge.current is None:
-            return await self._send_one(call, stream, self._router.pick(call.model))
-        return await self._hedged(call, hedge.current)
+            return self._send_one(call, stream, self._router.pick(call.model))
+        return self._hedged(call, hedge.current)
 
     def budget(self, upstream: Upstream) -> RetryBudget:
         """The retry budget of ``upstream``, made on first use."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -106,27 +106,57 @@ async def answer(
     Errors the engine does not know as a caller's or an upstream's fault propagate.
     """
     try:
-        if PRIORITY_HEADER not in headers and QUEUE_TIMEOUT_HEADER not in headers:
-            return await _serve(engine, kind, headers, body, gate)  # most calls: no block
-        with _admission_from(headers):
-            return await _serve(engine, kind, headers, body, gate)
-    except KeyLimitError as exc:
+        asked = PRIORITY_HEADER in headers or QUEUE_TIMEOUT_HEADER in headers
+        with _admission_from(headers) if asked else _AS_CONFIGURED:
+            if kind == "models":
+                models = engine.models() if gate is None else gate.visible(engine.models())
+                return Answer(200, {"content-type": _JSON}, dumps(models_payload(models)))
+            call = _call(kind, headers, body, gate)
+            waited = await gate.admit(call) if gate is not None else 0.0
+            if call.stream:
+                reply = await engine.open_stream(call)
+                content_type = reply.headers.get("content-type", "text/event-stream")
+                marks = _marks(content_type, reply.source, reply.upstream, waited + reply.queued_s)
+                return Answer(reply.status, marks, stream=reply)
+            result = await engine.request(call)
+            if gate is not None:
+                await gate.settle(call, result)
+            marks = _marks(_JSON, result.source, result.upstream, waited + result.queued_s)
+            return Answer(result.status, marks, result.body)
+    except _REFUSALS as exc:
+        return _refusal(exc)
+
+
+# What a caller, a limit or an upstream refused, and the error answer for each.
+_REFUSALS = (
+    KeyLimitError,
+    QueueFullError,
+    QueueTimeoutError,
+    ModelNotAllowedError,
+    UnknownModelError,
+    RequestError,
+    UpstreamError,
+)
+_AS_CONFIGURED = nullcontext(Admission())
+
+
+def _refusal(exc: Exception) -> Answer:
+    if isinstance(exc, KeyLimitError):
         reply = error_answer(429, str(exc), "rate_limit_exceeded")
         reply.headers["retry-after"] = str(max(1, math.ceil(exc.retry_after)))
         reply.headers["retry-after-ms"] = str(math.ceil(exc.retry_after * 1000))
         return reply
-    except QueueFullError as exc:
+    if isinstance(exc, QueueFullError):
         return error_answer(429, str(exc), "queue_full")
-    except QueueTimeoutError as exc:
+    if isinstance(exc, QueueTimeoutError):
         return error_answer(504, str(exc), "queue_timeout")
-    except ModelNotAllowedError as exc:
+    if isinstance(exc, ModelNotAllowedError):
         return error_answer(403, str(exc), "model_not_allowed", exc.field)
-    except UnknownModelError as exc:
+    if isinstance(exc, UnknownModelError):
         return error_answer(404, str(exc), "model_not_found", exc.field)
-    except RequestError as exc:
+    if isinstance(exc, RequestError):
         return error_answer(400, str(exc), "invalid_request_error", exc.field)
-    except UpstreamError as exc:
-        return error_answer(502, str(exc), "upstream_error")
+    return error_answer(502, str(exc), "upstream_error")
 
 
 def cache_control(value: str | None) -> tuple[CacheMode, float | None]:
@@ -157,26 +187,6 @@ def _seconds(value: str) -> float:
         problem = f"max-age expects a whole number of seconds, got {value!r}"
         raise RequestError("cache-control", problem)
     return float(value)
-
-
-async def _serve(
-    engine: Overdrive, kind: str, headers: Mapping[str, str], body: bytes, gate: Gate | None
-) -> Answer:
-    if kind == "models":
-        models = engine.models() if gate is None else gate.visible(engine.models())
-        return Answer(200, {"content-type": _JSON}, dumps(models_payload(models)))
-    call = _call(kind, headers, body, gate)
-    waited = await gate.admit(call) if gate is not None else 0.0
-    if call.stream:
-        reply = await engine.open_stream(call)
-        content_type = reply.headers.get("content-type", "text/event-stream")
-        marks = _marks(content_type, reply.source, reply.upstream, waited + reply.queued_s)
-        return Answer(reply.status, marks, stream=reply)
-    result = await engine.request(call)
-    if gate is not None:
-        await gate.settle(call, result)
-    marks = _marks(_JSON, result.source, result.upstream, waited + result.queued_s)
-    return Answer(result.status, marks, result.body)
 
 
 def _call(kind: str, headers: Mapping[str, str], body: bytes, gate: Gate | None) -> Call:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 import httpx
 
@@ -179,17 +179,17 @@ class Upstream:
         acquiring.cancel()  # the limit hands a slot granted meanwhile on
         raise QueueTimeoutError(queue.name, allowed or 0.0)
 
-    async def exchange(self, call: Call, *, stream: bool) -> UpstreamResponse:
-        """POST the call; with ``stream`` the body is left unread for the caller."""
+    def exchange(self, call: Call, *, stream: bool) -> Awaitable[UpstreamResponse]:
+        """POST the call (to await); with ``stream`` the body is left unread for the caller."""
         if self._wire is not None and not stream:
-            return await self._wire.post(call.path, dumps(call.body))
+            return self._wire.post(call.path, dumps(call.body))
         request = self._http.build_request(
             "POST",
             call.path,
             content=dumps(call.body),
             headers={"content-type": "application/json"},
         )
-        return await self._http.send(request, stream=stream)
+        return self._http.send(request, stream=stream)
 
     async def aclose(self) -> None:
         for queue in self._queues.values():

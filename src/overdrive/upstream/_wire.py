@@ -350,7 +350,8 @@ class WirePool:
             return await self._exchange(message, fresh=True)
 
     async def _exchange(self, message: bytes, *, fresh: bool) -> WireResponse:
-        connection = await self._acquire(fresh)
+        # An idle connection is the common case: no coroutine to make for it.
+        connection = (None if fresh else self._pop_idle()) or await self._acquire(fresh)
         try:
             response = await connection.send(message, self._timeout)
         except _StaleConnectionError:
