@@ -30,7 +30,11 @@ def estimate_messages_tokens(messages: Any) -> int:
     total = 0
     for message in messages:  # a loop, not generators: every chat call is priced here
         if isinstance(message, dict):
-            total += _MESSAGE_OVERHEAD + _content_tokens(message)
+            content = message.get("content")
+            if isinstance(content, str):  # most messages: estimate_tokens, inlined
+                total += _MESSAGE_OVERHEAD - (-len(content) // _CHARS_PER_TOKEN)
+            else:
+                total += _MESSAGE_OVERHEAD + _content_tokens(message)
     return total
 
 

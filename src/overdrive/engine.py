@@ -312,30 +312,34 @@ class Overdrive:
             result = Result(
                 response.status_code, response.content, exchange.upstream.name, queued_s=queued
             )
-            if result.ok:
-                await self._settle(call, exchange, result)
+            refund = self._settle(call, exchange, result) if result.ok else 0
+            if refund:
+                await exchange.lease.limiter.adjust(refund)
         finally:
-            await exchange.aclose()
+            exchange.release()  # the body is read whole: nothing is left to close
         meters = self._meters_for(call.op)
         meters.upstream_duration(result.upstream).observe(self._clock.now() - started)
         return result
 
-    async def _settle(self, call: Call, exchange: Exchange, result: Result) -> None:
-        """Check the answer's shape and book the tokens it reports."""
+    def _settle(self, call: Call, exchange: Exchange, result: Result) -> int:
+        """Check the answer's shape and count the tokens it reports.
+
+        Returns the tokens to book on the limiter beyond the call's estimate
+        (negative: a refund), when the upstream charges by usage; else 0.
+        """
         payload = _parse_object(result.body, result.upstream)
         usage = payload.get("usage")
         if not isinstance(usage, dict):
-            return
+            return 0
         prompt = _int(usage.get("prompt_tokens"))
         completion = _int(usage.get("completion_tokens"))
-        lease = exchange.lease
-        lease.output_tokens = max(completion, 1)
-        refunds = exchange.upstream.config.tokens_charged == "usage"
-        if refunds and prompt + completion != call.tokens:
-            await lease.limiter.adjust(prompt + completion - call.tokens)
+        exchange.lease.output_tokens = max(completion, 1)
         meters = self._meters_for(call.op)
         meters.prompt_tokens.inc(prompt)
         meters.completion_tokens.inc(completion)
+        if exchange.upstream.config.tokens_charged != "usage":
+            return 0
+        return prompt + completion - call.tokens
 
     def _meters_for(self, op: str) -> _OpMeters:
         """The series every call of ``op`` reports to, looked up once per op."""
@@ -546,4 +550,5 @@ def _cached_result(value: Any, source: str = "cache") -> Result:
 
 
 def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+    # ``type() is int``: a bool is an int to isinstance, never a token count.
+    return value if type(value) is int and value >= 0 else 0

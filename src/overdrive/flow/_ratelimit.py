@@ -40,17 +40,19 @@ class GCRA:
         self._clock = clock
         self._tat = clock.now()
 
-    def wait_for(self, cost: float) -> float:
-        """Seconds until ``cost`` units would fit; books nothing."""
-        now = self._clock.now()
+    def wait_for(self, cost: float, now: float | None = None) -> float:
+        """Seconds until ``cost`` units would fit (at ``now``, else the clock's); books nothing."""
+        if now is None:
+            now = self._clock.now()
         tat = max(self._tat, now) + cost * self.interval
         wait = tat - max(self.burst, cost * self.interval) - now
         # Rounding must not turn "fits now" into a wait of 1e-17 s, forever.
         return wait if wait > _EPSILON else 0.0
 
-    def reserve(self, cost: float) -> float:
+    def reserve(self, cost: float, now: float | None = None) -> float:
         """Book ``cost`` units; return the moment (clock time) they may be used."""
-        now = self._clock.now()
+        if now is None:
+            now = self._clock.now()
         tat = max(self._tat, now) + cost * self.interval
         self._tat = tat
         # A cost larger than the burst goes once the bucket is full again.
@@ -98,16 +100,19 @@ class LocalLimiter:
 
     def try_now(self, requests: int, tokens: int) -> float:
         """The synchronous body of :meth:`try_acquire`."""
-        wait = self._held_until - self._clock.now()
-        for limit, cost in ((self.requests, requests), (self.tokens, tokens)):
-            if limit is not None and cost > 0:
-                wait = max(wait, limit.wait_for(cost))
+        now = self._clock.now()  # once for both dimensions
+        wait = self._held_until - now
+        by_requests, by_tokens = self.requests, self.tokens
+        if by_requests is not None and requests > 0:
+            wait = max(wait, by_requests.wait_for(requests, now))
+        if by_tokens is not None and tokens > 0:
+            wait = max(wait, by_tokens.wait_for(tokens, now))
         if wait > 0.0:
             return wait
-        if self.requests is not None and requests > 0:
-            self.requests.reserve(requests)
-        if self.tokens is not None and tokens > 0:
-            self.tokens.reserve(tokens)
+        if by_requests is not None and requests > 0:
+            by_requests.reserve(requests, now)
+        if by_tokens is not None and tokens > 0:
+            by_tokens.reserve(tokens, now)
         return 0.0
 
     async def adjust(self, tokens: int) -> None:

@@ -31,6 +31,8 @@ from ._wire_response import UpstreamResponse
 
 __all__ = ["Dispatcher", "Exchange"]
 
+# The headers an upstream reports its remaining rate limit in.
+_FEEDBACK_HEADERS = frozenset({"x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens"})
 # Statuses that mean "too much load": the adaptive concurrency limit backs off.
 _OVERLOADED = frozenset({503, 504})
 
@@ -48,9 +50,13 @@ class Exchange:
         try:
             await self.response.aclose()
         finally:
-            self.lease.release(outcome)
-            if self.attempt is not None:
-                self.attempt.end()
+            self.release(outcome)
+
+    def release(self, outcome: Outcome = "ok") -> None:
+        """Free the upstream slot; alone, for an answer read whole (nothing left to close)."""
+        self.lease.release(outcome)
+        if self.attempt is not None:
+            self.attempt.end()
 
 
 class _Meters:
@@ -226,7 +232,7 @@ class Dispatcher:
             hedge.observe(self._clock.now() - started)
         exchange = Exchange(upstream, response, lease, attempt)
         headers = response.headers
-        if "x-ratelimit-remaining-requests" in headers or "x-ratelimit-remaining-tokens" in headers:
+        if not _FEEDBACK_HEADERS.isdisjoint(headers):  # one pass over the (lower-case) names
             await apply_feedback(lease.limiter, headers, call.tokens)
         status = response.status_code
         meters.responses(status).inc()

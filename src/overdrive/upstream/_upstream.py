@@ -60,7 +60,7 @@ class Lease:
 class Upstream:
     """Sends calls to one endpoint once its rate limit and concurrency admit them."""
 
-    __slots__ = ("_clock", "_http", "_queues", "_wire", "concurrency", "config")
+    __slots__ = ("_clock", "_http", "_queues", "_wire", "concurrency", "config", "name")
 
     def __init__(
         self,
@@ -70,6 +70,7 @@ class Upstream:
         limiters: dict[str | None, Limiter] | None = None,
     ) -> None:
         self.config = config
+        self.name = config.name  # read a few times per call: an attribute, not a property
         self._clock = clock
         limiters = limiters or local_limiters(config, clock)
         self._queues = {
@@ -103,10 +104,6 @@ class Upstream:
             timeout=config.timeout,
             connect_timeout=connect_timeout,
         )
-
-    @property
-    def name(self) -> str:
-        return self.config.name
 
     @property
     def models(self) -> Sequence[str]:
