@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Hashable
-from typing import Generic, TypeVar
+from collections.abc import Callable, Coroutine, Hashable
+from typing import Any, Generic, TypeVar
 
 __all__ = ["Coalescer"]
 
@@ -36,13 +36,15 @@ class Coalescer(Generic[T]):
         self.led = 0
         self.joined = 0
 
-    async def run(self, key: Hashable, work: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
+    async def run(self, key: Hashable, work: Callable[[], Coroutine[Any, Any, T]]) -> tuple[T, bool]:
         """Return ``(result, joined)``; ``joined`` is True when another caller led."""
         flight = self._in_flight.get(key)
         joined = flight is not None
         if flight is None:
             self.led += 1
-            flight = self._in_flight[key] = _Flight(asyncio.ensure_future(work()))
+            # create_task, not ensure_future: the same task for fewer checks per call.
+            task = asyncio.get_running_loop().create_task(work())
+            flight = self._in_flight[key] = _Flight(task)
             flight.task.add_done_callback(lambda done: self._settle(key, flight))
         else:
             self.joined += 1
