@@ -44,8 +44,10 @@ def http(gateway: GatewayServer) -> Iterator[httpx.Client]:
         yield client
 
 
-def client(gateway: GatewayServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway.base_url, api_key="unused", max_retries=0)
+@pytest.fixture(scope="module")
+def client(gateway: GatewayServer) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=gateway.base_url, api_key="unused", max_retries=0) as opened:
+        yield opened
 
 
 def assert_openai_error(response: httpx.Response, status: int, code: str) -> None:
@@ -57,9 +59,9 @@ def assert_openai_error(response: httpx.Response, status: int, code: str) -> Non
     assert set(error) == {"message", "type", "param", "code"}
 
 
-def test_sync_chat_misses_then_hits(gateway: GatewayServer) -> None:
+def test_sync_chat_misses_then_hits(client: openai.OpenAI) -> None:
     messages: Any = [{"role": "user", "content": "cache me"}]
-    chat = client(gateway).chat.completions.with_raw_response
+    chat = client.chat.completions.with_raw_response
     first = chat.create(model="gpt-4o-mini", messages=messages, max_tokens=8)
     second = chat.create(model="gpt-4o-mini", messages=messages, max_tokens=8)
     assert first.headers["x-overdrive-cache"] == "MISS"
@@ -68,8 +70,8 @@ def test_sync_chat_misses_then_hits(gateway: GatewayServer) -> None:
     assert first.parse().choices[0].message.content == second.parse().choices[0].message.content
 
 
-def test_sync_stream_arrives_as_chunks(gateway: GatewayServer) -> None:
-    stream = client(gateway).chat.completions.create(
+def test_sync_stream_arrives_as_chunks(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
         model="gpt-4o-mini", messages=HELLO, max_tokens=12, stream=True
     )
     pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
@@ -147,11 +149,11 @@ def test_bad_chat_bodies_get_openai_errors(
     assert http.get("/health/live").status_code == 200
 
 
-def test_unknown_model_raises_not_found_in_the_openai_client(gateway: GatewayServer) -> None:
+def test_unknown_model_raises_not_found_in_the_openai_client(client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError):
-        client(gateway).chat.completions.create(model="nope", messages=HELLO)
+        client.chat.completions.create(model="nope", messages=HELLO)
     with pytest.raises(openai.BadRequestError):
-        client(gateway).embeddings.create(model="text-embedding-3-small", input=[[]])
+        client.embeddings.create(model="text-embedding-3-small", input=[[]])
 
 
 def test_oversize_bodies_get_413_declared_or_chunked(http: httpx.Client) -> None:

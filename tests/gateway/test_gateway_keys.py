@@ -41,7 +41,24 @@ def gateway() -> Iterator[GatewayServer]:
 
 
 def client(gateway: GatewayServer, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway.base_url, api_key=key, max_retries=0)
+    """One client per key for the module's gateway, closed with the gateway."""
+    found = _CLIENTS.get((gateway.port, key))
+    if found is None:
+        found = _CLIENTS[gateway.port, key] = openai.OpenAI(
+            base_url=gateway.base_url, api_key=key, max_retries=0
+        )
+    return found
+
+
+_CLIENTS: dict[tuple[int, str], openai.OpenAI] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    for opened in _CLIENTS.values():
+        opened.close()
+    _CLIENTS.clear()
 
 
 def ask(gateway: GatewayServer, key: str, prompt: str, model: str = "gpt-4o-mini") -> str:

@@ -36,7 +36,9 @@ class Coalescer(Generic[T]):
         self.led = 0
         self.joined = 0
 
-    async def run(self, key: Hashable, work: Callable[[], Coroutine[Any, Any, T]]) -> tuple[T, bool]:
+    async def run(
+        self, key: Hashable, work: Callable[[], Coroutine[Any, Any, T]]
+    ) -> tuple[T, bool]:
         """Return ``(result, joined)``; ``joined`` is True when another caller led."""
         flight = self._in_flight.get(key)
         joined = flight is not None

@@ -16,8 +16,9 @@ ASGI app for any other server.
 What a client gets, as from uvicorn: keep-alive (closed after
 ``timeout_keep_alive`` s of silence), pipelined requests answered in order,
 ``Expect: 100-continue``, chunked request bodies, streamed answers in chunked
-encoding, 400 for what does not parse and 413 (then close) for a body over
-the app's ``max_body_bytes``, read no further than needed.
+encoding, 400 for what does not parse, and 413 (then close) for a body over
+the app's ``max_body_bytes``: its rest is read and dropped, not kept, so the
+client is not cut off mid-send and sees the answer.
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ if TYPE_CHECKING:
 __all__ = ["GatewayProtocol"]
 
 _log = logging.getLogger("overdrive.gateway")
-# Complete requests a client may queue behind the one being answered before we stop reading.
-_PIPELINE_DEPTH = 16
+# Complete requests a client may queue behind the one being answered before we stop
+# reading (as uvicorn does): each may hold a body of up to ``max_body_bytes``.
+_PIPELINE_DEPTH = 1
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 
@@ -177,7 +179,7 @@ class GatewayProtocol(asyncio.Protocol):
         request.path = _path(request.url)
         declared, request.size = request.size, 0
         if declared > self._app.max_body_bytes:
-            request.refused = True
+            request.refused = True  # and no 100 Continue: the client had better not send it
         elif request.headers.pop("expect", None) and self._serving is None and not self._queue:
             self._write(_CONTINUE)
 
@@ -252,6 +254,9 @@ class GatewayProtocol(asyncio.Protocol):
 
     async def _relay(self, reply: Answer, stream: StreamReply, keep_alive: bool) -> bool:
         """Send a streamed answer chunk by chunk; whether the connection may be kept."""
+        if self._transport is None or self._transport.is_closing():
+            await stream.aclose()  # the client left while the stream was opened
+            return False
         reply.headers["cache-control"] = "no-cache"
         chunked = self._parser.get_http_version() == "1.1"
         self._write(_head(reply, None if chunked else -1, keep_alive and chunked))
