@@ -44,8 +44,10 @@ class GCRA:
         """Seconds until ``cost`` units would fit (at ``now``, else the clock's); books nothing."""
         if now is None:
             now = self._clock.now()
-        tat = max(self._tat, now) + cost * self.interval
-        wait = tat - max(self.burst, cost * self.interval) - now
+        # Conditional expressions, not max(): every admitted call comes here twice.
+        span = cost * self.interval
+        tat = (self._tat if self._tat > now else now) + span
+        wait = tat - (self.burst if self.burst > span else span) - now
         # Rounding must not turn "fits now" into a wait of 1e-17 s, forever.
         return wait if wait > _EPSILON else 0.0
 
@@ -53,10 +55,11 @@ class GCRA:
         """Book ``cost`` units; return the moment (clock time) they may be used."""
         if now is None:
             now = self._clock.now()
-        tat = max(self._tat, now) + cost * self.interval
-        self._tat = tat
+        span = cost * self.interval
+        tat = self._tat = (self._tat if self._tat > now else now) + span
         # A cost larger than the burst goes once the bucket is full again.
-        return max(now, tat - max(self.burst, cost * self.interval))
+        usable = tat - (self.burst if self.burst > span else span)
+        return usable if usable > now else now
 
     def adjust(self, delta: float) -> None:
         """Add (or with a negative ``delta``, give back) units already booked."""
