@@ -237,7 +237,17 @@ async def test_garbage_gets_400_and_the_connection_closes(
     assert conn.transport.closed
 
 
-async def test_a_declared_oversize_body_is_refused_unread(
+async def test_an_endless_request_target_gets_400(
+    clock_loop: tuple[FakeClock, SteppedLoop],
+) -> None:
+    conn = Connection(EchoApp(), clock_loop[1])
+    conn.send(b"GET /" + b"a" * 70_000)
+    await conn.settle()
+    assert conn.transport.written.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert conn.transport.closed
+
+
+async def test_a_declared_oversize_body_is_dropped_and_refused(
     clock_loop: tuple[FakeClock, SteppedLoop],
 ) -> None:
     conn = Connection(EchoApp(max_body_bytes=10), clock_loop[1])

@@ -48,6 +48,7 @@ _log = logging.getLogger("overdrive.gateway")
 # reading (as uvicorn does): each may hold a body of up to ``max_body_bytes``.
 _PIPELINE_DEPTH = 1
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_MAX_URL = 64 * 1024
 _LAST_CHUNK = b"0\r\n\r\n"
 
 
@@ -157,8 +158,11 @@ class GatewayProtocol(asyncio.Protocol):
         self._parsing = _Request()
 
     def on_url(self, url: bytes) -> None:
-        assert self._parsing is not None
-        self._parsing.url += url
+        request = self._parsing
+        assert request is not None
+        request.url += url
+        if len(request.url) > _MAX_URL:  # no route is that long: a client feeding us forever
+            raise ValueError(f"request target over {_MAX_URL} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         assert self._parsing is not None
