@@ -391,7 +391,8 @@ class MemoryCache(Generic[V]):
             if old is not None:
                 self._remove(old)
             return False
-        self._drain()  # eviction must see every hit so far
+        if self._reads:
+            self._drain()  # eviction must see every hit so far
         expires = self._now() + ttl
         node = _Node(key, value, expires, expires + stale, tags, charge)
         self._insert(node, old)
@@ -523,6 +524,14 @@ class MemoryCache(Generic[V]):
 
     def _make_room(self, candidate: _Node[V], excess: int, now: float) -> bool:
         """Evict the coldest of main to free ``excess`` bytes, if the candidate wins."""
+        coldest = next(iter(self._probation.values()), None)
+        if coldest is not None and coldest.size >= excess and now < coldest.stale_until:
+            # Most writes to a full cache: one live victim frees enough.
+            mine = self._frequency(candidate)
+            if mine > self._frequency(coldest) or self._lucky(mine):
+                self._drop(coldest, now)
+                return True
+            return False
         victims, dead = self._victims(excess, now)
         for node in dead:  # expired at the cold end: free space, no contest
             self._drop(node, now)
@@ -558,11 +567,15 @@ class MemoryCache(Generic[V]):
         theirs = 0
         for victim in victims:  # mostly one: a loop, not a generator
             theirs += frequency(victim)
-        if mine > theirs:
-            return True
-        # Ties go to the incumbents. A rare random win for a warm candidate keeps
-        # an attacker from pinning a hot victim with colliding keys (hash flooding).
-        return mine >= _WARM and self._random.random() < 1 / 128
+        return mine > theirs or self._lucky(mine)
+
+    def _lucky(self, frequency: int) -> bool:
+        """Whether a candidate that did not beat its victims gets in anyway.
+
+        Ties go to the incumbents. A rare random win for a warm candidate keeps
+        an attacker from pinning a hot victim with colliding keys (hash flooding).
+        """
+        return frequency >= _WARM and self._random.random() < 1 / 128
 
     def _drop(self, node: _Node[V], now: float) -> None:
         """Evict ``node`` (linked or being judged), counting why it went."""

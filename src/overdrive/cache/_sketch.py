@@ -126,8 +126,10 @@ class FrequencySketch:
 
     def _kept(self, h: int) -> int:
         """1 if the doorkeeper has seen ``h`` since the last aging (or a false positive)."""
-        door = self._door
-        a, b, c = self._door_bits(h)
+        # _door_bits inlined: a full cache asks this twice for every write it judges.
+        g = (h * _GOLDEN) & _MASK64
+        mask, door = self._door_mask, self._door
+        a, b, c = g >> 40 & mask, g >> 20 & mask, g & mask
         return door[a >> 3] >> (a & 7) & door[b >> 3] >> (b & 7) & door[c >> 3] >> (c & 7) & 1
 
     def _through_door(self, counts: Iterable[tuple[int, int]]) -> Iterator[tuple[int, int]]:
