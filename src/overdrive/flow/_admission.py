@@ -25,6 +25,7 @@ from typing import Any
 from .._clock import Clock
 from .._errors import ConfigError, QueueFullError, QueueTimeoutError
 from ._limiter import Limiter
+from ._ratelimit import LocalLimiter
 
 __all__ = ["AdmissionQueue", "settled_within"]
 
@@ -118,9 +119,16 @@ class AdmissionQueue:
         Raises :class:`~overdrive.QueueFullError` when ``max_waiting`` calls
         already wait, :class:`~overdrive.QueueTimeoutError` after ``max_wait``.
         """
-        if not self._heap and await self.limiter.try_acquire(requests, tokens) == 0.0:
-            self.admitted += 1
-            return 0.0
+        if not self._heap:
+            limiter = self.limiter
+            # The local limiter answers at once: no coroutine to make for it on every call.
+            if type(limiter) is LocalLimiter:
+                wait = limiter.try_now(requests, tokens)
+            else:
+                wait = await limiter.try_acquire(requests, tokens)
+            if wait == 0.0:
+                self.admitted += 1
+                return 0.0
         started = self._clock.now()
         ticket = self._enqueue(requests, tokens, priority)
         self._waiting += 1

@@ -214,11 +214,18 @@ class ConcurrencyLimit:
         """An async context manager holding one slot for the block."""
         return _Slot(self)
 
-    async def acquire(self) -> Permit:
-        """Wait for a slot (in arrival order) and return its :class:`Permit`."""
+    def acquire_now(self) -> Permit | None:
+        """A slot at once if one is free and nobody waits, else None (book nothing)."""
         if self._in_flight < self.limit and not self._waiters:
             self._in_flight += 1
             return Permit(self)
+        return None
+
+    async def acquire(self) -> Permit:
+        """Wait for a slot (in arrival order) and return its :class:`Permit`."""
+        permit = self.acquire_now()
+        if permit is not None:
+            return permit
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:

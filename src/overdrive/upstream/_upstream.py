@@ -152,8 +152,10 @@ class Upstream:
         queue = self.queue(call.model)
         timeout = call.admission.timeout or self.config.queue_timeout
         await queue.admit(1, call.tokens, priority=call.admission.priority, max_wait=timeout)
-        left = None if timeout is None else timeout - (self._clock.now() - started)
-        permit = await self._slot(queue, left, timeout)
+        permit = self.concurrency.acquire_now()  # most calls: a free slot, no waiting
+        if permit is None:
+            left = None if timeout is None else timeout - (self._clock.now() - started)
+            permit = await self._slot(queue, left, timeout)
         return Lease(permit, queue.limiter, self._clock.now() - started)
 
     async def _slot(
