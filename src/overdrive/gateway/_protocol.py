@@ -347,7 +347,8 @@ def _path(url: bytes) -> str:
 def _head(reply: Answer, length: int | None, keep_alive: bool) -> bytes:
     """The status line and headers; ``length`` None means chunked, -1 means until close."""
     lines = [_status_line(reply.status)]
-    lines += [f"{name}: {value}\r\n" for name, value in reply.headers.items()]
+    for name, value in reply.headers.items():  # a loop: a comprehension is one more call
+        lines.append(f"{name}: {value}\r\n")
     if length is None:
         lines.append("transfer-encoding: chunked\r\n")
     elif length >= 0:

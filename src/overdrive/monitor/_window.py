@@ -131,6 +131,9 @@ class WindowedHistogram(Histogram):
             buckets[key] = buckets.get(key, 0) + 1
             buckets = slot._buckets
             buckets[key] = buckets.get(key, 0) + 1
+        elif value == 0.0:  # a queue wait of nothing, the usual one: no call for it
+            self.zeros += 1
+            slot.zeros += 1
         elif not (self._observe_odd(value) and slot._observe_odd(value)):
             return
         self.count += 1
