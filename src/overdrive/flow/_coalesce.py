@@ -44,10 +44,8 @@ class Coalescer(Generic[T]):
         joined = flight is not None
         if flight is None:
             self.led += 1
-            # create_task, not ensure_future: the same task for fewer checks per call.
-            task = asyncio.get_running_loop().create_task(work())
-            flight = self._in_flight[key] = _Flight(task)
-            flight.task.add_done_callback(lambda done: self._settle(key, flight))
+            flight = self._in_flight[key] = _Flight()
+            flight.task = asyncio.get_running_loop().create_task(self._lead(key, flight, work))
         else:
             self.joined += 1
         # Each caller awaits a future of its own, so cancelling one caller cancels
@@ -62,10 +60,31 @@ class Coalescer(Generic[T]):
             if not waiters and not flight.task.done():
                 flight.task.cancel()  # the last caller gave up: nobody wants the answer
 
-    def _settle(self, key: Hashable, flight: _Flight[T]) -> None:
+    async def _lead(
+        self, key: Hashable, flight: _Flight[T], work: Callable[[], Coroutine[Any, Any, T]]
+    ) -> None:
+        """Run the shared work and hand its outcome to every waiter as it ends.
+
+        Handed over here, not from a done callback: that would cost every call
+        one more turn of the event loop. Nothing is left in the task itself
+        for anyone to retrieve.
+        """
+        try:
+            result = await work()
+        except (Exception, asyncio.CancelledError) as exc:
+            self._forget(key, flight)
+            flight.fail(exc)
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit: theirs, then ours
+            self._forget(key, flight)
+            flight.fail(exc)
+            raise
+        else:
+            self._forget(key, flight)
+            flight.succeed(result)
+
+    def _forget(self, key: Hashable, flight: _Flight[T]) -> None:
         if self._in_flight.get(key) is flight:
             del self._in_flight[key]
-        flight.deliver()
 
     def __len__(self) -> int:
         return len(self._in_flight)
@@ -79,22 +98,22 @@ class _Flight(Generic[T]):
 
     __slots__ = ("task", "waiters")
 
-    def __init__(self, task: asyncio.Future[T]) -> None:
-        self.task = task
+    task: asyncio.Task[None]  # set as soon as the flight is made
+
+    def __init__(self) -> None:
         self.waiters: list[asyncio.Future[T]] = []
 
-    def deliver(self) -> None:
-        task = self.task
+    def succeed(self, result: T) -> None:
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_result(result)
+
+    def fail(self, error: BaseException) -> None:
+        cancelled = isinstance(error, asyncio.CancelledError)
         for waiter in self.waiters:
             if waiter.done():
                 continue
-            if task.cancelled():
+            if cancelled:
                 waiter.cancel()
-            elif (error := task.exception()) is not None:
-                waiter.set_exception(error)
             else:
-                waiter.set_result(task.result())
-        # Mark the exception as seen: when every waiter was cancelled nobody
-        # else would, and asyncio would log it as never retrieved.
-        if not task.cancelled():
-            task.exception()
+                waiter.set_exception(error)

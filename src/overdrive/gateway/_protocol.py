@@ -216,9 +216,9 @@ class GatewayProtocol(asyncio.Protocol):
         request = self._queue.popleft()
         task = self._loop.create_task(self._answer(request))
         self._serving = task
-        tasks = self._state.tasks
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        # uvicorn's drain waits for these; _answer leaves the set itself as it ends
+        # (a done callback would take one more turn of the loop per request).
+        self._state.tasks.add(task)
 
     async def _answer(self, request: _Request) -> None:
         keep_alive = request.keep_alive and not request.refused
@@ -238,6 +238,7 @@ class GatewayProtocol(asyncio.Protocol):
             _log.exception("gateway: answering %s %s failed", request.method, request.path)
             keep_alive = False
         finally:
+            self._state.tasks.discard(self._serving)
             self._serving = None
         self._state.total_requests += 1
         self._after_answer(keep_alive)
