@@ -166,6 +166,16 @@ async def clock_loop() -> tuple[FakeClock, SteppedLoop]:
     return clock, SteppedLoop(clock)
 
 
+def streaming(
+    loop: SteppedLoop, request: bytes = b"GET /stream HTTP/1.1\r\nhost: x\r\n\r\n"
+) -> tuple[EchoApp, Connection]:
+    """A connection whose one request is answered with the app's stream."""
+    app = EchoApp()
+    conn = Connection(app, loop)
+    conn.send(request)
+    return app, conn
+
+
 def post(path: str, body: bytes, *extra: bytes) -> bytes:
     head = [b"POST " + path.encode() + b" HTTP/1.1", b"host: x", *extra]
     head.append(b"content-length: %d" % len(body))
@@ -227,21 +237,16 @@ async def test_pipelined_requests_wait_their_turn(
     assert conn.transport.reading
 
 
-async def test_garbage_gets_400_and_the_connection_closes(
-    clock_loop: tuple[FakeClock, SteppedLoop],
+@pytest.mark.parametrize(
+    "request_bytes",
+    [b"NOT HTTP AT ALL\r\n\r\n", b"GET /" + b"a" * 70_000],
+    ids=["garbage", "an endless request target"],
+)
+async def test_what_does_not_parse_gets_400_and_the_connection_closes(
+    clock_loop: tuple[FakeClock, SteppedLoop], request_bytes: bytes
 ) -> None:
     conn = Connection(EchoApp(), clock_loop[1])
-    conn.send(b"NOT HTTP AT ALL\r\n\r\n")
-    await conn.settle()
-    assert conn.transport.written.startswith(b"HTTP/1.1 400 Bad Request\r\n")
-    assert conn.transport.closed
-
-
-async def test_an_endless_request_target_gets_400(
-    clock_loop: tuple[FakeClock, SteppedLoop],
-) -> None:
-    conn = Connection(EchoApp(), clock_loop[1])
-    conn.send(b"GET /" + b"a" * 70_000)
+    conn.send(request_bytes)
     await conn.settle()
     assert conn.transport.written.startswith(b"HTTP/1.1 400 Bad Request\r\n")
     assert conn.transport.closed
@@ -312,9 +317,7 @@ async def test_head_gets_the_head_alone(clock_loop: tuple[FakeClock, SteppedLoop
 async def test_a_stream_is_relayed_in_chunks_then_closed(
     clock_loop: tuple[FakeClock, SteppedLoop],
 ) -> None:
-    app = EchoApp()
-    conn = Connection(app, clock_loop[1])
-    conn.send(b"GET /stream HTTP/1.1\r\nhost: x\r\n\r\n")
+    app, conn = streaming(clock_loop[1])
     await conn.settle()
     assert b"transfer-encoding: chunked\r\n" in conn.transport.written
     assert b"cache-control: no-cache\r\n" in conn.transport.written
@@ -330,9 +333,7 @@ async def test_a_stream_is_relayed_in_chunks_then_closed(
 async def test_a_stream_to_http_1_0_ends_with_the_connection(
     clock_loop: tuple[FakeClock, SteppedLoop],
 ) -> None:
-    app = EchoApp()
-    conn = Connection(app, clock_loop[1])
-    conn.send(b"GET /stream HTTP/1.0\r\n\r\n")
+    app, conn = streaming(clock_loop[1], b"GET /stream HTTP/1.0\r\n\r\n")
     app.stream.chunks.put_nowait(b"data: 1\n\n")
     app.stream.chunks.put_nowait(None)
     await conn.settle()
@@ -346,9 +347,7 @@ async def test_a_stream_to_http_1_0_ends_with_the_connection(
 async def test_hanging_up_mid_stream_closes_the_stream(
     clock_loop: tuple[FakeClock, SteppedLoop],
 ) -> None:
-    app = EchoApp()
-    conn = Connection(app, clock_loop[1])
-    conn.send(b"GET /stream HTTP/1.1\r\nhost: x\r\n\r\n")
+    app, conn = streaming(clock_loop[1])
     app.stream.chunks.put_nowait(b"data: 1\n\n")
     await conn.settle()
     conn.transport.closed = True
@@ -362,9 +361,7 @@ async def test_hanging_up_mid_stream_closes_the_stream(
 async def test_a_slow_reader_holds_the_stream_back(
     clock_loop: tuple[FakeClock, SteppedLoop],
 ) -> None:
-    app = EchoApp()
-    conn = Connection(app, clock_loop[1])
-    conn.send(b"GET /stream HTTP/1.1\r\nhost: x\r\n\r\n")
+    app, conn = streaming(clock_loop[1])
     await conn.settle()
     conn.protocol.pause_writing()
     app.stream.chunks.put_nowait(b"late")
