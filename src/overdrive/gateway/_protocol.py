@@ -136,7 +136,9 @@ class GatewayProtocol(asyncio.Protocol):
             self._refuse_garbage()
 
     def eof_received(self) -> bool | None:
-        return None  # closes our side once what is in flight was written
+        # None: the transport closes itself, as under uvicorn. A client that half-closes
+        # after its request gets no answer; HTTP clients do not do that.
+        return None
 
     def pause_writing(self) -> None:
         if self._writable is None:
