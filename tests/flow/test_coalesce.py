@@ -88,3 +88,24 @@ async def test_work_is_cancelled_when_every_caller_left() -> None:
     callers[2].cancel()
     await asyncio.wait_for(cancelled.wait(), 1.0)
     assert len(flight) == 0
+
+
+async def test_a_key_every_caller_left_is_free_for_the_next_caller_at_once() -> None:
+    flight: Coalescer[int] = Coalescer()
+
+    async def stuck() -> int:
+        await asyncio.sleep(3600)
+        return 0
+
+    async def fresh() -> int:
+        return 2
+
+    caller = asyncio.create_task(flight.run("k", stuck))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # the shared work is under way
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    # The abandoned work may not have wound down yet; a new caller must not join it.
+    assert len(flight) == 0
+    assert await flight.run("k", fresh) == (2, False)

@@ -58,7 +58,11 @@ class Coalescer(Generic[T]):
         finally:
             waiters.remove(waiter)
             if not waiters and not flight.task.done():
-                flight.task.cancel()  # the last caller gave up: nobody wants the answer
+                # The last caller gave up: nobody wants the answer. Forgotten now, so
+                # a newcomer starts afresh rather than join work being cancelled (and
+                # a task cancelled before its first step would never reach _lead).
+                flight.task.cancel()
+                self._forget(key, flight)
 
     async def _lead(
         self, key: Hashable, flight: _Flight[T], work: Callable[[], Coroutine[Any, Any, T]]
