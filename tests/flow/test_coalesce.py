@@ -94,7 +94,7 @@ async def test_a_key_every_caller_left_is_free_for_the_next_caller_at_once() -> 
     flight: Coalescer[int] = Coalescer()
 
     async def stuck() -> int:
-        await asyncio.sleep(3600)
+        await asyncio.Event().wait()  # never set: only a cancellation ends it
         return 0
 
     async def fresh() -> int:
