@@ -108,6 +108,10 @@ class UpstreamConfig(_Section):
     # Default longest wait for admission; a call's own deadline may be shorter.
     queue_timeout: Seconds | None = None
     timeout: Seconds = Field(default=60.0, gt=0)
+    # Bounds on what this upstream may send back: a head (status line and
+    # headers) or a whole body over them is refused as a protocol error.
+    max_response_head_bytes: Bytes = Field(default=64 * 1024, ge=1024)
+    max_response_bytes: Bytes = Field(default=64 * 1024 * 1024, ge=1024)
     # What the provider's tpm counts: the tokens the usage reports ("usage": the
     # unused part of max_tokens is given back) or all it reserved ("reserved").
     tokens_charged: Literal["usage", "reserved"] = "usage"
@@ -172,6 +176,11 @@ class CacheConfig(_Section):
     redis_url: RedisUrl = None
     # Environment variable holding the secret that allows signed pickled values.
     secret_env: str | None = None
+    # Sampled chat calls (temperature above 0, or unset, which means 1):
+    # "share" caches and coalesces them like any other call (a repeat gets the
+    # same sample); "seeded" only those that carry a `seed`; "fresh" never (each
+    # call gets its own sample, as agents sampling on purpose want).
+    sampled: Literal["share", "seeded", "fresh"] = "share"
 
     @field_validator("disk", "secret_env")
     @classmethod
@@ -292,6 +301,9 @@ class GatewayKey(_Section):
     # Keys with the same cache namespace share cached answers; by default a
     # key sees only its own (its name).
     cache_namespace: str | None = None
+    # The highest `x-overdrive-priority` this key may ask for; higher asks are
+    # lowered to it, so no tenant jumps another's queue unless allowed.
+    max_priority: int = 0
 
     @model_validator(mode="after")
     def _one_secret(self) -> GatewayKey:
@@ -318,6 +330,30 @@ class GatewayConfig(_Section):
     keys: list[GatewayKey] = Field(default_factory=list)
     # On SIGTERM, requests in flight get this long to finish before they are cut.
     drain_timeout: Seconds = Field(default=30.0)
+    # Request heads: one header line, and the whole head, at most this big
+    # (over: 431 and close); the whole head must arrive within head_timeout,
+    # however slowly its bytes trickle in.
+    max_header_bytes: Bytes = Field(default=16 * 1024, ge=256)
+    max_head_bytes: Bytes = Field(default=64 * 1024, ge=1024)
+    head_timeout: Seconds = Field(default=10.0, gt=0)
+    # Open client connections per worker process; more are refused (503, close).
+    max_connections: int = Field(default=2048, ge=1)
+    # Answers waiting in a connection's write buffer, at most this many bytes
+    # before the gateway stops reading that connection (pipelining included).
+    write_buffer_bytes: Bytes = Field(default=1024 * 1024, ge=16 * 1024)
+    # A streamed answer holds at most this many bytes not yet taken by its
+    # reader; a full buffer pauses the upstream read. A reader that takes
+    # nothing for stream_idle_timeout is dropped and the stream closed.
+    stream_buffer_bytes: Bytes = Field(default=1024 * 1024, ge=16 * 1024)
+    stream_idle_timeout: Seconds = Field(default=30.0, gt=0)
+    # Without [[gateway.keys]] anyone may call: the gateway then refuses to
+    # listen on a non-loopback address unless this says so.
+    allow_anonymous: bool = False
+    # Who may read /metrics and /openapi.json: "keys" (a valid key when keys
+    # are configured; anyone otherwise), "public", or "off" (404).
+    metrics: Literal["keys", "public", "off"] = "keys"
+    # One line per request on the `overdrive.access` logger: "text", "json" or "off".
+    access_log: Literal["text", "json", "off"] = "text"
 
     @model_validator(mode="after")
     def _unique_keys(self) -> GatewayConfig:
