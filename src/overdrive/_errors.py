@@ -17,9 +17,10 @@
     │   └── UnknownModelError           no configured upstream serves the model
     ├── ResourceError                   a shared resource (a pool, the memory budget) refused
     │   ├── MemoryBudgetError           an allocation would overrun the memory budget
-    │   └── PoolError                   a resource pool (``pool``) refused or was misused
-    │       ├── PoolClosedError         the pool was closed
-    │       └── PoolTimeoutError        no resource within the acquire timeout
+    │   ├── PoolError                   a resource pool (``pool``) refused or was misused
+    │   │   ├── PoolClosedError         the pool was closed
+    │   │   └── PoolTimeoutError        no resource within the acquire timeout
+    │   └── SlowReaderError             a stream reader fell too far behind, or took nothing
     └── UpstreamError                   the upstream could not give a usable answer
         ├── UpstreamStatusError         it answered with an HTTP error status
         │   └── RateLimitedError        it kept answering 429 past the retry allowance
@@ -53,6 +54,7 @@ __all__ = [
     "RateLimitedError",
     "RequestError",
     "ResourceError",
+    "SlowReaderError",
     "UnknownModelError",
     "UpstreamError",
     "UpstreamProtocolError",
@@ -227,6 +229,26 @@ class PoolTimeoutError(PoolError, TimeoutError):
         super().__init__(pool, f"no resource within the acquire timeout ({timeout:g}s)")
 
 
+class SlowReaderError(ResourceError):
+    """A reader of a streamed answer was dropped for falling too far behind or going idle.
+
+    ``behind`` is how many bytes it had not taken yet, ``limit`` the bound
+    (``[gateway] stream_buffer_bytes``); ``idle`` is set (seconds) when it was
+    dropped for taking nothing that long, None when it fell ``behind`` past
+    ``limit`` while another reader of the same stream kept up.
+    """
+
+    def __init__(self, behind: int, limit: int, idle: float | None = None) -> None:
+        self.behind = behind
+        self.limit = limit
+        self.idle = idle
+        if idle is None:
+            why = f"fell {behind} bytes behind, past the {limit}-byte stream buffer"
+        else:
+            why = f"took nothing for {idle:g}s with {behind} bytes waiting"
+        super().__init__("stream buffer", f"reader dropped: it {why}")
+
+
 class UpstreamError(OverdriveError):
     """The upstream ``upstream`` could not give a usable answer."""
 
@@ -258,4 +280,12 @@ class UpstreamProtocolError(UpstreamError):
 
 
 class UpstreamUnavailableError(UpstreamError):
-    """Connecting or reading failed (or timed out) on every attempt."""
+    """Connecting or reading failed (or timed out) on every attempt.
+
+    ``timed_out`` tells a timeout (the upstream was too slow) from a failure
+    to connect or a broken answer.
+    """
+
+    def __init__(self, upstream: str, message: str, *, timed_out: bool = False) -> None:
+        self.timed_out = timed_out
+        super().__init__(upstream, message)

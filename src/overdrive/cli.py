@@ -47,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     gateway.add_argument("--host", default="127.0.0.1")
     gateway.add_argument("--port", type=int, default=8000)
     gateway.add_argument("--workers", type=_positive_int, default=1, help="processes (default 1)")
+    gateway.add_argument(
+        "--allow-anonymous",
+        action="store_true",
+        help="serve callers without a key on a non-loopback address (no [[gateway.keys]])",
+    )
     commands.add_parser(
         "hash-key", help="print the SHA-256 of an API key read from stdin (for key_sha256)"
     )
@@ -95,7 +100,13 @@ def _gateway(args: argparse.Namespace) -> int:
     from .gateway import run_gateway
 
     try:
-        run_gateway(args.config, args.host, args.port, args.workers)
+        run_gateway(
+            args.config,
+            args.host,
+            args.port,
+            args.workers,
+            allow_anonymous=args.allow_anonymous,
+        )
     except ConfigError as exc:
         print(f"overdrive gateway: {exc}", file=sys.stderr)
         return 2

@@ -30,7 +30,7 @@ from .cache._build import build_cache
 from .config import Config, load_config
 from .distribute import DistributedRun, TaskFn, distribute
 from .flow import Backoff, Coalescer, EmbeddingBatches
-from .monitor import Histogram, Measure, Metrics, prometheus_text
+from .monitor import Histogram, Measure, Metrics, TierFaults, prometheus_text
 from .optimize import Analysis, CacheTTL, analyse, engine_tunables
 from .optimize._engine_knobs import CacheSwitch
 from .optimize._loop import Optimizer
@@ -112,6 +112,8 @@ class Overdrive:
                 config.cache.model_copy(update={"disk": None, "redis_url": None}), self._clock
             )
         )
+        # A failing disk or Redis tier is skipped; this makes sure it is seen.
+        self._cache.on_fault = TierFaults(self.metrics, self._clock).report
         self._revalidating: set[bytes] = set()
         self._batches = EmbeddingBatches(
             config.batching.embeddings, self._send, self.metrics, self._clock, self._backlog

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from ._lease import RedisLease
 
 T = TypeVar("T")
+# Told of every tier failure (tier name, op, the error): metrics and the log listen.
+FaultHook = Callable[[str, str, CacheError], None]
 
 __all__ = ["Found", "TieredCache"]
 
@@ -48,7 +50,7 @@ class Found:
 class TieredCache:
     """One cache over an L1 memory tier and any number of shared L2 tiers."""
 
-    __slots__ = ("_codec", "_pending", "_wall", "errors", "lease", "memory", "tiers")
+    __slots__ = ("_codec", "_pending", "_wall", "errors", "lease", "memory", "on_fault", "tiers")
 
     def __init__(
         self,
@@ -65,6 +67,7 @@ class TieredCache:
         self._wall = wall
         self._pending: set[asyncio.Task[None]] = set()
         self.errors: dict[str, int] = {}
+        self.on_fault: FaultHook | None = None
 
     async def get(self, key: bytes) -> Found | None:
         """The freshest usable value for ``key``, looking deeper only on a miss."""
@@ -93,14 +96,14 @@ class TieredCache:
             return
         try:
             data = self._codec.encode(key, value)
-        except CacheError:  # not data-only and no secret: it stays in this process
-            self._count("codec")
+        except CacheError as exc:  # not data-only and no secret: it stays in this process
+            self._count("codec", "encode", exc)
             return
         now = self._wall()
         entry = Entry(data, now + ttl, now + ttl + stale, tags)
         if wait:
             for tier in self.tiers:
-                await self._guard(tier, tier.set(key, entry))
+                await self._guard(tier, tier.set(key, entry), "write")
         else:
             self._write_behind(key, entry, self.tiers)
 
@@ -125,14 +128,14 @@ class TieredCache:
     async def delete(self, key: bytes) -> None:
         self.memory.delete(key)
         for tier in self.tiers:
-            await self._guard(tier, tier.delete(key))
+            await self._guard(tier, tier.delete(key), "delete")
 
     async def invalidate_tags(self, tags: Iterable[str]) -> int:
         """Drop every entry carrying any of ``tags`` from every tier; return the count."""
         wanted = tuple(tags)
         removed = self.memory.delete_tags(wanted)
         for tier in self.tiers:
-            removed += await self._guard(tier, tier.delete_tags(wanted)) or 0
+            removed += await self._guard(tier, tier.delete_tags(wanted), "delete") or 0
         return removed
 
     async def flush(self) -> None:
@@ -143,7 +146,7 @@ class TieredCache:
     async def aclose(self) -> None:
         await self.flush()
         for tier in self.tiers:
-            await self._guard(tier, tier.aclose())
+            await self._guard(tier, tier.aclose(), "close")
         if self.lease is not None:
             await self.lease.aclose()
 
@@ -158,8 +161,8 @@ class TieredCache:
     def _promote(self, key: bytes, entry: Entry, tier: Tier, depth: int) -> Found | None:
         try:
             value = self._codec.decode(key, entry.value)
-        except CacheError:
-            self._count(tier.name)
+        except CacheError as exc:
+            self._count(tier.name, "decode", exc)
             return None
         now = self._wall()
         self.memory.set(
@@ -174,23 +177,25 @@ class TieredCache:
 
     def _write_behind(self, key: bytes, entry: Entry, tiers: Sequence[Tier]) -> None:
         for tier in tiers:
-            task = asyncio.ensure_future(self._guard(tier, tier.set(key, entry)))
+            task = asyncio.ensure_future(self._guard(tier, tier.set(key, entry), "write"))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
 
     async def _read(self, tier: Tier, key: bytes) -> Entry | None:
-        entry = await self._guard(tier, tier.get(key))
+        entry = await self._guard(tier, tier.get(key), "read")
         return entry if entry is not None and entry.usable(self._wall()) else None
 
-    async def _guard(self, tier: Tier, work: Any) -> Any:
+    async def _guard(self, tier: Tier, work: Any, op: str) -> Any:
         try:
             return await work
-        except CacheError:
-            self._count(tier.name)
+        except CacheError as exc:
+            self._count(tier.name, op, exc)
             return None
 
-    def _count(self, tier: str) -> None:
+    def _count(self, tier: str, op: str, error: CacheError) -> None:
         self.errors[tier] = self.errors.get(tier, 0) + 1
+        if self.on_fault is not None:
+            self.on_fault(tier, op, error)
 
     def __repr__(self) -> str:
         names = ["memory", *(t.name for t in self.tiers)]

@@ -38,6 +38,9 @@ MAX_STRETCH = 2.0
 """Longest a batch waits for company because of a backed-up queue, in seconds."""
 # Re-arming a batcher's timer costs a task; small changes of the backlog are not worth it.
 _STRETCH_STEP = 0.25
+# Groups kept before idle batchers are dropped: every distinct set of options
+# makes a group, and a caller varying `user` or `dimensions` makes thousands.
+_PRUNE_FLOOR = 64
 
 
 class EmbeddingBatches:
@@ -49,6 +52,7 @@ class EmbeddingBatches:
         "_max_batch",
         "_max_wait",
         "_metrics",
+        "_prune_at",
         "_send",
         "backlog",
         "enabled",
@@ -70,6 +74,12 @@ class EmbeddingBatches:
         self._metrics = metrics
         self._clock = clock
         self._batchers: dict[bytes, Batcher[Call, Result]] = {}
+        self._prune_at = _PRUNE_FLOOR
+
+    @property
+    def groups(self) -> int:
+        """Batchers alive now, one per (model, options) group seen recently."""
+        return len(self._batchers)
 
     @property
     def max_batch(self) -> int:
@@ -120,6 +130,8 @@ class EmbeddingBatches:
         group = hashlib.blake2b(dumps_canonical(options), digest_size=16).digest()
         batcher = self._batchers.get(group)
         if batcher is None:
+            if len(self._batchers) >= self._prune_at:
+                self._prune()
             batcher = self._batchers[group] = Batcher(
                 self._send_batch,
                 max_batch=self._max_batch,
@@ -128,6 +140,15 @@ class EmbeddingBatches:
                 name=f"embeddings:{call.model}",
             )
         return batcher
+
+    def _prune(self) -> None:
+        """Drop the batchers with nothing queued or in flight; amortised over new groups."""
+        self._batchers = {
+            group: batcher
+            for group, batcher in self._batchers.items()
+            if batcher.queued or batcher.in_flight
+        }
+        self._prune_at = max(_PRUNE_FLOOR, 2 * len(self._batchers))
 
     async def _send_batch(self, calls: list[Call]) -> list[Result]:
         texts = [call.body["input"] for call in calls]

@@ -12,6 +12,7 @@ import uvicorn
 from .._asgi_server import BackgroundServer, uvicorn_settings
 from ..config import CONFIG_ENV, load_config
 from ._app import GatewayApp
+from ._exposure import check_exposure
 from ._protocol import GatewayProtocol
 
 __all__ = ["GatewayServer", "run_gateway"]
@@ -34,7 +35,14 @@ class GatewayServer(BackgroundServer):
         super().__init__(app, host, port, lifespan=True)
 
 
-def run_gateway(config: str, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
+def run_gateway(
+    config: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    *,
+    allow_anonymous: bool = False,
+) -> None:
     """Serve the gateway in the foreground; return after Ctrl+C or SIGTERM.
 
     The config is checked here first, so a bad file fails once, plainly
@@ -42,8 +50,13 @@ def run_gateway(config: str, host: str = "127.0.0.1", port: int = 8000, workers:
     then builds its own app (and engine) from it, found through
     ``$OVERDRIVE_CONFIG``. On shutdown the listening socket closes at once and
     requests in flight get ``[gateway] drain_timeout`` to finish.
+
+    Without ``[[gateway.keys]]`` it listens only on loopback, unless
+    ``allow_anonymous`` (or ``[gateway] allow_anonymous``) says otherwise.
     """
-    drain = load_config(config).gateway.drain_timeout
+    loaded = load_config(config)
+    check_exposure(loaded, host, allow_anonymous=allow_anonymous)
+    drain = loaded.gateway.drain_timeout
     os.environ[CONFIG_ENV] = os.path.abspath(config)
     settings = uvicorn_settings(foreground=True, lifespan=True, http=GatewayProtocol)
     settings["timeout_graceful_shutdown"] = drain

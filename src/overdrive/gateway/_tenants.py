@@ -40,11 +40,12 @@ def hash_key(secret: str) -> str:
 class Tenant:
     """One API key's name, allowed models, cache namespace and rate limit."""
 
-    __slots__ = ("_clock", "_limiter", "_max_wait", "_models", "name", "namespace")
+    __slots__ = ("_clock", "_limiter", "_max_wait", "_models", "max_priority", "name", "namespace")
 
     def __init__(self, key: GatewayKey, limiter: Limiter | None, clock: Clock) -> None:
         self.name = key.name
         self.namespace = key.cache_namespace or key.name
+        self.max_priority = key.max_priority
         self._models = frozenset(key.models)
         self._limiter = limiter
         self._max_wait = key.max_wait

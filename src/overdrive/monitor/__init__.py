@@ -32,6 +32,7 @@ from ._alert_sinks import (
 )
 from ._alerts import Alerts, MetricSource, MetricsSource
 from ._default import default_metrics, measure, metrics_text
+from ._faults import LogThrottle, TierFaults
 from ._measure import Measure
 from ._metrics import Family, Metrics
 from ._prometheus import CONTENT_TYPE, SECONDS_BUCKETS, SIZE_BUCKETS, prometheus_text
@@ -54,6 +55,7 @@ __all__ = [
     "Histogram",
     "Increase",
     "LogSink",
+    "LogThrottle",
     "Measure",
     "MetricSource",
     "Metrics",
@@ -63,6 +65,7 @@ __all__ = [
     "Rate",
     "Rule",
     "Selector",
+    "TierFaults",
     "Value",
     "WebhookDeliveryError",
     "WebhookSink",

@@ -40,6 +40,7 @@ _HELP = {
     "overdrive_tokens_total": "Tokens reported by upstreams.",
     "overdrive_batch_size": "Items per upstream batch.",
     "overdrive_retries_total": "Upstream attempts retried.",
+    "overdrive_cache_tier_errors_total": "Cache tier operations that failed (the tier is skipped).",
 }
 
 

@@ -220,7 +220,8 @@ class Dispatcher:
             lease.release("dropped" if isinstance(exc, httpx.TimeoutException) else "ignored")
             attempt.failed()
             attempt.end()
-            await self._after_failure(upstream, state, f"{type(exc).__name__}: {exc}")
+            timed_out = isinstance(exc, httpx.TimeoutException)
+            await self._after_failure(upstream, state, f"{type(exc).__name__}: {exc}", timed_out)
             return None
         except BaseException:  # cancelled (a hedge lost, the caller left): free the slot
             lease.release("ignored")
@@ -259,11 +260,14 @@ class Dispatcher:
             return None
         return exchange
 
-    async def _after_failure(self, upstream: Upstream, state: _Attempts, reason: str) -> None:
+    async def _after_failure(
+        self, upstream: Upstream, state: _Attempts, reason: str, timed_out: bool
+    ) -> None:
         """Wait for the retry, or raise when no retry is left for this call."""
         refusal = self._no_retry(upstream, state)
         if refusal is not None:
-            raise UpstreamUnavailableError(upstream.name, f"{reason} ({refusal})")
+            message = f"{reason} ({refusal})"
+            raise UpstreamUnavailableError(upstream.name, message, timed_out=timed_out)
         await self._retry_after_backoff(upstream, state)
 
     def _no_retry(self, upstream: Upstream, state: _Attempts) -> str | None:

@@ -10,6 +10,7 @@ map them the same way.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
@@ -25,6 +26,8 @@ from .._errors import (
     RequestError,
     UnknownModelError,
     UpstreamError,
+    UpstreamProtocolError,
+    UpstreamUnavailableError,
 )
 from .._json import JSONDecodeError, dumps, loads
 
@@ -52,6 +55,7 @@ REQUEST_HEADERS = frozenset(
     {"authorization", "cache-control", PRIORITY_HEADER, QUEUE_TIMEOUT_HEADER}
 )
 _JSON = "application/json"
+_log = logging.getLogger("overdrive.gateway")
 
 
 @dataclass(slots=True)
@@ -68,6 +72,8 @@ class Gate(Protocol):
     """Who a call is made for (a gateway key): their cache namespace and their limits."""
 
     namespace: str
+    # The highest admission priority this caller may ask for.
+    max_priority: int
 
     def visible(self, models: list[str]) -> list[str]:
         """The ones of ``models`` this caller may use, for ``GET /models``."""
@@ -107,7 +113,8 @@ async def answer(
     """
     try:
         asked = PRIORITY_HEADER in headers or QUEUE_TIMEOUT_HEADER in headers
-        with _admission_from(headers) if asked else _AS_CONFIGURED:
+        cap = gate.max_priority if gate is not None else None
+        with _admission_from(headers, cap) if asked else _AS_CONFIGURED:
             if kind == "models":
                 models = engine.models() if gate is None else gate.visible(engine.models())
                 return Answer(200, {"content-type": _JSON}, dumps(models_payload(models)))
@@ -156,7 +163,28 @@ def _refusal(exc: Exception) -> Answer:
         return error_answer(404, str(exc), "model_not_found", exc.field)
     if isinstance(exc, RequestError):
         return error_answer(400, str(exc), "invalid_request_error", exc.field)
-    return error_answer(502, str(exc), "upstream_error")
+    assert isinstance(exc, UpstreamError)
+    return _upstream_failure(exc)
+
+
+def _upstream_failure(exc: UpstreamError) -> Answer:
+    """502 (504 for a timeout) naming the upstream as configured, never its address.
+
+    The detail (addresses, the transport's own words) goes to the log only:
+    a caller learns which upstream failed and how, not where it lives.
+    """
+    _log.warning("upstream %r failed: %s", exc.upstream, exc)
+    if isinstance(exc, UpstreamUnavailableError) and exc.timed_out:
+        message = f"The upstream {exc.upstream!r} did not answer in time; retries are spent."
+        return error_answer(504, message, "upstream_timeout")
+    what = _FAILURES.get(type(exc), "could not give a usable answer")
+    return error_answer(502, f"The upstream {exc.upstream!r} {what}.", "upstream_error")
+
+
+_FAILURES: dict[type[UpstreamError], str] = {
+    UpstreamUnavailableError: "could not be reached or broke off its answer; retries are spent",
+    UpstreamProtocolError: "sent an answer that is not the API's shape",
+}
 
 
 def cache_control(value: str | None) -> tuple[CacheMode, float | None]:
@@ -211,13 +239,21 @@ def _marks(content_type: str, source: str, upstream: str, queued_s: float) -> di
     }
 
 
-def _admission_from(headers: Mapping[str, str]) -> AbstractContextManager[Admission]:
-    """``admission(...)`` as the request's priority and queue-timeout headers ask."""
+def _admission_from(
+    headers: Mapping[str, str], cap: int | None
+) -> AbstractContextManager[Admission]:
+    """``admission(...)`` as the request's priority and queue-timeout headers ask.
+
+    A priority above ``cap`` (the caller's ``max_priority``) is lowered to it:
+    one tenant may not overtake another's waiting calls by asking.
+    """
     priority, timeout = headers.get(PRIORITY_HEADER), headers.get(QUEUE_TIMEOUT_HEADER)
     try:
         level = int(priority) if priority is not None else 0
     except ValueError:
         raise RequestError(PRIORITY_HEADER, f"expected an integer, got {priority!r}") from None
+    if cap is not None and level > cap:
+        level = cap
     try:
         return admission(level, timeout)
     except RequestError as exc:
