@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from overdrive import FakeClock, Overdrive
-from overdrive.cache import DiskTier
+from overdrive._asgi_server import free_port
+from overdrive.cache import DiskTier, MemoryCache, RedisTier, TieredCache
 from overdrive.monitor import LogThrottle, Metrics, TierFaults
 from overdrive.sim import SimConfig, SimServer
 
@@ -67,3 +68,16 @@ def test_the_log_speaks_again_after_the_interval_with_the_count() -> None:
     faults.report("redis", "write", OSError("down"))
     counter = faults.metrics.counter("overdrive_cache_tier_errors_total", tier="redis", op="write")
     assert counter.value == 1.0
+
+
+async def test_redis_going_away_is_reported_per_operation() -> None:
+    reports: list[tuple[str, str]] = []
+    # Nobody listens there: the real client's connection is refused.
+    tier = RedisTier(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)
+    cache = TieredCache(MemoryCache(1 << 20), [tier])
+    cache.on_fault = lambda name, op, error: reports.append((name, op))
+    await cache.set(b"k", {"v": 1}, ttl=60, wait=True)
+    cache.memory.delete(b"k")
+    assert await cache.get(b"k") is None  # fails open: a miss, not an error
+    await cache.aclose()
+    assert reports[:2] == [("redis", "write"), ("redis", "read")]
