@@ -12,7 +12,18 @@ from ._errors import RequestError
 from ._tokens import estimate_messages_tokens, estimate_tokens
 from ._units import parse_duration
 
-__all__ = ["Admission", "CacheMode", "Call", "Result", "admission", "chat_call", "embeddings_call"]
+__all__ = [
+    "Admission",
+    "CacheMode",
+    "Call",
+    "Result",
+    "SampledPolicy",
+    "admission",
+    "chat_call",
+    "embeddings_call",
+    "sampled",
+    "shares_answers",
+]
 
 # Reserved for the answer when a chat call sets no max_tokens; the real figure
 # is settled from the reported usage once the answer arrives.
@@ -104,6 +115,50 @@ class Result:
     @property
     def ok(self) -> bool:
         return 200 <= self.status < 300
+
+
+SampledPolicy = Literal["share", "seeded", "fresh"]
+
+
+def sampled(call: Call) -> bool:
+    """Whether ``call`` asks the model to sample: a chat call whose ``temperature`` is unset or > 0.
+
+    OpenAI's default temperature is 1, so a call without one samples. Only
+    temperature decides: ``top_p`` narrows what is sampled from but at
+    temperature 0 nothing is, and ``n`` asks for that many choices of
+    whatever kind (both are part of the key, as every body field is, so an
+    answer with one choice never serves a call that asked for ``n > 1``).
+
+    >>> sampled(chat_call({"model": "m", "messages": [{"role": "user"}], "temperature": 0}))
+    False
+    >>> sampled(chat_call({"model": "m", "messages": [{"role": "user"}]}))
+    True
+    """
+    if call.op != "chat":
+        return False
+    temperature = call.body.get("temperature")
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float):
+        return True  # unset (1), or a value the upstream will judge: not known to be greedy
+    return temperature > 0
+
+
+def shares_answers(call: Call, policy: SampledPolicy) -> bool:
+    """Whether ``call`` may be answered from the cache, coalesced, and its answer stored.
+
+    ``policy`` is ``[cache] sampled``:
+
+    - "share" (the default): every call, sampled or not; a repeat of a
+      sampled call gets the same sample back.
+    - "seeded": a sampled chat call only when it carries a ``seed`` (its
+      sample is meant to be reproducible; the seed is part of the key).
+    - "fresh": never a sampled chat call: each caller gets its own upstream
+      sample, streamed or not, and none is stored.
+
+    Calls that do not sample (``temperature: 0``, embeddings) always share.
+    """
+    if policy == "share" or not sampled(call):
+        return True
+    return policy == "seeded" and call.body.get("seed") is not None
 
 
 def chat_call(body: Mapping[str, Any]) -> Call:

@@ -14,7 +14,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import httpx
 
-from ._calls import Call, Result, chat_call, embeddings_call
+from ._calls import Call, Result, chat_call, embeddings_call, shares_answers
 from ._clock import Clock, SystemClock
 from ._errors import (
     ConfigError,
@@ -46,10 +46,12 @@ from .upstream import (
     replay,
     sse_lines,
 )
+from .upstream._chat_sse import chat_stream_complete
 
 __all__ = ["Overdrive", "Result"]
 
 _TTL_JITTER = 0.1
+_NOT_STORED = "overdrive_streams_not_stored_total"
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -101,7 +103,16 @@ class Overdrive:
             self._router, config.retry, self._clock, self.metrics, backoff
         )
         self._flight: Coalescer[Result] = Coalescer()
-        self._streams = StreamFlight()
+        # Bounds every stream, whichever door reads it (see SharedStream).
+        self._streams = StreamFlight(
+            self._clock,
+            buffer_bytes=config.gateway.stream_buffer_bytes,
+            idle_timeout=config.gateway.stream_idle_timeout,
+        )
+        self._sampled = config.cache.sampled
+        self.metrics.describe(
+            _NOT_STORED, "Streams that ended but were not cached: truncated or an error event."
+        )
         self.resources = _resource_manager(config)
         # Built even when off (memory only then), so the cache.enabled tunable can turn it on.
         self._cache_switch = CacheSwitch(config.cache.enabled)
@@ -202,6 +213,8 @@ class Overdrive:
         meters = self._meters_for(call.op)
         meters.requests.inc()
         try:
+            if not shares_answers(call, self._sampled):
+                return await self._send(call)  # its own sample: no cache, no coalescing
             key = self._key(call.op, call)
             if self._cache_switch.on and call.cache == "default":
                 found = await self._cache.get(key)
@@ -226,21 +239,23 @@ class Overdrive:
         """Send a streamed call (paced and retried until its first byte); caller closes it.
 
         An identical streamed call already in flight is joined instead: the
-        joiner gets the same chunks from the first one on.
+        joiner gets the same chunks from the first one on, while the stream is
+        no bigger than ``[gateway] stream_buffer_bytes``. Only a stream that
+        ended with its terminal event and carried no error is stored.
         """
         self.metrics.counter("overdrive_requests_total", op=call.op).inc()
         if not self._router.serves(call.model):  # fail fast, before any queueing
             raise UnknownModelError(call.model, self._router.models())
-        key = self._key(call.op, call)
-        stored = self._key(f"{call.op}.stream", call)
-        cached = await self._stored_stream(stored, call)
+        opener = functools.partial(self._dispatcher.send, call, stream=True)
+        if not shares_answers(call, self._sampled):
+            return await self._streams.alone(opener)
+        key = self._key(f"{call.op}.stream", call)
+        cached = await self._stored_stream(key, call)
         if cached is not None:
             return cached
         keeps = self._cache_switch.on and call.cache != "no-store"
-        store = functools.partial(self._store_stream, stored) if keeps else None
-        reply = await self._streams.open(
-            key, lambda: self._dispatcher.send(call, stream=True), store
-        )
+        store = functools.partial(self._store_stream, key) if keeps else None
+        reply = await self._streams.open(key, opener, store)
         if reply.source == "coalesced":
             self.metrics.counter("overdrive_coalesced_total", op=call.op).inc()
         return reply
@@ -258,7 +273,10 @@ class Overdrive:
         return replay(list(chunks), upstream)
 
     async def _store_stream(self, key: bytes, upstream: str, chunks: list[bytes]) -> None:
-        """Keep a streamed body that ended well, as its chunks (replayed as a stream)."""
+        """Keep a streamed body that is complete and clean, as its chunks (replayed as a stream)."""
+        if not chat_stream_complete(chunks):  # truncated, or it carried an error event
+            self.metrics.counter(_NOT_STORED).inc()
+            return
         ttl = self._ttl.seconds * (1.0 - _TTL_JITTER * self._rng.random())
         await self._cache.set(key, (200, chunks, upstream, self._wall()), ttl, stale=0.0)
 
@@ -267,7 +285,7 @@ class Overdrive:
         namespace = self.config.namespace
         if call.namespace:
             namespace = f"{namespace}/{call.namespace}"
-        return request_key(op, call.body, namespace)
+        return request_key(op, call.body, namespace, streamed=call.stream)
 
     def _young_enough(self, value: tuple[Any, ...], call: Call) -> bool:
         """Whether a cached answer is within the call's ``max_age`` (always, without one)."""

@@ -1,4 +1,11 @@
-"""Single-flight for streamed calls: identical streams in flight share one upstream stream."""
+"""Single-flight for streamed calls: identical streams in flight share one upstream stream.
+
+Each stream's memory is bounded by the :class:`~overdrive.flow.SharedStream`
+under it (``buffer_bytes`` per reader, back-pressure, slow and idle readers
+dropped), and its whole body by the upstream's ``max_response_bytes``: past
+it the stream is cut with :class:`~overdrive.UpstreamProtocolError` and
+nothing is stored.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +13,12 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 
+from .._clock import Clock
+from .._errors import UpstreamProtocolError
 from ..flow import SharedStream, StreamReader
+from ..flow._shared_stream import DEFAULT_BUFFER_BYTES, DEFAULT_IDLE_TIMEOUT
 from ._dispatch import Exchange
+from ._wire_response import UpstreamResponse
 
 __all__ = ["StreamFlight", "StreamReply", "replay", "sse_lines"]
 
@@ -80,19 +91,34 @@ class StreamReply:
 
 
 class StreamFlight:
-    """Opens one upstream stream per key at a time; callers with that key join it."""
+    """Opens one upstream stream per key at a time; callers with that key join it.
 
-    __slots__ = ("_open", "joined", "led")
+    ``buffer_bytes`` and ``idle_timeout`` bound every stream it opens (see
+    :class:`~overdrive.flow.SharedStream`); ``clock`` times the idle readers.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_buffer", "_clock", "_idle_timeout", "_open", "joined", "led")
+
+    def __init__(
+        self,
+        clock: Clock | None = None,
+        *,
+        buffer_bytes: int = DEFAULT_BUFFER_BYTES,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    ) -> None:
         self._open: dict[Hashable, asyncio.Future[_Origin]] = {}
+        self._clock = clock
+        self._buffer = buffer_bytes
+        self._idle_timeout = idle_timeout
         self.led = 0
         self.joined = 0
 
     async def open(self, key: Hashable, opener: Opener, store: Store | None = None) -> StreamReply:
         """The reply for ``key``: a reader of the stream in flight, or a new stream.
 
-        ``store`` receives the chunks of a new stream that ends well.
+        ``store`` receives the chunks of a new stream that ended and was kept
+        whole (no bigger than ``buffer_bytes``); it judges whether they are
+        worth keeping.
         """
         pending = self._open.get(key)
         if pending is not None:
@@ -101,6 +127,12 @@ class StreamFlight:
                 self.joined += 1
                 return StreamReply(origin, "coalesced")
         return await self._lead(key, opener, store)
+
+    async def alone(self, opener: Opener) -> StreamReply:
+        """A stream of the caller's own: nobody joins it and nothing stores it."""
+        self.led += 1
+        origin = await self._start(opener, _nothing, None)
+        return StreamReply(origin, "upstream")
 
     async def _lead(self, key: Hashable, opener: Opener, store: Store | None) -> StreamReply:
         self.led += 1
@@ -122,31 +154,42 @@ class StreamFlight:
             self._forget(key, pending)
         return reply
 
-    @staticmethod
-    async def _start(opener: Opener, finished: Callable[[], None], store: Store | None) -> _Origin:
+    async def _start(
+        self, opener: Opener, finished: Callable[[], None], store: Store | None
+    ) -> _Origin:
         exchange = await opener()
         response = exchange.response
         headers = dict(response.headers)
         name = exchange.upstream.name
+        limit = exchange.upstream.config.max_response_bytes
         if response.status_code != 200:
-            body = await response.aread()
-            await exchange.aclose()
+            try:
+                body = await _read_within(response, limit, name)
+            finally:
+                await exchange.aclose()
             chunks = [body] if body else []
             queued = exchange.lease.queued_s
             return _Origin(response.status_code, headers, name, None, chunks, queued)
+        tally = _Tally()
 
-        async def close(complete: list[bytes] | None) -> None:
+        async def close(kept: list[bytes] | None) -> None:
             finished()
-            if complete is not None:
+            if tally.ended:
                 # About one token per event: lets the adaptive limit judge per token.
-                exchange.lease.output_tokens = max(1, _data_events(complete))
+                exchange.lease.output_tokens = max(1, tally.events)
             await exchange.aclose()
-            if complete is not None and store is not None:
-                await store(name, complete)
+            if kept is not None and store is not None:
+                await store(name, kept)
 
+        # Decoded: we relay no content-encoding.
+        source = _counted(response.aiter_bytes(), limit, name, tally)
         shared = SharedStream(
-            response.aiter_bytes(), close
-        )  # decoded: we relay no content-encoding
+            source,
+            close,
+            buffer_bytes=self._buffer,
+            idle_timeout=self._idle_timeout,
+            clock=self._clock,
+        )
         return _Origin(200, headers, name, shared, queued_s=exchange.lease.queued_s)
 
     def _forget(self, key: Hashable, pending: asyncio.Future[_Origin]) -> None:
@@ -159,6 +202,53 @@ class StreamFlight:
 
     def __repr__(self) -> str:
         return f"StreamFlight(open={len(self)}, led={self.led}, joined={self.joined})"
+
+
+class _Tally:
+    """What went by in a streamed body: its bytes, about how many events, whether it ended."""
+
+    __slots__ = ("ended", "events", "size")
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.events = 0
+        self.ended = False
+
+
+async def _counted(
+    body: AsyncIterator[bytes], limit: int, upstream: str, tally: _Tally
+) -> AsyncIterator[bytes]:
+    """``body`` as it comes, cut with an error once it passes ``limit`` bytes."""
+    async for chunk in body:
+        tally.size += len(chunk)
+        if tally.size > limit:
+            raise _too_big(upstream, limit)
+        # Server-sent data events, the closing [DONE] left out (a split "data:" is missed).
+        tally.events += chunk.count(b"data:") - chunk.count(b"data: [DONE]")
+        yield chunk
+    tally.ended = True
+
+
+async def _read_within(response: UpstreamResponse, limit: int, upstream: str) -> bytes:
+    """A whole (error) body, refused once it passes ``limit`` bytes."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise _too_big(upstream, limit)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _too_big(upstream: str, limit: int) -> UpstreamProtocolError:
+    return UpstreamProtocolError(
+        upstream, f"streamed body over its max_response_bytes ({limit} bytes); cut off"
+    )
+
+
+def _nothing() -> None:
+    """No board to take a stream nobody joins off."""
 
 
 async def _outcome(pending: asyncio.Future[_Origin]) -> _Origin | None:
@@ -181,9 +271,3 @@ async def sse_lines(chunks: AsyncIterator[bytes] | StreamReply) -> AsyncIterator
             yield line.rstrip(b"\r").decode()
     if pending:
         yield pending.rstrip(b"\r").decode()
-
-
-def _data_events(chunks: list[bytes]) -> int:
-    """Server-sent ``data:`` events in a body, the closing ``[DONE]`` left out."""
-    body = b"".join(chunks)
-    return body.count(b"data: ") - body.count(b"data: [DONE]")

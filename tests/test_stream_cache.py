@@ -1,0 +1,124 @@
+"""Only complete, clean streams are cached; ``stream_options`` is part of a stream's key."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from overdrive import Overdrive
+from overdrive._calls import chat_call
+from overdrive.sim import SimConfig, SimServer
+from overdrive.upstream import StreamReply
+from overdrive.upstream._chat_sse import chat_stream_complete
+from tests.stream_upstream import DONE, StreamUpstream, chat_chunk, sse
+
+ASK: Any = [{"role": "user", "content": "a short streamed answer"}]
+ERROR_EVENT = sse({"error": {"message": "The server overloaded mid-stream.", "type": "server"}})
+
+CLEAN = [chat_chunk("Hello"), chat_chunk(" error-free world"), DONE]
+WITH_ERROR = [chat_chunk("Hello"), ERROR_EVENT, DONE]
+TRUNCATED = [chat_chunk("Hello"), chat_chunk(" wor")]
+
+
+# -- the rule: chat_stream_complete -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "complete"),
+    [
+        (CLEAN, True),
+        (WITH_ERROR, False),
+        (TRUNCATED, False),
+        ([chat_chunk("a"), sse({"object": "error", "message": "x"}), DONE], False),
+        ([chat_chunk("a"), b"event: error\ndata: {}\n\n", DONE], False),
+        ([chat_chunk("a"), b'data: {"error": \n\n', DONE], False),  # unreadable error
+        ([chat_chunk("a"), sse({"choices": [], "error": None}), DONE], True),
+        ([chat_chunk("a"), b"data: [DONE]\n"], False),  # its event was never ended
+        ([chat_chunk("a"), b"data: [DONE]"], False),  # cut inside the line
+        ([b": keep-alive\n\n", chat_chunk("a"), DONE], True),
+        ([chat_chunk("a").replace(b"\n", b"\r\n"), b"data: [DONE]\r\n\r\n"], True),
+        ([], False),
+    ],
+)
+def test_which_chat_streams_are_complete_and_clean(body: list[bytes], complete: bool) -> None:
+    assert chat_stream_complete(body) is complete
+
+
+@given(st.sampled_from([CLEAN, WITH_ERROR, TRUNCATED]), st.lists(st.integers(0, 400)))
+def test_chunk_boundaries_do_not_change_the_verdict(body: list[bytes], cuts: list[int]) -> None:
+    whole = b"".join(body)
+    points = sorted({min(cut, len(whole)) for cut in cuts})
+    pieces = [whole[a:b] for a, b in zip([0, *points], [*points, len(whole)], strict=True)]
+    assert chat_stream_complete(pieces) is chat_stream_complete([whole])
+
+
+# -- the engine stores only those ----------------------------------------------
+
+
+def scripted(body: list[bytes]) -> Any:
+    async def script(index: int, request: dict[str, Any]) -> AsyncIterator[bytes]:
+        for chunk in body:
+            yield chunk
+
+    return script
+
+
+async def streamed(od: Overdrive, **extra: Any) -> tuple[str, bytes]:
+    """The source of one streamed call ("upstream", "cache", ...) and its whole body."""
+    body = {"model": "m", "messages": ASK, "stream": True, **extra}
+    reply: StreamReply = await od.open_stream(chat_call(body))
+    try:
+        return reply.source, await reply.aread()
+    finally:
+        await reply.aclose()
+
+
+@pytest.mark.parametrize(
+    ("body", "stored"), [(CLEAN, True), (WITH_ERROR, False), (TRUNCATED, False)]
+)
+async def test_only_a_complete_clean_stream_is_replayed_from_the_cache(
+    body: list[bytes], stored: bool
+) -> None:
+    async with StreamUpstream(scripted(body)) as upstream:
+        target = {"name": "u", "base_url": upstream.base_url, "models": ["m"]}
+        async with Overdrive.from_config({"upstreams": [target]}) as od:
+            first = await streamed(od)
+            second = await streamed(od)
+            not_stored = od.metrics.value("overdrive_streams_not_stored_total")
+            misses = od.metrics.value("overdrive_cache_misses_total", op="chat")
+    assert first == ("upstream", b"".join(body))  # the error event reaches the client as sent
+    assert second == ("cache" if stored else "upstream", b"".join(body))
+    assert len(upstream.requests) == (1 if stored else 2)
+    assert not_stored == (0 if stored else 2)
+    assert misses == (1 if stored else 2)
+
+
+# -- stream_options is part of a stream's key ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[SimServer]:
+    config = SimConfig(seed=2, ttft_s=0.0, per_token_s=0.0, jitter=0.0, models=("m",))
+    with SimServer(config) as server:
+        yield server
+
+
+async def test_stream_options_change_the_key_of_a_stream(sim: SimServer) -> None:
+    sim.reset()
+    usage = {"stream_options": {"include_usage": True}}
+    target = {"name": "sim", "base_url": sim.base_url, "models": ["m"]}
+    async with Overdrive.from_config({"upstreams": [target]}) as od:
+        plain = await streamed(od)
+        with_usage = await streamed(od, **usage)
+        again = await streamed(od, **usage)
+        plain_again = await streamed(od)
+    assert (plain[0], with_usage[0]) == ("upstream", "upstream")  # not served each other
+    assert b'"usage"' in with_usage[1]
+    assert b'"usage"' not in plain[1]
+    assert again == ("cache", with_usage[1])
+    assert plain_again == ("cache", plain[1])
+    assert sim.stats()["requests"]["/v1/chat/completions"] == 2
