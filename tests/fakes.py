@@ -1,32 +1,329 @@
-"""A scripted OpenAI-compatible upstream for unit tests of the engine's own logic.
+"""Scripted upstreams on real loopback sockets, for unit tests of the engine's own logic.
 
-Integration tests use the real simulated upstream (``overdrive.sim``) instead.
+The test double sits below the production path: the engine reaches these
+servers through its real clients (the lean wire client for whole answers,
+httpx for streams and probes) over TCP, so every engine test runs their
+framing, pooling and error mapping; only what the server answers is
+scripted. Integration tests use the simulated upstream (``overdrive.sim``).
+
+>>> async with FakeUpstream(clock) as fake, engine(fake, clock) as od:  # doctest: +SKIP
+...     fake.script = [status(503)]  # the first call fails, its retry succeeds
+...     await finish(clock, od.chat(model="m", messages=[...]))
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import json
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+import socket
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
+from types import TracebackType
+from typing import Any, TypeVar, cast
 
+import httptools
 import httpx
 
 from overdrive import FakeClock, Overdrive
 
 Responder = Callable[[httpx.Request], httpx.Response]
+# What a server answers a request with; it may wait (on a gate, on the fake clock) first.
+Handler = Callable[[httpx.Request], "Awaitable[httpx.Response] | httpx.Response"]
 T = TypeVar("T")
+
+# Loop turns to give sockets between two steps of the fake clock. Loopback
+# delivers a write to the peer within the send call, so each hop of an
+# exchange (connect, accept, request, answer, the client taking it) costs a
+# turn, not real time: a call on a fresh connection takes about 15 turns
+# through the wire client, a stream or probe through httpx about 18
+# (tests/test_fakes.py holds them to this bound). Fake time that passed while
+# bytes were on their way would show up as upstream latency; an exchange that
+# needs a few turns more only spills into the next 10 ms step. Every turn
+# costs real time on every step, so the bound is kept close.
+IO_TURNS = 24
+# Real seconds a test waits for something the fake server should see, so a
+# broken engine fails the test instead of hanging it.
+_PATIENCE = 10.0
+_NO_BODY = frozenset({204, 304})
+_STEP = 0.01  # seconds of fake time per step
+
+
+async def io_turns(count: int = IO_TURNS, until: asyncio.Future[Any] | None = None) -> None:
+    """Let the loop run ``count`` times (without fake time passing), or until ``until`` is done."""
+    for _ in range(count):
+        if until is not None and until.done():
+            return
+        await asyncio.sleep(0)
+
+
+async def pass_time(
+    clock: FakeClock, seconds: float, until: asyncio.Future[Any] | None = None
+) -> None:
+    """Step the fake clock by ``seconds`` (or until ``until`` is done), 10 ms at a time.
+
+    Between steps the loop gets :data:`IO_TURNS` turns, so an exchange on a
+    loopback socket completes within the step it started in: the sockets
+    cost the calls no fake time, as when the double replaced the socket.
+    (``FakeClock.run_for`` gives five turns a step: too few for a round trip.)
+    """
+    for _ in range(round(seconds / _STEP)):
+        if until is not None and until.done():
+            return
+        clock.advance(_STEP)
+        await io_turns(until=until)
 
 
 async def finish(clock: FakeClock, work: Awaitable[T], seconds: float = 120.0) -> T:
     """Run ``work`` while stepping the fake clock until it completes."""
     task = asyncio.ensure_future(work)
-    for _ in range(int(seconds / 0.05)):
-        if task.done():
-            break
-        await clock.run_for(0.05)
+    await io_turns(until=task)  # what needs no fake time takes none
+    await pass_time(clock, seconds, until=task)
     return await task
+
+
+class HangUp(Exception):
+    """Raised by a handler: the server closes the connection without answering."""
+
+
+def hang_up(request: httpx.Request) -> httpx.Response:
+    """A responder: close the connection without a byte of answer (a crashed or overloaded server).
+
+    The client sees the connection end; a connect error needs a port that
+    refuses instead (:func:`refusing_url`). On a kept-alive connection the
+    wire client takes this for a server closing an idle connection and sends
+    once more on a new one, so the next responder answers that.
+    """
+    raise HangUp
+
+
+@contextlib.contextmanager
+def refusing_url() -> Iterator[str]:
+    """A base URL whose port is bound but not listening: every connection to it is refused.
+
+    Held for the block, so no other server can take the port meanwhile.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+
+
+class FakeServer:
+    """An HTTP/1.1 server on 127.0.0.1 that answers each request with what ``handler`` returns.
+
+    Requests reach the handler as ``httpx.Request`` and its ``httpx.Response``
+    goes back on the socket: with its Content-Length when it was made with
+    content, chunked (each chunk as the stream yields it) when made with a
+    stream. A connection the client closes cancels the handler of the request
+    it carried, as a real server's work ends with its connection. A handler
+    that raises :class:`HangUp` closes the connection unanswered; any other
+    exception also closes it, and is raised again when the server closes, so
+    a failed assertion inside a handler fails the test.
+    """
+
+    def __init__(self, handler: Handler) -> None:
+        self._handler = handler
+        self._server: asyncio.Server | None = None
+        self._connections: set[_ServerConnection] = set()
+        self._answering: set[asyncio.Task[None]] = set()
+        self.errors: list[BaseException] = []
+        self.requests: list[httpx.Request] = []  # every one received, in order
+        self.connections = 0  # accepted so far
+
+    @property
+    def origin(self) -> str:
+        assert self._server is not None, "use the server in `async with`"
+        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    @property
+    def url(self) -> str:
+        """The base URL to configure an upstream with."""
+        return f"{self.origin}/v1"
+
+    async def __aenter__(self) -> FakeServer:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _ServerConnection(self), "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        assert self._server is not None
+        self._server.close()
+        connections = list(self._connections)
+        for connection in connections:
+            connection.abort()
+        # Awaited, so no socket outlives the test's loop (an unclosed one would warn).
+        await asyncio.gather(*(c.closed for c in connections))
+        for task in self._answering:  # their connections are gone; never wait on their work
+            task.cancel()
+        await asyncio.gather(*self._answering, return_exceptions=True)
+        await self._server.wait_closed()
+        if self.errors and error is None:
+            raise self.errors[0]
+
+    async def settled(self) -> None:
+        """Wait until no request is being answered (a handler cancelled counts as done)."""
+        async with asyncio.timeout(_PATIENCE):
+            while self._answering:
+                await asyncio.wait(set(self._answering))
+
+    def _answer(self, connection: _ServerConnection) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(connection.serve())
+        self._answering.add(task)
+        task.add_done_callback(self._answering.discard)
+        return task
+
+    async def _respond(self, request: httpx.Request) -> httpx.Response:
+        answer = self._handler(request)
+        if inspect.isawaitable(answer):
+            return await answer
+        return answer
+
+    def __repr__(self) -> str:
+        where = self.origin if self._server is not None else "not started"
+        return f"{type(self).__name__}({where}, open={len(self._connections)})"
+
+
+class _ServerConnection(asyncio.Protocol):
+    """One accepted connection: parses requests, answers them one at a time, in order."""
+
+    def __init__(self, server: FakeServer) -> None:
+        self._server = server
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._body: list[bytes] = []
+        self._pending: deque[httpx.Request] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._writable: asyncio.Future[None] | None = None  # set while the client reads slowly
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        self._server._connections.add(self)
+        self._server.connections += 1
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.abort()  # the clients under test never send this: nothing to answer
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server._connections.discard(self)
+        if self._task is not None:
+            self._task.cancel()  # the client left: so does the work on its request
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        self.closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self._url, self._headers, self._body = b"", [], []
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        method = self._parser.get_method().decode("ascii")
+        url = self._server.origin + self._url.decode("ascii")
+        request = httpx.Request(method, url, headers=self._headers, content=b"".join(self._body))
+        self._server.requests.append(request)
+        self._pending.append(request)
+        if self._task is None:
+            self._task = self._server._answer(self)
+
+    # answering
+
+    async def serve(self) -> None:
+        """Answer the requests received so far, in order, until one closes the connection."""
+        try:
+            while self._pending and await self._answer(self._pending.popleft()):
+                pass
+        finally:
+            self._task = None
+
+    async def _answer(self, request: httpx.Request) -> bool:
+        """Answer one request; False once the connection is closed."""
+        try:
+            response = await self._server._respond(request)
+            await self._send(response)
+        except HangUp:
+            self._close()
+            return False
+        except Exception as exc:  # a broken handler: fail the test, not the loop
+            self._server.errors.append(exc)
+            self._close()
+            return False
+        if _closes(request.headers) or _closes(response.headers):
+            self._close()
+            return False
+        return True
+
+    async def _send(self, response: httpx.Response) -> None:
+        if response.status_code in _NO_BODY or "content-length" in response.headers:
+            await response.aread()
+            self._write(_head(response) + response.content)
+        elif isinstance(response.stream, httpx.ByteStream):  # made with content: its length
+            content = await response.aread()
+            self._write(_head(response, f"content-length: {len(content)}") + content)
+        else:  # made with a stream: each chunk as it comes
+            self._write(_head(response, "transfer-encoding: chunked"))
+            async for chunk in response.aiter_raw():
+                if chunk:
+                    self._write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    await self._drain()
+            self._write(b"0\r\n\r\n")
+
+    def _write(self, data: bytes) -> None:
+        assert self._transport is not None
+        self._transport.write(data)
+
+    async def _drain(self) -> None:
+        if self._writable is not None:
+            await self._writable
+
+    def _close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+def _head(response: httpx.Response, *extra: str) -> bytes:
+    lines = [f"HTTP/1.1 {response.status_code} {response.reason_phrase}".encode("ascii")]
+    lines += [name + b": " + value for name, value in response.headers.raw]
+    lines += [line.encode("ascii") for line in extra]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def _closes(headers: httpx.Headers) -> bool:
+    value: str = headers.get("connection", "")
+    return value.lower() == "close"
 
 
 def chat_response(model: str, content: str = "hello", completion_tokens: int = 2) -> dict[str, Any]:
@@ -56,18 +353,35 @@ def embeddings_response(model: str, count: int) -> dict[str, Any]:
     }
 
 
-@dataclass
-class FakeUpstream:
-    """Answers from a script of responders, then with a default success; records every call."""
+class FakeUpstream(FakeServer):
+    """Answers from a script of responders, then with a default success; records every call.
 
-    clock: FakeClock | None = None
-    script: list[Responder] = field(default_factory=list)
-    calls: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
-    gate: asyncio.Event | None = None
+    ``calls`` holds (fake time, path, JSON body) of each request as it
+    arrives; with ``gate`` set, answers wait for it to open.
+    """
 
-    async def __call__(self, request: httpx.Request) -> httpx.Response:
+    def __init__(
+        self,
+        clock: FakeClock | None = None,
+        script: list[Responder] | None = None,
+        gate: asyncio.Event | None = None,
+    ) -> None:
+        super().__init__(self.answer)
+        self.clock = clock
+        self.script = script if script is not None else []
+        self.gate = gate
+        self.calls: list[tuple[float, str, dict[str, Any]]] = []
+        self._arrival = asyncio.Event()  # set, and replaced, as each call arrives
+
+    async def __aenter__(self) -> FakeUpstream:
+        await super().__aenter__()
+        return self
+
+    async def answer(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
         self.calls.append((self.clock.now() if self.clock else 0.0, request.url.path, body))
+        self._arrival.set()
+        self._arrival = asyncio.Event()
         if self.gate is not None:
             await self.gate.wait()
         if self.script:
@@ -77,8 +391,11 @@ class FakeUpstream:
             return httpx.Response(200, json=embeddings_response(body["model"], len(inputs)))
         return httpx.Response(200, json=chat_response(body["model"]))
 
-    def transport(self) -> httpx.MockTransport:
-        return httpx.MockTransport(self)
+    async def received(self, count: int) -> None:
+        """Wait until ``count`` calls have arrived (within real seconds, or the test fails)."""
+        async with asyncio.timeout(_PATIENCE):
+            while len(self.calls) < count:
+                await self._arrival.wait()
 
 
 def status(code: int, headers: dict[str, str] | None = None) -> Responder:
@@ -95,16 +412,9 @@ def raw(code: int, content: bytes) -> Responder:
     return lambda request: httpx.Response(code, content=content)
 
 
-def connect_error(request: httpx.Request) -> httpx.Response:
-    raise httpx.ConnectError("connection refused", request=request)
-
-
-def engine(fake: FakeUpstream, clock: FakeClock, **overrides: Any) -> Overdrive:
-    upstream = {
-        "name": "a",
-        "base_url": "http://upstream.test/v1",
-        "models": ["m", "e"],
-        **overrides,
-    }
-    config: dict[str, Any] = {"upstreams": [upstream], "retry": {"base": "100ms", "cap": "1s"}}
-    return Overdrive.from_config(config, clock=clock, upstream_transport=fake.transport())
+def engine(upstream: FakeServer | str, clock: FakeClock, **overrides: Any) -> Overdrive:
+    """An engine with one upstream "a" (models m and e) at ``upstream`` (a server or a URL)."""
+    url = upstream if isinstance(upstream, str) else upstream.url
+    settings = {"name": "a", "base_url": url, "models": ["m", "e"], **overrides}
+    config: dict[str, Any] = {"upstreams": [settings], "retry": {"base": "100ms", "cap": "1s"}}
+    return Overdrive.from_config(config, clock=clock)

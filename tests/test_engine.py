@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +19,15 @@ from overdrive import (
     UpstreamStatusError,
     UpstreamUnavailableError,
 )
-from tests.fakes import FakeUpstream, connect_error, engine, finish, raw, status
+from tests.fakes import FakeServer, FakeUpstream, engine, finish, raw, refusing_url, status
 
 HELLO = [{"role": "user", "content": "hello"}]
 
 
 @pytest.fixture
-def fake(clock: FakeClock) -> FakeUpstream:
-    return FakeUpstream(clock)
+async def fake(clock: FakeClock) -> AsyncIterator[FakeUpstream]:
+    async with FakeUpstream(clock) as upstream:
+        yield upstream
 
 
 async def test_chat_and_embed_return_openai_json(clock: FakeClock, fake: FakeUpstream) -> None:
@@ -59,9 +61,9 @@ async def test_cache_expires_after_ttl(clock: FakeClock, fake: FakeUpstream) -> 
 
 async def test_twenty_identical_concurrent_calls_reach_upstream_once(clock: FakeClock) -> None:
     fake = FakeUpstream(clock, gate=asyncio.Event())
-    async with engine(fake, clock) as od:
+    async with fake, engine(fake, clock) as od:
         calls = [asyncio.create_task(od.chat(model="m", messages=HELLO)) for _ in range(20)]
-        await asyncio.sleep(0.01)
+        await fake.received(1)  # held at the gate: every other caller has joined it by now
         assert fake.gate is not None
         fake.gate.set()
         answers = await asyncio.gather(*calls)
@@ -111,11 +113,11 @@ async def test_client_error_is_not_retried_or_cached(clock: FakeClock, fake: Fak
     assert len(fake.calls) == 2
 
 
-async def test_connection_failures_become_unavailable(clock: FakeClock, fake: FakeUpstream) -> None:
-    fake.script = [connect_error] * 10
-    async with engine(fake, clock) as od:
-        with pytest.raises(UpstreamUnavailableError, match="ConnectError"):
-            await finish(clock, od.chat(model="m", messages=HELLO))
+async def test_connection_failures_become_unavailable(clock: FakeClock) -> None:
+    with refusing_url() as url:
+        async with engine(url, clock) as od:
+            with pytest.raises(UpstreamUnavailableError, match="ConnectError"):
+                await finish(clock, od.chat(model="m", messages=HELLO))
 
 
 @pytest.mark.parametrize("body", [b"<html>oops</html>", b"[1, 2]"])
@@ -133,34 +135,32 @@ async def test_malformed_upstream_body_is_a_clear_error_and_not_cached(
 async def test_failover_to_another_deployment(clock: FakeClock) -> None:
     seen: list[str] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request.url.host)
-        if request.url.host == "bad.test":
-            return httpx.Response(500, json={"error": {"message": "down"}})
+    def down(request: httpx.Request) -> httpx.Response:
+        seen.append("bad")
+        return httpx.Response(500, json={"error": {"message": "down"}})
+
+    def up(request: httpx.Request) -> httpx.Response:
+        seen.append("good")
         return httpx.Response(200, json={"choices": [], "usage": {}})
 
-    config: dict[str, Any] = {
-        "upstreams": [
-            {"name": "bad", "base_url": "http://bad.test/v1", "models": ["m"]},
-            {"name": "good", "base_url": "http://good.test/v1", "models": ["m"]},
-        ],
-        "routing": {"health": {"eject_after": 2}},
-    }
-    od = Overdrive.from_config(
-        config,
-        clock=clock,
-        rng=random.Random(7),
-        upstream_transport=httpx.MockTransport(handler),
-    )
-    async with od:
-        for n in range(20):
-            await finish(clock, od.chat(model="m", messages=[{"role": "user", "content": str(n)}]))
-        health = od.stats()["health"]
+    async with FakeServer(down) as bad, FakeServer(up) as good:
+        config: dict[str, Any] = {
+            "upstreams": [
+                {"name": "bad", "base_url": bad.url, "models": ["m"]},
+                {"name": "good", "base_url": good.url, "models": ["m"]},
+            ],
+            "routing": {"health": {"eject_after": 2}},
+        }
+        async with Overdrive.from_config(config, clock=clock, rng=random.Random(7)) as od:
+            for n in range(20):
+                ask = [{"role": "user", "content": str(n)}]
+                await finish(clock, od.chat(model="m", messages=ask))
+            health = od.stats()["health"]
     # Each time the bad deployment was picked, the call failed over to the good
     # one and succeeded; after two failures in a row it was ejected and was
     # offered nothing more (the ejection outlasts this test's few seconds).
-    assert seen.count("good.test") == 20
-    assert seen.count("bad.test") == 2
+    assert seen.count("good") == 20
+    assert seen.count("bad") == 2
     assert health["bad"]["state"] == "ejected"
     assert health["good"]["state"] == "healthy"
 
@@ -209,11 +209,10 @@ async def test_bad_embedding_input_and_unknown_model(clock: FakeClock, fake: Fak
 async def test_cache_can_be_turned_off(clock: FakeClock, fake: FakeUpstream) -> None:
     od = Overdrive.from_config(
         {
-            "upstreams": [{"name": "a", "base_url": "http://u/v1", "models": ["m"]}],
+            "upstreams": [{"name": "a", "base_url": fake.url, "models": ["m"]}],
             "cache": {"enabled": False},
         },
         clock=clock,
-        upstream_transport=fake.transport(),
     )
     async with od:
         await od.chat(model="m", messages=HELLO)
@@ -230,12 +229,7 @@ async def test_stream_chat_yields_chunks(clock: FakeClock) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=events + b"data: [DONE]\n\n")
 
-    od = Overdrive.from_config(
-        {"upstreams": [{"name": "a", "base_url": "http://u/v1", "models": ["m"]}]},
-        clock=clock,
-        upstream_transport=httpx.MockTransport(handler),
-    )
-    async with od:
+    async with FakeServer(handler) as upstream, engine(upstream, clock) as od:
         chunks = [c async for c in od.stream_chat(model="m", messages=HELLO)]
     assert [c["choices"][0]["delta"]["content"] for c in chunks] == ["a", "b"]
     assert od.stats()["in_flight"] == {"a": 0}
@@ -244,11 +238,11 @@ async def test_stream_chat_yields_chunks(clock: FakeClock) -> None:
 def _with_cache(fake: FakeUpstream, clock: FakeClock, **cache: Any) -> Overdrive:
     namespace = cache.pop("namespace", "")
     config = {
-        "upstreams": [{"name": "a", "base_url": "http://u/v1", "models": ["m"]}],
+        "upstreams": [{"name": "a", "base_url": fake.url, "models": ["m"]}],
         "cache": cache,
         "namespace": namespace,
     }
-    return Overdrive.from_config(config, clock=clock, upstream_transport=fake.transport())
+    return Overdrive.from_config(config, clock=clock)
 
 
 async def test_disk_cache_survives_a_restart(
@@ -280,7 +274,8 @@ async def test_stale_entry_is_served_while_one_refresh_runs(
         await od.chat(model="m", messages=HELLO)
         clock.advance(15)
         replies = await asyncio.gather(*(od.chat(model="m", messages=HELLO) for _ in range(5)))
-        await asyncio.sleep(0.01)
+        await fake.received(2)  # the refresh, in the background
+        await fake.settled()
     assert all(r["choices"] for r in replies)
     assert len(fake.calls) == 2  # the first fetch and exactly one background refresh
 
@@ -307,16 +302,14 @@ async def test_resources_hold_the_cache_budget(clock: FakeClock, fake: FakeUpstr
     assert snapshot["memory"]["owners"] == {"cache.memory": 100_000_000}
 
 
-def test_a_memory_budget_smaller_than_the_cache_is_a_config_error(
-    clock: FakeClock, fake: FakeUpstream
-) -> None:
+def test_a_memory_budget_smaller_than_the_cache_is_a_config_error(clock: FakeClock) -> None:
     config = {
         "upstreams": [{"name": "a", "base_url": "http://u/v1", "models": ["m"]}],
         "cache": {"memory": "200MB"},
         "resources": {"memory": "100MB"},
     }
     with pytest.raises(ConfigError, match=r"resources\.memory"):
-        Overdrive.from_config(config, clock=clock, upstream_transport=fake.transport())
+        Overdrive.from_config(config, clock=clock)
 
 
 async def test_metrics_text_and_measure_on_the_engine(clock: FakeClock, fake: FakeUpstream) -> None:

@@ -14,10 +14,10 @@ from tests.fakes import FakeUpstream, finish, status
 
 def _engine(fake: FakeUpstream, clock: FakeClock, **batching: Any) -> Overdrive:
     config = {
-        "upstreams": [{"name": "a", "base_url": "http://u/v1", "models": ["e", "f"]}],
+        "upstreams": [{"name": "a", "base_url": fake.url, "models": ["e", "f"]}],
         "batching": {"embeddings": batching},
     }
-    return Overdrive.from_config(config, clock=clock, upstream_transport=fake.transport())
+    return Overdrive.from_config(config, clock=clock)
 
 
 async def embed_all(
@@ -29,7 +29,7 @@ async def embed_all(
 async def test_single_text_calls_go_upstream_as_one(clock: FakeClock) -> None:
     fake = FakeUpstream(clock)
     texts = [f"text {i}" for i in range(10)]
-    async with _engine(fake, clock) as od:
+    async with fake, _engine(fake, clock) as od:
         replies = await embed_all(od, clock, texts)
     assert len(fake.calls) == 1
     assert fake.calls[0][2]["input"] == texts
@@ -41,7 +41,7 @@ async def test_single_text_calls_go_upstream_as_one(clock: FakeClock) -> None:
 
 async def test_batches_respect_max_batch_and_options(clock: FakeClock) -> None:
     fake = FakeUpstream(clock)
-    async with _engine(fake, clock, max_batch=4) as od:
+    async with fake, _engine(fake, clock, max_batch=4) as od:
         await embed_all(od, clock, [f"t{i}" for i in range(10)])
         await embed_all(od, clock, ["x", "y"], model="f")
     sizes = sorted(len(body["input"]) for _, _, body in fake.calls)
@@ -51,14 +51,14 @@ async def test_batches_respect_max_batch_and_options(clock: FakeClock) -> None:
 
 async def test_batching_can_be_turned_off(clock: FakeClock) -> None:
     fake = FakeUpstream(clock)
-    async with _engine(fake, clock, enabled=False) as od:
+    async with fake, _engine(fake, clock, enabled=False) as od:
         await embed_all(od, clock, ["a", "b", "c"])
     assert len(fake.calls) == 3
 
 
 async def test_repeats_are_cached_per_text(clock: FakeClock) -> None:
     fake = FakeUpstream(clock)
-    async with _engine(fake, clock) as od:
+    async with fake, _engine(fake, clock) as od:
         await embed_all(od, clock, ["a", "b"])
         await embed_all(od, clock, ["a", "b", "c"])
     assert [body["input"] for _, _, body in fake.calls] == [["a", "b"], ["c"]]
@@ -66,7 +66,7 @@ async def test_repeats_are_cached_per_text(clock: FakeClock) -> None:
 
 async def test_a_failed_batch_fails_each_caller(clock: FakeClock) -> None:
     fake = FakeUpstream(clock, script=[status(400)])
-    async with _engine(fake, clock) as od:
+    async with fake, _engine(fake, clock) as od:
         calls = [od.embed(t, model="e") for t in ("a", "b")]
         results = await finish(clock, asyncio.gather(*calls, return_exceptions=True))
     assert all(isinstance(r, UpstreamStatusError) and r.status == 400 for r in results)

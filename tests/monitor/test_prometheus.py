@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from overdrive import ConfigError, FakeClock, Overdrive
 from overdrive.monitor import CONTENT_TYPE, SECONDS_BUCKETS, Metrics, prometheus_text
-from tests.fakes import chat_response
+from tests.fakes import FakeServer, chat_response
 
 
 def _families(text: str) -> dict[str, Any]:
@@ -144,19 +144,17 @@ async def test_engine_latency_histograms_match_observed_latencies(clock: FakeClo
         return httpx.Response(200, json=chat_response("m"))
 
     seen: list[float] = []
-    config = {"upstreams": [{"name": "a", "base_url": "http://u.test/v1", "models": ["m"]}]}
-    od = Overdrive.from_config(
-        config, clock=clock, upstream_transport=httpx.MockTransport(upstream)
-    )
-    async with od:
-        for i, latency in enumerate(latencies):
-            started.clear()
-            task = asyncio.ensure_future(
-                od.chat(model="m", messages=[{"role": "user", "content": str(i)}])
-            )
-            await started.wait()
-            clock.advance(latency)  # the upstream answers after exactly ``latency``
-            await task
+    async with FakeServer(upstream) as server:
+        config = {"upstreams": [{"name": "a", "base_url": server.url, "models": ["m"]}]}
+        async with Overdrive.from_config(config, clock=clock) as od:
+            for i, latency in enumerate(latencies):
+                started.clear()
+                task = asyncio.ensure_future(
+                    od.chat(model="m", messages=[{"role": "user", "content": str(i)}])
+                )
+                await started.wait()
+                clock.advance(latency)  # the upstream answers after exactly ``latency``
+                await task  # no fake time passes while the answer crosses the socket
     assert seen == latencies
 
     exact = sorted(latencies)

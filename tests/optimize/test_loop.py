@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -12,7 +14,7 @@ from overdrive.monitor import Metrics
 from overdrive.optimize import Analysis, Finding, Tunable, Tunables
 from overdrive.optimize._loop import Optimizer
 from overdrive.optimize._policies import cache_off, safe_step
-from tests.fakes import FakeUpstream
+from tests.fakes import FakeUpstream, pass_time
 
 WINDOW = 10.0
 
@@ -216,34 +218,38 @@ def test_cache_off_becomes_a_finding_when_requests_repeat(clock: FakeClock) -> N
 # -- on an engine ----------------------------------------------------------------
 
 
-class SlowUpstream(httpx.AsyncBaseTransport):
+class SlowUpstream(FakeUpstream):
     """The fake upstream, answering after ``seconds`` of the fake clock."""
 
     def __init__(self, clock: FakeClock, seconds: float) -> None:
-        self.clock, self.seconds, self.fake = clock, seconds, FakeUpstream(clock)
+        super().__init__(clock)
+        self.seconds = seconds
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        await request.aread()
+    async def answer(self, request: httpx.Request) -> httpx.Response:
+        assert self.clock is not None
         await self.clock.sleep(self.seconds)
-        return await self.fake(request)
+        return await super().answer(request)
 
 
-def misconfigured(clock: FakeClock) -> Overdrive:
-    config: dict[str, Any] = {
-        "upstreams": [
-            {
-                "name": "a",
-                "base_url": "http://a.test/v1",
-                "models": ["m", "e"],
-                "concurrency": 1,
-                "max_concurrency": 32,
-            }
-        ],
-        "batching": {"embeddings": {"enabled": False}},
-        "cache": {"enabled": False},
-        "retry": {"attempts": 0},
-    }
-    return Overdrive.from_config(config, clock=clock, upstream_transport=SlowUpstream(clock, 0.05))
+@contextlib.asynccontextmanager
+async def misconfigured(clock: FakeClock) -> AsyncIterator[Overdrive]:
+    async with SlowUpstream(clock, 0.05) as upstream:
+        config: dict[str, Any] = {
+            "upstreams": [
+                {
+                    "name": "a",
+                    "base_url": upstream.url,
+                    "models": ["m", "e"],
+                    "concurrency": 1,
+                    "max_concurrency": 32,
+                }
+            ],
+            "batching": {"embeddings": {"enabled": False}},
+            "cache": {"enabled": False},
+            "retry": {"attempts": 0},
+        }
+        async with Overdrive.from_config(config, clock=clock) as od:
+            yield od
 
 
 async def _workload(od: Overdrive, worker: int) -> None:
@@ -260,7 +266,7 @@ async def test_turns_up_concurrency_batching_and_cache_on_an_engine(clock: FakeC
         optimizer = od.optimize(window=WINDOW)
         assert od.optimizer is optimizer
         workers = [asyncio.ensure_future(_workload(od, w)) for w in range(16)]
-        await clock.run_for(12 * WINDOW, step=0.01)
+        await pass_time(clock, 12 * WINDOW)
         for worker in workers:
             worker.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
@@ -278,7 +284,7 @@ async def test_advisory_on_an_engine_changes_nothing(clock: FakeClock) -> None:
         before = {name: knob.value for name, knob in od.tunables.items()}
         optimizer = od.optimize(window=WINDOW, advisory=True)
         workers = [asyncio.ensure_future(_workload(od, w)) for w in range(16)]
-        await clock.run_for(4 * WINDOW, step=0.01)
+        await pass_time(clock, 4 * WINDOW)
         for worker in workers:
             worker.cancel()
         await asyncio.gather(*workers, return_exceptions=True)

@@ -11,15 +11,14 @@ from tests.fakes import FakeUpstream
 
 
 def build(clock: FakeClock, **upstream: Any) -> Overdrive:
+    """An engine for reading and setting knobs: it sends nothing, so it needs no upstream."""
     config = {
         "upstreams": [
             {"name": "a", "base_url": "http://a.test/v1", "models": ["m", "e"], **upstream}
         ],
         "batching": {"embeddings": {"max_batch": 16, "max_wait_ms": 5}},
     }
-    return Overdrive.from_config(
-        config, clock=clock, upstream_transport=FakeUpstream(clock).transport()
-    )
+    return Overdrive.from_config(config, clock=clock)
 
 
 async def test_every_knob_is_listed_with_bounds(clock: FakeClock) -> None:
@@ -75,18 +74,12 @@ async def test_concurrency_knob_moves_fixed_and_adaptive_limits(clock: FakeClock
 
 
 async def test_batching_knobs_reach_the_batcher(clock: FakeClock) -> None:
-    fake = FakeUpstream(clock)
-    config = {
-        "upstreams": [{"name": "a", "base_url": "http://a.test/v1", "models": ["e"]}],
-        "batching": {"embeddings": {"max_batch": 64, "max_wait_ms": 1000}},
-    }
-    async with Overdrive.from_config(
-        config, clock=clock, upstream_transport=fake.transport()
-    ) as od:
+    batching = {"embeddings": {"max_batch": 64, "max_wait_ms": 1000}}
+    async with FakeUpstream(clock) as fake, sending(fake, clock, ["e"], batching=batching) as od:
         await od.tunables.set("batching.embeddings.max_batch", 3)
         calls = [asyncio.create_task(od.embed(f"t{i}", model="e")) for i in range(6)]
-        await clock.run_for(0.1)
-        assert len(fake.calls) == 2  # two full batches of 3, no waiting for the 1 s timer
+        await fake.received(2)  # two full batches of 3: the clock stands, so no 1 s timer ran
+        assert len(fake.calls) == 2
         await asyncio.gather(*calls)
         await od.tunables.set("batching.embeddings.enabled", 0)
         await od.embed("alone", model="e")
@@ -94,17 +87,19 @@ async def test_batching_knobs_reach_the_batcher(clock: FakeClock) -> None:
 
 
 async def test_cache_ttl_knob_sets_new_entries_ttl(clock: FakeClock) -> None:
-    fake = FakeUpstream(clock)
-    config = {"upstreams": [{"name": "a", "base_url": "http://a.test/v1", "models": ["m"]}]}
-    async with Overdrive.from_config(
-        config, clock=clock, upstream_transport=fake.transport()
-    ) as od:
+    async with FakeUpstream(clock) as fake, sending(fake, clock, ["m"]) as od:
         await od.tunables.set("cache.ttl", 10)
         messages = [{"role": "user", "content": "hi"}]
         await od.chat(model="m", messages=messages)
         clock.advance(12)  # past 10 s (jitter only shortens it)
         await od.chat(model="m", messages=messages)
     assert len(fake.calls) == 2
+
+
+def sending(fake: FakeUpstream, clock: FakeClock, models: list[str], **sections: Any) -> Overdrive:
+    """An engine whose upstream "a" is ``fake``."""
+    upstream = {"name": "a", "base_url": fake.url, "models": models}
+    return Overdrive.from_config({"upstreams": [upstream], **sections}, clock=clock)
 
 
 async def test_unknown_tunable_names_the_known_ones(clock: FakeClock) -> None:

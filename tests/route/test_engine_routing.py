@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import random
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
 import httpx
@@ -13,23 +15,38 @@ import pytest
 
 from overdrive import FakeClock, Overdrive
 from overdrive.sim import SimConfig, SimServer
-from tests.fakes import chat_response, finish
+from tests.fakes import FakeServer, HangUp, chat_response, finish, pass_time, refusing_url
 
-Handler = Callable[[httpx.Request], Coroutine[None, None, httpx.Response]]
+# How the deployment named by the first argument answers a request.
+Handler = Callable[[str, httpx.Request], Coroutine[None, None, httpx.Response]]
 
 
-def engine(clock: FakeClock, handler: Handler, names: str = "abc", **routing: Any) -> Overdrive:
-    config: dict[str, Any] = {
-        "upstreams": [
-            {"name": n, "base_url": f"http://{n}.test/v1", "models": ["m"]} for n in names
-        ],
-        "cache": {"enabled": False},
-        "retry": {"base": "50ms", "cap": "200ms"},
-        "routing": routing,
-    }
-    return Overdrive.from_config(
-        config, clock=clock, rng=random.Random(1), upstream_transport=httpx.MockTransport(handler)
-    )
+@contextlib.asynccontextmanager
+async def engine(
+    clock: FakeClock, handler: Handler, names: str = "abc", refused: str = "", **routing: Any
+) -> AsyncIterator[Overdrive]:
+    """An engine over one fake server per name (one port that refuses, for names in ``refused``)."""
+    async with contextlib.AsyncExitStack() as stack:
+        urls = {}
+        for name in names:
+            if name in refused:
+                urls[name] = stack.enter_context(refusing_url())
+            else:
+                server = FakeServer(functools.partial(handler, name))
+                urls[name] = (await stack.enter_async_context(server)).url
+        config: dict[str, Any] = {
+            "upstreams": [{"name": n, "base_url": urls[n], "models": ["m"]} for n in names],
+            "cache": {"enabled": False},
+            "retry": {"base": "50ms", "cap": "200ms"},
+            "routing": routing,
+        }
+        async with Overdrive.from_config(config, clock=clock, rng=random.Random(1)) as od:
+            yield od
+
+
+def sent_to(od: Overdrive, name: str) -> float:
+    """Attempts the engine made on deployment ``name`` (a refused port cannot count them)."""
+    return od.metrics.value("overdrive_upstream_requests_total", upstream=name)
 
 
 def ask(n: int) -> list[dict[str, str]]:
@@ -45,39 +62,39 @@ async def workers(od: Overdrive, count: int, calls: int) -> None:
 
 
 def bad_b(kind: str, seen: Counter[str]) -> Handler:
-    async def handler(request: httpx.Request) -> httpx.Response:
-        host = request.url.host.split(".")[0]
+    async def handler(host: str, request: httpx.Request) -> httpx.Response:
         seen[host] += 1
         if host == "b":
-            if kind == "connect":
-                raise httpx.ConnectError("refused", request=request)
+            if kind == "hang_up":
+                raise HangUp
             return httpx.Response(503, json={"error": {"message": "down"}})
         return httpx.Response(200, json=chat_response("m"))
 
     return handler
 
 
-@pytest.mark.parametrize("kind", ["5xx", "connect"])
+@pytest.mark.parametrize("kind", ["5xx", "hang_up", "refused"])
 async def test_a_failing_deployment_is_ejected_and_no_error_reaches_the_caller(
     clock: FakeClock, kind: str
 ) -> None:
     seen: Counter[str] = Counter()
-    od = engine(clock, bad_b(kind, seen), health={"eject_after": 3})
-    async with od:
+    refused = "b" if kind == "refused" else ""
+    async with engine(clock, bad_b(kind, seen), refused=refused, health={"eject_after": 3}) as od:
         await finish(clock, workers(od, count=8, calls=5))  # every call answered
-        ejected_after = seen["b"]
+        ejected_after = sent_to(od, "b")
         await finish(clock, workers(od, count=4, calls=10))
         health = od.stats()["health"]
+        sent_to_b = sent_to(od, "b")
     assert ejected_after <= 3 + 8  # the failures in a row, plus calls already sent
-    assert seen["b"] == ejected_after  # nothing more while ejected
+    assert sent_to_b == ejected_after  # nothing more while ejected
+    assert seen["b"] == (0 if kind == "refused" else sent_to_b)  # each attempt reached b
     assert health["b"]["state"] == "ejected"
     assert {name: h["pending"] for name, h in health.items()} == {"a": 0, "b": 0, "c": 0}
     assert seen["a"] + seen["c"] == 80
 
 
 def slow_a(clock: FakeClock, seen: Counter[str]) -> Handler:
-    async def handler(request: httpx.Request) -> httpx.Response:
-        host = request.url.host.split(".")[0]
+    async def handler(host: str, request: httpx.Request) -> httpx.Response:
         seen[host] += 1
         await clock.sleep(2.0 if host == "a" else 0.1)
         return httpx.Response(200, json=chat_response("m"))
@@ -88,8 +105,7 @@ def slow_a(clock: FakeClock, seen: Counter[str]) -> Handler:
 @pytest.mark.parametrize(("balancer", "most"), [("peak_ewma", 0.05), ("round_robin", 1.0)])
 async def test_a_slow_deployment_is_shunned(clock: FakeClock, balancer: str, most: float) -> None:
     seen: Counter[str] = Counter()
-    od = engine(clock, slow_a(clock, seen), names="abcd", balancer=balancer)
-    async with od:
+    async with engine(clock, slow_a(clock, seen), names="abcd", balancer=balancer) as od:
         await finish(clock, workers(od, count=16, calls=25))
         latency = od.stats()["health"]["a"]["latency_s"]["m"]
     share = seen["a"] / sum(seen.values())
@@ -101,18 +117,16 @@ async def test_a_slow_deployment_is_shunned(clock: FakeClock, balancer: str, mos
 
 async def test_probes_are_off_by_default_with_an_injected_clock(clock: FakeClock) -> None:
     seen: Counter[str] = Counter()
-    od = engine(clock, bad_b("5xx", seen))
-    async with od:
+    async with engine(clock, bad_b("5xx", seen)) as od:
         await finish(clock, od.chat(model="m", messages=ask(0)))
-        await clock.run_for(60.0, step=1.0)
+        await clock.run_for(60.0, step=1.0)  # a probe, were one sent, would reach b meanwhile
     assert seen["b"] <= 1
 
 
 async def test_probes_eject_a_deployment_that_fails_them(clock: FakeClock) -> None:
     probes: Counter[str] = Counter()
 
-    async def handler(request: httpx.Request) -> httpx.Response:
-        host = request.url.host.split(".")[0]
+    async def handler(host: str, request: httpx.Request) -> httpx.Response:
         if request.method == "GET":
             probes[host] += 1
             assert request.url.path == "/v1/health"
@@ -120,11 +134,10 @@ async def test_probes_eject_a_deployment_that_fails_them(clock: FakeClock) -> No
         return httpx.Response(200, json=chat_response("m"))
 
     settings = {"probes": True, "probe_interval": "1s", "probe_path": "/health", "eject_after": 2}
-    od = engine(clock, handler, health=settings)
-    async with od:
+    async with engine(clock, handler, health=settings) as od:
         assert probes == {}  # started with the first call, not before
         await finish(clock, od.chat(model="m", messages=ask(0)))
-        await clock.run_for(2.5, step=0.1)
+        await pass_time(clock, 2.5)
         assert od.stats()["health"]["b"]["state"] == "ejected"
         assert od.stats()["health"]["a"]["state"] == "healthy"
     assert probes["a"] >= 2
@@ -138,12 +151,7 @@ async def test_weights_and_balancer_show_in_stats(clock: FakeClock) -> None:
         ],
         "routing": {"balancer": "least_load"},
     }
-
-    async def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json=chat_response("m"))
-
-    od = Overdrive.from_config(config, clock=clock, upstream_transport=httpx.MockTransport(handler))
-    async with od:
+    async with Overdrive.from_config(config, clock=clock) as od:  # nothing is sent
         stats = od.stats()
     assert stats["balancer"] == "least_load"
     assert stats["health"]["a"]["weight"] == 2.5

@@ -19,30 +19,33 @@ from overdrive import (
 )
 from overdrive.flow import AdaptiveLimit
 from tests.fakes import (
+    FakeServer,
     FakeUpstream,
     chat_response,
-    connect_error,
     embeddings_response,
     finish,
+    hang_up,
+    io_turns,
+    refusing_url,
     status,
 )
 
 
 def build(
-    transport: httpx.AsyncBaseTransport,
+    at: FakeServer | str,
     clock: FakeClock,
     upstream: dict[str, Any] | None = None,
     **sections: Any,
 ) -> Overdrive:
+    """An engine whose one upstream, "a", is the server ``at`` (or a URL)."""
+    url = at if isinstance(at, str) else at.url
     config: dict[str, Any] = {
-        "upstreams": [
-            {"name": "a", "base_url": "http://a.test/v1", "models": ["m", "e"], **(upstream or {})}
-        ],
+        "upstreams": [{"name": "a", "base_url": url, "models": ["m", "e"], **(upstream or {})}],
         "cache": {"enabled": False},
         "retry": {"base": "100ms", "cap": "1s"},
         **sections,
     }
-    return Overdrive.from_config(config, clock=clock, upstream_transport=transport)
+    return Overdrive.from_config(config, clock=clock)
 
 
 def ask(content: str) -> list[dict[str, str]]:
@@ -51,7 +54,7 @@ def ask(content: str) -> list[dict[str, str]]:
 
 async def test_priority_calls_overtake_waiting_ones(clock: FakeClock) -> None:
     fake = FakeUpstream(clock)
-    async with build(fake.transport(), clock, {"rpm": 60, "burst": 1.0}) as od:
+    async with fake, build(fake, clock, {"rpm": 60, "burst": 1.0}) as od:
 
         async def chat(content: str, priority: int) -> None:
             with admission(priority=priority):
@@ -69,7 +72,7 @@ async def test_priority_calls_overtake_waiting_ones(clock: FakeClock) -> None:
 
 async def test_a_call_past_its_deadline_never_reaches_the_upstream(clock: FakeClock) -> None:
     fake = FakeUpstream(clock)
-    async with build(fake.transport(), clock, {"rpm": 60, "burst": 1.0}) as od:
+    async with fake, build(fake, clock, {"rpm": 60, "burst": 1.0}) as od:
         await finish(clock, od.chat(model="m", messages=ask("takes the slot")))
         with admission(timeout="500ms"), pytest.raises(QueueTimeoutError) as caught:
             await finish(clock, od.chat(model="m", messages=ask("in a hurry")))
@@ -80,7 +83,7 @@ async def test_a_call_past_its_deadline_never_reaches_the_upstream(clock: FakeCl
 async def test_configured_queue_timeout_applies_by_default(clock: FakeClock) -> None:
     fake = FakeUpstream(clock)
     upstream = {"rpm": 60, "burst": 1.0, "queue_timeout": "200ms"}
-    async with build(fake.transport(), clock, upstream) as od:
+    async with fake, build(fake, clock, upstream) as od:
         await finish(clock, od.chat(model="m", messages=ask("one")))
         with pytest.raises(QueueTimeoutError):
             await finish(clock, od.chat(model="m", messages=ask("two")))
@@ -89,9 +92,8 @@ async def test_configured_queue_timeout_applies_by_default(clock: FakeClock) -> 
 async def test_model_limits_are_separate_from_the_endpoint_limit(clock: FakeClock) -> None:
     fake = FakeUpstream(clock)
     upstream = {"rpm": 60, "burst": 1.0, "model_limits": {"e": {"rpm": 6000}}}
-    async with build(
-        fake.transport(), clock, upstream, batching={"embeddings": {"enabled": False}}
-    ) as od:
+    batching = {"embeddings": {"enabled": False}}
+    async with fake, build(fake, clock, upstream, batching=batching) as od:
         await finish(clock, od.chat(model="m", messages=ask("uses the endpoint's slot")))
         texts = [f"t{i}" for i in range(5)]
         await finish(clock, asyncio.gather(*(od.embed(t, model="e") for t in texts)))
@@ -109,7 +111,7 @@ async def test_retry_budget_stops_hammering_a_failing_upstream(clock: FakeClock)
         "budget_ratio": 0.1,
         "budget_min_per_second": 0,
     }
-    async with build(fake.transport(), clock, retry=retry) as od:
+    async with fake, build(fake, clock, retry=retry) as od:
         calls = [od.chat(model="m", messages=ask(str(i))) for i in range(50)]
         outcomes = await finish(clock, asyncio.gather(*calls, return_exceptions=True))
     assert all(isinstance(o, UpstreamStatusError) and o.status == 500 for o in outcomes)
@@ -118,17 +120,28 @@ async def test_retry_budget_stops_hammering_a_failing_upstream(clock: FakeClock)
     assert od.metrics.value("overdrive_retry_budget_spent_total") >= 40
 
 
-async def test_retry_budget_also_bounds_connection_failures(clock: FakeClock) -> None:
-    fake = FakeUpstream(clock, script=[connect_error] * 1000)
-    retry = {"attempts": 3, "budget_ratio": 0.0, "budget_min_per_second": 0}
-    async with build(fake.transport(), clock, retry=retry) as od:
+NO_RETRY_BUDGET = {"attempts": 3, "budget_ratio": 0.0, "budget_min_per_second": 0}
+
+
+async def test_retry_budget_also_bounds_dropped_connections(clock: FakeClock) -> None:
+    fake = FakeUpstream(clock, script=[hang_up] * 1000)
+    async with fake, build(fake, clock, retry=NO_RETRY_BUDGET) as od:
         with pytest.raises(UpstreamUnavailableError, match="retry budget spent"):
             await finish(clock, od.chat(model="m", messages=ask("x")))
     assert len(fake.calls) == 1
 
 
-class SlowOnce(httpx.AsyncBaseTransport):
-    """Answers after ``fast`` seconds, except the calls listed in ``slow_calls``."""
+async def test_retry_budget_also_bounds_refused_connections(clock: FakeClock) -> None:
+    with refusing_url() as url:
+        async with build(url, clock, retry=NO_RETRY_BUDGET) as od:
+            with pytest.raises(UpstreamUnavailableError, match=r"ConnectError.*retry budget spent"):
+                await finish(clock, od.chat(model="m", messages=ask("x")))
+    # Nothing reaches a port that refuses: the engine's own count of attempts it is.
+    assert od.metrics.value("overdrive_upstream_requests_total", upstream="a") == 1
+
+
+class SlowOnce:
+    """A handler: answers after ``fast`` seconds, except the calls listed in ``slow_calls``."""
 
     def __init__(self, clock: FakeClock, fast: float, slow: float, slow_calls: set[int]) -> None:
         self.clock = clock
@@ -139,7 +152,7 @@ class SlowOnce(httpx.AsyncBaseTransport):
         self.finished = 0
         self.cancelled = 0
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
         number = self.started
         self.started += 1
         try:
@@ -154,30 +167,32 @@ class SlowOnce(httpx.AsyncBaseTransport):
 
 
 async def test_hedging_cuts_the_slow_tail(clock: FakeClock) -> None:
-    transport = SlowOnce(clock, fast=0.1, slow=30.0, slow_calls={40})
+    handler = SlowOnce(clock, fast=0.1, slow=30.0, slow_calls={40})
     sections: dict[str, Any] = {
         "retry": {"hedge": ["embeddings"], "budget_min_per_second": 1},
         "batching": {"embeddings": {"enabled": False}},
     }
-    async with build(transport, clock, **sections) as od:
+    async with FakeServer(handler) as server, build(server, clock, **sections) as od:
         for i in range(40):  # learn what normal latency is
             await finish(clock, od.embed(f"warm{i}", model="e"))
         started = clock.now()
         answer = await finish(clock, od.embed("unlucky", model="e"))
         took = clock.now() - started
         assert od.stats()["in_flight"] == {"a": 0}  # the abandoned copy gave its slot back
+        await server.settled()  # the slow copy's work ends when the engine hangs up on it
+        assert handler.cancelled == 1
     assert answer["data"]
     assert took < 1.0  # not the 30 s of the slow attempt
-    assert transport.cancelled == 1
     assert od.metrics.value("overdrive_hedges_total", op="embeddings") == 1
 
 
 async def test_no_hedge_without_the_option(clock: FakeClock) -> None:
-    transport = SlowOnce(clock, fast=0.1, slow=3.0, slow_calls={40})
-    async with build(transport, clock, batching={"embeddings": {"enabled": False}}) as od:
+    handler = SlowOnce(clock, fast=0.1, slow=3.0, slow_calls={40})
+    batching = {"embeddings": {"enabled": False}}
+    async with FakeServer(handler) as server, build(server, clock, batching=batching) as od:
         for i in range(41):
             await finish(clock, od.embed(f"x{i}", model="e"))
-    assert transport.started == 41
+    assert handler.started == 41
     assert od.metrics.value("overdrive_hedges_total", op="embeddings") == 0
 
 
@@ -192,7 +207,7 @@ async def test_exhausted_ratelimit_headers_pause_the_next_call(clock: FakeClock)
         return httpx.Response(200, json=chat_response("m"), headers=headers)
 
     fake = FakeUpstream(clock, script=[exhausted])
-    async with build(fake.transport(), clock) as od:  # no rpm configured
+    async with fake, build(fake, clock) as od:  # no rpm configured
         await finish(clock, od.chat(model="m", messages=ask("one")))
         await finish(clock, od.chat(model="m", messages=ask("two")))
     times = [t for t, _, _ in fake.calls]
@@ -202,7 +217,7 @@ async def test_exhausted_ratelimit_headers_pause_the_next_call(clock: FakeClock)
 
 async def test_429s_shrink_the_adaptive_concurrency_limit(clock: FakeClock) -> None:
     fake = FakeUpstream(clock, script=[status(429, {"retry-after-ms": "100"})] * 3)
-    async with build(fake.transport(), clock) as od:
+    async with fake, build(fake, clock) as od:
         limit = od.upstreams()[0].concurrency
         assert isinstance(limit, AdaptiveLimit)
         before = limit.limit
@@ -213,9 +228,10 @@ async def test_429s_shrink_the_adaptive_concurrency_limit(clock: FakeClock) -> N
 async def test_fixed_concurrency_caps_calls_in_flight(clock: FakeClock) -> None:
     gate = asyncio.Event()
     fake = FakeUpstream(clock, gate=gate)
-    async with build(fake.transport(), clock, {"concurrency": 2}) as od:
+    async with fake, build(fake, clock, {"concurrency": 2}) as od:
         tasks = [asyncio.create_task(od.chat(model="m", messages=ask(str(i)))) for i in range(5)]
-        await clock.run_for(0.1)
+        await fake.received(2)
+        await io_turns()  # time enough for a third to arrive, were it sent
         assert len(fake.calls) == 2
         gate.set()
         await finish(clock, asyncio.gather(*tasks))
@@ -225,11 +241,11 @@ async def test_fixed_concurrency_caps_calls_in_flight(clock: FakeClock) -> None:
 async def test_cancelled_caller_gives_its_slot_back(clock: FakeClock) -> None:
     gate = asyncio.Event()
     fake = FakeUpstream(clock, gate=gate)
-    async with build(fake.transport(), clock, {"concurrency": 1}) as od:
+    async with fake, build(fake, clock, {"concurrency": 1}) as od:
         stuck = asyncio.create_task(od.chat(model="m", messages=ask("stuck")))
-        await clock.run_for(0.1)
+        await fake.received(1)  # at the upstream, holding the only slot
         stuck.cancel()
-        await clock.run_for(0.1)
+        await fake.settled()  # the upstream saw the caller's connection go
         assert od.stats()["in_flight"] == {"a": 0}
         gate.set()
         await finish(clock, od.chat(model="m", messages=ask("next")))
@@ -239,7 +255,7 @@ async def test_headers_set_priority_and_deadline_through_the_http_client(
     clock: FakeClock,
 ) -> None:
     fake = FakeUpstream(clock)
-    async with build(fake.transport(), clock, {"rpm": 60, "burst": 1.0}) as od:
+    async with fake, build(fake, clock, {"rpm": 60, "burst": 1.0}) as od:
         client = od.http_client(base_url="http://any.test/v1")
 
         async def post(content: str, **headers: str) -> httpx.Response:
@@ -259,7 +275,7 @@ async def test_headers_set_priority_and_deadline_through_the_http_client(
 
 async def test_a_full_queue_answers_429_through_the_http_client(clock: FakeClock) -> None:
     fake = FakeUpstream(clock)
-    async with build(fake.transport(), clock, {"rpm": 60, "burst": 1.0, "max_waiting": 1}) as od:
+    async with fake, build(fake, clock, {"rpm": 60, "burst": 1.0, "max_waiting": 1}) as od:
         client = od.http_client(base_url="http://any.test/v1")
 
         async def post(content: str) -> httpx.Response:
@@ -279,7 +295,7 @@ async def test_embedding_batches_keep_collecting_while_the_queue_is_long(
     clock: FakeClock,
 ) -> None:
     fake = FakeUpstream(clock)
-    async with build(fake.transport(), clock, {"rpm": 60, "burst": 1.0}) as od:
+    async with fake, build(fake, clock, {"rpm": 60, "burst": 1.0}) as od:
         chats = [asyncio.create_task(od.chat(model="m", messages=ask(str(i)))) for i in range(4)]
         await clock.run_for(0.05)  # one went, three wait: a 3 s backlog
         lookups = []
@@ -298,7 +314,7 @@ async def test_unused_tokens_are_given_back_only_if_the_provider_does(
 ) -> None:
     fake = FakeUpstream(clock)  # answers use 5 prompt + 2 completion tokens
     upstream = {"tpm": 6000, "burst": 1.0, "tokens_charged": charged}  # 100 tokens/s
-    async with build(fake.transport(), clock, upstream) as od:
+    async with fake, build(fake, clock, upstream) as od:
         await finish(clock, od.chat(model="m", messages=ask("a"), max_tokens=93))
         await finish(clock, od.chat(model="m", messages=ask("b"), max_tokens=93))
     times = [t for t, _, _ in fake.calls]
@@ -323,7 +339,7 @@ async def test_streams_report_their_tokens_to_the_concurrency_limit(
         original(self, latency_s, tokens=tokens, outcome=outcome)
 
     monkeypatch.setattr(AdaptiveLimit, "record", record)
-    async with build(httpx.MockTransport(handler), clock) as od:
+    async with FakeServer(handler) as server, build(server, clock) as od:
         chunks = [c async for c in od.stream_chat(model="m", messages=ask("s"))]
     assert len(chunks) == 9
     assert seen == [9]

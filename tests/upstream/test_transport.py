@@ -11,7 +11,7 @@ import pytest
 
 from overdrive import FakeClock, Overdrive
 from overdrive.upstream import EngineTransport
-from tests.fakes import FakeUpstream, connect_error, engine, finish
+from tests.fakes import FakeServer, FakeUpstream, engine, finish, io_turns, refusing_url
 
 HELLO: Any = [{"role": "user", "content": "hello"}]
 
@@ -27,8 +27,7 @@ def openai_client(od: Overdrive) -> openai.AsyncOpenAI:
 
 
 async def test_openai_client_chat_embeddings_and_models(clock: FakeClock) -> None:
-    fake = FakeUpstream(clock)
-    async with engine(fake, clock) as od:
+    async with FakeUpstream(clock) as fake, engine(fake, clock) as od:
         client = openai_client(od)
         chat = await client.chat.completions.create(model="m", messages=HELLO)
         vectors = await client.embeddings.create(model="e", input=["x", "y"])
@@ -40,8 +39,7 @@ async def test_openai_client_chat_embeddings_and_models(clock: FakeClock) -> Non
 
 
 async def test_cache_header_and_identical_bytes(clock: FakeClock) -> None:
-    fake = FakeUpstream(clock)
-    async with engine(fake, clock) as od, od.http_client() as http:
+    async with FakeUpstream(clock) as fake, engine(fake, clock) as od, od.http_client() as http:
         body = {"model": "m", "messages": HELLO}
         first = await http.post("http://x/v1/chat/completions", json=body)
         second = await http.post("http://x/v1/chat/completions", json=body)
@@ -84,12 +82,7 @@ async def test_streamed_chunks_arrive_before_the_upstream_finishes(clock: FakeCl
             200, headers={"content-type": "text/event-stream"}, stream=GatedStream(gate)
         )
 
-    od = Overdrive.from_config(
-        {"upstreams": [{"name": "a", "base_url": "http://u/v1", "models": ["m"]}]},
-        clock=clock,
-        upstream_transport=httpx.MockTransport(handler),
-    )
-    async with od:
+    async with FakeServer(handler) as upstream, engine(upstream, clock) as od:
         stream = await openai_client(od).chat.completions.create(
             model="m", messages=HELLO, stream=True
         )
@@ -111,7 +104,7 @@ async def test_non_api_paths_pass_through_untouched(clock: FakeClock) -> None:
         seen.append(str(request.url))
         return httpx.Response(204)
 
-    async with engine(FakeUpstream(clock), clock) as od:
+    async with FakeUpstream(clock) as fake, engine(fake, clock) as od:
         transport = EngineTransport(od, passthrough=httpx.MockTransport(elsewhere))
         async with httpx.AsyncClient(transport=transport) as http:
             response = await http.get("http://other.test/v1/files?limit=1")
@@ -131,8 +124,7 @@ async def test_non_api_paths_pass_through_untouched(clock: FakeClock) -> None:
 async def test_bad_requests_get_openai_style_errors(
     clock: FakeClock, content: bytes, status: int, param: str
 ) -> None:
-    fake = FakeUpstream(clock)
-    async with engine(fake, clock) as od, od.http_client() as http:
+    async with FakeUpstream(clock) as fake, engine(fake, clock) as od, od.http_client() as http:
         response = await http.post("http://x/v1/chat/completions", content=content)
     assert response.status_code == status
     assert response.json()["error"]["param"] == param
@@ -140,18 +132,17 @@ async def test_bad_requests_get_openai_style_errors(
 
 
 async def test_unreachable_upstream_maps_to_502(clock: FakeClock) -> None:
-    fake = FakeUpstream(clock, script=[connect_error])
-    od = Overdrive.from_config(
-        {
-            "upstreams": [{"name": "a", "base_url": "http://u/v1", "models": ["m"]}],
-            "retry": {"attempts": 0},
-        },
-        clock=clock,
-        upstream_transport=fake.transport(),
-    )
-    async with od:
-        with pytest.raises(openai.APIStatusError) as info:
-            await openai_client(od).chat.completions.create(model="m", messages=HELLO)
+    with refusing_url() as url:
+        od = Overdrive.from_config(
+            {
+                "upstreams": [{"name": "a", "base_url": url, "models": ["m"]}],
+                "retry": {"attempts": 0},
+            },
+            clock=clock,
+        )
+        async with od:
+            with pytest.raises(openai.APIStatusError) as info:
+                await openai_client(od).chat.completions.create(model="m", messages=HELLO)
     assert info.value.status_code == 502
     assert "upstream 'a'" in str(info.value)
 
@@ -161,24 +152,21 @@ Step = tuple[float, dict[str, str]]  # seconds to let pass first, then the reque
 
 async def cache_states(clock: FakeClock, steps: list[Step], **cache: Any) -> tuple[list[str], int]:
     """``x-overdrive-cache`` of identical calls made as ``steps`` say, and upstream calls made."""
-    fake = FakeUpstream(clock)
-    config = {
-        "upstreams": [{"name": "a", "base_url": "http://u/v1", "models": ["m"]}],
-        "cache": cache,
-    }
-    async with Overdrive.from_config(
-        config, clock=clock, upstream_transport=fake.transport()
-    ) as od:
-        client = od.http_client(base_url="http://any.test/v1")
-        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
-        states = []
-        for seconds, extra in steps:
-            clock.advance(seconds)
-            response = await client.post("/chat/completions", json=body, headers=extra)
-            assert response.status_code == 200
-            states.append(response.headers["x-overdrive-cache"])
-            for _ in range(20):  # let a background refresh run its course
-                await asyncio.sleep(0)
+    async with FakeUpstream(clock) as fake:
+        config = {
+            "upstreams": [{"name": "a", "base_url": fake.url, "models": ["m"]}],
+            "cache": cache,
+        }
+        async with Overdrive.from_config(config, clock=clock) as od:
+            client = od.http_client(base_url="http://any.test/v1")
+            body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+            states = []
+            for seconds, extra in steps:
+                clock.advance(seconds)
+                response = await client.post("/chat/completions", json=body, headers=extra)
+                assert response.status_code == 200
+                states.append(response.headers["x-overdrive-cache"])
+                await io_turns()  # let a background refresh run its course
     return states, len(fake.calls)
 
 
@@ -210,8 +198,7 @@ async def test_max_age_refuses_answers_older_than_it(clock: FakeClock) -> None:
 
 
 async def test_a_malformed_max_age_is_a_400_naming_the_header(clock: FakeClock) -> None:
-    fake = FakeUpstream(clock)
-    async with engine(fake, clock) as od:
+    async with FakeUpstream(clock) as fake, engine(fake, clock) as od:
         client = od.http_client(base_url="http://any.test/v1")
         body = {"model": "m", "messages": HELLO}
         response = await client.post(
@@ -234,20 +221,14 @@ async def test_an_answer_past_its_ttl_is_served_stale_while_it_is_refreshed(
 async def test_queue_ms_tells_how_long_the_call_waited_for_its_rate_limit(
     clock: FakeClock,
 ) -> None:
-    fake = FakeUpstream(clock)
-    config = {
-        "upstreams": [
-            {"name": "a", "base_url": "http://u/v1", "models": ["m"], "rpm": 60, "burst": "1s"}
-        ],
-        "cache": {"enabled": False},
-    }
-    async with Overdrive.from_config(
-        config, clock=clock, upstream_transport=fake.transport()
-    ) as od:
-        client = od.http_client(base_url="http://any.test/v1")
-        body = {"model": "m", "messages": HELLO}
-        first = await client.post("/chat/completions", json=body)
-        second = await finish(clock, client.post("/chat/completions", json=body))
+    async with FakeUpstream(clock) as fake:
+        upstream = {"name": "a", "base_url": fake.url, "models": ["m"], "rpm": 60, "burst": "1s"}
+        config = {"upstreams": [upstream], "cache": {"enabled": False}}
+        async with Overdrive.from_config(config, clock=clock) as od:
+            client = od.http_client(base_url="http://any.test/v1")
+            body = {"model": "m", "messages": HELLO}
+            first = await client.post("/chat/completions", json=body)
+            second = await finish(clock, client.post("/chat/completions", json=body))
     assert float(first.headers["x-overdrive-queue-ms"]) == 0.0
     # One request a second: the second waited about a second for its turn.
     assert 900.0 <= float(second.headers["x-overdrive-queue-ms"]) <= 1100.0

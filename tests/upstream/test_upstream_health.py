@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import httpx
 import pytest
 
 from overdrive import FakeClock
 from overdrive.config import UpstreamConfig
 from overdrive.upstream import Upstream
+from tests.fakes import FakeServer, refusing_url
 
 
-def upstream(
-    clock: FakeClock,
-    handler: Callable[[httpx.Request], httpx.Response] | None = None,
-    **config: object,
-) -> Upstream:
+def upstream(clock: FakeClock, base_url: str = "http://a.test/v1", **config: object) -> Upstream:
     settings = UpstreamConfig.model_validate(
-        {"name": "a", "base_url": "http://a.test/v1", "models": ["m", "n"], **config}
+        {"name": "a", "base_url": base_url, "models": ["m", "n"], **config}
     )
-    transport = httpx.MockTransport(handler) if handler is not None else None
-    return Upstream(settings, clock, transport)
+    return Upstream(settings, clock)
 
 
 async def test_headroom_is_the_share_of_the_burst_not_booked(clock: FakeClock) -> None:
@@ -59,16 +53,15 @@ async def test_probe_is_up_below_500(clock: FakeClock, status: int, up: bool) ->
         paths.append(request.url.path)
         return httpx.Response(status, json={})
 
-    u = upstream(clock, handler)
-    assert await u.probe("/models", 1.0) is up
+    async with FakeServer(handler) as server:
+        u = upstream(clock, server.url)
+        assert await u.probe("/models", 1.0) is up
+        await u.aclose()
     assert paths == ["/v1/models"]
-    await u.aclose()
 
 
 async def test_a_probe_that_cannot_connect_is_down(clock: FakeClock) -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("refused", request=request)
-
-    u = upstream(clock, handler)
-    assert await u.probe("/models", 1.0) is False
-    await u.aclose()
+    with refusing_url() as url:
+        u = upstream(clock, url)
+        assert await u.probe("/models", 1.0) is False
+        await u.aclose()
