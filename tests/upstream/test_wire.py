@@ -15,9 +15,15 @@ import httpx
 import pytest
 import trustme
 
-from overdrive import Overdrive
+from overdrive import Overdrive, UpstreamProtocolError
 from overdrive.sim import SimConfig, SimServer
-from overdrive.upstream._wire import Origin, WirePool, proxy_configured, wire_pool_for
+from overdrive.upstream._wire import (
+    AnswerBounds,
+    Origin,
+    WirePool,
+    proxy_configured,
+    wire_pool_for,
+)
 from overdrive.upstream._wire_response import WireHeaders
 
 CHAT = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}'
@@ -576,3 +582,281 @@ async def test_a_connection_closed_before_the_request_went_out_goes_again() -> N
         assert (pool.open, pool.idle) == (0, 0)
         assert (await pool.post("/chat/completions", CHAT)).content == OK_BODY
         await pool.aclose()
+
+
+# --- framing anomalies: the connection is never used again --------------------------------
+
+PARTIAL = b'HTTP/1.1 200 OK\r\ncontent-length: 40\r\n\r\n{"theirs": '
+
+
+@pytest.fixture
+async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
+    """What reaches the loop's exception handler ("Fatal error: ..." among it) during a test."""
+    loop = asyncio.get_running_loop()
+    seen: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: seen.append(context))
+    yield seen
+    loop.set_exception_handler(previous)
+
+
+def answers(first: bytes, then: bytes = b"") -> Respond:
+    """The first request of all gets ``first`` (in one write); the rest ``then`` or their number."""
+    count = 0
+
+    async def respond(writer: asyncio.StreamWriter, index: int) -> bool:
+        nonlocal count
+        writer.write(first if count == 0 else answer(then or b'{"n": %d}' % count))
+        count += 1
+        return True
+
+    return respond
+
+
+@pytest.mark.parametrize(
+    "behind",
+    [
+        pytest.param(answer(b'{"theirs": 1}'), id="a whole answer"),
+        pytest.param(PARTIAL, id="a partial answer"),
+        pytest.param(b"xyz", id="garbage"),
+        pytest.param(b"ok-and-more", id="a body longer than announced"),
+    ],
+)
+async def test_bytes_behind_the_answer_in_one_read_fail_it_and_its_connection(
+    behind: bytes, loop_errors: list[dict[str, Any]]
+) -> None:
+    async with RawServer(answers(answer(b"ok") + behind)) as server:
+        pool = pool_for(server.url)
+        with pytest.raises(httpx.RemoteProtocolError, match="after the complete answer"):
+            await pool.post("/chat/completions", CHAT)
+        assert (pool.open, pool.idle) == (0, 0)
+        # The next caller's answer is its own, from a connection of its own.
+        assert (await pool.post("/chat/completions", CHAT)).content == b'{"n": 1}'
+        await pool.aclose()
+    assert server.connections == 2
+    assert loop_errors == []
+
+
+async def test_a_stray_line_break_behind_the_answer_is_harmless() -> None:
+    # llhttp skips CR/LF between messages: no byte of an answer can hide in it.
+    async with RawServer(answers(answer(OK_BODY) + b"\r\n")) as server:
+        pool = pool_for(server.url)
+        for _ in range(2):
+            assert (await pool.post("/chat/completions", CHAT)).status_code == 200
+        await pool.aclose()
+    assert server.connections == 1
+
+
+async def test_bytes_after_connection_close_fail_the_answer() -> None:
+    closing = answer(OK_BODY, b"connection: close") + answer(b'{"theirs": 1}')
+    async with RawServer(answers(closing)) as server:
+        pool = pool_for(server.url)
+        with pytest.raises(httpx.RemoteProtocolError, match="Connection: close"):
+            await pool.post("/chat/completions", CHAT)
+        assert pool.open == 0
+        await pool.aclose()
+
+
+async def test_bytes_sent_to_an_idle_connection_close_it() -> None:
+    speak = asyncio.Event()
+    closed = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(answer())
+        await speak.wait()
+        writer.write(PARTIAL)  # nobody asked
+        await reader.read()  # until the client closes
+        closed.set()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = pool_for(f"http://127.0.0.1:{port}/v1")
+    await pool.post("/chat/completions", CHAT)
+    assert pool.idle == 1
+    speak.set()
+    await asyncio.wait_for(closed.wait(), 5.0)
+    assert (pool.open, pool.idle) == (0, 0)
+    await pool.aclose()
+    server.close()
+    await server.wait_closed()
+
+
+async def test_an_answer_split_over_reads_is_still_one_answer() -> None:
+    async def trickle(writer: asyncio.StreamWriter, index: int) -> bool:
+        whole = answer(b'{"n": %d}' % index)
+        for at in range(0, len(whole), 7):
+            writer.write(whole[at : at + 7])
+            await writer.drain()
+        return True
+
+    async with RawServer(trickle) as server:
+        pool = pool_for(server.url)
+        for index in range(3):
+            assert (await pool.post("/chat/completions", CHAT)).content == b'{"n": %d}' % index
+        await pool.aclose()
+    assert server.connections == 1
+
+
+# --- interim and unasked statuses --------------------------------------------------------
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+async def test_a_100_then_the_answer_is_the_answer() -> None:
+    async def interim(writer: asyncio.StreamWriter, index: int) -> bool:
+        writer.write(CONTINUE)
+        await writer.drain()
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nlink: </x>\r\n\r\n" + answer())
+        return True
+
+    async with RawServer(interim) as server:
+        pool = pool_for(server.url)
+        for _ in range(2):
+            response = await pool.post("/chat/completions", CHAT)
+            assert (response.status_code, response.content) == (200, OK_BODY)
+            assert "link" not in response.headers
+        await pool.aclose()
+    assert server.connections == 1
+
+
+async def test_a_100_then_the_close_is_no_answer() -> None:
+    async def then_close(writer: asyncio.StreamWriter, index: int) -> bool:
+        writer.write(CONTINUE)
+        return False
+
+    async with RawServer(then_close) as server:
+        pool = pool_for(server.url)
+        with pytest.raises(httpx.RemoteProtocolError, match="mid-answer"):
+            await pool.post("/chat/completions", CHAT)
+        assert pool.open == 0
+        await pool.aclose()
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        pytest.param(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\n", id="101 upgrade"),
+        pytest.param(b"HTTP/1.1 101 Switching Protocols\r\n", id="101 bare"),
+        pytest.param(b"HTTP/1.1 000 Zero\r\ncontent-length: 0\r\n", id="000"),
+        pytest.param(b"HTTP/1.1 099 Low\r\ncontent-length: 0\r\n", id="099"),
+        pytest.param(b"HTTP/1.1 600 High\r\ncontent-length: 0\r\n", id="600"),
+    ],
+)
+async def test_a_status_never_asked_for_is_a_protocol_error(
+    head: bytes, loop_errors: list[dict[str, Any]]
+) -> None:
+    async with RawServer(answers(head + b"\r\n" + answer(b'{"theirs": 1}'))) as server:
+        pool = pool_for(server.url)
+        with pytest.raises(httpx.RemoteProtocolError, match="status"):
+            await pool.post("/chat/completions", CHAT)
+        assert pool.open == 0
+        assert (await pool.post("/chat/completions", CHAT)).status_code == 200
+        await pool.aclose()
+    assert loop_errors == []  # no "Fatal error: protocol.data_received() call failed"
+
+
+# --- bounds on what an upstream sends back -----------------------------------------------
+
+SMALL = AnswerBounds("tiny", head_bytes=1024, body_bytes=2048)
+
+
+async def test_a_head_over_the_bound_in_one_read_is_refused_naming_upstream_and_limit() -> None:
+    big = answer(OK_BODY, b"x-big: " + b"a" * 2000)
+    async with RawServer(answers(big)) as server:
+        pool = pool_for(server.url, bounds=SMALL)
+        with pytest.raises(UpstreamProtocolError, match="max_response_head_bytes") as caught:
+            await pool.post("/chat/completions", CHAT)
+        assert caught.value.upstream == "tiny"
+        assert "1024 bytes" in str(caught.value)
+        assert pool.open == 0
+        await pool.aclose()
+
+
+async def test_an_endless_header_is_cut_off_at_the_bound() -> None:
+    # httptools gathers a header value whole before calling back: the bound
+    # must hold across reads, or this value would grow until the timeout.
+    async def endless(writer: asyncio.StreamWriter, index: int) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nx-endless: ")
+        while True:  # until the client closes: drain() raises then
+            writer.write(b"a" * 512)
+            await writer.drain()
+
+    async with RawServer(endless) as server:
+        pool = pool_for(server.url, timeout=60.0, bounds=SMALL)
+        with pytest.raises(UpstreamProtocolError, match="max_response_head_bytes"):
+            await pool.post("/chat/completions", CHAT)
+        assert pool.open == 0
+        await pool.aclose()
+
+
+async def test_interim_answers_count_towards_the_head_bound() -> None:
+    async def many(writer: asyncio.StreamWriter, index: int) -> bool:
+        writer.write(CONTINUE * 100 + answer())
+        return True
+
+    async with RawServer(many) as server:
+        pool = pool_for(server.url, bounds=SMALL)
+        with pytest.raises(UpstreamProtocolError, match="max_response_head_bytes"):
+            await pool.post("/chat/completions", CHAT)
+        await pool.aclose()
+
+
+async def test_an_announced_body_over_the_bound_is_refused_before_it_is_read() -> None:
+    async def announce(writer: asyncio.StreamWriter, index: int) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 999999\r\n\r\n{")
+        await asyncio.Event().wait()  # never sends the rest: the refusal cannot wait for it
+        return False
+
+    async with RawServer(announce) as server:
+        pool = pool_for(server.url, bounds=SMALL)
+        with pytest.raises(UpstreamProtocolError, match=r"announced 999999 bytes, over max_resp"):
+            await pool.post("/chat/completions", CHAT)
+        assert pool.open == 0
+        await pool.aclose()
+
+
+@pytest.mark.parametrize("framing", ["chunked", "to the close"])
+async def test_a_body_growing_over_the_bound_is_refused(framing: str) -> None:
+    async def grow(writer: asyncio.StreamWriter, index: int) -> bool:
+        if framing == "chunked":
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            writer.write(b"400\r\n" + b"a" * 1024 + b"\r\n" * 1)
+            writer.write(b"400\r\n" + b"a" * 1024 + b"\r\n" * 1)
+            writer.write(b"400\r\n" + b"a" * 1024 + b"\r\n0\r\n\r\n")
+            return True
+        writer.write(b"HTTP/1.0 200 OK\r\n\r\n" + b"a" * 3000)
+        return False
+
+    async with RawServer(grow) as server:
+        pool = pool_for(server.url, bounds=SMALL)
+        with pytest.raises(UpstreamProtocolError, match="body is over max_response_bytes"):
+            await pool.post("/chat/completions", CHAT)
+        assert pool.open == 0
+        await pool.aclose()
+
+
+async def test_an_answer_at_the_bounds_is_taken_and_its_connection_kept() -> None:
+    body = b"b" * SMALL.body_bytes
+    async with RawServer(answers(answer(body), then=OK_BODY)) as server:
+        pool = pool_for(server.url, bounds=SMALL)
+        assert (await pool.post("/chat/completions", CHAT)).content == body
+        assert (await pool.post("/chat/completions", CHAT)).content == OK_BODY
+        await pool.aclose()
+    assert server.connections == 1
+
+
+def test_an_upstream_gives_its_configured_bounds_to_its_lean_client() -> None:
+    upstream = {
+        "name": "bounded",
+        "base_url": "http://127.0.0.1:9/v1",
+        "models": ["m"],
+        "max_response_head_bytes": "4KB",
+        "max_response_bytes": "1MB",
+    }
+    od = Overdrive.from_config({"upstreams": [upstream]})
+    (only,) = od.upstreams()
+    assert only.bounds == AnswerBounds("bounded", 4000, 1_000_000)
+    assert only._wire is not None
+    assert only._wire._bounds is only.bounds

@@ -26,8 +26,9 @@ from ..flow import (
     RedisLimiter,
     settled_within,
 )
-from ._wire import WirePool, wire_pool_for
-from ._wire_response import UpstreamResponse
+from ._httpx_guard import guarded_transport
+from ._wire import AnswerBounds, WirePool, proxy_configured, wire_pool_for
+from ._wire_response import UpstreamResponse, WireHeaders, WireResponse
 
 __all__ = ["Lease", "Upstream"]
 
@@ -60,7 +61,16 @@ class Lease:
 class Upstream:
     """Sends calls to one endpoint once its rate limit and concurrency admit them."""
 
-    __slots__ = ("_clock", "_http", "_queues", "_wire", "concurrency", "config", "name")
+    __slots__ = (
+        "_clock",
+        "_http",
+        "_queues",
+        "_wire",
+        "bounds",
+        "concurrency",
+        "config",
+        "name",
+    )
 
     def __init__(
         self,
@@ -71,6 +81,10 @@ class Upstream:
     ) -> None:
         self.config = config
         self.name = config.name  # read a few times per call: an attribute, not a property
+        # What an answer may weigh; the stream relay reads these too.
+        self.bounds = AnswerBounds(
+            config.name, config.max_response_head_bytes, config.max_response_bytes
+        )
         self._clock = clock
         limiters = limiters or local_limiters(config, clock)
         self._queues = {
@@ -89,12 +103,13 @@ class Upstream:
         connect_timeout = min(config.timeout, 10.0)
         # httpx sends streamed calls and probes, and every call where the lean
         # client does not apply (see wire_pool_for); the lean client the rest.
+        limits = httpx.Limits(max_connections=connections)
         self._http = httpx.AsyncClient(
             base_url=config.base_url,
             headers={"authorization": f"Bearer {key}"} if key else None,
             timeout=httpx.Timeout(config.timeout, connect=connect_timeout),
-            limits=httpx.Limits(max_connections=connections),
-            transport=transport,
+            limits=limits,
+            transport=transport or _guarded(limits),
         )
         self._wire: WirePool | None = wire_pool_for(
             config.base_url,
@@ -103,6 +118,7 @@ class Upstream:
             connections=connections,
             timeout=config.timeout,
             connect_timeout=connect_timeout,
+            bounds=self.bounds,
         )
 
     @property
@@ -132,12 +148,16 @@ class Upstream:
         return min(_free(limiter.requests), _free(limiter.tokens))
 
     async def probe(self, path: str, max_wait: float) -> bool:
-        """GET ``path`` (relative to the base URL); True if it answered below 500 in time."""
+        """GET ``path`` (relative to the base URL); True if it answered below 500 in time.
+
+        The status is all a probe needs: the body is never read (closing the
+        answer unread closes its connection), so no health page can cost memory.
+        """
         try:
-            response = await self._http.get(path, timeout=max_wait)
+            async with self._http.stream("GET", path, timeout=max_wait) as response:
+                return response.status_code < 500
         except httpx.HTTPError:
             return False
-        return response.status_code < 500
 
     def queue(self, model: str) -> AdmissionQueue:
         """The admission queue of ``model``: its own, or the endpoint-wide one."""
@@ -188,7 +208,20 @@ class Upstream:
             content=dumps(call.body),
             headers={"content-type": "application/json"},
         )
-        return self._http.send(request, stream=stream)
+        if stream:  # the relay reads the body, and bounds it
+            return self._http.send(request, stream=True)
+        return self._send_whole(request)
+
+    async def _send_whole(self, request: httpx.Request) -> UpstreamResponse:
+        """Where httpx sends a whole call: its answer read within the bounds, as the wire's."""
+        response = await self._http.send(request, stream=True)
+        try:
+            body = await bounded_body(response, self.bounds)
+        finally:
+            await response.aclose()  # unread (over a bound): httpx closes the connection
+        headers = WireHeaders(dict(response.headers.items()))  # names lower-case, joined
+        version = response.http_version.removeprefix("HTTP/")
+        return WireResponse(response.status_code, headers, body, version)
 
     async def aclose(self) -> None:
         for queue in self._queues.values():
@@ -203,6 +236,35 @@ class Upstream:
             f"Upstream({self.name!r}, concurrency={self.concurrency!r}, "
             f"queues={list(self._queues.values())!r})"
         )
+
+
+async def bounded_body(response: httpx.Response, bounds: AnswerBounds) -> bytes:
+    """The (decoded) body of an httpx answer, refused once over ``bounds``.
+
+    h11 bounds an incomplete head on its own; the whole head is checked here.
+    The body counts as decoded: a small compressed answer cannot unpack to gigabytes.
+    """
+    if sum(len(name) + len(value) + 4 for name, value in response.headers.raw) > (
+        bounds.head_bytes
+    ):
+        raise bounds.head_error()
+    chunks: list[bytes] = []
+    left = bounds.body_bytes
+    async for chunk in response.aiter_bytes():
+        left -= len(chunk)
+        if left < 0:
+            raise bounds.body_error()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _guarded(limits: httpx.Limits) -> httpx.AsyncHTTPTransport | None:
+    """httpx's transport with the framing guard, or None (httpx's own) where a proxy is set.
+
+    Through a proxy httpx's own transports send (given one, httpx would not
+    read the proxy from the environment), without the guard.
+    """
+    return None if proxy_configured() else guarded_transport(limits)
 
 
 def local_limiters(config: UpstreamConfig, clock: Clock) -> dict[str | None, Limiter]:

@@ -14,6 +14,17 @@ connections. This client keeps just what an OpenAI-compatible POST needs:
 * a whole-answer timeout on the loop's timer, connect timeout on connect;
 * the errors httpx raises, so the dispatcher's retry rules see no difference.
 
+A connection is reused only after an answer that was framed exactly: one
+final answer to the one request out, then nothing. Bytes nobody asked for
+(while idle, or behind the answer in the same read), a 1xx then the close,
+a 101, a status that is no HTTP status, a parse error or a body cut short
+fail the exchange with a retryable ``httpx.RemoteProtocolError`` and close
+the connection: the next caller, maybe another tenant, must never read the
+rest of someone else's answer as its own. An answer's head and body are
+bounded (``max_response_head_bytes``, ``max_response_bytes``); over either,
+the call fails with :class:`~overdrive.UpstreamProtocolError`, not retried
+(the same request would bring the same answer back).
+
 Streamed calls, injected transports and proxies stay on httpx
 (:func:`wire_pool_for` says when the lean client applies).
 """
@@ -26,14 +37,15 @@ import ssl
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import NoReturn, cast
 
 import httptools
 import httpx
 
+from .._errors import UpstreamProtocolError
 from ._wire_response import WireHeaders, WireResponse
 
-__all__ = ["Origin", "WirePool", "wire_pool_for"]
+__all__ = ["AnswerBounds", "Origin", "WirePool", "wire_pool_for"]
 
 # Environment variables that make httpx send through a proxy: then httpx it is.
 _PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
@@ -65,6 +77,28 @@ class Origin:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class AnswerBounds:
+    """What one upstream may send back, and the errors that name it when it sends more."""
+
+    upstream: str  # its configured name, for the errors
+    head_bytes: int = 64 * 1024  # status line and headers, interim (1xx) answers included
+    body_bytes: int = 64 * 1024 * 1024
+
+    def head_error(self) -> UpstreamProtocolError:
+        limit = self.head_bytes
+        return UpstreamProtocolError(
+            self.upstream, f"its answer's head is over max_response_head_bytes ({limit} bytes)"
+        )
+
+    def body_error(self, announced: int | None = None) -> UpstreamProtocolError:
+        what = "its answer's body is" if announced is None else f"it announced {announced} bytes,"
+        limit = self.body_bytes
+        return UpstreamProtocolError(
+            self.upstream, f"{what} over max_response_bytes ({limit} bytes)"
+        )
+
+
 def proxy_configured() -> bool:
     """Whether httpx would look for a proxy in the environment (either case of the names)."""
     return any(os.environ.get(name) or os.environ.get(name.lower()) for name in _PROXY_VARIABLES)
@@ -78,6 +112,7 @@ def wire_pool_for(
     connections: int,
     timeout: float,
     connect_timeout: float,
+    bounds: AnswerBounds | None = None,
 ) -> WirePool | None:
     """The lean client for an upstream, or None where httpx must send.
 
@@ -97,6 +132,7 @@ def wire_pool_for(
         timeout=timeout,
         connect_timeout=connect_timeout,
         headers=headers,
+        bounds=bounds,
     )
 
 
@@ -104,13 +140,27 @@ class _StaleConnectionError(httpx.RemoteProtocolError):
     """A kept-alive connection closed by the server before any byte of the answer."""
 
 
+class _StopParsing(Exception):
+    """Raised in a parser callback once the exchange has failed: llhttp stops at that byte."""
+
+
 class _Connection(asyncio.Protocol):
-    """One HTTP/1.1 connection carrying one request at a time; the pool owns it."""
+    """One HTTP/1.1 connection carrying one request at a time; the pool owns it.
+
+    An exchange's state is reset when a request goes out. That is sound only
+    because a connection goes back to the pool solely after an answer that
+    ended exactly where its read ended (``keep_alive`` never turns true again
+    once false): the parser then sits between messages.
+    """
 
     __slots__ = (
         "_body",
+        "_body_left",
+        "_bounds",
+        "_complete",
         "_deadline",
         "_headers",
+        "_interim",
         "_lost_hook",
         "_parser",
         "_received",
@@ -125,7 +175,7 @@ class _Connection(asyncio.Protocol):
         "requests",
     )
 
-    def __init__(self, lost_hook: Callable[[_Connection], None]) -> None:
+    def __init__(self, lost_hook: Callable[[_Connection], None], bounds: AnswerBounds) -> None:
         self._parser = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
         self._waiter: asyncio.Future[WireResponse] | None = None
@@ -136,11 +186,15 @@ class _Connection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0  # the current request's, on the loop's clock
         self._lost_hook = lost_hook
+        self._bounds = bounds
         self._headers: dict[str, str] = {}
         self._body: list[bytes] = []
-        self._status = 0  # set once an answer's headers are complete
-        self._received = False  # any byte of the current answer
-        self.keep_alive = True
+        self._body_left = bounds.body_bytes
+        self._status = 0  # the final answer's, once its head is complete
+        self._complete = False  # the final answer's last byte is parsed
+        self._received = 0  # bytes of the current exchange
+        self._interim = 0  # about the bytes of its interim (1xx) heads
+        self.keep_alive = True  # once false, false for good
         self.requests = 0  # answered on this connection
         self.idle = False  # on the pool's idle stack
         self.dropped = False  # its slot is back in the pool
@@ -156,8 +210,10 @@ class _Connection(asyncio.Protocol):
         assert self._transport is not None
         loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
-        self._received = False
+        self._received = self._interim = 0
         self._status = 0  # nothing of this answer yet (the last one's is done with)
+        self._complete = False
+        self._body_left = self._bounds.body_bytes
         if self.lost:  # closed since it was handed out: fail now, not at the timeout
             self._ended(None)
             return waiter
@@ -170,8 +226,9 @@ class _Connection(asyncio.Protocol):
     def close(self) -> None:
         # abort, not close: nothing of ours is left to flush, and a TLS close
         # would wait for the peer's close_notify.
-        if self._transport is not None:
-            self._transport.abort()
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.abort()
 
     # asyncio.Protocol
 
@@ -183,11 +240,18 @@ class _Connection(asyncio.Protocol):
             self.keep_alive = False
             self.close()
             return
-        self._received = True
+        self._received += len(data)
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(httpx.RemoteProtocolError(f"malformed HTTP answer: {exc}"))
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            if self._waiter is not None:  # else a callback failed it and stopped the parser
+                self._fail(httpx.RemoteProtocolError(f"malformed HTTP answer: {exc}"))
+            return
+        # Settled here, after the whole read: bytes behind the answer fail it.
+        if self._complete:
+            self._finish()
+        elif not self._status and self._received > self._bounds.head_bytes:
+            self._fail(self._bounds.head_error())  # everything so far is head
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
@@ -199,14 +263,13 @@ class _Connection(asyncio.Protocol):
             self._ended(exc)
         self._lost_hook(self)
 
-    # httptools callbacks
+    # httptools callbacks: raising _StopParsing stops llhttp at the current byte
 
     def on_message_begin(self) -> None:
-        if self._waiter is None:  # a second answer to one request
-            self.keep_alive = False
+        if self._complete:  # a second answer (or garbage) behind the first, in one read
+            self._stop(httpx.RemoteProtocolError("bytes after the complete answer"))
         self._headers = {}
         self._body = []
-        self._status = 0
 
     def on_header(self, name: bytes, value: bytes) -> None:
         key = name.decode("latin-1").lower()
@@ -215,16 +278,41 @@ class _Connection(asyncio.Protocol):
         self._headers[key] = text if previous is None else f"{previous}, {text}"
 
     def on_headers_complete(self) -> None:
-        self._status = self._parser.get_status_code()
-        self.keep_alive = self._parser.should_keep_alive()
+        status = self._parser.get_status_code()
+        limit = self._bounds.head_bytes
+        # Only an exchange this big so far can have a head over the bound:
+        # the common small answer skips the sum.
+        if self._received > limit and self._interim + _head_size(self._headers) > limit:
+            self._stop(self._bounds.head_error())
+        if 200 <= status < 600:
+            self._final(status)
+        elif status == 101 or not 100 <= status < 200:
+            # We never ask to switch protocols; llhttp takes any 3 digits (0 too).
+            self._stop(httpx.RemoteProtocolError(f"answered with status {status}"))
+        else:  # interim (100 Continue, 103 Early Hints): the final answer follows
+            self._interim += _head_size(self._headers) + _STATUS_LINE
 
     def on_body(self, body: bytes) -> None:
+        self._body_left -= len(body)
+        if self._body_left < 0:
+            self._stop(self._bounds.body_error())
         self._body.append(body)
 
     def on_message_complete(self) -> None:
-        if 100 <= self._status < 200:
-            return  # an interim answer (100 Continue): the real one follows
-        self._finish()
+        if self._status:  # not an interim answer's end
+            self._complete = True
+
+    def _final(self, status: int) -> None:
+        self._status = status
+        if not self._parser.should_keep_alive():
+            self.keep_alive = False
+        length = self._headers.get("content-length")  # llhttp checked its digits
+        if length is not None and int(length) > self._body_left:
+            self._stop(self._bounds.body_error(int(length)))  # refused before reading it
+
+    def _stop(self, error: Exception) -> NoReturn:
+        self._fail(error)
+        raise _StopParsing
 
     # ending the current request
 
@@ -236,7 +324,9 @@ class _Connection(asyncio.Protocol):
             waiter.set_result(WireResponse(self._status, headers, b"".join(self._body), version))
 
     def _fail(self, error: Exception) -> None:
+        """End the exchange with ``error`` and the connection with it: its state is unknown."""
         self.keep_alive = False
+        self.close()
         waiter = self._settle()
         if waiter is not None and not waiter.done():
             waiter.set_exception(error)
@@ -259,12 +349,11 @@ class _Connection(asyncio.Protocol):
 
     def _ended(self, exc: Exception | None) -> None:
         """The server closed the connection while a request was out."""
-        headers = self._headers
-        if self._status and exc is None and not _framed(headers):
+        if self._status and exc is None and not _framed(self._headers):
             self._finish()  # no length given (HTTP/1.0 style): the body runs to the close
         elif not self._received and self.requests:
             self._fail(_StaleConnectionError("kept-alive connection closed before answering"))
-        else:
+        else:  # a 1xx then the close lands here too: no final answer came
             reason = f" ({exc})" if exc is not None else ""
             where = "mid-answer" if self._received else "without answering"
             self._fail(httpx.RemoteProtocolError(f"server disconnected {where}{reason}"))
@@ -278,6 +367,15 @@ def _framed(headers: dict[str, str]) -> bool:
     return "content-length" in headers or "transfer-encoding" in headers
 
 
+# The shortest status line ("HTTP/1.1 100 \r\n") and the head's closing CRLF.
+_STATUS_LINE = 17
+
+
+def _head_size(headers: dict[str, str]) -> int:
+    """About the bytes the headers took on the wire (": " and CRLF each)."""
+    return sum(len(name) + len(value) + 4 for name, value in headers.items())
+
+
 class WirePool:
     """Keep-alive connections to one origin, at most ``limit`` open; POSTs, whole answers.
 
@@ -288,6 +386,7 @@ class WirePool:
     """
 
     __slots__ = (
+        "_bounds",
         "_closed",
         "_connect_timeout",
         "_head",
@@ -310,8 +409,10 @@ class WirePool:
         connect_timeout: float | None = None,
         headers: dict[str, str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        bounds: AnswerBounds | None = None,
     ) -> None:
         self._origin = origin
+        self._bounds = bounds or AnswerBounds(f"{origin.host}:{origin.port}")
         self._limit = limit
         self._timeout = timeout
         self._connect_timeout = min(timeout, connect_timeout or timeout)
@@ -335,7 +436,9 @@ class WirePool:
         """POST ``body`` (JSON) to ``path`` under the base URL; the whole answer.
 
         Raises what httpx would: ``ConnectError``/``ConnectTimeout``,
-        ``ReadTimeout``, ``PoolTimeout``, ``RemoteProtocolError``.
+        ``ReadTimeout``, ``PoolTimeout``, ``RemoteProtocolError`` (for any
+        misframed answer); and ``UpstreamProtocolError`` for an answer over
+        the pool's :class:`AnswerBounds`.
         """
         if self._closed:
             raise RuntimeError("the upstream's connection pool has been closed")
@@ -417,7 +520,7 @@ class WirePool:
 
     async def _connect(self) -> _Connection:
         """Open a connection in the slot already reserved; the slot is freed if it fails."""
-        connection = _Connection(self._drop)
+        connection = _Connection(self._drop, self._bounds)
         try:
             await asyncio.wait_for(self._open_transport(connection), self._connect_timeout)
         except BaseException as exc:
