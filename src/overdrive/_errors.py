@@ -24,7 +24,7 @@
     └── UpstreamError                   the upstream could not give a usable answer
         ├── UpstreamStatusError         it answered with an HTTP error status
         │   └── RateLimitedError        it kept answering 429 past the retry allowance
-        ├── UpstreamProtocolError       it answered 2xx with a body we cannot use
+        ├── UpstreamProtocolError       its answer is unusable: not the API's shape, or over a bound
         └── UpstreamUnavailableError    connect/read failures or timeouts, retries spent
 
 Every error carries its context as attributes (field, upstream, status, ...)
@@ -276,7 +276,8 @@ class RateLimitedError(UpstreamStatusError):
 
 
 class UpstreamProtocolError(UpstreamError):
-    """The upstream answered 2xx with a body that is not the expected JSON shape."""
+    """The upstream's answer cannot be used: a 2xx body not of the API's shape, or an
+    answer over ``max_response_head_bytes`` / ``max_response_bytes``."""
 
 
 class UpstreamUnavailableError(UpstreamError):
