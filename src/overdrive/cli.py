@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve callers without a key on a non-loopback address (no [[gateway.keys]])",
     )
+    gateway.add_argument(
+        "--no-access-log", action="store_true", help="write no line per request to stderr"
+    )
     commands.add_parser(
         "hash-key", help="print the SHA-256 of an API key read from stdin (for key_sha256)"
     )
@@ -106,6 +109,7 @@ def _gateway(args: argparse.Namespace) -> int:
             args.port,
             args.workers,
             allow_anonymous=args.allow_anonymous,
+            access_log=not args.no_access_log,
         )
     except ConfigError as exc:
         print(f"overdrive gateway: {exc}", file=sys.stderr)

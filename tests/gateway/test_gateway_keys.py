@@ -82,9 +82,12 @@ def test_no_key_or_a_wrong_key_is_401_in_the_openai_shape(gateway: GatewayServer
             assert response.status_code == 401
             assert response.json()["error"]["code"] == "invalid_api_key"
             assert response.headers["www-authenticate"] == "Bearer"
-        # Health, metrics and the API description stay open for probes and scrapers.
-        for path in ("/health/live", "/health/ready", "/metrics", "/openapi.json"):
+        # Health stays open for probes; metrics name the keys, so they need one ([gateway] metrics).
+        for path in ("/health/live", "/health/ready"):
             assert http.get(path).status_code == 200
+        for path in ("/metrics", "/openapi.json"):
+            assert http.get(path).status_code == 401
+            assert http.get(path, headers={"authorization": f"Bearer {TEAM_A}"}).status_code == 200
 
 
 def test_each_key_sees_only_its_own_cache(gateway: GatewayServer) -> None:
@@ -122,7 +125,7 @@ def test_a_key_over_its_rpm_gets_429_with_retry_after(gateway: GatewayServer) ->
 
 def test_requests_are_counted_per_key_and_status(gateway: GatewayServer) -> None:
     ask(gateway, TEAM_A, "count me")
-    text = httpx.get(gateway.url + "/metrics").text
+    text = httpx.get(gateway.url + "/metrics", headers={"authorization": f"Bearer {TEAM_A}"}).text
     assert 'overdrive_gateway_requests_total{code="200",key="team-a"}' in text
 
 

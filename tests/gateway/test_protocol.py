@@ -4,7 +4,7 @@ import asyncio
 import socket
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -51,7 +51,9 @@ class RecordingTransport:
     def __init__(self) -> None:
         self.written = b""
         self.closed = False
+        self.aborted = False
         self.reading = True
+        self.high_water: int | None = None
 
     def write(self, data: bytes) -> None:
         assert not self.closed, "written after close"
@@ -62,6 +64,15 @@ class RecordingTransport:
 
     def close(self) -> None:
         self.closed = True
+
+    def abort(self) -> None:
+        self.closed = self.aborted = True
+
+    def can_write_eof(self) -> bool:
+        return False  # refusals close at once here; the lingering close is tried on sockets
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self.high_water = high
 
     def pause_reading(self) -> None:
         self.reading = False
@@ -142,9 +153,11 @@ class EchoApp(GatewayApp):
 class Connection:
     """One protocol instance on a recording transport, as uvicorn would make it."""
 
-    def __init__(self, app: EchoApp, loop: SteppedLoop, keep_alive_s: int = 5) -> None:
+    def __init__(
+        self, app: EchoApp, loop: SteppedLoop, keep_alive_s: int = 5, state: Any = None
+    ) -> None:
         config = SimpleNamespace(loaded=True, loaded_app=app, timeout_keep_alive=keep_alive_s)
-        self.state = SimpleNamespace(connections=set(), tasks=set(), total_requests=0)
+        self.state = state or SimpleNamespace(connections=set(), tasks=set(), total_requests=0)
         self.protocol = GatewayProtocol(config, self.state, {}, loop)  # type: ignore[arg-type]
         self.transport = RecordingTransport()
         self.protocol.connection_made(self.transport)  # type: ignore[arg-type]
@@ -237,18 +250,24 @@ async def test_pipelined_requests_wait_their_turn(
     assert conn.transport.reading
 
 
-@pytest.mark.parametrize(
-    "request_bytes",
-    [b"NOT HTTP AT ALL\r\n\r\n", b"GET /" + b"a" * 70_000],
-    ids=["garbage", "an endless request target"],
-)
 async def test_what_does_not_parse_gets_400_and_the_connection_closes(
-    clock_loop: tuple[FakeClock, SteppedLoop], request_bytes: bytes
+    clock_loop: tuple[FakeClock, SteppedLoop],
 ) -> None:
     conn = Connection(EchoApp(), clock_loop[1])
-    conn.send(request_bytes)
+    conn.send(b"NOT HTTP AT ALL\r\n\r\n")
     await conn.settle()
     assert conn.transport.written.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert conn.transport.closed
+
+
+async def test_an_endless_request_target_gets_414_and_the_connection_closes(
+    clock_loop: tuple[FakeClock, SteppedLoop],
+) -> None:
+    conn = Connection(EchoApp(), clock_loop[1])
+    conn.send(b"GET /" + b"a" * 70_000)
+    await conn.settle()
+    assert conn.transport.written.startswith(b"HTTP/1.1 414 ")
+    assert b"uri_too_long" in conn.transport.written
     assert conn.transport.closed
 
 
@@ -437,3 +456,217 @@ def test_the_protocol_finds_the_app_under_middleware() -> None:
     assert gateway_app(SimpleNamespace(app=SimpleNamespace(app=app))) is app
     with pytest.raises(TypeError, match="serves a GatewayApp, not SimpleNamespace"):
         gateway_app(SimpleNamespace(app=None))
+
+
+# --- limits, seen from inside: what the parser is fed, timers on the fake clock -------------
+
+
+class CountingParser:
+    """Wraps the protocol's parser, counting the bytes it is fed."""
+
+    def __init__(self, parser: Any) -> None:
+        self._parser = parser
+        self.fed = 0
+
+    def feed_data(self, data: bytes) -> None:
+        self.fed += len(data)
+        self._parser.feed_data(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._parser, name)
+
+
+def counted(conn: Connection) -> CountingParser:
+    parser = CountingParser(conn.protocol._parser)
+    conn.protocol._parser = cast(Any, parser)  # a test double, duck-typed
+    return parser
+
+
+async def test_an_endless_header_feeds_the_parser_no_more_than_the_line_limit(
+    clock_loop: tuple[FakeClock, SteppedLoop],
+) -> None:
+    conn = Connection(EchoApp(), clock_loop[1])
+    parser = counted(conn)
+    conn.send(b"GET /a HTTP/1.1\r\nx-big: ")
+    for _ in range(64):  # 4 MB in 64 KB reads, as the attack sent it
+        conn.send(b"a" * 65536)
+    await conn.settle()
+    limit = conn.protocol._max_line
+    assert limit < parser.fed <= limit + 64  # the head's start, then the line to its limit
+    [answer] = conn.answers()
+    assert answer.startswith(b"HTTP/1.1 431 ")
+    assert conn.transport.closed
+
+
+async def test_many_short_header_lines_stop_at_the_head_limit(
+    clock_loop: tuple[FakeClock, SteppedLoop],
+) -> None:
+    conn = Connection(EchoApp(), clock_loop[1])
+    parser = counted(conn)
+    conn.send(b"GET /a HTTP/1.1\r\n")
+    for i in range(5000):
+        conn.send(b"x-%d: %s\r\n" % (i, b"v" * 50))
+    await conn.settle()
+    assert parser.fed == conn.protocol._max_head  # not one byte of the head past its limit
+    assert conn.answers()[0].startswith(b"HTTP/1.1 431 ")
+
+
+async def test_a_trickled_head_gets_408_at_its_deadline_however_it_trickles(
+    clock_loop: tuple[FakeClock, SteppedLoop],
+) -> None:
+    clock, loop = clock_loop
+    conn = Connection(EchoApp(), loop, keep_alive_s=5)
+    conn.send(b"GET /a HTTP/1.1\r\n")
+    for _ in range(9):  # a byte a second: never silent for the 5 s keep-alive
+        clock.advance(1)
+        conn.send(b"x")
+        loop.fire_due()
+    assert not conn.transport.closed
+    clock.advance(1)  # 10 s since its first byte: the default head_timeout
+    loop.fire_due()
+    [answer] = conn.answers()
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert conn.transport.closed
+
+
+async def test_the_head_deadline_is_one_timer_moved_to_the_next_head(
+    clock_loop: tuple[FakeClock, SteppedLoop],
+) -> None:
+    clock, loop = clock_loop
+    conn = Connection(EchoApp(), loop, keep_alive_s=60)
+    conn.send(b"GET /a HTTP/1.1\r\n")  # a head in two reads: the deadline is armed
+    conn.send(b"host: x\r\n\r\n")
+    await conn.settle()
+    clock.advance(8)
+    conn.send(b"GET /b HTTP/1.1\r\n")  # the next head begins 8 s later, and stalls
+    clock.advance(2)
+    loop.fire_due()  # the first deadline: not this head's
+    assert not conn.transport.closed
+    head_timers = [t for t in loop.timers if t[1] == conn.protocol._head_check]
+    assert [when for when, _ in head_timers] == [clock.now() + 8]
+    clock.advance(8)
+    loop.fire_due()
+    assert conn.answers()[-1].startswith(b"HTTP/1.1 408 ")
+
+
+async def test_a_read_full_of_pipelined_requests_queues_a_piece_of_them(
+    clock_loop: tuple[FakeClock, SteppedLoop],
+) -> None:
+    app = EchoApp()
+    app.hold.clear()
+    conn = Connection(app, clock_loop[1])
+    parser = counted(conn)
+    request = b"GET /p HTTP/1.1\r\n\r\n"
+    conn.send(request * 10_000)  # one 190 KB read
+    await conn.settle()
+    protocol = conn.protocol
+    assert not conn.transport.reading
+    assert len(protocol._queue) <= 4096 // len(request) + 1  # one piece's worth, not 10,000
+    assert parser.fed <= 2 * 4096
+    assert protocol._unparsed is not None  # the rest is held, as it came, until there is room
+    app.hold.set()
+    for _ in range(100_000):  # every answer, in as many turns of the loop as it takes
+        if conn.state.total_requests == 10_000:
+            break
+        await asyncio.sleep(0)
+    assert len(conn.answers()) == 10_000
+    assert conn.transport.reading
+
+
+async def test_a_full_write_buffer_stops_reading_and_answering(
+    clock_loop: tuple[FakeClock, SteppedLoop],
+) -> None:
+    conn = Connection(EchoApp(), clock_loop[1])
+    assert conn.transport.high_water == conn.protocol._limits.write_buffer_bytes
+    conn.send(post("/1", b""))
+    await conn.settle()
+    conn.protocol.pause_writing()  # the peer's buffer is past the mark
+    assert not conn.transport.reading
+    conn.send(post("/2", b""))  # the read already under way
+    await conn.settle()
+    assert len(conn.answers()) == 1  # not answered into a full buffer
+    conn.protocol.resume_writing()
+    await conn.settle()
+    assert len(conn.answers()) == 2
+    assert conn.transport.reading
+
+
+async def test_a_stream_whose_reader_takes_nothing_is_dropped_after_the_idle_timeout(
+    clock_loop: tuple[FakeClock, SteppedLoop],
+) -> None:
+    clock, loop = clock_loop
+    app, conn = streaming(loop)
+    await conn.settle()
+    conn.protocol.pause_writing()
+    app.stream.chunks.put_nowait(b"data: 1\n\n")
+    await conn.settle()
+    clock.advance(conn.protocol._limits.stream_idle_timeout - 1)
+    loop.fire_due()
+    assert not conn.transport.aborted
+    clock.advance(1)
+    loop.fire_due()
+    assert conn.transport.aborted  # dropped, its buffer not flushed
+    conn.protocol.connection_lost(None)  # what the transport does after abort()
+    await conn.settle()
+    assert app.stream.closed
+    assert not conn.state.tasks
+
+
+async def test_a_reader_that_takes_a_little_is_not_dropped(
+    clock_loop: tuple[FakeClock, SteppedLoop],
+) -> None:
+    clock, loop = clock_loop
+    _app, conn = streaming(loop)
+    await conn.settle()
+    idle = conn.protocol._limits.stream_idle_timeout
+    for _ in range(4):
+        conn.protocol.pause_writing()
+        clock.advance(idle * 0.9)
+        loop.fire_due()
+        conn.protocol.resume_writing()
+    assert not conn.transport.aborted
+
+
+async def test_an_early_413_waits_for_the_answer_ahead_of_it(
+    clock_loop: tuple[FakeClock, SteppedLoop],
+) -> None:
+    app = EchoApp(max_body_bytes=10)
+    app.hold.clear()
+    conn = Connection(app, clock_loop[1])
+    conn.send(post("/first", b""))
+    conn.send(b"POST /e HTTP/1.1\r\nhost: x\r\ncontent-length: 99\r\nexpect: 100-continue\r\n\r\n")
+    await conn.settle()
+    assert conn.transport.written == b""  # no 100 Continue, and nothing ahead of /first
+    app.hold.set()
+    await conn.settle()
+    first, refused = conn.answers()
+    assert b'"path":"/first"' in first
+    assert refused.startswith(b"HTTP/1.1 413 ")
+    assert conn.transport.closed
+
+
+async def test_garbage_after_a_request_gets_its_answer_then_400(
+    clock_loop: tuple[FakeClock, SteppedLoop],
+) -> None:
+    conn = Connection(EchoApp(), clock_loop[1])
+    conn.send(post("/a", b"") + b"NOT HTTP\r\n\r\n")
+    await conn.settle()
+    ok, bad = conn.answers()
+    assert ok.startswith(b"HTTP/1.1 200 ")
+    assert bad.startswith(b"HTTP/1.1 400 ")
+    assert conn.transport.closed
+
+
+async def test_connections_past_the_limit_are_refused(
+    clock_loop: tuple[FakeClock, SteppedLoop],
+) -> None:
+    app = EchoApp()
+    first = Connection(app, clock_loop[1])
+    first.state.connections.update(object() for _ in range(app.gateway.max_connections - 1))
+    extra = Connection(app, clock_loop[1], state=first.state)
+    [refused] = extra.answers()
+    assert refused.startswith(b"HTTP/1.1 503 ")
+    assert b"retry-after: 1\r\n" in refused
+    assert extra.transport.closed
+    assert extra.protocol not in first.state.connections
+    assert first.protocol in first.state.connections

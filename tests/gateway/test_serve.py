@@ -112,3 +112,35 @@ def test_several_workers_serve_and_stop_together(slow_sim: SimServer, tmp_path: 
     finally:
         output = stop(process)
     assert "Started parent process" in output or "Uvicorn running" in output, output
+
+
+def _one_chat(url: str) -> None:
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "log"}]}
+    response = httpx.post(url + "/v1/chat/completions", json=body, timeout=10)
+    assert response.status_code == 200
+
+
+def test_each_request_gets_an_access_log_line_on_stderr(
+    slow_sim: SimServer, tmp_path: Path
+) -> None:
+    process, url = start_gateway(slow_sim, tmp_path)
+    try:
+        _one_chat(url)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    finally:
+        output = stop(process)
+    lines = [line for line in output.splitlines() if "POST /v1/chat/completions 200" in line]
+    assert len(lines) == 1, output
+    assert "model=gpt-4o-mini upstream=sim cache=MISS" in lines[0]
+
+
+def test_no_access_log_flag_keeps_stderr_quiet(slow_sim: SimServer, tmp_path: Path) -> None:
+    process, url = start_gateway(slow_sim, tmp_path, "--no-access-log")
+    try:
+        _one_chat(url)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    finally:
+        output = stop(process)
+    assert "/v1/chat/completions" not in output

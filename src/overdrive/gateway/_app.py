@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,9 +19,11 @@ from .._asgi import BodyTooLarge, ClientGone, Receive, Scope, Send, read_body
 from .._clock import SystemClock
 from .._errors import ConfigError
 from .._json import dumps
+from ..config import GatewayConfig
 from ..monitor import CONTENT_TYPE as METRICS_TYPE
 from ..monitor import Counter
 from ..upstream._door import REQUEST_HEADERS, Answer, answer, error_answer
+from ._access_log import AccessLog
 from ._openapi import openapi_document
 from ._tenants import Tenant, Tenants
 
@@ -43,16 +46,31 @@ class GatewayApp:
     The engine is built from ``config`` (a TOML path, a dict of its shape, a
     ``Config``, or ``$OVERDRIVE_CONFIG`` when None) at ASGI lifespan startup
     and closed at shutdown. Bodies over ``max_body_bytes`` get 413 unread.
+    Every GET route answers HEAD too (the head alone).
+
+    ``/health/live`` and ``/health/ready`` are open to anyone (probes).
+    ``/metrics`` and ``/openapi.json`` follow ``[gateway] metrics``:
+
+    * ``"keys"`` (the default): with ``[[gateway.keys]]`` configured they need a
+      valid key, like the API routes, since the metrics name every key and its
+      traffic; without keys anyone may read them, like everything else;
+    * ``"public"``: anyone, for a scraper that cannot send a key;
+    * ``"off"``: 404, as if they did not exist.
+
+    One access-log line per request goes to the ``overdrive.access`` logger
+    as ``[gateway] access_log`` says (:mod:`overdrive.gateway._access_log`).
 
     >>> app = GatewayApp("overdrive.toml")  # doctest: +SKIP
     >>> uvicorn.run(app, port=8000)  # doctest: +SKIP
     """
 
     __slots__ = (
+        "_access_log",
         "_body_from_config",
         "_config",
         "_counters",
         "_engine",
+        "_gateway",
         "_max_body",
         "_openapi",
         "_routes",
@@ -73,6 +91,9 @@ class GatewayApp:
         self._max_body = max_body_bytes or DEFAULT_MAX_BODY_BYTES
         self._engine: Overdrive | None = None
         self._tenants: Tenants | None = None
+        # The [gateway] section: its defaults until startup reads the config.
+        self._gateway = GatewayConfig()
+        self._access_log = AccessLog(self._gateway.access_log)
         self._counters: dict[tuple[str, int], Counter] = {}
         self._openapi = dumps(openapi_document())
         self._routes = self._route_table()
@@ -95,6 +116,20 @@ class GatewayApp:
         return self._max_body
 
     @property
+    def gateway(self) -> GatewayConfig:
+        """The ``[gateway]`` section in effect: the config's once started, defaults before.
+
+        :class:`GatewayProtocol` reads its limits here for each connection
+        (uvicorn runs the lifespan, so the startup, before it accepts any).
+        """
+        return self._gateway
+
+    @property
+    def access_log(self) -> AccessLog:
+        """Where a request's access-log line is written."""
+        return self._access_log
+
+    @property
     def engine(self) -> Overdrive | None:
         """The engine once started (by the lifespan or :meth:`startup`), else None."""
         return self._engine
@@ -108,6 +143,8 @@ class GatewayApp:
             self._tenants = Tenants(engine.config, SystemClock())
             self._counters.clear()  # series of an earlier engine, if restarted
             self._engine = engine
+            self._gateway = engine.config.gateway
+            self._access_log = AccessLog(self._gateway.access_log)
             if self._body_from_config:
                 self._max_body = engine.config.gateway.max_body_bytes
 
@@ -153,10 +190,15 @@ class GatewayApp:
             return await _respond(send, self.too_large())
         except ClientGone:
             return
-        reply = await self.serve(scope["method"], scope["path"], _headers(scope), body)
+        started = time.perf_counter()
+        method, path = scope["method"], scope["path"]
+        reply = await self.serve(method, path, _headers(scope), body)
         if reply.stream is None:
-            return await _respond(send, reply)
-        await _relay(reply, reply.stream, receive, send)
+            await _respond(send, reply)
+        else:
+            await _relay(reply, reply.stream, receive, send)
+        total_s = time.perf_counter() - started
+        self._access_log.record(method, path, reply.status, reply, total_s)
 
     async def serve(
         self, method: str, path: str, headers: Mapping[str, str], body: bytes
@@ -169,8 +211,10 @@ class GatewayApp:
         """
         methods = self._routes.get(path)
         if methods is None:
-            return error_answer(404, f"Unknown request URL: {path}", "unknown_url")
+            return _unknown_url(path)
         handler = methods.get(method)
+        if handler is None and method == "HEAD":
+            handler = methods.get("GET")  # the server leaves the body out
         if handler is None:
             return _not_allowed(method, path, methods)
         try:
@@ -199,6 +243,8 @@ class GatewayApp:
             reply = _unauthorized(headers)
         else:
             reply = await answer(engine, kind, headers, body, tenant)
+            if tenant is not None:
+                reply.key = tenant.name
         self._count(engine, tenant, reply.status)
         return reply
 
@@ -227,13 +273,27 @@ class GatewayApp:
         return Answer(status, _JSON_HEADERS, dumps(body_json))
 
     async def _metrics(self, headers: Mapping[str, str], body: bytes) -> Answer:
+        refused = self._operator_refusal("/metrics", headers)
+        if refused is not None:
+            return refused
         engine = self._engine
         if engine is None:
             return _not_ready()
         return Answer(200, {"content-type": METRICS_TYPE}, engine.metrics_text().encode())
 
     async def _openapi_json(self, headers: Mapping[str, str], body: bytes) -> Answer:
-        return Answer(200, _JSON_HEADERS, self._openapi)
+        refused = self._operator_refusal("/openapi.json", headers)
+        return refused if refused is not None else Answer(200, _JSON_HEADERS, self._openapi)
+
+    def _operator_refusal(self, path: str, headers: Mapping[str, str]) -> Answer | None:
+        """The answer ``[gateway] metrics`` gives instead of ``path``, or None to serve it."""
+        policy = self._gateway.metrics
+        if policy == "off":
+            return _unknown_url(path)
+        tenants = self._tenants
+        if policy == "keys" and tenants is not None and tenants.required:
+            return None if tenants.find(headers) is not None else _unauthorized(headers)
+        return None
 
     def __repr__(self) -> str:
         state = "started" if self._engine is not None else "stopped"
@@ -295,8 +355,12 @@ def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in wanted}
 
 
+def _unknown_url(path: str) -> Answer:
+    return error_answer(404, f"Unknown request URL: {path}", "unknown_url")
+
+
 def _not_allowed(method: str, path: str, methods: Mapping[str, Handler | str]) -> Answer:
-    allow = ", ".join(sorted(methods))
+    allow = ", ".join(sorted({*methods, "HEAD"} if "GET" in methods else methods))
     reply = error_answer(
         405, f"Method {method} is not allowed on {path}; use {allow}.", "method_not_allowed"
     )

@@ -66,6 +66,9 @@ class Answer:
     headers: dict[str, str]
     body: bytes = b""
     stream: StreamReply | None = field(default=None)
+    # For the access log: the gateway key's name and the model the call named.
+    key: str = ""
+    model: str = ""
 
 
 class Gate(Protocol):
@@ -124,12 +127,12 @@ async def answer(
                 reply = await engine.open_stream(call)
                 content_type = reply.headers.get("content-type", "text/event-stream")
                 marks = _marks(content_type, reply.source, reply.upstream, waited + reply.queued_s)
-                return Answer(reply.status, marks, stream=reply)
+                return Answer(reply.status, marks, stream=reply, model=call.model)
             result = await engine.request(call)
             if gate is not None:
                 await gate.settle(call, result)
             marks = _marks(_JSON, result.source, result.upstream, waited + result.queued_s)
-            return Answer(result.status, marks, result.body)
+            return Answer(result.status, marks, result.body, model=call.model)
     except _REFUSALS as exc:
         return _refusal(exc)
 
@@ -183,7 +186,7 @@ def _upstream_failure(exc: UpstreamError) -> Answer:
 
 _FAILURES: dict[type[UpstreamError], str] = {
     UpstreamUnavailableError: "could not be reached or broke off its answer; retries are spent",
-    UpstreamProtocolError: "sent an answer that is not the API's shape",
+    UpstreamProtocolError: "sent an answer that cannot be used (not the API's shape, or too big)",
 }
 
 
