@@ -15,9 +15,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
+
 from .._asgi import BodyTooLarge, ClientGone, Receive, Scope, Send, read_body
 from .._clock import SystemClock
-from .._errors import ConfigError
+from .._errors import ConfigError, OverdriveError
 from .._json import dumps
 from ..config import GatewayConfig
 from ..monitor import CONTENT_TYPE as METRICS_TYPE
@@ -32,7 +34,13 @@ if TYPE_CHECKING:
     from ..engine import Overdrive
     from ..upstream import StreamReply
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "DOOR_HEADERS", "GatewayApp", "create_app"]
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "DOOR_HEADERS",
+    "GatewayApp",
+    "create_app",
+    "log_broken_stream",
+]
 
 Handler = Callable[[Mapping[str, str], bytes], Awaitable[Answer]]
 
@@ -334,10 +342,18 @@ async def _pump(
     try:
         async for chunk in stream:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
-    except Exception:
+    except Exception as exc:
         # The status is sent; all that is left is to end the body where it broke.
-        _log.exception("gateway: the upstream stream broke off")
+        log_broken_stream(exc)
     await send({"type": "http.response.body", "body": b""})
+
+
+def log_broken_stream(exc: Exception) -> None:
+    """One line for a stream cut for a known reason; a traceback for anything else (a bug)."""
+    if isinstance(exc, OverdriveError | httpx.TransportError):
+        _log.warning("gateway: a streamed answer was cut off: %s", exc)
+    else:
+        _log.exception("gateway: the upstream stream broke off")
 
 
 async def _disconnected(receive: Receive) -> None:

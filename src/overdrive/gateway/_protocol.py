@@ -69,7 +69,7 @@ from typing import TYPE_CHECKING, Any, cast
 import httptools
 
 from ..upstream._door import Answer, error_answer
-from ._app import DOOR_HEADERS, GatewayApp
+from ._app import DOOR_HEADERS, GatewayApp, log_broken_stream
 
 if TYPE_CHECKING:
     import uvicorn
@@ -506,9 +506,12 @@ class GatewayProtocol(asyncio.Protocol):
                 if chunk:
                     await self._drained()
                     self._write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
-        except Exception:
-            # The status is sent; all that is left is to end the body where it broke.
-            _log.exception("gateway: the upstream stream broke off")
+        except Exception as exc:
+            # The status is sent: the body ends where it broke, without its last
+            # chunk, and the connection closes, so the client sees a cut body,
+            # never a clean end of a stream that did not end.
+            log_broken_stream(exc)
+            return False
         finally:
             self._relaying = False
             await stream.aclose()  # leaves the shared upstream stream to any other readers

@@ -114,6 +114,7 @@ async def answer(
     ``gate``, when given, admits the call first and keeps its cache apart.
     Errors the engine does not know as a caller's or an upstream's fault propagate.
     """
+    call: Call | None = None
     try:
         asked = PRIORITY_HEADER in headers or QUEUE_TIMEOUT_HEADER in headers
         cap = gate.max_priority if gate is not None else None
@@ -134,7 +135,9 @@ async def answer(
             marks = _marks(_JSON, result.source, result.upstream, waited + result.queued_s)
             return Answer(result.status, marks, result.body, model=call.model)
     except _REFUSALS as exc:
-        return _refusal(exc)
+        refused = _refusal(exc)
+        refused.model = call.model if call is not None else ""
+        return refused
 
 
 # What a caller, a limit or an upstream refused, and the error answer for each.
