@@ -239,3 +239,54 @@ def test_the_handler_writes_a_waiting_line_within_its_interval() -> None:
         assert stream.getvalue() == "a lone line\n"
     finally:
         handler.close()
+
+
+def _one_answer() -> Answer:
+    return Answer(200, {"x-overdrive-cache": "HIT"}, b"{}", model="gpt-4o-mini")
+
+
+def test_a_sole_batching_handler_gets_the_line_without_a_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    logger = logging.getLogger("overdrive.access")
+    stream = Recorder()
+    handler = AccessLogHandler(stream, interval=3600)
+    monkeypatch.setattr(logger, "handlers", [handler])
+    monkeypatch.setattr(logger, "propagate", False)
+    monkeypatch.setattr(logger, "level", logging.INFO)
+    made: list[object] = []
+
+    def make_record(*args: object, **kwargs: object) -> None:
+        made.append(args)
+
+    monkeypatch.setattr(logger, "makeRecord", make_record)
+    try:
+        AccessLog("text").record("GET", "/v1/models", 200, _one_answer(), 0.001)
+        handler.flush()
+    finally:
+        handler.close()
+    assert made == []
+    assert " GET /v1/models 200 key=- model=gpt-4o-mini upstream=- cache=HIT" in stream.getvalue()
+
+
+def test_a_filter_on_the_logger_still_sees_every_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    logger = logging.getLogger("overdrive.access")
+    stream = Recorder()
+    handler = AccessLogHandler(stream, interval=3600)
+    seen: list[str] = []
+
+    def note(record: logging.LogRecord) -> bool:
+        seen.append(record.getMessage())
+        return True
+
+    monkeypatch.setattr(logger, "handlers", [handler])
+    monkeypatch.setattr(logger, "propagate", False)
+    monkeypatch.setattr(logger, "level", logging.INFO)
+    monkeypatch.setattr(logger, "filters", [note])
+    try:
+        AccessLog("text").record("GET", "/v1/models", 200, _one_answer(), 0.001)
+        handler.flush()
+    finally:
+        handler.close()
+    assert len(seen) == 1
+    assert stream.getvalue().strip() == seen[0]

@@ -68,6 +68,10 @@ class AccessLog:
             line = _json_line(now, method, path, status, reply, total_s)
         else:
             line = _text_line(now, method, path, status, reply, total_s)
+        direct = _sole_batching_handler()
+        if direct is not None:  # nothing but our own handler would see the record
+            direct.add(line)
+            return
         # makeRecord and handle: Logger.info would also walk the stack for a caller
         # nobody reads here, a third of the cost of a line.
         ACCESS_LOGGER.handle(
@@ -79,6 +83,20 @@ class AccessLog:
 
 
 _NO_HEADERS: dict[str, str] = {}
+
+
+def _sole_batching_handler() -> AccessLogHandler | None:
+    """The logger's one :class:`AccessLogHandler`, when no filter, formatter or parent
+    logger would see a record: then the line goes to it without building a record
+    (about half of what a line costs)."""
+    logger = ACCESS_LOGGER
+    handlers = logger.handlers
+    if len(handlers) != 1 or logger.propagate or logger.filters:
+        return None
+    handler = handlers[0]
+    if type(handler) is not AccessLogHandler or handler.filters or handler.formatter is not None:
+        return None
+    return handler if handler.level <= logging.INFO else None
 
 
 def _text_line(
@@ -180,6 +198,17 @@ class AccessLogHandler(logging.Handler):
         self._size += len(line) + 1
         if self._size >= self._max_buffer:
             self._write(record)
+
+    def add(self, line: str) -> None:
+        """Take a formatted line as :meth:`emit` takes a record's message."""
+        self.acquire()
+        try:
+            self._lines.append(line)
+            self._size += len(line) + 1
+            if self._size >= self._max_buffer:
+                self._write(None)
+        finally:
+            self.release()
 
     def flush(self) -> None:
         self.acquire()
