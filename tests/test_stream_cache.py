@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from overdrive import Overdrive
+from overdrive import Overdrive, UpstreamProtocolError
 from overdrive._calls import chat_call
 from overdrive.sim import SimConfig, SimServer
 from overdrive.upstream import StreamReply
@@ -122,3 +122,18 @@ async def test_stream_options_change_the_key_of_a_stream(sim: SimServer) -> None
     assert again == ("cache", with_usage[1])
     assert plain_again == ("cache", plain[1])
     assert sim.stats()["requests"]["/v1/chat/completions"] == 2
+
+
+async def test_stream_chat_raises_at_an_error_event() -> None:
+    async with StreamUpstream(scripted(WITH_ERROR)) as upstream:
+        target = {"name": "u", "base_url": upstream.base_url, "models": ["m"]}
+        async with Overdrive.from_config({"upstreams": [target]}) as od:
+            chunks: list[dict[str, Any]] = []
+            with pytest.raises(UpstreamProtocolError, match="overloaded mid-stream"):
+                await _collect(od.stream_chat(model="m", messages=ASK), chunks)
+    assert chunks  # what came before the error still came
+
+
+async def _collect(stream: AsyncIterator[dict[str, Any]], into: list[dict[str, Any]]) -> None:
+    async for chunk in stream:
+        into.append(chunk)

@@ -157,14 +157,22 @@ class Overdrive:
         return self._payload(await self.request(call))
 
     async def stream_chat(self, **request: Any) -> AsyncIterator[dict[str, Any]]:
-        """A streamed chat completion: yields each ``chat.completion.chunk`` as it arrives."""
+        """A streamed chat completion: yields each ``chat.completion.chunk`` as it arrives.
+
+        An error event in the stream raises :class:`UpstreamProtocolError`.
+        """
         reply = await self.open_stream(chat_call({**request, "stream": True}))
         try:
             if reply.status != 200:
                 raise UpstreamStatusError(reply.upstream, reply.status, await reply.aread())
             async for line in sse_lines(reply):
                 if line.startswith("data: ") and line != "data: [DONE]":
-                    yield loads(line[6:])
+                    event = loads(line[6:])
+                    if isinstance(event, dict) and event.get("error") is not None:
+                        # An error mid-stream is the upstream failing, not a chunk to use.
+                        detail = str(event["error"])[:200]
+                        raise UpstreamProtocolError(reply.upstream, f"stream error: {detail}")
+                    yield event
         finally:
             await reply.aclose()
 
