@@ -46,7 +46,7 @@ from .upstream import (
     replay,
     sse_lines,
 )
-from .upstream._chat_sse import chat_stream_complete
+from .upstream._chat_sse import chat_stream_complete, is_error_event
 
 __all__ = ["Overdrive", "Result"]
 
@@ -168,9 +168,9 @@ class Overdrive:
             async for line in sse_lines(reply):
                 if line.startswith("data: ") and line != "data: [DONE]":
                     event = loads(line[6:])
-                    if isinstance(event, dict) and event.get("error") is not None:
+                    if is_error_event(event):
                         # An error mid-stream is the upstream failing, not a chunk to use.
-                        detail = str(event["error"])[:200]
+                        detail = str(event.get("error") or event)[:200]
                         raise UpstreamProtocolError(reply.upstream, f"stream error: {detail}")
                     yield event
         finally:

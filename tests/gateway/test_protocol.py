@@ -591,6 +591,25 @@ async def test_a_full_write_buffer_stops_reading_and_answering(
     assert conn.transport.reading
 
 
+async def test_a_pipelining_client_that_takes_nothing_is_dropped_after_the_idle_timeout(
+    clock_loop: tuple[FakeClock, SteppedLoop],
+) -> None:
+    clock, loop = clock_loop
+    conn = Connection(EchoApp(), loop)
+    conn.send(post("/1", b""))
+    await conn.settle()
+    conn.protocol.pause_writing()  # the client takes none of its answers
+    conn.send(post("/2", b"") + post("/3", b""))
+    await conn.settle()
+    clock.advance(conn.protocol._limits.stream_idle_timeout - 1)
+    loop.fire_due()
+    assert not conn.transport.aborted
+    clock.advance(1)
+    loop.fire_due()
+    assert conn.transport.aborted  # dropped, its unread answers with it
+    assert len(conn.answers()) == 1  # nothing more was answered into the full buffer
+
+
 async def test_a_stream_whose_reader_takes_nothing_is_dropped_after_the_idle_timeout(
     clock_loop: tuple[FakeClock, SteppedLoop],
 ) -> None:

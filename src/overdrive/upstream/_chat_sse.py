@@ -23,7 +23,7 @@ from typing import Any
 
 from .._json import JSONDecodeError, loads
 
-__all__ = ["chat_stream_complete"]
+__all__ = ["chat_stream_complete", "is_error_event"]
 
 _DONE = b"[DONE]"
 _LINE_ENDS = (b"\n", b"\r")
@@ -77,6 +77,11 @@ def _reports_error(data: bytes) -> bool:
         payload: Any = loads(data)
     except JSONDecodeError:
         return True  # unreadable, and about an error: not worth replaying
+    return is_error_event(payload)
+
+
+def is_error_event(payload: Any) -> bool:
+    """Whether one parsed ``data:`` payload reports an error instead of a chunk."""
     if not isinstance(payload, dict):
         return False
     return payload.get("error") is not None or payload.get("object") == "error"

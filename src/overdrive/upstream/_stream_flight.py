@@ -14,11 +14,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mappin
 from dataclasses import dataclass, field
 
 from .._clock import Clock
-from .._errors import UpstreamProtocolError
 from ..flow import SharedStream, StreamReader
 from ..flow._shared_stream import DEFAULT_BUFFER_BYTES, DEFAULT_IDLE_TIMEOUT
 from ._dispatch import Exchange
-from ._wire_response import UpstreamResponse
+from ._upstream import read_within
+from ._wire import AnswerBounds
 
 __all__ = ["StreamFlight", "StreamReply", "replay", "sse_lines"]
 
@@ -161,10 +161,10 @@ class StreamFlight:
         response = exchange.response
         headers = dict(response.headers)
         name = exchange.upstream.name
-        limit = exchange.upstream.config.max_response_bytes
+        bounds = exchange.upstream.bounds
         if response.status_code != 200:
             try:
-                body = await _read_within(response, limit, name)
+                body = await read_within(response, bounds)
             finally:
                 await exchange.aclose()
             chunks = [body] if body else []
@@ -182,7 +182,7 @@ class StreamFlight:
                 await store(name, kept)
 
         # Decoded: we relay no content-encoding.
-        source = _counted(response.aiter_bytes(), limit, name, tally)
+        source = _counted(response.aiter_bytes(), bounds, tally)
         shared = SharedStream(
             source,
             close,
@@ -216,35 +216,17 @@ class _Tally:
 
 
 async def _counted(
-    body: AsyncIterator[bytes], limit: int, upstream: str, tally: _Tally
+    body: AsyncIterator[bytes], bounds: AnswerBounds, tally: _Tally
 ) -> AsyncIterator[bytes]:
-    """``body`` as it comes, cut with an error once it passes ``limit`` bytes."""
+    """``body`` as it comes, cut with an error once it passes the upstream's body bound."""
     async for chunk in body:
         tally.size += len(chunk)
-        if tally.size > limit:
-            raise _too_big(upstream, limit)
+        if tally.size > bounds.body_bytes:
+            raise bounds.body_error()
         # Server-sent data events, the closing [DONE] left out (a split "data:" is missed).
         tally.events += chunk.count(b"data:") - chunk.count(b"data: [DONE]")
         yield chunk
     tally.ended = True
-
-
-async def _read_within(response: UpstreamResponse, limit: int, upstream: str) -> bytes:
-    """A whole (error) body, refused once it passes ``limit`` bytes."""
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > limit:
-            raise _too_big(upstream, limit)
-        parts.append(chunk)
-    return b"".join(parts)
-
-
-def _too_big(upstream: str, limit: int) -> UpstreamProtocolError:
-    return UpstreamProtocolError(
-        upstream, f"streamed body over its max_response_bytes ({limit} bytes); cut off"
-    )
 
 
 def _nothing() -> None:

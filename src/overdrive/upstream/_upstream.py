@@ -248,6 +248,11 @@ async def bounded_body(response: httpx.Response, bounds: AnswerBounds) -> bytes:
         bounds.head_bytes
     ):
         raise bounds.head_error()
+    return await read_within(response, bounds)
+
+
+async def read_within(response: UpstreamResponse, bounds: AnswerBounds) -> bytes:
+    """A whole body, refused (:meth:`AnswerBounds.body_error`) once over ``bounds``."""
     chunks: list[bytes] = []
     left = bounds.body_bytes
     async for chunk in response.aiter_bytes():
