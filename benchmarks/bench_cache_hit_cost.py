@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 
 import cachetools
 
-from overdrive.cache import cached
+from overdrive.doors import cached
 
 
 def sync_contenders() -> dict[str, Callable[[int], int]]:

@@ -35,9 +35,9 @@ import uvloop
 from _gateway_load import MAX_TOKENS, MODEL
 from _sim_process import SimProcess, zero_latency_sim
 from overdrive._calls import chat_call
+from overdrive.doors._answer import answer
 from overdrive.engine import Overdrive
 from overdrive.gateway._app import _GC_THRESHOLDS
-from overdrive.upstream._door import answer
 
 Send = Callable[[bytes], Awaitable[None]]
 WAYS = ("wire", "engine", "door")

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from overdrive import Overdrive, UpstreamProtocolError
 from overdrive._calls import chat_call
+from overdrive.coalesce import StreamReply
 from overdrive.sim import SimConfig, SimServer
-from overdrive.upstream import StreamReply
 from overdrive.upstream._chat_sse import chat_stream_complete
 from tests.stream_upstream import DONE, StreamUpstream, chat_chunk, sse
 

@@ -42,8 +42,8 @@ from ._errors import (
     UpstreamStatusError,
     UpstreamUnavailableError,
 )
-from .cache import cached
 from .config import CacheConfig, Config, RetryConfig, UpstreamConfig, load_config
+from .doors import cached
 from .engine import Overdrive, Result
 from .flow import Batcher, batched
 from .monitor import Alerts, Measure, Metrics, WebhookSink, measure, metrics_text

@@ -25,27 +25,20 @@ from ._errors import (
     UpstreamStatusError,
 )
 from ._json import JSONDecodeError, loads
-from .cache import TieredCache, cached, request_key
+from .cache import TieredCache, request_key
 from .cache._build import build_cache
+from .coalesce import Coalescer, StreamFlight, StreamReply, replay, sse_lines
 from .config import Config, load_config
 from .distribute import DistributedRun, TaskFn, distribute
-from .flow import Backoff, Coalescer, EmbeddingBatches
+from .doors import cached
+from .flow import Backoff, EmbeddingBatches
 from .monitor import Histogram, Measure, Metrics, TierFaults, prometheus_text
 from .optimize import Analysis, CacheTTL, analyse, engine_tunables
 from .optimize._engine_knobs import CacheSwitch
 from .optimize._loop import Optimizer
 from .resources import ResourceManager
 from .route import Router
-from .upstream import (
-    Dispatcher,
-    Exchange,
-    StreamFlight,
-    StreamReply,
-    Upstream,
-    limiters_for,
-    replay,
-    sse_lines,
-)
+from .upstream import Dispatcher, Exchange, Upstream, limiters_for
 from .upstream._chat_sse import chat_stream_complete, is_error_event
 
 __all__ = ["Overdrive", "Result"]
@@ -208,7 +201,7 @@ class Overdrive:
         works unchanged: calls are routed by ``model`` to the configured
         upstreams whatever host the client names; other paths pass through.
         """
-        from .upstream import EngineTransport
+        from .doors import EngineTransport
 
         options.setdefault("timeout", None)
         return httpx.AsyncClient(transport=EngineTransport(self), **options)

@@ -14,10 +14,10 @@ import httpx
 import orjson
 import pytest
 
+from overdrive.doors._answer import Answer
 from overdrive.gateway import GatewayApp, GatewayServer, _access_log, hash_key
 from overdrive.gateway._access_log import AccessLog, AccessLogHandler
 from overdrive.sim import SimConfig, SimServer
-from overdrive.upstream._door import Answer
 
 SECRET = "sk-team-a-5f1c0e"
 AUTH = {"authorization": f"Bearer {SECRET}"}

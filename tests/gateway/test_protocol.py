@@ -10,9 +10,9 @@ import orjson
 import pytest
 
 from overdrive import FakeClock
+from overdrive.doors._answer import Answer
 from overdrive.gateway import GatewayApp, GatewayServer
 from overdrive.gateway._protocol import GatewayProtocol, gateway_app
-from overdrive.upstream._door import Answer
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ from overdrive._calls import Call
 from overdrive._clock import SystemClock
 from overdrive._json import dumps, loads
 from overdrive.config import GatewayKey
+from overdrive.doors._answer import PRIORITY_HEADER, answer
 from overdrive.gateway import GatewayApp, GatewayServer, Tenant, hash_key
 from overdrive.sim import SimConfig, SimServer
-from overdrive.upstream._door import PRIORITY_HEADER, answer
 
 BODY = dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
 

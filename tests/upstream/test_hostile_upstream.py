@@ -32,8 +32,8 @@ import uvloop
 
 from overdrive import Overdrive, UpstreamProtocolError
 from overdrive._calls import Result, chat_call
+from overdrive.coalesce._stream_flight import sse_lines
 from overdrive.upstream._httpx_guard import guarded_transport
-from overdrive.upstream._stream_flight import sse_lines
 from overdrive.upstream._upstream import _guarded
 from overdrive.upstream._wire import WirePool
 

@@ -14,7 +14,7 @@ import pytest
 
 from overdrive import FakeClock, Overdrive, SlowReaderError, UpstreamProtocolError
 from overdrive._calls import chat_call
-from overdrive.upstream import StreamReply
+from overdrive.coalesce import StreamReply
 from tests.stream_upstream import DONE, StreamUpstream, chat_chunk
 
 KB = 1024

@@ -1,11 +1,10 @@
-"""Flow control: pacing, coalescing, micro-batching and retries."""
+"""Flow control: pacing (GCRA), concurrency, the admission queue, micro-batching and retries."""
 
 from __future__ import annotations
 
 from ._admission import AdmissionQueue, settled_within
 from ._batch import BatchedFunction, Batcher, BatchStats, batched
 from ._budget import RetryBudget
-from ._coalesce import Coalescer
 from ._concurrency import AdaptiveLimit, ConcurrencyLimit, FixedLimit, Outcome, Permit
 from ._embedding_batches import EmbeddingBatches
 from ._feedback import RateLimitHeaders, apply_feedback, parse_reset
@@ -14,8 +13,6 @@ from ._limiter import Limiter, LimitSpec
 from ._ratelimit import GCRA, LocalLimiter
 from ._redis_limiter import RedisLimiter
 from ._retry import RETRYABLE_STATUSES, Backoff, retry_after
-from ._shared_stream import SharedStream, StreamReader
-from ._threadflight import ThreadFlight
 
 __all__ = [
     "GCRA",
@@ -26,7 +23,6 @@ __all__ = [
     "BatchStats",
     "BatchedFunction",
     "Batcher",
-    "Coalescer",
     "ConcurrencyLimit",
     "EmbeddingBatches",
     "FixedLimit",
@@ -39,9 +35,6 @@ __all__ = [
     "RateLimitHeaders",
     "RedisLimiter",
     "RetryBudget",
-    "SharedStream",
-    "StreamReader",
-    "ThreadFlight",
     "apply_feedback",
     "batched",
     "parse_reset",

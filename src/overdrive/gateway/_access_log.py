@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Literal, TextIO
 from .._json import dumps
 
 if TYPE_CHECKING:
-    from ..upstream._door import Answer
+    from ..doors._answer import Answer
 
 __all__ = ["ACCESS_LOGGER", "AccessLog", "AccessLogHandler"]
 

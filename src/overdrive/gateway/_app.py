@@ -2,7 +2,7 @@
 
 No framework: one dict lookup routes a request, and the OpenAI calls go
 through the same door code as the in-process httpx transport
-(:mod:`overdrive.upstream._door`), so both doors behave alike.
+(:mod:`overdrive.doors._answer`), so both doors behave alike.
 """
 
 from __future__ import annotations
@@ -22,17 +22,17 @@ from .._clock import SystemClock
 from .._errors import ConfigError, OverdriveError
 from .._json import dumps
 from ..config import GatewayConfig
+from ..doors._answer import REQUEST_HEADERS, Answer, answer, error_answer
 from ..monitor import CONTENT_TYPE as METRICS_TYPE
 from ..monitor import Counter
-from ..upstream._door import REQUEST_HEADERS, Answer, answer, error_answer
 from ._access_log import AccessLog
 from ._openapi import openapi_document
 from ._tenants import Tenant, Tenants
 
 if TYPE_CHECKING:
+    from ..coalesce import StreamReply
     from ..config import Config
     from ..engine import Overdrive
-    from ..upstream import StreamReply
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",

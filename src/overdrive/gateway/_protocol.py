@@ -68,14 +68,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 
-from ..upstream._door import Answer, error_answer
+from ..doors._answer import Answer, error_answer
 from ._app import DOOR_HEADERS, GatewayApp, log_broken_stream
 
 if TYPE_CHECKING:
     import uvicorn
     from uvicorn.server import ServerState
 
-    from ..upstream import StreamReply
+    from ..coalesce import StreamReply
 
 __all__ = ["GatewayProtocol"]
 

@@ -6,7 +6,8 @@ from typing import Any
 import pytest
 
 from overdrive import FakeClock, RequestError
-from overdrive.cache import MemoryCache, TieredCache, cached
+from overdrive.cache import MemoryCache, TieredCache
+from overdrive.doors import cached
 
 
 def test_sync_function_hits_after_first_call(clock: FakeClock) -> None:

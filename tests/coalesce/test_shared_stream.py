@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from overdrive import FakeClock, SlowReaderError
-from overdrive.flow import SharedStream
+from overdrive.coalesce import SharedStream
 
 
 class Source:

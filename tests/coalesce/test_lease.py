@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from overdrive import FakeClock
-from overdrive.cache._lease import RedisLease
+from overdrive.coalesce._lease import RedisLease
 from tests.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -209,7 +209,7 @@ _CHILD = """
 import asyncio, sys
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from overdrive.cache._lease import RedisLease
+from overdrive.coalesce._lease import RedisLease
 
 async def main(url):
     client = Redis.from_url(url)

@@ -32,8 +32,8 @@ from .._errors import (
 from .._json import JSONDecodeError, dumps, loads
 
 if TYPE_CHECKING:
+    from ..coalesce import StreamReply
     from ..engine import Overdrive
-    from ._stream_flight import StreamReply
 
 __all__ = [
     "PRIORITY_HEADER",

@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from overdrive import FakeClock, Overdrive
-from overdrive.upstream import EngineTransport
+from overdrive.doors import EngineTransport
 from tests.fakes import FakeServer, FakeUpstream, engine, finish, io_turns, refusing_url
 
 HELLO: Any = [{"role": "user", "content": "hello"}]

@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from ._door import Answer, answer, error_answer, models_payload, route
+from ._answer import Answer, answer, error_answer, models_payload, route
 
 if TYPE_CHECKING:
+    from ..coalesce import StreamReply
     from ..engine import Overdrive
-    from ._stream_flight import StreamReply
 
 __all__ = ["EngineTransport", "error_response", "models_payload"]
 

@@ -14,11 +14,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mappin
 from dataclasses import dataclass, field
 
 from .._clock import Clock
-from ..flow import SharedStream, StreamReader
-from ..flow._shared_stream import DEFAULT_BUFFER_BYTES, DEFAULT_IDLE_TIMEOUT
-from ._dispatch import Exchange
-from ._upstream import read_within
-from ._wire import AnswerBounds
+from ..upstream._dispatch import Exchange
+from ..upstream._upstream import read_within
+from ..upstream._wire import AnswerBounds
+from ._shared_stream import DEFAULT_BUFFER_BYTES, DEFAULT_IDLE_TIMEOUT, SharedStream, StreamReader
 
 __all__ = ["StreamFlight", "StreamReply", "replay", "sse_lines"]
 

@@ -30,7 +30,7 @@ from redis.asyncio.client import PubSub
 
 from .._clock import Clock, SystemClock
 from .._errors import CacheError
-from ._redis import Breaker, connect, namespace_prefix, safe_url
+from ..cache._redis import Breaker, connect, namespace_prefix, safe_url
 
 __all__ = ["RedisLease"]
 

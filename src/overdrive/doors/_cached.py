@@ -26,9 +26,9 @@ from typing import Any, Generic, ParamSpec, TypeVar, cast
 from .._errors import RequestError
 from .._json import dumps_canonical
 from .._units import parse_bytes, parse_duration
-from ..flow import Coalescer, ThreadFlight
-from ._memory import CachedItem, MemoryCache
-from ._tiered import TieredCache
+from ..cache._memory import CachedItem, MemoryCache
+from ..cache._tiered import TieredCache
+from ..coalesce import Coalescer, ThreadFlight
 
 __all__ = ["CacheInfo", "cached"]
 

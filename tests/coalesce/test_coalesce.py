@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from overdrive.flow import Coalescer
+from overdrive.coalesce import Coalescer
 
 
 async def test_concurrent_identical_calls_run_once() -> None:
