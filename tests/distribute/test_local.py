@@ -230,7 +230,7 @@ async def test_without_an_engine_the_config_builds_one() -> None:
         engines.append(od)
         return od.models()[0]
 
-    values = await distribute(task, range(3), config=IDLE_CONFIG).values()
+    values = await distribute(task, range(3), config=IDLE_CONFIG, build=Overdrive).values()
     assert values == [CHAT] * 3
     assert len(set(map(id, engines))) == 1  # one engine shared by every task
 
@@ -247,7 +247,7 @@ async def test_a_custom_backend_plugs_in(od: Overdrive) -> None:
     class Tripling(Backend):
         name = "tripling"
 
-        async def start(self, engine: Any, config: Any, concurrency: int) -> None:
+        async def start(self, engine: Any, config: Any, concurrency: int, build: Any) -> None:
             return None
 
         async def attempt(self, packed: Any, item: Any) -> Any:
@@ -323,3 +323,12 @@ async def test_agent_tasks_share_the_engine_cache(sim: SimServer) -> None:
     assert len(set(answers)) == 3
     assert answers[:3] * 10 == answers
     assert sim.stats()["requests"]["/v1/chat/completions"] == 3
+
+
+async def test_without_an_engine_or_its_class_the_run_says_what_to_pass() -> None:
+    async def task(od: Overdrive, item: int) -> int:
+        return item
+
+    with pytest.raises(RequestError, match="build=Overdrive") as raised:
+        await distribute(task, range(2), config=IDLE_CONFIG).values()
+    assert raised.value.field == "build"

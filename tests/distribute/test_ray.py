@@ -103,7 +103,9 @@ async def test_hundreds_of_agent_tasks_survive_a_worker_crash(
 ) -> None:
     task = dies_once(tmp_path / "died", victim=7)
     config = engine_config(sim)
-    run = distribute(task, range(120), backend=backend, config=config, concurrency=24)
+    run = distribute(
+        task, range(120), backend=backend, config=config, build=Overdrive, concurrency=24
+    )
     results = await run.results()
 
     assert [r.index for r in results] == list(range(120))
@@ -127,7 +129,7 @@ async def test_task_errors_come_back_unwrapped_after_retries(
         return item
 
     config = engine_config(sim)
-    run = distribute(task, range(4), backend=backend, config=config, backoff=0)
+    run = distribute(task, range(4), backend=backend, config=config, build=Overdrive, backoff=0)
     failed, flaky, *rest = await run.results()
     assert type(failed.error) is LookupError  # the task's own error, not Ray's wrapper
     assert failed.attempts == 3
@@ -153,7 +155,9 @@ async def test_leaving_early_cancels_the_remote_tasks(
     config = engine_config(sim)
     # Exactly as many items as slots: none is sent while the run is being left.
     # (Ray may lose a cancel that overtakes an actor task not yet started.)
-    async with distribute(task, range(4), backend=backend, config=config, concurrency=4) as run:
+    async with distribute(
+        task, range(4), backend=backend, config=config, build=Overdrive, concurrency=4
+    ) as run:
         assert (await anext(run)).index == 0
         # Leave once the others are surely running on the actors (a cold Ray
         # may take a while to start them).
@@ -182,7 +186,9 @@ async def test_workers_share_cache_through_redis(
     sim.reset()
     config = engine_config(sim, redis_url=redis_server.url)
     items = range(100)
-    run = distribute(agent, items, backend=RayBackend(workers=2), config=config, concurrency=20)
+    run = distribute(
+        agent, items, backend=RayBackend(workers=2), config=config, build=Overdrive, concurrency=20
+    )
     values = await run.values()
 
     assert values == [expected[i % TOPICS] for i in items]

@@ -35,7 +35,7 @@ def build_cache(
         tiers.append(DiskTier(config.disk, namespace=namespace))
     redis_url = config.redis_url or shared_redis
     if redis_url:
-        from ..coalesce._lease import RedisLease
+        from ..coalesce import RedisLease
         from ._redis import RedisTier
 
         tiers.append(RedisTier(redis_url, namespace=namespace))

@@ -29,7 +29,7 @@ from ._memory import MemoryCache
 from ._tier import Entry, Tier
 
 if TYPE_CHECKING:
-    from ..coalesce._lease import RedisLease
+    from ..coalesce import RedisLease
 
 T = TypeVar("T")
 # Told of every tier failure (tier name, op, the error): metrics and the log listen.

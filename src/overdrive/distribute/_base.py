@@ -8,7 +8,7 @@ is a few lines. An in-process backend that runs every task on one engine::
     class Inline(Backend):
         name = "inline"
 
-        async def start(self, engine, config, concurrency):
+        async def start(self, engine, config, concurrency, build):
             self.engine = engine
 
         async def attempt(self, packed, item):
@@ -22,19 +22,39 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeAlias, TypeVar
 
 if TYPE_CHECKING:
     from ..config import Config
-    from ..engine import Overdrive
+    from ..monitor import Metrics
 
-__all__ = ["Backend", "TaskFn"]
+__all__ = ["Backend", "Build", "Engine", "TaskFn"]
 
 T = TypeVar("T")
 R = TypeVar("R")
 
+
+class Engine(Protocol):
+    """What a run needs of an engine (:class:`~overdrive.Overdrive` is one).
+
+    This package sits below the engine (``od.distribute`` hands it the engine
+    and its class), so it knows an engine only by this protocol.
+    """
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    async def aclose(self) -> None: ...
+
+
+#: How a worker builds its own engine from the run's config: the engine's class.
+Build: TypeAlias = Callable[["Config"], Engine]
+
 #: An agent task: ``async def task(od, item) -> result``, run on an engine.
-TaskFn: TypeAlias = Callable[["Overdrive", T], Awaitable[R]]
+TaskFn: TypeAlias = Callable[[Any, T], Awaitable[R]]
 
 
 class Backend(ABC):
@@ -50,15 +70,18 @@ class Backend(ABC):
 
     name: ClassVar[str] = "backend"
 
-    def check(self, engine: Overdrive | None, config: Config | None) -> None:
+    def check(self, engine: Engine | None, config: Config | None) -> None:
         """Raise :class:`~overdrive.RequestError` now if a run could not start."""
         return None  # anything goes, unless a backend says otherwise
 
     @abstractmethod
     async def start(
-        self, engine: Overdrive | None, config: Config | None, concurrency: int
+        self, engine: Engine | None, config: Config | None, concurrency: int, build: Build | None
     ) -> None:
-        """Connect and start workers for up to ``concurrency`` attempts at once."""
+        """Connect and start workers for up to ``concurrency`` attempts at once.
+
+        A worker without ``engine`` builds its own with ``build(config)``.
+        """
 
     def pack(self, fn: TaskFn[Any, Any]) -> Any:
         """What :meth:`attempt` receives as the task: a cluster ships ``fn`` once here."""

@@ -9,9 +9,11 @@ from ._base import Backend
 
 if TYPE_CHECKING:
     from ..config import Config
-    from ..engine import Overdrive
+    from ._base import Build, Engine
 
 __all__ = ["LocalBackend"]
+
+_BUILD_HINT = "without engine=, pass the engine class to build from the config: build=Overdrive"
 
 
 class LocalBackend(Backend):
@@ -32,10 +34,10 @@ class LocalBackend(Backend):
     name: ClassVar[str] = "local"
 
     def __init__(self) -> None:
-        self._engine: Overdrive | None = None
+        self._engine: Engine | None = None
         self._owned = False
 
-    def check(self, engine: Overdrive | None, config: Config | None) -> None:
+    def check(self, engine: Engine | None, config: Config | None) -> None:
         if engine is None and config is None and self._engine is None:
             raise RequestError(
                 "engine",
@@ -44,14 +46,14 @@ class LocalBackend(Backend):
             )
 
     async def start(
-        self, engine: Overdrive | None, config: Config | None, concurrency: int
+        self, engine: Engine | None, config: Config | None, concurrency: int, build: Build | None
     ) -> None:
         if engine is not None and not self._owned:
             self._engine = engine
         elif self._engine is None and config is not None:
-            from ..engine import Overdrive  # the engine imports this package
-
-            self._engine = Overdrive(config)
+            if build is None:
+                raise RequestError("build", _BUILD_HINT)
+            self._engine = build(config)
             self._owned = True
         self.check(self._engine, None)
 

@@ -1,8 +1,9 @@
 """The Ray backend: tasks on Ray async actors, each actor running its own engine.
 
 Ray is imported only when this backend starts, so ``import overdrive`` never
-loads it. Each actor builds one :class:`~overdrive.Overdrive` from the run's
-config and runs up to ``per_worker`` tasks on it at once. With a top-level
+loads it. Each actor builds one engine (the run's ``build``: the driver's
+engine class, :class:`~overdrive.Overdrive`) from the run's config and runs
+up to ``per_worker`` tasks on it at once. With a top-level
 ``redis_url`` in that config, the engines of all actors share the L2 cache,
 coalescing leases and rate limits through Redis, so the cluster as a whole
 keeps an upstream's limits and calls it once per distinct prompt.
@@ -27,7 +28,7 @@ from ._base import Backend
 
 if TYPE_CHECKING:
     from ..config import Config
-    from ..engine import Overdrive
+    from ._base import Build, Engine
 
 __all__ = ["RayBackend"]
 
@@ -39,10 +40,8 @@ _CLOSE_TIMEOUT = 10.0
 class _Worker:
     """The body of one Ray actor: an engine, and tasks awaited on it concurrently."""
 
-    def __init__(self, config: Config) -> None:
-        from ..engine import Overdrive
-
-        self._engine = Overdrive(config)
+    def __init__(self, config: Config, build: Build) -> None:
+        self._engine = build(config)
 
     async def run(self, fn: Any, item: Any) -> Any:
         return await fn(self._engine, item)
@@ -114,7 +113,7 @@ class RayBackend(Backend):
         self._slots: list[_Slot] = []
         self._next = 0
 
-    def check(self, engine: Overdrive | None, config: Config | None) -> None:
+    def check(self, engine: Engine | None, config: Config | None) -> None:
         if config is None and not self._slots:
             raise RequestError(
                 "config",
@@ -123,11 +122,13 @@ class RayBackend(Backend):
             )
 
     async def start(
-        self, engine: Overdrive | None, config: Config | None, concurrency: int
+        self, engine: Engine | None, config: Config | None, concurrency: int, build: Build | None
     ) -> None:
         if self._slots:
             return
         self.check(engine, config)
+        if build is None:
+            raise RequestError("build", "ray workers need the engine class to build: build=")
         ray = self._connect()
         workers = self._workers or _cluster_cpus(ray, concurrency)
         per_worker = self._per_worker or math.ceil(concurrency / workers)
@@ -144,7 +145,7 @@ class RayBackend(Backend):
             **self._actor_options,
         }
         actor_class = ray.remote(**options)(_Worker)
-        self._slots = [_Slot(actor_class.remote(config)) for _ in range(workers)]
+        self._slots = [_Slot(actor_class.remote(config, build)) for _ in range(workers)]
 
     def _connect(self) -> Any:
         ray = self._ray = importlib.import_module("ray")

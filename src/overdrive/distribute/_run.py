@@ -8,18 +8,15 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
+from typing import Any, Generic, Literal, TypeVar, cast
 
 from .._clock import Clock, SystemClock
 from .._errors import RequestError
 from ..config import Config, load_config
 from ..flow import Backoff
 from ..monitor import Metrics
-from ._base import Backend, TaskFn
+from ._base import Backend, Build, Engine, TaskFn
 from ._local import LocalBackend
-
-if TYPE_CHECKING:
-    from ..engine import Overdrive
 
 __all__ = ["DistributedRun", "TaskResult", "distribute"]
 
@@ -87,6 +84,7 @@ class DistributedRun(Generic[T, R]):
     __slots__ = (
         "_backend",
         "_backoff",
+        "_build",
         "_clock",
         "_concurrency",
         "_config",
@@ -113,7 +111,8 @@ class DistributedRun(Generic[T, R]):
         *,
         backend: Backend,
         owns_backend: bool,
-        engine: Overdrive | None,
+        engine: Engine | None,
+        build: Build | None,
         config: Config | None,
         concurrency: int,
         retries: int,
@@ -127,6 +126,7 @@ class DistributedRun(Generic[T, R]):
         self._backend = backend
         self._owns_backend = owns_backend
         self._engine = engine
+        self._build = build
         self._config = config
         self._concurrency = concurrency
         self._retries = retries
@@ -200,7 +200,7 @@ class DistributedRun(Generic[T, R]):
     async def _start(self) -> None:
         self._state = "running"
         try:
-            await self._backend.start(self._engine, self._config, self._concurrency)
+            await self._backend.start(self._engine, self._config, self._concurrency, self._build)
             packed = self._backend.pack(self._fn)
         except BaseException:
             await self.aclose()
@@ -322,7 +322,8 @@ def distribute(
     fn: TaskFn[T, R],
     items: Iterable[T],
     *,
-    engine: Overdrive | None = None,
+    engine: Engine | None = None,
+    build: Build | None = None,
     backend: BackendName | Backend = "local",
     concurrency: int = 16,
     retries: int = 2,
@@ -355,7 +356,9 @@ def distribute(
     each build an engine from ``config`` (default: ``engine.config``); give the
     config a ``redis_url`` so they share cache and limits. Pass a
     :class:`RayBackend` for its options (cluster address, workers) or to keep
-    its actors across runs.
+    its actors across runs. Workers without ``engine`` build their own with
+    ``build(config)``: the engine's class, which ``od.distribute`` passes (a
+    direct call passes ``build=Overdrive``).
     """
     _check_options(fn, items, concurrency, retries, backoff)
     chosen, owned = _backend(backend)
@@ -363,12 +366,15 @@ def distribute(
     if resolved is None and engine is not None:
         resolved = engine.config
     chosen.check(engine, resolved)
+    if build is None and engine is not None:
+        build = type(engine)
     return DistributedRun(
         fn,
         items,
         backend=chosen,
         owns_backend=owned,
         engine=engine,
+        build=build,
         config=resolved,
         concurrency=concurrency,
         retries=retries,
