@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from overdrive import FakeClock
+from overdrive.testing import FakeClock
 from tests.redis_server import RedisServer
 
 

@@ -18,26 +18,30 @@ import contextlib
 import inspect
 import json
 import socket
+import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import Any, Self, TypeVar
 
 import httptools
 import httpx
 
-from overdrive import FakeClock, Overdrive
+from overdrive import Overdrive
+from overdrive.testing import FakeClock
 
 Responder = Callable[[httpx.Request], httpx.Response]
 # What a server answers a request with; it may wait (on a gate, on the fake clock) first.
 Handler = Callable[[httpx.Request], "Awaitable[httpx.Response] | httpx.Response"]
+# What a raw-socket server does with one connection.
+Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 T = TypeVar("T")
 
 # Loop turns to give sockets between two steps of the fake clock. Loopback
 # delivers a write to the peer within the send call, so each hop of an
 # exchange (connect, accept, request, answer, the client taking it) costs a
-# turn, not real time: a call on a fresh connection takes about 15 turns
-# through the wire client, a stream or probe through httpx about 18
+# turn, not real time: a call on a fresh connection takes about 16 turns
+# through the wire client, a probe through httpx 18 and a stream 21
 # (tests/test_fakes.py holds them to this bound). Fake time that passed while
 # bytes were on their way would show up as upstream latency; an exchange that
 # needs a few turns more only spills into the next 10 ms step. Every turn
@@ -47,6 +51,9 @@ IO_TURNS = 24
 # broken engine fails the test instead of hanging it.
 _PATIENCE = 10.0
 _NO_BODY = frozenset({204, 304})
+_READ_BYTES = 64 * 1024
+# A request head longer than this is not one an overdrive client sends.
+_MAX_REQUEST_HEAD = 64 * 1024
 _STEP = 0.01  # seconds of fake time per step
 
 
@@ -109,7 +116,142 @@ def refusing_url() -> Iterator[str]:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
 
 
-class FakeServer:
+class SocketServer:
+    """A TCP server on 127.0.0.1 (HTTPS given ``tls``) that runs :meth:`serve` per connection.
+
+    The one base of the raw-socket fakes: it accepts, counts the connections
+    (``connections`` accepted, ``open_sockets`` not closed yet), runs each
+    one's :meth:`serve` as a task of its own and closes the socket once that
+    returns (after what it wrote is sent). A client that leaves ends its
+    connection quietly: ``ConnectionError`` or a read cut short is no error.
+    Leaving ``async with`` cancels every connection still served and waits
+    for it, so no socket outlives the test's loop. Subclasses override
+    :meth:`serve`, or pass a ``serve`` function::
+
+        async def hello(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+
+        async with SocketServer(hello) as server:
+            ...  # point a client at server.url
+    """
+
+    def __init__(self, serve: Serve | None = None, *, tls: ssl.SSLContext | None = None) -> None:
+        self._serve = serve
+        self._tls = tls
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._changed = asyncio.Event()  # set as a connection closes
+        self.connections = 0
+        self.open_sockets = 0
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "use the server in `async with`"
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    @property
+    def origin(self) -> str:
+        return f"{'https' if self._tls else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The base URL to configure an upstream with."""
+        return f"{self.origin}/v1"
+
+    @property
+    def base_url(self) -> str:
+        """:attr:`url`, by the name of the config field it goes in."""
+        return self.url
+
+    async def __aenter__(self) -> Self:
+        self._server = await asyncio.start_server(self._accepted, "127.0.0.1", 0, ssl=self._tls)
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        assert self._server is not None
+        self._server.close()
+        for handler in list(self._handlers):
+            handler.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Converse on one connection; it is closed once this returns."""
+        if self._serve is None:
+            raise NotImplementedError("pass a serve function, or override serve")
+        await self._serve(reader, writer)
+
+    async def wait_all_closed(self) -> None:
+        """Return once every accepted connection is closed; TimeoutError if one stays open."""
+        async with asyncio.timeout(_PATIENCE):
+            while self.open_sockets:
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        self.connections += 1
+        self.open_sockets += 1
+        closing = False
+        try:
+            await self.serve(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the client left: this connection is done
+        except asyncio.CancelledError:
+            closing = True  # the server is: ending quietly spares the loop a "never retrieved"
+        finally:
+            self._handlers.discard(task)
+            await _close(writer, abort=closing)
+            self.open_sockets -= 1
+            self._changed.set()
+
+    def __repr__(self) -> str:
+        where = self.origin if self._server is not None else "not started"
+        return f"{type(self).__name__}({where}, open={self.open_sockets})"
+
+
+async def _close(writer: asyncio.StreamWriter, *, abort: bool) -> None:
+    """Close after what was written is sent; ``abort``: at once (nobody waits for the rest)."""
+    if abort:
+        writer.transport.abort()
+    else:
+        writer.close()  # a no-op after an abort or a reset
+    with contextlib.suppress(Exception):  # a reset or a TLS close the peer cut short
+        await writer.wait_closed()
+
+
+async def read_request(
+    reader: asyncio.StreamReader, max_head: int = _MAX_REQUEST_HEAD
+) -> tuple[bytes, bytes] | None:
+    """One request as sent: its head, then a body of its content-length; None at end of stream.
+
+    Raises ``asyncio.LimitOverrunError`` for a head over ``max_head`` bytes,
+    which no client under test sends.
+    """
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError:
+        return None
+    if len(head) > max_head:
+        raise asyncio.LimitOverrunError("request head too long", len(head))
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return head, await reader.readexactly(length)
+
+
+class FakeServer(SocketServer):
     """An HTTP/1.1 server on 127.0.0.1 that answers each request with what ``handler`` returns.
 
     Requests reach the handler as ``httpx.Request`` and its ``httpx.Response``
@@ -123,28 +265,11 @@ class FakeServer:
     """
 
     def __init__(self, handler: Handler) -> None:
+        super().__init__()
         self._handler = handler
-        self._server: asyncio.Server | None = None
-        self._connections: set[_ServerConnection] = set()
         self._answering: set[asyncio.Task[None]] = set()
         self.errors: list[BaseException] = []
         self.requests: list[httpx.Request] = []  # every one received, in order
-        self.connections = 0  # accepted so far
-
-    @property
-    def origin(self) -> str:
-        assert self._server is not None, "use the server in `async with`"
-        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
-
-    @property
-    def url(self) -> str:
-        """The base URL to configure an upstream with."""
-        return f"{self.origin}/v1"
-
-    async def __aenter__(self) -> FakeServer:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _ServerConnection(self), "127.0.0.1", 0)
-        return self
 
     async def __aexit__(
         self,
@@ -152,19 +277,21 @@ class FakeServer:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        assert self._server is not None
-        self._server.close()
-        connections = list(self._connections)
-        for connection in connections:
-            connection.abort()
-        # Awaited, so no socket outlives the test's loop (an unclosed one would warn).
-        await asyncio.gather(*(c.closed for c in connections))
+        await super().__aexit__(kind, error, traceback)
         for task in self._answering:  # their connections are gone; never wait on their work
             task.cancel()
         await asyncio.gather(*self._answering, return_exceptions=True)
-        await self._server.wait_closed()
         if self.errors and error is None:
             raise self.errors[0]
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Read while the requests read so far are answered, until the client closes."""
+        connection = _ServerConnection(self, writer)
+        try:
+            while data := await reader.read(_READ_BYTES):
+                connection.feed(data)
+        finally:
+            connection.lost()
 
     async def settled(self) -> None:
         """Wait until no request is being answered (a handler cancelled counts as done)."""
@@ -173,7 +300,7 @@ class FakeServer:
                 await asyncio.wait(set(self._answering))
 
     def _answer(self, connection: _ServerConnection) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(connection.serve())
+        task = asyncio.get_running_loop().create_task(connection.answer_all())
         self._answering.add(task)
         task.add_done_callback(self._answering.discard)
         return task
@@ -184,57 +311,29 @@ class FakeServer:
             return await answer
         return answer
 
-    def __repr__(self) -> str:
-        where = self.origin if self._server is not None else "not started"
-        return f"{type(self).__name__}({where}, open={len(self._connections)})"
 
-
-class _ServerConnection(asyncio.Protocol):
+class _ServerConnection:
     """One accepted connection: parses requests, answers them one at a time, in order."""
 
-    def __init__(self, server: FakeServer) -> None:
+    def __init__(self, server: FakeServer, writer: asyncio.StreamWriter) -> None:
         self._server = server
+        self._writer = writer
         self._parser = httptools.HttpRequestParser(self)
-        self._transport: asyncio.Transport | None = None
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
         self._pending: deque[httpx.Request] = deque()
         self._task: asyncio.Task[None] | None = None
-        self._writable: asyncio.Future[None] | None = None  # set while the client reads slowly
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    def abort(self) -> None:
-        if self._transport is not None:
-            self._transport.abort()
-
-    # asyncio.Protocol
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)
-        self._server._connections.add(self)
-        self._server.connections += 1
-
-    def data_received(self, data: bytes) -> None:
+    def feed(self, data: bytes) -> None:
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError:
-            self.abort()  # the clients under test never send this: nothing to answer
+            self._writer.transport.abort()  # the clients under test never send this
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._server._connections.discard(self)
+    def lost(self) -> None:
         if self._task is not None:
             self._task.cancel()  # the client left: so does the work on its request
-        if self._writable is not None and not self._writable.done():
-            self._writable.set_result(None)
-        self.closed.set_result(None)
-
-    def pause_writing(self) -> None:
-        self._writable = asyncio.get_running_loop().create_future()
-
-    def resume_writing(self) -> None:
-        if self._writable is not None and not self._writable.done():
-            self._writable.set_result(None)
 
     # httptools callbacks
 
@@ -261,7 +360,7 @@ class _ServerConnection(asyncio.Protocol):
 
     # answering
 
-    async def serve(self) -> None:
+    async def answer_all(self) -> None:
         """Answer the requests received so far, in order, until one closes the connection."""
         try:
             while self._pending and await self._answer(self._pending.popleft()):
@@ -275,43 +374,34 @@ class _ServerConnection(asyncio.Protocol):
             response = await self._server._respond(request)
             await self._send(response)
         except HangUp:
-            self._close()
+            self._writer.close()
+            return False
+        except ConnectionError:  # the client left while it was answered
             return False
         except Exception as exc:  # a broken handler: fail the test, not the loop
             self._server.errors.append(exc)
-            self._close()
+            self._writer.close()
             return False
         if _closes(request.headers) or _closes(response.headers):
-            self._close()
+            self._writer.close()
             return False
         return True
 
     async def _send(self, response: httpx.Response) -> None:
+        write = self._writer.write
         if response.status_code in _NO_BODY or "content-length" in response.headers:
             await response.aread()
-            self._write(_head(response) + response.content)
+            write(_head(response) + response.content)
         elif isinstance(response.stream, httpx.ByteStream):  # made with content: its length
             content = await response.aread()
-            self._write(_head(response, f"content-length: {len(content)}") + content)
+            write(_head(response, f"content-length: {len(content)}") + content)
         else:  # made with a stream: each chunk as it comes
-            self._write(_head(response, "transfer-encoding: chunked"))
+            write(_head(response, "transfer-encoding: chunked"))
             async for chunk in response.aiter_raw():
                 if chunk:
-                    self._write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                    await self._drain()
-            self._write(b"0\r\n\r\n")
-
-    def _write(self, data: bytes) -> None:
-        assert self._transport is not None
-        self._transport.write(data)
-
-    async def _drain(self) -> None:
-        if self._writable is not None:
-            await self._writable
-
-    def _close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
+                    write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    await self._writer.drain()  # a client reading slowly holds the stream back
+            write(b"0\r\n\r\n")
 
 
 def _head(response: httpx.Response, *extra: str) -> bytes:
@@ -372,10 +462,6 @@ class FakeUpstream(FakeServer):
         self.gate = gate
         self.calls: list[tuple[float, str, dict[str, Any]]] = []
         self._arrival = asyncio.Event()  # set, and replaced, as each call arrives
-
-    async def __aenter__(self) -> FakeUpstream:
-        await super().__aenter__()
-        return self
 
     async def answer(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)

@@ -37,4 +37,4 @@ def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
 def test_bad_argument_is_rejected(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["demo", "--tasks", "0"])
-    assert "positive integer" in capsys.readouterr().err
+    assert "--tasks: must be an integer >= 1, got 0" in capsys.readouterr().err

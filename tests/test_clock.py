@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 
-from overdrive import FakeClock
+from overdrive.testing import FakeClock
 
 
 async def test_sleepers_wake_in_deadline_order(clock: FakeClock) -> None:

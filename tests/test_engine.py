@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,6 @@ import pytest
 
 from overdrive import (
     ConfigError,
-    FakeClock,
     Overdrive,
     RequestError,
     UnknownModelError,
@@ -19,6 +19,9 @@ from overdrive import (
     UpstreamStatusError,
     UpstreamUnavailableError,
 )
+from overdrive._calls import chat_call
+from overdrive.cache import Codec, DiskTier, Entry, StoredAnswer
+from overdrive.testing import FakeClock
 from tests.fakes import FakeServer, FakeUpstream, engine, finish, raw, refusing_url, status
 
 HELLO = [{"role": "user", "content": "hello"}]
@@ -278,6 +281,68 @@ async def test_stale_entry_is_served_while_one_refresh_runs(
         await fake.settled()
     assert all(r["choices"] for r in replies)
     assert len(fake.calls) == 2  # the first fetch and exactly one background refresh
+
+
+async def test_a_failed_refresh_is_counted_and_the_stale_answer_kept(
+    clock: FakeClock, fake: FakeUpstream
+) -> None:
+    async with _with_cache(fake, clock, ttl="10s", stale="60s") as od:
+        first = await od.chat(model="m", messages=HELLO)
+        fake.script = [raw(200, b"<html>oops</html>")]  # the refresh's answer is not JSON
+        clock.advance(15)
+        assert await od.chat(model="m", messages=HELLO) == first
+        await fake.received(2)
+        await fake.settled()
+        for _ in range(5):  # the refresh's task ends a few turns after its exchange
+            await asyncio.sleep(0)
+        assert od.metrics.value("overdrive_revalidation_errors_total") == 1
+        assert await od.chat(model="m", messages=HELLO) == first  # still served, stale
+
+
+def _as_tuple(answer: StoredAnswer) -> object:
+    return tuple(answer)
+
+
+def _as_old_tuple(answer: StoredAnswer) -> object:
+    return tuple(answer)[:3]  # before answers carried the time they were stored at
+
+
+def _as_list(answer: StoredAnswer) -> object:
+    return list(answer)
+
+
+@pytest.mark.parametrize("legacy", [_as_tuple, _as_old_tuple, _as_list])
+async def test_answers_stored_by_the_previous_version_are_still_served(
+    clock: FakeClock,
+    fake: FakeUpstream,
+    tmp_path: Path,
+    legacy: Callable[[StoredAnswer], object],
+) -> None:
+    path = str(tmp_path / "cache.db")
+    call = chat_call({"model": "m", "messages": HELLO})
+    async with _with_cache(fake, clock, disk=path) as first:
+        answer = await first.chat(model="m", messages=HELLO)
+        key = first._key("chat", call)
+    await _rewrite(path, key, legacy)
+    async with _with_cache(fake, clock, disk=path) as second:
+        assert await second.chat(model="m", messages=HELLO) == answer
+        dated = await second.request(replace(call, max_age=3600.0))
+    assert len(fake.calls) == (2 if legacy is _as_old_tuple else 1)
+    assert dated.source == ("upstream" if legacy is _as_old_tuple else "cache")  # no date: old
+
+
+async def _rewrite(path: str, key: bytes, legacy: Callable[[StoredAnswer], object]) -> None:
+    """Store the entry under ``key`` again, as ``legacy`` makes it of the stored answer."""
+    disk, codec = DiskTier(path), Codec()
+    try:
+        entry = await disk.get(key)
+        assert entry is not None
+        value = codec.decode(key, entry.value)
+        assert type(value) is StoredAnswer
+        old = Entry(codec.encode(key, legacy(value)), entry.expires_at, entry.stale_until)
+        await disk.set(key, old)
+    finally:
+        await disk.aclose()
 
 
 async def test_engine_decorator_shares_the_engine_cache(

@@ -3,7 +3,8 @@
 The engine tests lean on two promises of ``tests.fakes``: their calls reach it
 through the production clients (whole answers through the wire client, streams
 and probes through httpx), and an exchange completes within the loop turns
-``finish`` gives between steps of the fake clock. Both are held here.
+``finish`` gives between steps of the fake clock. Both are held here, and so
+is the socket server every raw fake stands on (``SocketServer``).
 """
 
 from __future__ import annotations
@@ -15,17 +16,23 @@ from typing import Any
 import httpx
 import pytest
 
-from overdrive import FakeClock, UpstreamUnavailableError
+from overdrive import UpstreamUnavailableError
+from overdrive.testing import FakeClock
 from tests.fakes import (
     IO_TURNS,
     FakeServer,
     FakeUpstream,
+    SocketServer,
     chat_response,
     engine,
     finish,
     hang_up,
+    read_request,
     refusing_url,
 )
+from tests.stream_upstream import StreamUpstream
+from tests.upstream.hostile_upstream import HostileUpstream
+from tests.upstream.test_wire import RawServer
 
 HELLO = [{"role": "user", "content": "hello"}]
 EVENTS = b'data: {"choices": [{"delta": {"content": "w"}}]}\n\n' * 3 + b"data: [DONE]\n\n"
@@ -167,3 +174,84 @@ async def test_a_failing_handler_fails_the_test_when_the_server_closes() -> None
     with pytest.raises(KeyError, match="no such answer"):
         await ask_once()
     assert len(server.errors) == 1
+
+
+# --- the socket server under every raw fake ------------------------------------------------
+
+
+async def test_every_raw_fake_stands_on_the_one_socket_server() -> None:
+    for fake in (FakeServer, StreamUpstream, HostileUpstream, RawServer):
+        assert issubclass(fake, SocketServer)
+
+
+async def test_a_connection_closes_once_served_after_what_was_written() -> None:
+    async def once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await read_request(reader)
+        assert request is not None
+        head, body = request
+        writer.write(b"%d %s;" % (len(head), body) * 10_000)  # more than one send takes
+
+    async with SocketServer(once) as server:
+        assert server.url == f"http://127.0.0.1:{server.port}/v1"
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"POST /v1/x HTTP/1.1\r\ncontent-length: 2\r\n\r\nhi")
+        answer = await reader.read()  # to the end: the server closed after its bytes
+        writer.close()
+        await server.wait_all_closed()
+    assert answer == b"42 hi;" * 10_000
+    assert (server.connections, server.open_sockets) == (1, 0)
+
+
+async def test_a_client_that_leaves_ends_its_connection_quietly() -> None:
+    loop = asyncio.get_running_loop()
+    seen: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: seen.append(context))
+    asked = asyncio.Event()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        asked.set()
+        await read_request(reader)  # the body never comes: IncompleteReadError
+
+    try:
+        async with SocketServer(answer) as server:
+            _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"POST / HTTP/1.1\r\ncontent-length: 9\r\n\r\nhalf")
+            await asked.wait()
+            writer.close()
+            await server.wait_all_closed()
+    finally:
+        loop.set_exception_handler(previous)
+    assert seen == []  # nothing for the loop's handler: no "exception never retrieved"
+
+
+async def test_closing_the_server_cancels_and_closes_the_connections_still_served() -> None:
+    cancelled: list[bool] = []
+    waiting = asyncio.Event()
+
+    async def forever(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            writer.write(b"hello")
+            waiting.set()
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    async with SocketServer(forever) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        await waiting.wait()
+        assert server.open_sockets == 1
+    assert (cancelled, server.open_sockets) == ([True], 0)
+    assert await reader.read() == b"hello"  # then the end: the server closed it
+    writer.close()
+
+
+async def test_a_request_is_read_as_sent() -> None:
+    reader = asyncio.StreamReader()
+    post = b"POST /x HTTP/1.1\r\nContent-Length: 3\r\n\r\n"
+    reader.feed_data(post + b"abc" + b"GET / HTTP/1.1\r\n\r\n")
+    reader.feed_eof()
+    assert await read_request(reader) == (post, b"abc")
+    assert await read_request(reader) == (b"GET / HTTP/1.1\r\n\r\n", b"")
+    assert await read_request(reader) is None

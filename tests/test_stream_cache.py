@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from overdrive import Overdrive, UpstreamProtocolError
 from overdrive._calls import chat_call
+from overdrive.cache import Codec, DiskTier, Entry, StoredAnswer
 from overdrive.coalesce import StreamReply
 from overdrive.sim import SimConfig, SimServer
-from overdrive.upstream._chat_sse import chat_stream_complete
 from tests.stream_upstream import DONE, StreamUpstream, chat_chunk, sse
 
 ASK: Any = [{"role": "user", "content": "a short streamed answer"}]
@@ -24,39 +23,7 @@ WITH_ERROR = [chat_chunk("Hello"), ERROR_EVENT, DONE]
 TRUNCATED = [chat_chunk("Hello"), chat_chunk(" wor")]
 
 
-# -- the rule: chat_stream_complete -------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("body", "complete"),
-    [
-        (CLEAN, True),
-        (WITH_ERROR, False),
-        (TRUNCATED, False),
-        ([chat_chunk("a"), sse({"object": "error", "message": "x"}), DONE], False),
-        ([chat_chunk("a"), b"event: error\ndata: {}\n\n", DONE], False),
-        ([chat_chunk("a"), b'data: {"error": \n\n', DONE], False),  # unreadable error
-        ([chat_chunk("a"), sse({"choices": [], "error": None}), DONE], True),
-        ([chat_chunk("a"), b"data: [DONE]\n"], False),  # its event was never ended
-        ([chat_chunk("a"), b"data: [DONE]"], False),  # cut inside the line
-        ([b": keep-alive\n\n", chat_chunk("a"), DONE], True),
-        ([chat_chunk("a").replace(b"\n", b"\r\n"), b"data: [DONE]\r\n\r\n"], True),
-        ([], False),
-    ],
-)
-def test_which_chat_streams_are_complete_and_clean(body: list[bytes], complete: bool) -> None:
-    assert chat_stream_complete(body) is complete
-
-
-@given(st.sampled_from([CLEAN, WITH_ERROR, TRUNCATED]), st.lists(st.integers(0, 400)))
-def test_chunk_boundaries_do_not_change_the_verdict(body: list[bytes], cuts: list[int]) -> None:
-    whole = b"".join(body)
-    points = sorted({min(cut, len(whole)) for cut in cuts})
-    pieces = [whole[a:b] for a, b in zip([0, *points], [*points, len(whole)], strict=True)]
-    assert chat_stream_complete(pieces) is chat_stream_complete([whole])
-
-
-# -- the engine stores only those ----------------------------------------------
+# -- the engine stores only those (the rule itself: tests/apis/test_chat.py) -----
 
 
 def scripted(body: list[bytes]) -> Any:
@@ -95,6 +62,39 @@ async def test_only_a_complete_clean_stream_is_replayed_from_the_cache(
     assert len(upstream.requests) == (1 if stored else 2)
     assert not_stored == (0 if stored else 2)
     assert misses == (1 if stored else 2)
+
+
+@pytest.mark.parametrize("keep", [3, 4])
+async def test_a_stream_stored_by_the_previous_version_is_replayed(
+    tmp_path: Path, keep: int
+) -> None:
+    path = str(tmp_path / "cache.db")
+    async with StreamUpstream(scripted(CLEAN)) as upstream:
+        target = {"name": "u", "base_url": upstream.base_url, "models": ["m"]}
+        config = {"upstreams": [target], "cache": {"disk": path}}
+        async with Overdrive.from_config(config) as od:
+            first = await streamed(od)
+            key = od._key("chat.stream", chat_call({"model": "m", "messages": ASK, "stream": True}))
+        await _store_as_tuple(path, key, keep)  # the plain tuple older versions wrote
+        async with Overdrive.from_config(config) as od:
+            again = await streamed(od)
+    assert first == ("upstream", b"".join(CLEAN))
+    assert again == ("cache", b"".join(CLEAN))
+    assert len(upstream.requests) == 1
+
+
+async def _store_as_tuple(path: str, key: bytes, keep: int) -> None:
+    disk, codec = DiskTier(path), Codec()
+    try:
+        entry = await disk.get(key)
+        assert entry is not None
+        answer = codec.decode(key, entry.value)
+        assert isinstance(answer, StoredAnswer)
+        assert isinstance(answer.body, list)  # a stream is kept as its chunks
+        old = codec.encode(key, tuple(answer)[:keep])
+        await disk.set(key, Entry(old, entry.expires_at, entry.stale_until))
+    finally:
+        await disk.aclose()
 
 
 # -- stream_options is part of a stream's key ---------------------------------

@@ -7,25 +7,27 @@ embedding call::
 
     od = overdrive.Overdrive.from_config("overdrive.toml")
     client = openai.AsyncOpenAI(api_key="unused", http_client=od.http_client())
+
+Here: the engine, its config, the decorators, admission, ``measure`` and the
+errors a caller catches. The rest lives with its part: ``overdrive.monitor``
+(metrics, alerts), ``overdrive.resources`` (pools, the memory budget),
+``overdrive.stream``, ``overdrive.distribute``, ``overdrive.gateway``,
+``overdrive.sim``, and ``overdrive.testing`` (a fake clock for your tests).
 """
 
 from __future__ import annotations
 
 from . import stream as stream  # the module: overdrive.stream.chunks, .map
-from ._calls import Admission, admission
-from ._clock import Clock, FakeClock, SystemClock
+from ._calls import Admission, Call, Result, admission
 from ._errors import (
     AdmissionError,
     BatchClosedError,
     BatchError,
     BatchQueueFullError,
-    BatchResultCountError,
     CacheError,
     CodecError,
     ConfigError,
-    KeyLimitError,
     MemoryBudgetError,
-    ModelNotAllowedError,
     OverdriveError,
     PoolClosedError,
     PoolError,
@@ -42,36 +44,26 @@ from ._errors import (
     UpstreamStatusError,
     UpstreamUnavailableError,
 )
-from .config import CacheConfig, Config, RetryConfig, UpstreamConfig, load_config
+from .config import Config, load_config
 from .doors import cached
-from .engine import Overdrive, Result
-from .flow import Batcher, batched
-from .monitor import Alerts, Measure, Metrics, WebhookSink, measure, metrics_text
-from .resources import ResourceManager, ResourcePool
+from .engine import Overdrive
+from .flow import batched
+from .monitor import measure
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Admission",
     "AdmissionError",
-    "Alerts",
     "BatchClosedError",
     "BatchError",
     "BatchQueueFullError",
-    "BatchResultCountError",
-    "Batcher",
-    "CacheConfig",
     "CacheError",
-    "Clock",
+    "Call",
     "CodecError",
     "Config",
     "ConfigError",
-    "FakeClock",
-    "KeyLimitError",
-    "Measure",
     "MemoryBudgetError",
-    "Metrics",
-    "ModelNotAllowedError",
     "Overdrive",
     "OverdriveError",
     "PoolClosedError",
@@ -82,24 +74,17 @@ __all__ = [
     "RateLimitedError",
     "RequestError",
     "ResourceError",
-    "ResourceManager",
-    "ResourcePool",
     "Result",
-    "RetryConfig",
     "SlowReaderError",
-    "SystemClock",
     "UnknownModelError",
-    "UpstreamConfig",
     "UpstreamError",
     "UpstreamProtocolError",
     "UpstreamStatusError",
     "UpstreamUnavailableError",
-    "WebhookSink",
     "__version__",
     "admission",
     "batched",
     "cached",
     "load_config",
     "measure",
-    "metrics_text",
 ]

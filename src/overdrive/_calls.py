@@ -1,19 +1,27 @@
-"""A call as the pipeline sees it: checked arguments, its key material and its token cost."""
+"""A call as the pipeline sees it: checked arguments, its key material and its token cost.
+
+A call carries its API family's adapter (``call.api``, an
+:class:`overdrive.apis.Api`): stages ask it what they need to know about the
+call instead of branching on the API's name. The adapters live above this
+module (they make calls), so a call knows its adapter by :class:`ApiFamily`
+and finds one by name in :data:`FAMILIES`, which the registry fills.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from ._errors import RequestError
-from ._tokens import estimate_messages_tokens, estimate_tokens
 from ._units import parse_duration
 
 __all__ = [
+    "FAMILIES",
     "Admission",
+    "ApiFamily",
     "CacheMode",
     "Call",
     "Result",
@@ -25,12 +33,34 @@ __all__ = [
     "shares_answers",
 ]
 
-# Reserved for the answer when a chat call sets no max_tokens; the real figure
-# is settled from the reported usage once the answer arrives.
-DEFAULT_OUTPUT_TOKENS = 256
 
-CHAT_PATH = "/chat/completions"
-EMBEDDINGS_PATH = "/embeddings"
+class ApiFamily(Protocol):
+    """What a stage may ask of a call's API family (each member: :class:`overdrive.apis.Api`)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def path(self) -> str: ...
+
+    def call(self, body: Mapping[str, Any]) -> Call: ...
+
+    def key_fields(self, body: Mapping[str, Any], *, streamed: bool = False) -> dict[str, Any]: ...
+
+    def sampled(self, call: Call) -> bool: ...
+
+    def batchable(self, call: Call) -> bool: ...
+
+    def usage(self, payload: Mapping[str, Any]) -> tuple[int, int] | None: ...
+
+    def stream_complete(self, chunks: Iterable[bytes]) -> bool: ...
+
+    def is_error_event(self, payload: Any) -> bool: ...
+
+
+# Every registered API family by name. ``overdrive.apis`` fills it as it
+# registers its adapters (the root package imports it before any call is made).
+FAMILIES: dict[str, ApiFamily] = {}
 
 
 @dataclass(slots=True, frozen=True)
@@ -80,14 +110,19 @@ def _timeout(value: float | str) -> float:
 
 @dataclass(slots=True, frozen=True)
 class Call:
-    """One OpenAI-compatible request: ``op`` is "chat" or "embeddings"."""
+    """One API request: ``op`` is its family's name ("chat"), ``path`` its upstream path.
 
+    Made by the family's adapter (``api``), which checked ``body`` and priced it
+    at ``tokens`` (the prompt plus the answer's budget).
+    """
+
+    # The adapter's name, kept: every stage's metrics read it.
     op: str
-    path: str
     body: Mapping[str, Any]
     model: str
     stream: bool
     tokens: int
+    api: ApiFamily
     # Taken from the enclosing ``admission(...)`` block when the call is made.
     admission: Admission = field(default_factory=_ADMISSION.get)
     # "no-cache": do not answer from the cache (the answer is still stored);
@@ -98,6 +133,11 @@ class Call:
     # Keeps this caller's cached and coalesced answers apart from other callers'
     # (a gateway key's cache namespace); "" shares the engine's.
     namespace: str = ""
+
+    @property
+    def path(self) -> str:
+        """The upstream path, after the base URL: the adapter's (read once per exchange)."""
+        return self.api.path
 
 
 @dataclass(slots=True, frozen=True)
@@ -121,25 +161,16 @@ SampledPolicy = Literal["share", "seeded", "fresh"]
 
 
 def sampled(call: Call) -> bool:
-    """Whether ``call`` asks the model to sample: a chat call whose ``temperature`` is unset or > 0.
+    """Whether ``call`` asks the model to sample, as its API decides (``call.api.sampled``).
 
-    OpenAI's default temperature is 1, so a call without one samples. Only
-    temperature decides: ``top_p`` narrows what is sampled from but at
-    temperature 0 nothing is, and ``n`` asks for that many choices of
-    whatever kind (both are part of the key, as every body field is, so an
-    answer with one choice never serves a call that asked for ``n > 1``).
+    A chat call samples unless its ``temperature`` is 0; embeddings never do.
 
     >>> sampled(chat_call({"model": "m", "messages": [{"role": "user"}], "temperature": 0}))
     False
     >>> sampled(chat_call({"model": "m", "messages": [{"role": "user"}]}))
     True
     """
-    if call.op != "chat":
-        return False
-    temperature = call.body.get("temperature")
-    if isinstance(temperature, bool) or not isinstance(temperature, int | float):
-        return True  # unset (1), or a value the upstream will judge: not known to be greedy
-    return temperature > 0
+    return call.api.sampled(call)
 
 
 def shares_answers(call: Call, policy: SampledPolicy) -> bool:
@@ -156,65 +187,16 @@ def shares_answers(call: Call, policy: SampledPolicy) -> bool:
 
     Calls that do not sample (``temperature: 0``, embeddings) always share.
     """
-    if policy == "share" or not sampled(call):
+    if policy == "share" or not call.api.sampled(call):
         return True
     return policy == "seeded" and call.body.get("seed") is not None
 
 
 def chat_call(body: Mapping[str, Any]) -> Call:
-    """Check a chat completion body and price it in tokens (prompt + answer budget)."""
-    model = _model(body)
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise RequestError("messages", "expected a non-empty list of message objects")
-    for index, message in enumerate(messages):
-        # ``type(...) is dict`` first: parsed JSON always is, and the ABC check costs more.
-        if not (type(message) is dict or isinstance(message, Mapping)) or not isinstance(
-            message.get("role"), str
-        ):
-            raise RequestError(f"messages[{index}]", "expected an object with a string `role`")
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise RequestError("stream", f"expected true or false, got {stream!r}")
-    budget = _output_budget(body)
-    return Call("chat", CHAT_PATH, body, model, stream, estimate_messages_tokens(messages) + budget)
+    """Check a chat completion body and price it in tokens: the chat adapter's ``call``."""
+    return FAMILIES["chat"].call(body)
 
 
 def embeddings_call(body: Mapping[str, Any]) -> Call:
-    """Check an embeddings body and price it in input tokens."""
-    model = _model(body)
-    texts = _embedding_inputs(body.get("input"))
-    return Call("embeddings", EMBEDDINGS_PATH, body, model, False, sum(map(_input_tokens, texts)))
-
-
-def _model(body: Mapping[str, Any]) -> str:
-    model = body.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise RequestError("model", f"expected a non-empty model name, got {model!r}")
-    return model
-
-
-def _output_budget(body: Mapping[str, Any]) -> int:
-    for name in ("max_completion_tokens", "max_tokens"):
-        value = body.get(name)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise RequestError(name, f"expected a positive integer, got {value!r}")
-        return value
-    return DEFAULT_OUTPUT_TOKENS
-
-
-def _embedding_inputs(value: Any) -> list[Any]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and value:
-        if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            return [value]  # one input given as token ids
-        if all(isinstance(v, str | list) for v in value):
-            return value
-    raise RequestError("input", "expected a string, a non-empty list of strings, or token id lists")
-
-
-def _input_tokens(item: str | list[int]) -> int:
-    return estimate_tokens(item) if isinstance(item, str) else len(item)
+    """Check an embeddings body and price it in input tokens: the embeddings adapter's ``call``."""
+    return FAMILIES["embeddings"].call(body)

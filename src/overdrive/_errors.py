@@ -4,6 +4,7 @@
 
     OverdriveError                      anything overdrive raises on purpose
     ├── AdmissionError                  a call could not be admitted to its upstream
+    │   ├── KeyLimitError               a gateway key is over its own rpm/tpm
     │   ├── QueueFullError              ``limit`` calls are already waiting
     │   └── QueueTimeoutError           it waited past its deadline
     ├── ConfigError                     a config value is wrong; names the field
@@ -14,6 +15,7 @@
     ├── CacheError                      a cache tier failed (callers fail open on it)
     │   └── CodecError                  a stored value cannot be decoded or fails its signature
     ├── RequestError                    a call's arguments are wrong; names the field
+    │   ├── ModelNotAllowedError        a gateway key may not use the model
     │   └── UnknownModelError           no configured upstream serves the model
     ├── ResourceError                   a shared resource (a pool, the memory budget) refused
     │   ├── MemoryBudgetError           an allocation would overrun the memory budget
@@ -28,7 +30,11 @@
         └── UpstreamUnavailableError    connect/read failures or timeouts, retries spent
 
 Every error carries its context as attributes (field, upstream, status, ...)
-so callers can react without parsing messages.
+so callers can react without parsing messages. The ones a caller catches are
+exported from ``overdrive``; the few only one part raises live with it:
+``overdrive.gateway`` (``KeyLimitError``, ``ModelNotAllowedError``, which the
+gateway answers as 429 and 403) and ``overdrive.flow``
+(``BatchResultCountError``, a batch handler's bug).
 """
 
 from __future__ import annotations

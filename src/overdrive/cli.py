@@ -13,6 +13,9 @@ import os
 import sys
 from collections.abc import Sequence
 
+from ._errors import ConfigError
+from ._validate import check_float, check_int
+
 __all__ = ["main"]
 
 
@@ -175,17 +178,18 @@ def _sim(args: argparse.Namespace) -> int:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
+    try:
+        return check_int("argument", int(text), 1)
+    except ConfigError as exc:
+        # argparse names the option itself; a plain ValueError would lose the reason.
+        raise argparse.ArgumentTypeError(exc.problem) from None
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
-    if not 0.0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
+    try:
+        return check_float("argument", float(text), 0.0, open_low=True, finite=True)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(exc.problem) from None
 
 
 def _version() -> str:

@@ -7,6 +7,10 @@
 
 A wrong value raises :class:`~overdrive.ConfigError` naming the field, e.g.
 ``config field `upstreams[0].rpm`: Input should be greater than 0 (got -5)``.
+
+It is one module on purpose: it is the whole schema of ``overdrive.toml``,
+read top to bottom as the file is, each section beside the checks that tie
+its fields together.
 """
 
 from __future__ import annotations

@@ -11,8 +11,10 @@ import sys
 
 from redis.asyncio import Redis
 
-from overdrive import CacheConfig, Overdrive, SystemClock, cached
+from overdrive import Overdrive, cached
+from overdrive._clock import SystemClock
 from overdrive.cache._build import build_cache
+from overdrive.config import CacheConfig
 
 
 async def decorated(redis_url: str) -> str:

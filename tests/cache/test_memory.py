@@ -4,9 +4,9 @@ import math
 
 import pytest
 
-from overdrive import FakeClock
 from overdrive.cache._memory import ENTRY_OVERHEAD, CachedItem, MemoryCache
 from overdrive.cache._sizeof import deep_sizeof
+from overdrive.testing import FakeClock
 
 
 def test_hit_miss_and_ttl(clock: FakeClock) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from overdrive import FakeClock
 from overdrive.cache._memory import MemoryCache, Policy
+from overdrive.testing import FakeClock
 
 _BUDGET = 2000
 

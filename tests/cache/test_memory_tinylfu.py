@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from overdrive import FakeClock
 from overdrive.cache._memory import MemoryCache, Policy
+from overdrive.testing import FakeClock
 
 _BUDGET = 100_000
 _SIZE = 1000  # 100 entries fit

@@ -5,9 +5,10 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from overdrive import CacheError, FakeClock
+from overdrive import CacheError
 from overdrive.cache._redis import RedisTier
 from overdrive.cache._tier import Entry
+from overdrive.testing import FakeClock
 from tests.redis_server import RedisServer
 
 from .conftest import FakeWall

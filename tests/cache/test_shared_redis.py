@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from overdrive import FakeClock, cached
+from overdrive import cached
 from overdrive.cache import Codec, MemoryCache, RedisTier, TieredCache
 from overdrive.sim import SimConfig, SimServer
+from overdrive.testing import FakeClock
 from tests.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from overdrive import FakeClock, Overdrive
+from overdrive import Overdrive
 from overdrive._asgi_server import free_port
 from overdrive.cache import DiskTier, MemoryCache, RedisTier, TieredCache
 from overdrive.monitor import LogThrottle, Metrics, TierFaults
 from overdrive.sim import SimConfig, SimServer
+from overdrive.testing import FakeClock
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from overdrive import FakeClock
 from overdrive.coalesce._lease import RedisLease
+from overdrive.testing import FakeClock
 from tests.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parents[2]

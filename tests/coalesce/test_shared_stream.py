@@ -5,8 +5,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from overdrive import FakeClock, SlowReaderError
+from overdrive import SlowReaderError
 from overdrive.coalesce import SharedStream
+from overdrive.testing import FakeClock
 
 
 class Source:

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from overdrive import FakeClock, Overdrive, RequestError
+from overdrive import Overdrive, RequestError
 from overdrive.distribute import Backend, LocalBackend, TaskResult, distribute
 from overdrive.sim import SimConfig, SimServer
+from overdrive.testing import FakeClock
 
 CHAT = "gpt-4o-mini"
 IDLE_CONFIG: Any = {

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from overdrive import FakeClock, RequestError
-from overdrive.cache import MemoryCache, TieredCache
+from overdrive import RequestError
+from overdrive.cache import DiskTier, MemoryCache, TieredCache
 from overdrive.doors import cached
+from overdrive.testing import FakeClock
 
 
 def test_sync_function_hits_after_first_call(clock: FakeClock) -> None:
@@ -229,3 +231,44 @@ def test_sync_single_flight_across_threads(clock: FakeClock) -> None:
         thread.join(5)
     assert results == [2] * 9
     assert calls == 1
+
+
+async def test_a_failed_refresh_keeps_serving_the_stale_value(clock: FakeClock) -> None:
+    calls = 0
+
+    @cached(ttl=10, stale=30, jitter=0, cache=MemoryCache(1 << 20, clock))
+    async def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise RuntimeError("down")
+        return "first"
+
+    assert await flaky() == "first"
+    clock.advance(15)
+    assert await flaky() == "first"  # stale, while the refresh fails in the background
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert await flaky() == "first"
+    assert calls >= 2
+
+
+async def test_cached_failures_stay_in_this_process(clock: FakeClock, tmp_path: Path) -> None:
+    disk = DiskTier(tmp_path / "cache.db")
+    tiered = TieredCache(MemoryCache(1 << 20, clock), [disk])
+    calls = 0
+
+    @cached(ttl=60, negative_ttl=5, cache=tiered)
+    async def find(name: str) -> str:
+        nonlocal calls
+        calls += 1
+        raise KeyError(name)
+
+    for _ in range(2):
+        with pytest.raises(KeyError):
+            await find("x")
+    await tiered.flush()
+    key = vars(find)["cache"].key_of(("x",), {})
+    assert calls == 1
+    assert await disk.get(key) is None  # an error is never shared with other processes
+    await tiered.aclose()

@@ -9,8 +9,9 @@ import httpx
 import openai
 import pytest
 
-from overdrive import FakeClock, Overdrive
+from overdrive import Overdrive
 from overdrive.doors import EngineTransport
+from overdrive.testing import FakeClock
 from tests.fakes import FakeServer, FakeUpstream, engine, finish, io_turns, refusing_url
 
 HELLO: Any = [{"role": "user", "content": "hello"}]

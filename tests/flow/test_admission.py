@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from overdrive import ConfigError, FakeClock, QueueFullError, QueueTimeoutError
+from overdrive import ConfigError, QueueFullError, QueueTimeoutError
 from overdrive.flow import AdmissionQueue, LimitSpec, LocalLimiter
+from overdrive.testing import FakeClock
 
 
 def one_per_second(clock: FakeClock, **options: int) -> AdmissionQueue:

@@ -7,7 +7,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from overdrive import FakeClock
 from overdrive._errors import ConfigError, OverdriveError
 from overdrive.flow._batch import (
     BatchClosedError,
@@ -16,6 +15,7 @@ from overdrive.flow._batch import (
     BatchResultCountError,
     batched,
 )
+from overdrive.testing import FakeClock
 
 
 async def settle(rounds: int = 10) -> None:

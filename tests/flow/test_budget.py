@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from overdrive import ConfigError, FakeClock
+from overdrive import ConfigError
 from overdrive.flow import HedgeDelay, RetryBudget
+from overdrive.testing import FakeClock
 
 
 def test_retries_are_a_share_of_attempts(clock: FakeClock) -> None:

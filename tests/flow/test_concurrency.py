@@ -8,19 +8,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from overdrive._clock import FakeClock
 from overdrive._errors import ConfigError
+from overdrive.flow._adaptive import _PROBE_EVERY, _PROBE_FIRST, _PROBE_SHARE, _ROUND_CALLS
 from overdrive.flow._concurrency import (
-    _PROBE_EVERY,
-    _PROBE_FIRST,
-    _PROBE_SHARE,
-    _ROUND_CALLS,
     AdaptiveLimit,
     ConcurrencyLimit,
     FixedLimit,
     Outcome,
     Permit,
 )
+from overdrive.testing import FakeClock
 
 
 async def settle(rounds: int = 5) -> None:

@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 
-from overdrive import FakeClock, Overdrive, UpstreamProtocolError, UpstreamStatusError
+from overdrive import Overdrive, UpstreamProtocolError, UpstreamStatusError
 from overdrive._calls import Result
 from overdrive.flow._embedding_batches import split_embeddings
+from overdrive.testing import FakeClock
 from tests.fakes import FakeUpstream, finish, status
 
 

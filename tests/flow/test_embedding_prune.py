@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from overdrive import FakeClock
 from overdrive._calls import Call, Result, embeddings_call
 from overdrive._json import dumps
 from overdrive.config import EmbeddingBatchConfig
 from overdrive.flow import EmbeddingBatches
 from overdrive.monitor import Metrics
+from overdrive.testing import FakeClock
 from tests.fakes import embeddings_response, finish
 
 

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from overdrive import FakeClock
-from overdrive.flow import LimitSpec, LocalLimiter, RateLimitHeaders, apply_feedback, parse_reset
+from overdrive.flow import LimitSpec, LocalLimiter, apply_feedback
+from overdrive.flow._feedback import RateLimitHeaders, parse_reset
+from overdrive.testing import FakeClock
 
 
 @pytest.mark.parametrize(

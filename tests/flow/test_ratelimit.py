@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from overdrive import FakeClock
 from overdrive.flow import GCRA, LimitSpec, LocalLimiter
+from overdrive.testing import FakeClock
 
 
 @given(

@@ -19,8 +19,9 @@ from typing import Any, cast
 import pytest
 from redis.asyncio import Redis
 
-from overdrive import ConfigError, FakeClock
+from overdrive import ConfigError
 from overdrive.flow import Limiter, LimitSpec, LocalLimiter, RedisLimiter
+from overdrive.testing import FakeClock
 from tests.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parents[2]

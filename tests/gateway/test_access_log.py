@@ -15,8 +15,9 @@ import orjson
 import pytest
 
 from overdrive.doors._answer import Answer
-from overdrive.gateway import GatewayApp, GatewayServer, _access_log, hash_key
+from overdrive.gateway import GatewayApp, _access_log, hash_key
 from overdrive.gateway._access_log import AccessLog, AccessLogHandler
+from overdrive.gateway._server import GatewayServer
 from overdrive.sim import SimConfig, SimServer
 
 SECRET = "sk-team-a-5f1c0e"

@@ -7,7 +7,8 @@ import logging
 import httpx
 import pytest
 
-from overdrive.gateway import GatewayApp, GatewayServer
+from overdrive.gateway import GatewayApp
+from overdrive.gateway._server import GatewayServer
 from tests.upstream.hostile_upstream import HostileUpstream, Reply, Request, sse_answer
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "cut"}], "stream": True}

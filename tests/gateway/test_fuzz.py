@@ -37,7 +37,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from overdrive.gateway import GatewayApp, GatewayServer, openapi_document
+from overdrive.gateway import GatewayApp
+from overdrive.gateway._openapi import openapi_document
+from overdrive.gateway._server import GatewayServer
 from overdrive.sim import SimConfig, SimServer
 
 CHAT_MODEL = "gpt-4o-mini"

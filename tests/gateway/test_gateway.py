@@ -11,7 +11,8 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from overdrive.gateway import GatewayApp, GatewayServer
+from overdrive.gateway import GatewayApp
+from overdrive.gateway._server import GatewayServer
 from overdrive.sim import SimConfig, SimServer
 
 HELLO: Any = [{"role": "user", "content": "hello gateway"}]

@@ -10,7 +10,8 @@ import httpx
 import openai
 import pytest
 
-from overdrive.gateway import GatewayApp, GatewayServer, hash_key
+from overdrive.gateway import GatewayApp, hash_key
+from overdrive.gateway._server import GatewayServer
 from overdrive.sim import SimConfig, SimServer
 
 TEAM_A, TEAM_B, TEAM_C, SLOW = "sk-a-7f3e9d", "sk-b-41c0aa", "sk-c-d00d11", "sk-slow-5e5e"

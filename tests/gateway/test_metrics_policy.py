@@ -8,7 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from overdrive.gateway import GatewayApp, GatewayServer, hash_key
+from overdrive.gateway import GatewayApp, hash_key
+from overdrive.gateway._server import GatewayServer
 
 SECRET = "sk-ops-91c2"
 AUTH = {"authorization": f"Bearer {SECRET}"}

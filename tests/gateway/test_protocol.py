@@ -9,10 +9,11 @@ from typing import Any, cast
 import orjson
 import pytest
 
-from overdrive import FakeClock
 from overdrive.doors._answer import Answer
-from overdrive.gateway import GatewayApp, GatewayServer
+from overdrive.gateway import GatewayApp
 from overdrive.gateway._protocol import GatewayProtocol, gateway_app
+from overdrive.gateway._server import GatewayServer
+from overdrive.testing import FakeClock
 
 
 @pytest.fixture

@@ -21,8 +21,9 @@ import pytest
 
 from overdrive.coalesce import StreamReply
 from overdrive.doors._answer import Answer
-from overdrive.gateway import GatewayApp, GatewayServer
+from overdrive.gateway import GatewayApp
 from overdrive.gateway._protocol import GatewayProtocol
+from overdrive.gateway._server import GatewayServer
 
 MAX_LINE, MAX_HEAD = 1024, 4096
 LIVE = b"GET /health/live HTTP/1.1\r\nhost: x\r\n\r\n"

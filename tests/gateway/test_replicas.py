@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from overdrive.gateway import GatewayApp, GatewayServer, hash_key
+from overdrive.gateway import GatewayApp, hash_key
+from overdrive.gateway._server import GatewayServer
 from overdrive.sim import SimConfig, SimServer
 from tests.redis_server import RedisServer
 

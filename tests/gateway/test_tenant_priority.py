@@ -15,7 +15,9 @@ from overdrive._clock import SystemClock
 from overdrive._json import dumps, loads
 from overdrive.config import GatewayKey
 from overdrive.doors._answer import PRIORITY_HEADER, answer
-from overdrive.gateway import GatewayApp, GatewayServer, Tenant, hash_key
+from overdrive.gateway import GatewayApp, hash_key
+from overdrive.gateway._server import GatewayServer
+from overdrive.gateway._tenants import Tenant
 from overdrive.sim import SimConfig, SimServer
 
 BODY = dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})

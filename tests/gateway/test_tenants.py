@@ -6,11 +6,12 @@ from typing import Any
 
 import pytest
 
-from overdrive import ConfigError, FakeClock, KeyLimitError, ModelNotAllowedError
+from overdrive import ConfigError
 from overdrive._calls import Result, chat_call
 from overdrive.config import load_config
-from overdrive.gateway import Tenant, Tenants, hash_key
-from overdrive.gateway._tenants import _limiter
+from overdrive.gateway import KeyLimitError, ModelNotAllowedError, hash_key
+from overdrive.gateway._tenants import Tenant, Tenants, _limiter
+from overdrive.testing import FakeClock
 from tests.fakes import finish
 
 SECRET = "sk-team-a-0123456789"

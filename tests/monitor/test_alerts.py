@@ -6,8 +6,9 @@ from typing import Any
 import httpx
 import pytest
 
-from overdrive import ConfigError, FakeClock
+from overdrive import ConfigError
 from overdrive.monitor import Metrics
+from overdrive.monitor._alert_parse import parse_rule
 from overdrive.monitor._alert_rules import (
     BinaryOp,
     Increase,
@@ -17,10 +18,10 @@ from overdrive.monitor._alert_rules import (
     Rule,
     Selector,
     Value,
-    parse_rule,
 )
 from overdrive.monitor._alert_sinks import AlertEvent, CallbackSink, LogSink, WebhookSink
 from overdrive.monitor._alerts import Alerts, MetricsSource
+from overdrive.testing import FakeClock
 
 from .webhook_receiver import WebhookReceiver
 

@@ -4,9 +4,9 @@ import asyncio
 
 import pytest
 
-from overdrive import FakeClock
 from overdrive.monitor import Metrics, measure, metrics_text
 from overdrive.monitor._measure import measured_names
+from overdrive.testing import FakeClock
 
 
 def test_with_block_observes_seconds() -> None:

@@ -9,8 +9,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from overdrive import ConfigError, FakeClock, Overdrive
+from overdrive import ConfigError, Overdrive
 from overdrive.monitor import CONTENT_TYPE, SECONDS_BUCKETS, Metrics, prometheus_text
+from overdrive.testing import FakeClock
 from tests.fakes import FakeServer, chat_response
 
 

@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
-from overdrive import FakeClock
 from overdrive.cli import main
 from overdrive.demo._runner import run_phase
 from overdrive.demo._workload import build_workload
 from overdrive.monitor import Metrics
 from overdrive.optimize._analyser import Sample, analyse, load_sample, save_run
+from overdrive.testing import FakeClock
 
 TUNABLES = {
     "upstream.a.concurrency": 16.0,

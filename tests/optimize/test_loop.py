@@ -9,11 +9,14 @@ from typing import Any
 import httpx
 import pytest
 
-from overdrive import ConfigError, FakeClock, Overdrive, RequestError
+from overdrive import ConfigError, Overdrive, RequestError
 from overdrive.monitor import Metrics
-from overdrive.optimize import Analysis, Finding, Tunable, Tunables
+from overdrive.optimize import Analysis
+from overdrive.optimize._findings import Finding
 from overdrive.optimize._loop import Optimizer
 from overdrive.optimize._policies import cache_off, safe_step
+from overdrive.optimize._tunables import Tunable, Tunables
+from overdrive.testing import FakeClock
 from tests.fakes import FakeUpstream, pass_time
 
 WINDOW = 10.0

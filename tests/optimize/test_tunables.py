@@ -5,8 +5,9 @@ from typing import Any
 
 import pytest
 
-from overdrive import ConfigError, FakeClock, Overdrive
+from overdrive import ConfigError, Overdrive
 from overdrive.flow import AdaptiveLimit, FixedLimit
+from overdrive.testing import FakeClock
 from tests.fakes import FakeUpstream
 
 

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from overdrive import ConfigError, ResourceError
-from overdrive.resources import CpuExecutor, cpu_count
+from overdrive.resources._executor import CpuExecutor, cpu_count
 
 
 def test_cpu_count_is_what_this_process_may_use() -> None:

@@ -6,15 +6,10 @@ import threading
 
 import pytest
 
-from overdrive import (
-    ConfigError,
-    FakeClock,
-    MemoryBudgetError,
-    ResourceError,
-    ResourceManager,
-    ResourcePool,
-)
-from overdrive.resources import CpuExecutor
+from overdrive import ConfigError, MemoryBudgetError, ResourceError
+from overdrive.resources import ResourceManager, ResourcePool
+from overdrive.resources._executor import CpuExecutor
+from overdrive.testing import FakeClock
 from tests.resources.things import Maker
 
 

@@ -5,15 +5,10 @@ from typing import Any
 
 import pytest
 
-from overdrive import (
-    ConfigError,
-    FakeClock,
-    PoolClosedError,
-    PoolError,
-    PoolTimeoutError,
-    ResourcePool,
-)
-from overdrive.resources import Lease
+from overdrive import ConfigError, PoolClosedError, PoolError, PoolTimeoutError
+from overdrive.resources import ResourcePool
+from overdrive.resources._pool import Lease
+from overdrive.testing import FakeClock
 from tests.resources.things import Boom, Maker, Thing, settle
 
 

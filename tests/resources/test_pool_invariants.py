@@ -17,8 +17,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from overdrive import FakeClock, PoolTimeoutError, ResourcePool
-from overdrive.resources import Lease
+from overdrive import PoolTimeoutError
+from overdrive.resources import ResourcePool
+from overdrive.resources._pool import Lease
+from overdrive.testing import FakeClock
 from tests.resources.things import Boom, Maker, Thing, settle
 
 # -- hypothesis: any script of operations ------------------------------------------------

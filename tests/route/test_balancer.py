@@ -4,9 +4,11 @@ import random
 
 import pytest
 
-from overdrive import ConfigError, FakeClock
-from overdrive.route import LeastLoad, Member, PeakEwma, RoundRobin, Router, balancer_for
-from overdrive.route._balancer import cost
+from overdrive import ConfigError
+from overdrive.route import Router
+from overdrive.route._balancer import LeastLoad, PeakEwma, RoundRobin, balancer_for, cost
+from overdrive.route._deployment import Member
+from overdrive.testing import FakeClock
 from tests.route.workload import Endpoint, call, closed_loop, jittered, router
 
 FOUR = "abcd"

@@ -13,8 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from overdrive import FakeClock, Overdrive
+from overdrive import Overdrive
 from overdrive.sim import SimConfig, SimServer
+from overdrive.testing import FakeClock
 from tests.fakes import FakeServer, HangUp, chat_response, finish, pass_time, refusing_url
 
 # How the deployment named by the first argument answers a request.

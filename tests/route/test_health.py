@@ -5,9 +5,10 @@ import random
 
 import pytest
 
-from overdrive import FakeClock
 from overdrive.config import HealthConfig, RoutingConfig
-from overdrive.route import Health, Router
+from overdrive.route import Router
+from overdrive.route._health import Health
+from overdrive.testing import FakeClock
 from tests.route.workload import Endpoint, call, router
 
 FOUR = "abcd"

@@ -4,8 +4,10 @@ import math
 
 import pytest
 
-from overdrive import FakeClock, UnknownModelError
-from overdrive.route import LatencyEstimate, Router
+from overdrive import UnknownModelError
+from overdrive.route import Router
+from overdrive.route._latency import LatencyEstimate
+from overdrive.testing import FakeClock
 from tests.route.workload import Endpoint, router
 
 

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from overdrive import FakeClock
 from overdrive.config import RoutingConfig
 from overdrive.route import Attempt, Router
+from overdrive.testing import FakeClock
 
 
 @dataclass(eq=False)

@@ -9,10 +9,10 @@ from typing import Any
 import httpx
 import pytest
 
-from overdrive._clock import FakeClock
 from overdrive._json import dumps, loads
 from overdrive.sim import SimApp, SimConfig
 from overdrive.sim._content import chat_digest, completion_words
+from overdrive.testing import FakeClock
 
 INSTANT = SimConfig(ttft_s=0.0, per_token_s=0.0, embed_base_s=0.0, embed_per_item_s=0.0)
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]

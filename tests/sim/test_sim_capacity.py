@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from overdrive import cli
-from overdrive._clock import FakeClock
 from overdrive.sim import SimApp, SimConfig
 from overdrive.sim._capacity import Accelerator
+from overdrive.testing import FakeClock
 
 MESSAGES = [{"role": "user", "content": "How busy is the accelerator?"}]
 
@@ -201,10 +201,16 @@ def test_sim_command_passes_the_capacity(monkeypatch: pytest.MonkeyPatch) -> Non
     assert (seen[1].capacity, seen[1].overload_exponent) == (None, 1.5)
 
 
-@pytest.mark.parametrize("argv", [["--capacity", "0"], ["--overload-exponent", "-1"]])
+@pytest.mark.parametrize(
+    ("argv", "problem"),
+    [
+        (["--capacity", "0"], "--capacity: must be an integer >= 1, got 0"),
+        (["--overload-exponent", "-1"], "--overload-exponent: must be a finite number > 0, got -1"),
+    ],
+)
 def test_sim_command_rejects_bad_capacity(
-    argv: list[str], capsys: pytest.CaptureFixture[str]
+    argv: list[str], problem: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit):
         cli.main(["sim", *argv])
-    assert "positive" in capsys.readouterr().err
+    assert problem in capsys.readouterr().err

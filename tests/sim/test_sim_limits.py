@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from overdrive._clock import FakeClock
 from overdrive.sim._limits import RateLimiter, TokenBucket
+from overdrive.testing import FakeClock
 
 
 def test_bucket_refills_continuously_up_to_capacity() -> None:

@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from overdrive import RequestError
-from overdrive.stream import ByteSource, chunks
+from overdrive.stream import chunks
+from overdrive.stream._sources import ByteSource
 
 Pieces = list[bytes | bytearray | memoryview]
 

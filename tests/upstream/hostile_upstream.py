@@ -23,6 +23,7 @@ Given an ``ssl.SSLContext`` it serves HTTPS.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import ssl
@@ -30,6 +31,8 @@ import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from tests.fakes import SocketServer, read_request
 
 __all__ = [
     "HostileUpstream",
@@ -41,11 +44,6 @@ __all__ = [
     "echo",
     "sse_answer",
 ]
-
-# A request head longer than this is not one an overdrive client sends.
-_MAX_REQUEST_HEAD = 64 * 1024
-# How long a client may take to close every socket it opened, once told to.
-_CLOSE_WAIT_S = 5.0
 
 Then = Literal["keep", "close", "reset", "hold"]
 
@@ -83,7 +81,7 @@ class Reply:
 Script = Callable[[Request], Reply]
 
 
-class HostileUpstream:
+class HostileUpstream(SocketServer):
     """An asyncio server on 127.0.0.1 that answers every request as ``script`` says.
 
     ``connections`` counts the connections accepted, ``open_sockets`` those
@@ -91,68 +89,23 @@ class HostileUpstream:
     """
 
     def __init__(self, script: Script, tls: ssl.SSLContext | None = None) -> None:
+        super().__init__(tls=tls)
         self._script = script
-        self._tls = tls
-        self._server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
-        self._changed = asyncio.Event()
-        self.connections = 0
-        self.open_sockets = 0
         self.requests: list[Request] = []
 
-    @property
-    def base_url(self) -> str:
-        assert self._server is not None
-        port = self._server.sockets[0].getsockname()[1]
-        return f"{'https' if self._tls else 'http'}://127.0.0.1:{port}/v1"
-
-    async def __aenter__(self) -> HostileUpstream:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self._tls)
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for handler in list(self._handlers):
-            handler.cancel()
-        await asyncio.gather(*self._handlers, return_exceptions=True)
-        await self._server.wait_closed()
-
-    async def wait_all_closed(self) -> None:
-        """Return once every accepted connection is closed; TimeoutError if one stays open."""
-        async with asyncio.timeout(_CLOSE_WAIT_S):
-            while self.open_sockets:
-                self._changed.clear()
-                await self._changed.wait()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        self.connections += 1
-        self.open_sockets += 1
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # drain() then waits until every byte is with the kernel: a reset or a
         # close after it drops nothing the script meant to send.
         writer.transport.set_write_buffer_limits(high=0)
-        try:
+        # A head too long is what no client of ours sends: that connection is done.
+        with contextlib.suppress(asyncio.LimitOverrunError):
             await self._converse(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            pass  # the client left or sent what no client of ours sends: this one is done
-        except asyncio.CancelledError:
-            pass  # the fake is closing: ending quietly spares the loop a "never retrieved"
-        finally:
-            self._handlers.discard(task)
-            writer.transport.abort()  # no-op after a close or reset
-            self.open_sockets -= 1
-            self._changed.set()
 
     async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Answer request after request until the script ends the connection or the client does."""
         on_connection = 0
-        while True:
-            request = await _read_request(reader, len(self.requests), on_connection)
-            if request is None:
-                return
+        while (read := await read_request(reader)) is not None:
+            request = Request(len(self.requests), on_connection, *read)
             self.requests.append(request)
             on_connection += 1
             reply = self._script(request)
@@ -174,24 +127,6 @@ async def _end(then: Then, reader: asyncio.StreamReader, writer: asyncio.StreamW
     else:  # close: a FIN after the bytes, as a server that is done sends it
         writer.close()
         await writer.wait_closed()
-
-
-async def _read_request(
-    reader: asyncio.StreamReader, index: int, on_connection: int
-) -> Request | None:
-    """One request (its head, then a body of its content-length); None at end of stream."""
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError:
-        return None
-    if len(head) > _MAX_REQUEST_HEAD:
-        raise asyncio.LimitOverrunError("request head too long", len(head))
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    return Request(index, on_connection, head, await reader.readexactly(length))
 
 
 # --- what to send ------------------------------------------------------------------------

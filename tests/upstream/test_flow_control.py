@@ -10,7 +10,6 @@ import httpx
 import pytest
 
 from overdrive import (
-    FakeClock,
     Overdrive,
     QueueTimeoutError,
     UpstreamStatusError,
@@ -18,6 +17,7 @@ from overdrive import (
     admission,
 )
 from overdrive.flow import AdaptiveLimit
+from overdrive.testing import FakeClock
 from tests.fakes import (
     FakeServer,
     FakeUpstream,

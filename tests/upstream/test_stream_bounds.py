@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from overdrive import FakeClock, Overdrive, SlowReaderError, UpstreamProtocolError
+from overdrive import Overdrive, SlowReaderError, UpstreamProtocolError
 from overdrive._calls import chat_call
 from overdrive.coalesce import StreamReply
+from overdrive.testing import FakeClock
 from tests.stream_upstream import DONE, StreamUpstream, chat_chunk
 
 KB = 1024

@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from overdrive import FakeClock
 from overdrive.config import UpstreamConfig
+from overdrive.testing import FakeClock
 from overdrive.upstream import Upstream
 from tests.fakes import FakeServer, refusing_url
 

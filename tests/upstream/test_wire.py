@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import socket
 import ssl
@@ -17,14 +16,10 @@ import trustme
 
 from overdrive import Overdrive, UpstreamProtocolError
 from overdrive.sim import SimConfig, SimServer
-from overdrive.upstream._wire import (
-    AnswerBounds,
-    Origin,
-    WirePool,
-    proxy_configured,
-    wire_pool_for,
-)
+from overdrive.upstream._client import AnswerBounds
+from overdrive.upstream._wire import Origin, WirePool
 from overdrive.upstream._wire_response import WireHeaders
+from tests.fakes import SocketServer, read_request
 
 CHAT = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}'
 OK_BODY = b'{"ok": true}'
@@ -34,69 +29,21 @@ OK_BODY = b'{"ok": true}'
 Respond = Callable[[asyncio.StreamWriter, int], Awaitable[bool]]
 
 
-class RawServer:
+class RawServer(SocketServer):
     """A bare HTTP/1.1 server on loopback: reads each request whole, answers by script."""
 
     def __init__(self, respond: Respond, tls: ssl.SSLContext | None = None) -> None:
+        super().__init__(tls=tls)
         self._respond = respond
-        self._tls = tls
-        self._server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
-        self.connections = 0
         self.requests = 0
 
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        port = self._server.sockets[0].getsockname()[1]
-        return f"{'https' if self._tls else 'http'}://127.0.0.1:{port}/v1"
-
-    async def __aenter__(self) -> RawServer:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self._tls)
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for handler in list(self._handlers):
-            handler.cancel()
-        await asyncio.gather(*self._handlers, return_exceptions=True)
-        await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        self.connections += 1
-        try:
-            index = 0
-            while await _read_request(reader):
-                self.requests += 1
-                if not await self._respond(writer, index):
-                    break
-                index += 1
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
-            pass  # the client left, or the test ended: either way this connection is done
-        finally:
-            self._handlers.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-
-
-async def _read_request(reader: asyncio.StreamReader) -> bool:
-    """Read one request (headers and content-length body); False at end of stream."""
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError:
-        return False
-    length = 0
-    for line in head.split(b"\r\n"):
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    await reader.readexactly(length)
-    return True
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        index = 0
+        while await read_request(reader) is not None:
+            self.requests += 1
+            if not await self._respond(writer, index):
+                return
+            index += 1
 
 
 def answer(body: bytes = OK_BODY, *extra: bytes) -> bytes:
@@ -233,16 +180,12 @@ async def test_the_request_carries_host_path_and_one_body() -> None:
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         seen.append(await reader.readuntil(b"\r\n\r\n") + await reader.readexactly(len(CHAT)))
         writer.write(answer())
-        await writer.drain()
-        writer.close()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    pool = pool_for(f"http://127.0.0.1:{port}/v1/", headers={"authorization": "Bearer k"})
-    await pool.post("/chat/completions", CHAT)
-    await pool.aclose()
-    server.close()
-    await server.wait_closed()
+    async with SocketServer(serve) as server:
+        port = server.port
+        pool = pool_for(f"{server.url}/", headers={"authorization": "Bearer k"})
+        await pool.post("/chat/completions", CHAT)
+        await pool.aclose()
     head, _, body = seen[0].partition(b"\r\n\r\n")
     lines = head.split(b"\r\n")
     assert lines[0] == b"POST /v1/chat/completions HTTP/1.1"
@@ -516,23 +459,6 @@ def test_base_urls_the_lean_client_leaves_to_httpx(url: str) -> None:
     assert Origin.parse(url) is None
 
 
-@pytest.mark.parametrize("name", ["HTTP_PROXY", "https_proxy", "ALL_PROXY"])
-def test_a_proxy_in_the_environment_leaves_it_to_httpx(
-    name: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for variable in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
-        monkeypatch.delenv(variable, raising=False)
-        monkeypatch.delenv(variable.lower(), raising=False)
-    options: dict[str, Any] = {"api_key": None, "connections": 4, "timeout": 1.0}
-    options["connect_timeout"] = 1.0
-    assert not proxy_configured()
-    assert wire_pool_for("http://127.0.0.1/v1", transport=None, **options) is not None
-    mock = httpx.MockTransport(lambda request: httpx.Response(200))
-    assert wire_pool_for("http://127.0.0.1/v1", transport=mock, **options) is None
-    monkeypatch.setenv(name, "http://proxy.invalid:3128")
-    assert wire_pool_for("http://127.0.0.1/v1", transport=None, **options) is None
-
-
 def test_headers_are_looked_up_in_any_case() -> None:
     headers = WireHeaders({"x-ratelimit-remaining-requests": "0"})
     assert headers.get("X-RateLimit-Remaining-Requests") == "0"
@@ -554,17 +480,13 @@ async def test_repeated_headers_are_joined() -> None:
 async def test_a_handshake_that_never_ends_is_a_connect_timeout() -> None:
     async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()  # takes the ClientHello, never answers it
-        writer.close()
 
-    server = await asyncio.start_server(mute, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    pool = pool_for(f"https://127.0.0.1:{port}/v1", timeout=5.0, connect_timeout=0.1)
-    with pytest.raises(httpx.ConnectTimeout):
-        await pool.post("/chat/completions", CHAT)
-    assert pool.open == 0
-    await pool.aclose()
-    server.close()
-    await server.wait_closed()
+    async with SocketServer(mute) as server:  # plain TCP, asked for TLS
+        pool = pool_for(f"https://127.0.0.1:{server.port}/v1", timeout=5.0, connect_timeout=0.1)
+        with pytest.raises(httpx.ConnectTimeout):
+            await pool.post("/chat/completions", CHAT)
+        assert pool.open == 0
+        await pool.aclose()
 
 
 async def test_a_connection_closed_before_the_request_went_out_goes_again() -> None:
@@ -662,25 +584,21 @@ async def test_bytes_sent_to_an_idle_connection_close_it() -> None:
     closed = asyncio.Event()
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
+        await read_request(reader)
         writer.write(answer())
         await speak.wait()
         writer.write(PARTIAL)  # nobody asked
         await reader.read()  # until the client closes
         closed.set()
-        writer.close()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    pool = pool_for(f"http://127.0.0.1:{port}/v1")
-    await pool.post("/chat/completions", CHAT)
-    assert pool.idle == 1
-    speak.set()
-    await asyncio.wait_for(closed.wait(), 5.0)
-    assert (pool.open, pool.idle) == (0, 0)
-    await pool.aclose()
-    server.close()
-    await server.wait_closed()
+    async with SocketServer(serve) as server:
+        pool = pool_for(server.url)
+        await pool.post("/chat/completions", CHAT)
+        assert pool.idle == 1
+        speak.set()
+        await asyncio.wait_for(closed.wait(), 5.0)
+        assert (pool.open, pool.idle) == (0, 0)
+        await pool.aclose()
 
 
 async def test_an_answer_split_over_reads_is_still_one_answer() -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._build import build_cache
 from ._codec import Codec
 from ._disk import DiskTier
 from ._keys import request_key
 from ._memory import ENTRY_OVERHEAD, CachedItem, CacheStats, MemoryCache
 from ._sizeof import deep_sizeof
+from ._stage import CacheStage, StoredAnswer
 from ._tier import Entry, Tier
 from ._tiered import Found, TieredCache
 
@@ -17,6 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ENTRY_OVERHEAD",
+    "CacheStage",
     "CacheStats",
     "CachedItem",
     "Codec",
@@ -25,8 +28,10 @@ __all__ = [
     "Found",
     "MemoryCache",
     "RedisTier",
+    "StoredAnswer",
     "Tier",
     "TieredCache",
+    "build_cache",
     "deep_sizeof",
     "request_key",
 ]

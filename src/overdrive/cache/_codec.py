@@ -7,8 +7,11 @@ without misreading old entries:
     dict, list, tuple, str, bytes, int (64-bit), float, bool and None,
     nested freely. Types are kept exactly: bytes stay bytes and tuples come
     back as tuples (carried in a msgpack extension type), so a cached value is
-    indistinguishable from a fresh one. Subclasses (``OrderedDict``, enums,
-    ``defaultdict``) are refused rather than silently turned into their base.
+    indistinguishable from a fresh one. So does the engine's
+    :class:`~overdrive.cache.StoredAnswer` (its own extension type; entries
+    older versions wrote as plain tuples still read back as tuples).
+    Subclasses (``OrderedDict``, enums, ``defaultdict``) are refused rather
+    than silently turned into their base.
 ``0x02`` signed pickle (only with a ``secret``)
     ``tag | HMAC-SHA256(secret, tag | len(key) | key | payload) | payload``.
     The signature binds the entry to its key, so one valid entry cannot be
@@ -28,12 +31,14 @@ from typing import Any
 import msgpack  # type: ignore[import-untyped]
 
 from .._errors import CodecError
+from ._stage import StoredAnswer
 
 __all__ = ["Codec"]
 
 _MSGPACK = b"\x01"
 _PICKLE = b"\x02"
 _TUPLE_EXT = 1
+_ANSWER_EXT = 2
 _SIG_LEN = hashlib.sha256().digest_size
 _TIER = "codec"
 
@@ -50,13 +55,17 @@ def _default(value: object) -> object:
     # strict_types sends tuples (and every subclass of a supported type) here.
     if type(value) is tuple:
         return msgpack.ExtType(_TUPLE_EXT, _pack(list(value)))
+    if type(value) is StoredAnswer:
+        return msgpack.ExtType(_ANSWER_EXT, _pack(list(value)))
     raise _Unencodable(value)
 
 
 def _ext_hook(code: int, data: bytes) -> object:
-    if code != _TUPLE_EXT:
-        raise ValueError(f"unknown msgpack extension {code}")
-    return tuple(_unpack(data))
+    if code == _TUPLE_EXT:
+        return tuple(_unpack(data))
+    if code == _ANSWER_EXT:
+        return StoredAnswer(*_unpack(data))
+    raise ValueError(f"unknown msgpack extension {code}")
 
 
 def _pack(value: object) -> bytes:

@@ -21,6 +21,10 @@ sketch counter, but one integer to bump instead of four); the sketch holds
 the history of every key and takes an entry's count back when it leaves, and
 admission weighs the two together. Expiry is lazy: checked on read and at the
 cold ends during eviction, with no timers and no scans.
+
+It is one module because W-TinyLFU is one state: the segments, the sketch,
+the read buffer and the byte counts change together on every write, and split
+apart each hit would pay for passing that state between objects.
 """
 
 from __future__ import annotations
@@ -147,7 +151,7 @@ class MemoryCache(Generic[V]):
     :data:`ENTRY_OVERHEAD` and the key; an explicit ``size`` is charged as
     given, so callers that pass one should include their own overhead.
 
-    >>> from overdrive import FakeClock
+    >>> from overdrive.testing import FakeClock
     >>> clock = FakeClock()
     >>> cache: MemoryCache[dict[str, str]] = MemoryCache(1 << 20, clock)
     >>> cache.set("q", {"answer": "42"}, ttl=60, stale=30, tags=("model:a",))

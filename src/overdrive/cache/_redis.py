@@ -16,35 +16,24 @@ the backoff tries Redis again, so sharing resumes by itself when it returns.
 
 from __future__ import annotations
 
-import asyncio
 import struct
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar, cast
-from urllib.parse import urlsplit
-
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 from .._clock import Clock, SystemClock
 from .._errors import CacheError
+from .._redis import Breaker, connect, namespace_prefix, safe_url
 from ._tier import Entry, Tier
 
 __all__ = ["RedisTier"]
 
 T = TypeVar("T")
 
-# Failures worth backing off from: the server, the network or our own deadline.
-_FAILURES = (RedisError, OSError, TimeoutError)
-
 # version, expires_at, stale_until, tag count; then (u16 length, utf-8) per tag; then the value.
 _HEADER = struct.Struct(">BddH")
 _TAG_LEN = struct.Struct(">H")
 _LAYOUT = 1
-
-_MAX_CONNECTIONS = 64
 
 # Sets the entry, adds it to each tag set, and stretches each tag set's life to
 # cover it, atomically (KEYS[1] entry, KEYS[2..] tag sets; ARGV value, ttl ms).
@@ -59,94 +48,6 @@ for i = 2, #KEYS do
 end
 return 1
 """
-
-
-def connect(url: str, timeout: float) -> Redis:
-    """A client on a bounded pool whose every wait gives up after ``timeout``.
-
-    The pool blocks (up to ``timeout``) for a free connection instead of
-    opening unboundedly many under a burst. redis-py's own retries are off:
-    one failure should mark the tier down, not be multiplied by a retry loop
-    while the caller waits.
-    """
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=_MAX_CONNECTIONS,
-        timeout=timeout,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-    )
-    client: Redis = Redis.from_pool(pool)  # the client owns the pool and closes it
-    return client
-
-
-def namespace_prefix(namespace: str) -> bytes:
-    if ":" in namespace:
-        # ':' would let one namespace's keys spell another's (``a:tag`` vs ``a``).
-        raise ValueError("namespace must not contain ':'")
-    return f"od:{namespace}:".encode()
-
-
-def safe_url(url: str) -> str:
-    """``url`` without its password, fit for repr and logs."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
-class Breaker:
-    """Counts Redis failures and keeps callers off a dead server for ``backoff`` seconds."""
-
-    __slots__ = (
-        "_clock",
-        "_down_until",
-        "backoff",
-        "errors",
-        "name",
-        "skipped_while_down",
-        "timeout",
-    )
-
-    def __init__(self, name: str, *, timeout: float, backoff: float, clock: Clock) -> None:
-        self.name = name
-        self.timeout = timeout
-        self.backoff = backoff
-        self.errors = 0
-        self.skipped_while_down = 0
-        self._clock = clock
-        self._down_until = float("-inf")
-
-    @property
-    def down(self) -> bool:
-        return self._clock.now() < self._down_until
-
-    def skip(self) -> bool:
-        """True (and counted) if the server is marked down: do not even try."""
-        if self.down:
-            self.skipped_while_down += 1
-            return True
-        return False
-
-    def trip(self) -> None:
-        self.errors += 1
-        self._down_until = self._clock.now() + self.backoff
-
-    async def call(self, awaitable: Awaitable[T]) -> T:
-        """``awaitable`` within ``timeout``; any failure trips and becomes ``CacheError``."""
-        try:
-            async with asyncio.timeout(self.timeout):
-                return await awaitable
-        except _FAILURES as exc:
-            self.trip()
-            raise CacheError(self.name, f"{type(exc).__name__}: {exc}") from exc
-
-    def __repr__(self) -> str:
-        return (
-            f"Breaker({self.name!r}, down={self.down}, errors={self.errors}, "
-            f"skipped_while_down={self.skipped_while_down})"
-        )
 
 
 def _pack(entry: Entry) -> bytes:

@@ -3,6 +3,8 @@
 L1 holds live Python values on the monotonic clock; L2 tiers hold codec bytes
 on the wall clock so processes and restarts agree on freshness. A failing L2
 tier is skipped and counted (fail open): the caller still gets L1 or a miss.
+Keys are any hashable while only L1 is involved, bytes once there are L2
+tiers (they are written to files and to Redis).
 
 >>> import asyncio
 >>> from overdrive.cache import MemoryCache
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -69,33 +71,41 @@ class TieredCache:
         self.errors: dict[str, int] = {}
         self.on_fault: FaultHook | None = None
 
-    async def get(self, key: bytes) -> Found | None:
+    async def get(self, key: Hashable) -> Found | None:
         """The freshest usable value for ``key``, looking deeper only on a miss."""
         item = self.memory.get_entry(key)
         if item is not None:
             return Found(item.value, item.fresh(self.memory.now()), "memory")
+        if not self.tiers:
+            return None
+        shared = _shared(key)
         for depth, tier in enumerate(self.tiers):
-            entry = await self._read(tier, key)
+            entry = await self._read(tier, shared)
             if entry is not None:
-                return self._promote(key, entry, tier, depth)
+                return self._promote(shared, entry, tier, depth)
         return None
 
     async def set(
         self,
-        key: bytes,
+        key: Hashable,
         value: Any,
         ttl: float,
         *,
         stale: float = 0.0,
         tags: tuple[str, ...] = (),
         wait: bool = False,
+        size: int | None = None,
     ) -> None:
-        """Store in L1 now; write the L2 tiers in the background (or, with ``wait``, now)."""
-        self.memory.set(key, value, ttl=ttl, stale=stale, tags=tags)
+        """Store in L1 now; write the L2 tiers in the background (or, with ``wait``, now).
+
+        ``size`` is the L1 charge when the caller knows it (see ``MemoryCache.set``).
+        """
+        self.memory.set(key, value, size, ttl=ttl, stale=stale, tags=tags)
         if not self.tiers:
             return
+        shared = _shared(key)
         try:
-            data = self._codec.encode(key, value)
+            data = self._codec.encode(shared, value)
         except CacheError as exc:  # not data-only and no secret: it stays in this process
             self._count("codec", "encode", exc)
             return
@@ -103,17 +113,18 @@ class TieredCache:
         entry = Entry(data, now + ttl, now + ttl + stale, tags)
         if wait:
             for tier in self.tiers:
-                await self._guard(tier, tier.set(key, entry), "write")
+                await self._guard(tier, tier.set(shared, entry), "write")
         else:
-            self._write_behind(key, entry, self.tiers)
+            self._write_behind(shared, entry, self.tiers)
 
     async def across_processes(
-        self, key: bytes, compute: Callable[[], Awaitable[T]], read: Callable[[Any], T]
+        self, key: Hashable, compute: Callable[[], Awaitable[T]], read: Callable[[Any], T | None]
     ) -> T:
         """Run ``compute`` once across every process sharing the Redis lease.
 
         ``compute`` must store its result with ``set(..., wait=True)``; the
-        processes that did not compute read it back, converted by ``read``.
+        processes that did not compute read it back, converted by ``read``
+        (None: not usable, so they compute it themselves).
         Without a lease (or with Redis down) ``compute`` simply runs here.
         """
         if self.lease is None:
@@ -123,12 +134,15 @@ class TieredCache:
             found = await self.get(key)
             return None if found is None else read(found.value)
 
-        return await self.lease.run(key, compute, stored)
+        return await self.lease.run(_shared(key), compute, stored)
 
-    async def delete(self, key: bytes) -> None:
+    async def delete(self, key: Hashable) -> None:
         self.memory.delete(key)
+        if not self.tiers:
+            return
+        shared = _shared(key)
         for tier in self.tiers:
-            await self._guard(tier, tier.delete(key), "delete")
+            await self._guard(tier, tier.delete(shared), "delete")
 
     async def invalidate_tags(self, tags: Iterable[str]) -> int:
         """Drop every entry carrying any of ``tags`` from every tier; return the count."""
@@ -202,3 +216,10 @@ class TieredCache:
         return (
             f"TieredCache(tiers={names}, pending_writes={len(self._pending)}, errors={self.errors})"
         )
+
+
+def _shared(key: Hashable) -> bytes:
+    """``key`` as the L2 tiers take it: they store keys as bytes, in files and in Redis."""
+    if isinstance(key, bytes):
+        return key
+    raise TypeError(f"a cache with shared tiers takes bytes keys, not {type(key).__qualname__}")

@@ -30,7 +30,7 @@ from redis.asyncio.client import PubSub
 
 from .._clock import Clock, SystemClock
 from .._errors import CacheError
-from ..cache._redis import Breaker, connect, namespace_prefix, safe_url
+from .._redis import Breaker, connect, namespace_prefix, safe_url
 
 __all__ = ["RedisLease"]
 
@@ -167,8 +167,8 @@ class _Notifier:
                 message = await pubsub.get_message(timeout=None)
                 if message is not None:
                     self._dispatch(message)
-        except Exception:  # whatever broke the connection, every waiter must hear of it
-            self._breaker.trip()
+        except Exception as exc:  # whatever broke the connection, every waiter must hear of it
+            self._breaker.trip(exc)
             await self._fail(pubsub)
 
     def _dispatch(self, message: dict[str, Any]) -> None:

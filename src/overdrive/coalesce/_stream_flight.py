@@ -14,9 +14,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mappin
 from dataclasses import dataclass, field
 
 from .._clock import Clock
-from ..upstream._dispatch import Exchange
-from ..upstream._upstream import read_within
-from ..upstream._wire import AnswerBounds
+from ..upstream import Exchange
+from ..upstream._client import AnswerBounds, read_within
 from ._shared_stream import DEFAULT_BUFFER_BYTES, DEFAULT_IDLE_TIMEOUT, SharedStream, StreamReader
 
 __all__ = ["StreamFlight", "StreamReply", "replay", "sse_lines"]

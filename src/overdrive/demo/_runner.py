@@ -13,6 +13,7 @@ import httpx
 import openai
 
 from ..engine import Overdrive
+from ..monitor import CACHE_HITS, COALESCED, REQUESTS
 from ..optimize._analyser import save_run
 from ..sim import SimConfig, SimServer
 from ._workload import CHAT_MODEL, EMBED_MODEL, AgentTask, Workload
@@ -147,9 +148,9 @@ class _OverdriveRun(_PlainRun):
             await self.engine.aclose()
         save_run(self.engine)  # for `overdrive report`, in a later process
         metrics = self.engine.metrics
-        result.cache_hits = int(metrics.value("overdrive_cache_hits_total"))
-        result.coalesced = int(metrics.value("overdrive_coalesced_total"))
-        result.calls = int(metrics.value("overdrive_requests_total"))
+        result.cache_hits = int(metrics.value(CACHE_HITS))
+        result.coalesced = int(metrics.value(COALESCED))
+        result.calls = int(metrics.value(REQUESTS))
         return result
 
 

@@ -14,7 +14,7 @@ from .._clock import Clock, SystemClock
 from .._errors import RequestError
 from ..config import Config, load_config
 from ..flow import Backoff
-from ..monitor import Metrics
+from ..monitor import DISTRIBUTE_RETRIES, DISTRIBUTE_TASK_DURATION, DISTRIBUTE_TASKS, Metrics
 from ._base import Backend, Build, Engine, TaskFn
 from ._local import LocalBackend
 
@@ -248,19 +248,15 @@ class DistributedRun(Generic[T, R]):
     async def _before_retry(self, exc: Exception, attempts: int) -> None:
         reason = "crash" if self._backend.crashed(exc) else "error"
         self._counts["retried"] += 1
-        self._metrics.counter(
-            "overdrive_distribute_retries_total", backend=self._backend.name, reason=reason
-        ).inc()
+        self._metrics.counter(DISTRIBUTE_RETRIES, backend=self._backend.name, reason=reason).inc()
         await self._clock.sleep(self._backoff.delay(attempts - 1))
 
     def _finished(self, result: TaskResult[T, R], started: float) -> TaskResult[T, R]:
         name = self._backend.name
         outcome = "ok" if result.ok else "failed"
         self._counts["done" if result.ok else "failed"] += 1
-        self._metrics.counter(
-            "overdrive_distribute_tasks_total", backend=name, outcome=outcome
-        ).inc()
-        self._metrics.histogram("overdrive_distribute_task_seconds", backend=name).observe(
+        self._metrics.counter(DISTRIBUTE_TASKS, backend=name, outcome=outcome).inc()
+        self._metrics.histogram(DISTRIBUTE_TASK_DURATION, backend=name).observe(
             self._clock.now() - started
         )
         return result

@@ -1,10 +1,11 @@
-"""What every HTTP door does with an OpenAI API call: route it, run it, answer it.
+"""What every HTTP door does with an API call: route it to its adapter, run it, answer it.
 
 The in-process httpx transport and the gateway both hand a request's method,
 path, headers and body here and get an :class:`Answer` back: a status, headers
 and either a whole body or a :class:`StreamReply` to relay chunk by chunk.
-Engine errors become OpenAI-style error answers in one place, so both doors
-map them the same way.
+The API family's adapter (:mod:`overdrive.apis`) checks and prices the body;
+engine errors become error answers in its shape in one place, so both doors
+map them the same way. ``GET …/models`` is the doors' own answer, no API's.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .._calls import Admission, CacheMode, Call, Result, admission, chat_call, embeddings_call
+from .._calls import Admission, CacheMode, Call, Result, admission
 from .._errors import (
     KeyLimitError,
     ModelNotAllowedError,
@@ -30,17 +31,20 @@ from .._errors import (
     UpstreamUnavailableError,
 )
 from .._json import JSONDecodeError, dumps, loads
+from ..apis import CHAT, Api, for_request, named
 
 if TYPE_CHECKING:
     from ..coalesce import StreamReply
-    from ..engine import Overdrive
+    from ._pipeline import Pipeline
 
 __all__ = [
+    "MODELS",
     "PRIORITY_HEADER",
     "QUEUE_TIMEOUT_HEADER",
     "REQUEST_HEADERS",
     "Answer",
     "Gate",
+    "Kind",
     "answer",
     "cache_control",
     "error_answer",
@@ -55,6 +59,9 @@ REQUEST_HEADERS = frozenset(
     {"authorization", "cache-control", PRIORITY_HEADER, QUEUE_TIMEOUT_HEADER}
 )
 _JSON = "application/json"
+# What a door answers: an API family's adapter, or MODELS (the door's own list).
+MODELS = "models"
+Kind = Api | str
 _log = logging.getLogger("overdrive.gateway")
 
 
@@ -91,42 +98,51 @@ class Gate(Protocol):
         ...
 
 
-def route(method: str, path: str) -> str | None:
-    """ "chat", "embeddings" or "models" for an OpenAI API call, None for anything else."""
-    if method == "POST" and path.endswith("/chat/completions"):
-        return "chat"
-    if method == "POST" and path.endswith("/embeddings"):
-        return "embeddings"
+def route(method: str, path: str) -> Kind | None:
+    """The adapter of the API call, :data:`MODELS` for ``GET …/models``, None for anything else.
+
+    >>> route("POST", "/v1/embeddings").name, route("GET", "/v1/models")
+    ('embeddings', 'models')
+    """
+    api = for_request(method, path)
+    if api is not None:
+        return api
     if method == "GET" and path.endswith("/models"):
-        return "models"
+        return MODELS
     return None
 
 
 async def answer(
-    engine: Overdrive,
-    kind: str,
+    engine: Pipeline,
+    kind: Kind,
     headers: Mapping[str, str],
     body: bytes,
     gate: Gate | None = None,
 ) -> Answer:
     """Run one call of ``kind`` (see :func:`route`) through ``engine``; errors become answers.
 
+    ``kind`` is an adapter, :data:`MODELS`, or an adapter's name ("chat").
     ``gate``, when given, admits the call first and keeps its cache apart.
     Errors the engine does not know as a caller's or an upstream's fault propagate.
     """
     call: Call | None = None
+    api: Api = CHAT  # its error shape until the API is known
     try:
         asked = PRIORITY_HEADER in headers or QUEUE_TIMEOUT_HEADER in headers
         cap = gate.max_priority if gate is not None else None
         with _admission_from(headers, cap) if asked else _AS_CONFIGURED:
-            if kind == "models":
-                models = engine.models() if gate is None else gate.visible(engine.models())
-                return Answer(200, {"content-type": _JSON}, dumps(models_payload(models)))
-            call = _call(kind, headers, body, gate)
+            if isinstance(kind, str):
+                if kind == MODELS:
+                    models = engine.models() if gate is None else gate.visible(engine.models())
+                    return Answer(200, {"content-type": _JSON}, dumps(models_payload(models)))
+                api = _named(kind)
+            else:
+                api = kind
+            call = _call(api, headers, body, gate)
             waited = await gate.admit(call) if gate is not None else 0.0
             if call.stream:
                 reply = await engine.open_stream(call)
-                content_type = reply.headers.get("content-type", "text/event-stream")
+                content_type = reply.headers.get("content-type", api.stream_type)
                 marks = _marks(content_type, reply.source, reply.upstream, waited + reply.queued_s)
                 return Answer(reply.status, marks, stream=reply, model=call.model)
             result = await engine.request(call)
@@ -135,9 +151,16 @@ async def answer(
             marks = _marks(_JSON, result.source, result.upstream, waited + result.queued_s)
             return Answer(result.status, marks, result.body, model=call.model)
     except _REFUSALS as exc:
-        refused = _refusal(exc)
+        refused = _refusal(exc, api)
         refused.model = call.model if call is not None else ""
         return refused
+
+
+def _named(name: str) -> Api:
+    api = named(name)
+    if api is None:
+        raise ValueError(f"no API family is named {name!r}")  # a door's bug, not the caller's
+    return api
 
 
 # What a caller, a limit or an upstream refused, and the error answer for each.
@@ -153,27 +176,27 @@ _REFUSALS = (
 _AS_CONFIGURED = nullcontext(Admission())
 
 
-def _refusal(exc: Exception) -> Answer:
+def _refusal(exc: Exception, api: Api) -> Answer:
     if isinstance(exc, KeyLimitError):
-        reply = error_answer(429, str(exc), "rate_limit_exceeded")
+        reply = error_answer(429, str(exc), "rate_limit_exceeded", api=api)
         reply.headers["retry-after"] = str(max(1, math.ceil(exc.retry_after)))
         reply.headers["retry-after-ms"] = str(math.ceil(exc.retry_after * 1000))
         return reply
     if isinstance(exc, QueueFullError):
-        return error_answer(429, str(exc), "queue_full")
+        return error_answer(429, str(exc), "queue_full", api=api)
     if isinstance(exc, QueueTimeoutError):
-        return error_answer(504, str(exc), "queue_timeout")
+        return error_answer(504, str(exc), "queue_timeout", api=api)
     if isinstance(exc, ModelNotAllowedError):
-        return error_answer(403, str(exc), "model_not_allowed", exc.field)
+        return error_answer(403, str(exc), "model_not_allowed", exc.field, api=api)
     if isinstance(exc, UnknownModelError):
-        return error_answer(404, str(exc), "model_not_found", exc.field)
+        return error_answer(404, str(exc), "model_not_found", exc.field, api=api)
     if isinstance(exc, RequestError):
-        return error_answer(400, str(exc), "invalid_request_error", exc.field)
+        return error_answer(400, str(exc), "invalid_request_error", exc.field, api=api)
     assert isinstance(exc, UpstreamError)
-    return _upstream_failure(exc)
+    return _upstream_failure(exc, api)
 
 
-def _upstream_failure(exc: UpstreamError) -> Answer:
+def _upstream_failure(exc: UpstreamError, api: Api) -> Answer:
     """502 (504 for a timeout) naming the upstream as configured, never its address.
 
     The detail (addresses, the transport's own words) goes to the log only:
@@ -182,9 +205,9 @@ def _upstream_failure(exc: UpstreamError) -> Answer:
     _log.warning("upstream %r failed: %s", exc.upstream, exc)
     if isinstance(exc, UpstreamUnavailableError) and exc.timed_out:
         message = f"The upstream {exc.upstream!r} did not answer in time; retries are spent."
-        return error_answer(504, message, "upstream_timeout")
+        return error_answer(504, message, "upstream_timeout", api=api)
     what = _FAILURES.get(type(exc), "could not give a usable answer")
-    return error_answer(502, f"The upstream {exc.upstream!r} {what}.", "upstream_error")
+    return error_answer(502, f"The upstream {exc.upstream!r} {what}.", "upstream_error", api=api)
 
 
 _FAILURES: dict[type[UpstreamError], str] = {
@@ -223,9 +246,8 @@ def _seconds(value: str) -> float:
     return float(value)
 
 
-def _call(kind: str, headers: Mapping[str, str], body: bytes, gate: Gate | None) -> Call:
-    request = _json_body(body)
-    call = chat_call(request) if kind == "chat" else embeddings_call(request)
+def _call(api: Api, headers: Mapping[str, str], body: bytes, gate: Gate | None) -> Call:
+    call = api.call(_json_body(body))
     mode, max_age = cache_control(headers.get("cache-control"))
     namespace = gate.namespace if gate is not None else ""
     if mode == "default" and max_age is None and not namespace:
@@ -282,7 +304,17 @@ def models_payload(models: list[str]) -> dict[str, Any]:
     return {"object": "list", "data": data}
 
 
-def error_answer(status: int, message: str, kind: str, param: str | None = None) -> Answer:
-    """An error in the OpenAI shape, which the openai client turns into its errors."""
-    body = {"error": {"message": message, "type": kind, "param": param, "code": kind}}
+def error_answer(
+    status: int, message: str, kind: str, param: str | None = None, *, api: Api = CHAT
+) -> Answer:
+    """An error in ``api``'s shape, which its client turns into its errors.
+
+    Before the API is known (an unknown path, a body too large) it is the
+    OpenAI shape, the chat API's.
+
+    >>> error = loads(error_answer(404, "No such model.", "model_not_found", "model").body)
+    >>> error["error"]["type"], error["error"]["param"]
+    ('model_not_found', 'model')
+    """
+    body = api.error_payload(message, kind, param)
     return Answer(status, {"content-type": _JSON}, dumps(body))

@@ -1,6 +1,6 @@
 """``@cached``: one decorator for sync and async functions and methods.
 
->>> from overdrive.cache import cached
+>>> from overdrive import cached
 >>> @cached(ttl=60)
 ... def square(x: int) -> int:
 ...     return x * x
@@ -9,7 +9,9 @@
 
 Async functions get in-process single-flight (concurrent misses on one key
 compute once), stale-while-revalidate and the shared L2 tiers when the cache
-has them; sync functions use the in-memory tier.
+has them; sync functions use the in-memory tier. A memory hit is served
+inline by the wrapper; everything past it (lookup, refresh, compute once,
+store) is the cache stage the engine runs too, :class:`~overdrive.cache.CacheStage`.
 """
 
 from __future__ import annotations
@@ -26,9 +28,8 @@ from typing import Any, Generic, ParamSpec, TypeVar, cast
 from .._errors import RequestError
 from .._json import dumps_canonical
 from .._units import parse_bytes, parse_duration
-from ..cache._memory import CachedItem, MemoryCache
-from ..cache._tiered import TieredCache
-from ..coalesce import Coalescer, ThreadFlight
+from ..cache import CachedItem, CacheStage, MemoryCache, TieredCache
+from ..coalesce import ThreadFlight
 
 __all__ = ["CacheInfo", "cached"]
 
@@ -86,12 +87,11 @@ def cached(
         parse_duration(stale),
         None if negative_ttl is None else parse_duration(negative_ttl),
         negative_on,
-        jitter,
     )
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         store = cache if cache is not None else MemoryCache(parse_bytes(max_bytes))
-        memo = _Memo(fn, policy, store, key, tags, namespace)
+        memo = _Memo(fn, policy, store, key, tags, namespace, jitter)
         wrapper: Any = (
             memo.async_wrapper() if inspect.iscoroutinefunction(fn) else memo.sync_wrapper()
         )
@@ -111,12 +111,11 @@ class _Policy:
     stale: float
     negative_ttl: float | None
     negative_on: tuple[type[BaseException], ...]
-    jitter: float
 
-    def lifetime(self, value: Any, rng: random.Random) -> float:
+    def ttl_of(self, value: Any) -> float:
+        """The TTL before jitter: ``negative_ttl`` for None and cached failures, if set."""
         negative = value is None or isinstance(value, _Raised)
-        base = self.negative_ttl if negative and self.negative_ttl is not None else self.ttl
-        return base * (1.0 - self.jitter * rng.random())
+        return self.negative_ttl if negative and self.negative_ttl is not None else self.ttl
 
 
 class _Memo(Generic[P, R]):
@@ -130,19 +129,20 @@ class _Memo(Generic[P, R]):
         key: KeyFunc | None,
         tags: Iterable[str] | TagFunc,
         namespace: str,
+        jitter: float,
     ) -> None:
         self.fn = fn
         self.policy = policy
-        self.tiered = store if isinstance(store, TieredCache) else None
-        self.memory: MemoryCache[Any] = store.memory if isinstance(store, TieredCache) else store
+        # Entries other processes may read need keys that are stable bytes.
+        self.shared = isinstance(store, TieredCache)
+        tiered = store if isinstance(store, TieredCache) else TieredCache(store)
+        self.memory: MemoryCache[Any] = tiered.memory
+        self.stage: CacheStage[Any] = CacheStage(tiered, jitter=jitter, rng=random.Random())
         self.custom_key = key
         self.tags = tags
         self.prefix = f"{namespace}\x1f{fn.__module__}.{fn.__qualname__}"
         self.skip_first = _is_method(fn)
-        self.flight: Coalescer[Any] = Coalescer()
         self.thread_flight: ThreadFlight[Any] = ThreadFlight()
-        self.refreshing: set[Hashable] = set()
-        self.rng = random.Random()
         self.hits = 0
         self.misses = 0
 
@@ -156,7 +156,7 @@ class _Memo(Generic[P, R]):
             raw = args[1:] if self.skip_first else args
             if kwargs:
                 raw = (*raw, _KWARGS, *sorted(kwargs.items()))
-        if self.tiered is not None:
+        if self.shared:
             return self._stable(raw)
         try:
             hash(raw)
@@ -182,7 +182,7 @@ class _Memo(Generic[P, R]):
 
     def fast_key(self) -> Callable[[tuple[Any, ...], dict[str, Any]], Hashable]:
         """The hit path's key function: a bare tuple when nothing more is needed."""
-        if self.custom_key is not None or self.tiered is not None or self.skip_first:
+        if self.custom_key is not None or self.shared or self.skip_first:
             return self.key_of
         prefix, key_of = self.prefix, self.key_of
 
@@ -242,10 +242,8 @@ class _Memo(Generic[P, R]):
     ) -> None:
         if isinstance(value, _Raised) and self.policy.negative_ttl is None:
             return
-        ttl = self.policy.lifetime(value, self.rng)
-        self.memory.set(
-            key, value, ttl=ttl, stale=self.policy.stale, tags=self.tags_of(args, kwargs)
-        )
+        ttl, stale = self.policy.ttl_of(value), self.policy.stale
+        self.stage.remember(key, value, ttl, stale=stale, tags=self.tags_of(args, kwargs))
 
     # -- async -------------------------------------------------------------
 
@@ -273,33 +271,16 @@ class _Memo(Generic[P, R]):
     async def _miss_async(
         self, key: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        found = await self._lookup(key)
-        if found is not None:
-            value, fresh = found
+        stage = self.stage
+        found = await stage.lookup(key)
+        if found is not None:  # stale in memory, or found in a shared tier
             self.hits += 1
-            if not fresh:
-                self._refresh_once(key, args, kwargs)
-            return _unwrap(value)
+            if not found.fresh:
+                stage.refresh_once(key, lambda: self._compute(key, args, kwargs))
+            return _unwrap(found.value)
         self.misses += 1
-        value, _ = await self.flight.run(key, lambda: self._compute_once(key, args, kwargs))
+        value, _ = await stage.compute_once(key, lambda: self._compute(key, args, kwargs), _same)
         return _unwrap(value)
-
-    async def _compute_once(
-        self, key: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        """Compute, in only one process when the tiers share a Redis lease."""
-        if self.tiered is None:
-            return await self._compute(key, args, kwargs)
-        return await self.tiered.across_processes(
-            cast("bytes", key), lambda: self._compute(key, args, kwargs), _same
-        )
-
-    async def _lookup(self, key: Hashable) -> tuple[Any, bool] | None:
-        if self.tiered is not None:
-            found = await self.tiered.get(cast("bytes", key))
-            return None if found is None else (found.value, found.fresh)
-        item = self.memory.get_entry(key)
-        return None if item is None else (item.value, False)
 
     async def _compute(self, key: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         fn = cast("Callable[..., Awaitable[Any]]", self.fn)
@@ -313,27 +294,11 @@ class _Memo(Generic[P, R]):
     async def _store(
         self, key: Hashable, value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
-        if self.tiered is None or isinstance(value, _Raised):
+        if isinstance(value, _Raised):  # a failure is re-raised in this process only
             self._remember(key, value, args, kwargs)
             return
-        ttl = self.policy.lifetime(value, self.rng)
-        tags = self.tags_of(args, kwargs)
-        shared = self.tiered.lease is not None  # other processes read it back from Redis
-        await self.tiered.set(
-            cast("bytes", key), value, ttl, stale=self.policy.stale, tags=tags, wait=shared
-        )
-
-    def _refresh_once(self, key: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        if key in self.refreshing:
-            return
-        self.refreshing.add(key)
-        task = asyncio.ensure_future(self.flight.run(key, lambda: self._compute(key, args, kwargs)))
-        task.add_done_callback(lambda done: self._refreshed(key, done))
-
-    def _refreshed(self, key: Hashable, done: asyncio.Future[Any]) -> None:
-        self.refreshing.discard(key)
-        if not done.cancelled():
-            done.exception()  # a failed refresh keeps serving stale; nothing to report here
+        ttl, stale = self.policy.ttl_of(value), self.policy.stale
+        await self.stage.store(key, value, ttl, stale=stale, tags=self.tags_of(args, kwargs))
 
     # -- inspection and invalidation ----------------------------------------
 
@@ -345,15 +310,13 @@ class _Memo(Generic[P, R]):
         """Drop the entry these arguments map to (from memory; shared tiers in the background)."""
         key = self.key_of(args, kwargs)
         removed = self.memory.delete(key)
-        if self.tiered is not None:
-            _spawn(self.tiered.delete(cast("bytes", key)))
+        if self.shared:
+            _spawn(self.stage.cache.delete(key))
         return removed
 
     async def invalidate_tags(self, *tags: str) -> int:
         """Drop every entry labelled with any of ``tags``, in every tier."""
-        if self.tiered is not None:
-            return await self.tiered.invalidate_tags(tags)
-        return self.memory.delete_tags(tags)
+        return await self.stage.cache.invalidate_tags(tags)
 
 
 _KWARGS = "\x00kwargs"  # separates positional from keyword arguments in a key

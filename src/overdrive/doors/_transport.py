@@ -1,4 +1,4 @@
-"""The in-process door: an httpx transport that sends OpenAI API calls through the engine."""
+"""The in-process door: an httpx transport that sends API calls through the engine."""
 
 from __future__ import annotations
 
@@ -11,17 +11,18 @@ from ._answer import Answer, answer, error_answer, models_payload, route
 
 if TYPE_CHECKING:
     from ..coalesce import StreamReply
-    from ..engine import Overdrive
+    from ._pipeline import Pipeline
 
 __all__ = ["EngineTransport", "error_response", "models_payload"]
 
 
 class EngineTransport(httpx.AsyncBaseTransport):
-    """Routes ``POST …/chat/completions``, ``POST …/embeddings`` and ``GET …/models``
-    into the engine, whatever the host; every other request goes out untouched."""
+    """Routes every registered API family's calls (``POST …/chat/completions``,
+    ``POST …/embeddings``, see :mod:`overdrive.apis`) and ``GET …/models`` into the
+    engine, whatever the host; every other request goes out untouched."""
 
     def __init__(
-        self, engine: Overdrive, passthrough: httpx.AsyncBaseTransport | None = None
+        self, engine: Pipeline, passthrough: httpx.AsyncBaseTransport | None = None
     ) -> None:
         self._engine = engine
         self._passthrough = passthrough or httpx.AsyncHTTPTransport()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from .._errors import BatchResultCountError
 from ._admission import AdmissionQueue, settled_within
-from ._batch import BatchedFunction, Batcher, BatchStats, batched
+from ._batch import BatchedFunction, Batcher, batched
 from ._budget import RetryBudget
 from ._concurrency import AdaptiveLimit, ConcurrencyLimit, FixedLimit, Outcome, Permit
 from ._embedding_batches import EmbeddingBatches
-from ._feedback import RateLimitHeaders, apply_feedback, parse_reset
+from ._feedback import apply_feedback
 from ._hedge import HedgeDelay
 from ._limiter import Limiter, LimitSpec
 from ._ratelimit import GCRA, LocalLimiter
@@ -20,7 +21,7 @@ __all__ = [
     "AdaptiveLimit",
     "AdmissionQueue",
     "Backoff",
-    "BatchStats",
+    "BatchResultCountError",
     "BatchedFunction",
     "Batcher",
     "ConcurrencyLimit",
@@ -32,12 +33,10 @@ __all__ = [
     "LocalLimiter",
     "Outcome",
     "Permit",
-    "RateLimitHeaders",
     "RedisLimiter",
     "RetryBudget",
     "apply_feedback",
     "batched",
-    "parse_reset",
     "retry_after",
     "settled_within",
 ]

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._clock import Clock
-from .._errors import ConfigError, QueueFullError, QueueTimeoutError
+from .._errors import QueueFullError, QueueTimeoutError
+from .._validate import check_int
 from ._limiter import Limiter
 from ._ratelimit import LocalLimiter
 
@@ -61,7 +62,7 @@ class AdmissionQueue:
     """Waits for a :class:`~overdrive.flow.Limiter` to admit each call, in priority order.
 
     >>> import asyncio
-    >>> from overdrive._clock import FakeClock
+    >>> from overdrive.testing import FakeClock
     >>> from overdrive.flow import LimitSpec, LocalLimiter
     >>> clock = FakeClock()
     >>> queue = AdmissionQueue(LocalLimiter(LimitSpec(600, None, 1.0), clock), clock)
@@ -84,10 +85,8 @@ class AdmissionQueue:
     def __init__(
         self, limiter: Limiter, clock: Clock, *, max_waiting: int = 10_000, name: str = "default"
     ) -> None:
-        if isinstance(max_waiting, bool) or not isinstance(max_waiting, int) or max_waiting < 0:
-            raise ConfigError("max_waiting", f"must be a whole number >= 0, got {max_waiting!r}")
+        self.max_waiting = check_int("max_waiting", max_waiting, 0)
         self.limiter = limiter
-        self.max_waiting = max_waiting
         self.name = name
         self.admitted = 0
         self._clock = clock

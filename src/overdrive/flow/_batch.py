@@ -26,6 +26,7 @@ from .._errors import (
     BatchResultCountError,
     ConfigError,
 )
+from .._validate import check_duration, check_float, check_int
 
 __all__ = [
     "BatchClosedError",
@@ -132,13 +133,13 @@ class Batcher(Generic[I, O]):
         name: str = "batch",
     ) -> None:
         self.name = name
-        self.max_queue = _check_int("max_queue", max_queue, 1, None)
-        self._max_batch = _check_int("max_batch", max_batch, 1, self.max_queue)
-        self._max_wait = _check_wait(max_wait)
+        self.max_queue = check_int("max_queue", max_queue, 1)
+        self._max_batch = check_int("max_batch", max_batch, 1, self.max_queue)
+        self._max_wait = check_duration("max_wait", max_wait, high=MAX_WAIT_LIMIT)
         if (max_cost is None) != (cost is None):
             raise ConfigError("max_cost", "max_cost and cost go together; give both or neither")
-        if max_cost is not None and not (math.isfinite(max_cost) and max_cost > 0):
-            raise ConfigError("max_cost", f"must be a finite number > 0, got {max_cost!r}")
+        if max_cost is not None:
+            check_float("max_cost", max_cost, 0.0, open_low=True, finite=True)
         self._max_cost = max_cost
         self._cost = cost
         self._handler = handler
@@ -159,7 +160,7 @@ class Batcher(Generic[I, O]):
 
     @max_batch.setter
     def max_batch(self, value: int) -> None:
-        self._max_batch = _check_int("max_batch", value, 1, self.max_queue)
+        self._max_batch = check_int("max_batch", value, 1, self.max_queue)
         # A smaller limit may already be reached by the items waiting now.
         while len(self._queue) >= self._max_batch:
             self._flush("full", self._max_batch)
@@ -170,7 +171,7 @@ class Batcher(Generic[I, O]):
 
     @max_wait.setter
     def max_wait(self, value: float) -> None:
-        self._max_wait = _check_wait(value)
+        self._max_wait = check_duration("max_wait", value, high=MAX_WAIT_LIMIT)
         if self._timer is not None:
             self._disarm()
             self._arm()
@@ -345,23 +346,6 @@ class Batcher(Generic[I, O]):
             f" batches_in_flight={len(self._tasks)}, max_batch={self._max_batch},"
             f" max_wait={self._max_wait}, closed={self._closed})"
         )
-
-
-def _check_int(field: str, value: int, low: int, high: int | None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(field, f"must be an integer, got {value!r}")
-    if value < low or (high is not None and value > high):
-        bounds = f">= {low}" if high is None else f"between {low} and {high}"
-        raise ConfigError(field, f"must be {bounds}, got {value}")
-    return value
-
-
-def _check_wait(value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError("max_wait", f"must be a number of seconds, got {value!r}")
-    if not 0 <= value <= MAX_WAIT_LIMIT:  # also rejects NaN
-        raise ConfigError("max_wait", f"must be between 0 and {MAX_WAIT_LIMIT} s, got {value}")
-    return float(value)
 
 
 class BatchedFunction(Generic[I, O]):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 from .._clock import Clock
-from .._errors import ConfigError
+from .._validate import check_float
 
 __all__ = ["RetryBudget"]
 
@@ -21,7 +21,7 @@ __all__ = ["RetryBudget"]
 class RetryBudget:
     """Counts first attempts and retries per second over ``window`` seconds.
 
-    >>> from overdrive._clock import FakeClock
+    >>> from overdrive.testing import FakeClock
     >>> budget = RetryBudget(ratio=0.1, min_per_second=0.0, window=10, clock=FakeClock())
     >>> for _ in range(30):
     ...     budget.record_attempt()
@@ -34,12 +34,8 @@ class RetryBudget:
     def __init__(
         self, ratio: float, min_per_second: float, window: int = 10, *, clock: Clock
     ) -> None:
-        if not 0.0 <= ratio <= 1.0 or math.isnan(ratio):
-            raise ConfigError("retry.budget_ratio", f"must be in [0, 1], got {ratio}")
-        if min_per_second < 0 or math.isnan(min_per_second):
-            raise ConfigError("retry.budget_min_per_second", f"must be >= 0, got {min_per_second}")
-        self.ratio = ratio
-        self.min_per_second = min_per_second
+        self.ratio = check_float("retry.budget_ratio", ratio, 0.0, 1.0)
+        self.min_per_second = check_float("retry.budget_min_per_second", min_per_second, 0.0)
         self.window = window
         self._clock = clock
         self._attempts = [0] * window

@@ -1,5 +1,9 @@
 """Embedding micro-batching: single-text calls that agree on model and options go as one.
 
+Which calls qualify is their API's say (``call.api.batchable``: today an
+embeddings call with one string input), and the batched call is made by the
+same adapter, so this stage never names an API.
+
 Providers price an embeddings call as a base cost plus a cost per input, so
 64 single-text calls sent as one 64-input call finish far sooner and use one
 request of the rate limit instead of 64. Each caller still gets an ordinary
@@ -19,7 +23,7 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from .._calls import Call, Result, embeddings_call
+from .._calls import Call, Result
 from .._errors import UpstreamProtocolError
 from .._json import JSONDecodeError, dumps, dumps_canonical, loads
 from ._batch import Batcher
@@ -103,8 +107,8 @@ class EmbeddingBatches:
         self._max_wait = value
 
     def takes(self, call: Call) -> bool:
-        """True for an embeddings call with one string input, when batching is on."""
-        return self.enabled and call.op == "embeddings" and isinstance(call.body.get("input"), str)
+        """True for a call its API says may be batched (one text to embed), when batching is on."""
+        return self.enabled and call.api.batchable(call)
 
     async def submit(self, call: Call) -> Result:
         """Wait for the call's batch to go; return this call's own one-input response."""
@@ -127,7 +131,8 @@ class EmbeddingBatches:
 
     def _batcher(self, call: Call) -> Batcher[Call, Result]:
         options = {k: v for k, v in call.body.items() if k != "input"}
-        group = hashlib.blake2b(dumps_canonical(options), digest_size=16).digest()
+        # The op too: calls of two batchable APIs never share a batch.
+        group = hashlib.blake2b(dumps_canonical([call.op, options]), digest_size=16).digest()
         batcher = self._batchers.get(group)
         if batcher is None:
             if len(self._batchers) >= self._prune_at:
@@ -137,7 +142,7 @@ class EmbeddingBatches:
                 max_batch=self._max_batch,
                 max_wait=self._max_wait,
                 clock=self._clock,
-                name=f"embeddings:{call.model}",
+                name=f"{call.op}:{call.model}",
             )
         return batcher
 
@@ -152,8 +157,9 @@ class EmbeddingBatches:
 
     async def _send_batch(self, calls: list[Call]) -> list[Result]:
         texts = [call.body["input"] for call in calls]
-        self._metrics.histogram("overdrive_batch_size", op="embeddings").observe(len(calls))
-        result = await self._send(embeddings_call({**calls[0].body, "input": texts}))
+        first = calls[0]
+        self._metrics.histogram("overdrive_batch_size", op=first.op).observe(len(calls))
+        result = await self._send(first.api.call({**first.body, "input": texts}))
         if not result.ok:
             return [result] * len(calls)
         return [Result(200, body, result.upstream) for body in split_embeddings(result, len(texts))]

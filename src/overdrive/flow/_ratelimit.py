@@ -25,7 +25,7 @@ class GCRA:
 
     ``rate`` units per second; up to ``burst`` seconds of rate may go at once.
 
-    >>> from overdrive._clock import FakeClock
+    >>> from overdrive.testing import FakeClock
     >>> limit = GCRA(rate=2.0, burst=0.5, clock=FakeClock())
     >>> [limit.reserve(1) for _ in range(3)]
     [0.0, 0.5, 1.0]
@@ -82,7 +82,7 @@ class LocalLimiter:
     """A :class:`~overdrive.flow.Limiter` kept in this process's memory.
 
     >>> import asyncio
-    >>> from overdrive._clock import FakeClock
+    >>> from overdrive.testing import FakeClock
     >>> limiter = LocalLimiter(LimitSpec(rpm=60, tpm=None, burst=1.0), FakeClock())
     >>> [asyncio.run(limiter.try_acquire(1, 0)) for _ in range(2)]
     [0.0, 1.0]

@@ -30,7 +30,6 @@ Redis does. One warning is logged per outage, and outages are counted.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -47,8 +46,6 @@ if TYPE_CHECKING:
 __all__ = ["RedisLimiter"]
 
 _log = logging.getLogger(__name__)
-
-_SCHEMES = ("redis://", "rediss://", "unix://")
 
 # The head of every script. Time is Redis's (scripts are replicated by their
 # effects, the default since Redis 5, so reading TIME is allowed). The scripts
@@ -184,25 +181,17 @@ class RedisLimiter:
     __slots__ = (
         "_acquire",
         "_adjust",
+        "_breaker",
         "_client",
-        "_clock",
-        "_down_until",
-        "_failures",
         "_hold",
         "_keys",
         "_local",
-        "_outage",
         "_owns_client",
         "_respec",
         "_stale",
         "_url",
-        "backoff",
-        "errors",
-        "local_calls",
         "name",
-        "outages",
         "spec",
-        "timeout",
     )
 
     def __init__(
@@ -217,14 +206,26 @@ class RedisLimiter:
         backoff: float = 1.0,
         clock: Clock | None = None,
     ) -> None:
-        self._failures, self._stale = _redis_errors()
+        try:
+            from .. import _redis  # imports redis-py: only once a limiter is built
+        except ImportError as exc:
+            raise ImportError(
+                f"RedisLimiter needs redis-py: pip install 'overdrive[redis]' ({exc})"
+            ) from None
         _check_name(name)
         self.spec = spec
         self.name = name
-        self.timeout = timeout
-        self.backoff = backoff
-        self._clock = clock or SystemClock()
+        clock = clock or SystemClock()
         self._client, self._url = _client_for(url, client, timeout)
+        self._stale = _redis.Disconnected
+        self._breaker = _redis.Breaker(
+            f"rate limiter {name!r}",
+            timeout=timeout,
+            backoff=backoff,
+            clock=clock,
+            on_outage=self._on_outage,
+            on_recovery=self._on_recovery,
+        )
         self._owns_client = client is None
         scripts = (_ACQUIRE, _ADJUST, _HOLD, _RESPEC)
         self._acquire, self._adjust, self._hold, self._respec = map(
@@ -232,17 +233,35 @@ class RedisLimiter:
         )
         prefix = f"{namespace}:limit:{{{name}}}"
         self._keys = (f"{prefix}:req", f"{prefix}:tok", f"{prefix}:hold")
-        self._local = LocalLimiter(spec, self._clock)
-        self._down_until = float("-inf")
-        self._outage = False
-        self.errors = 0
-        self.outages = 0
-        self.local_calls = 0
+        self._local = LocalLimiter(spec, clock)
 
     @property
     def down(self) -> bool:
         """True from a failed Redis call until the next one that succeeds."""
-        return self._outage
+        return self._breaker.failing
+
+    @property
+    def timeout(self) -> float:
+        return self._breaker.timeout
+
+    @property
+    def backoff(self) -> float:
+        return self._breaker.backoff
+
+    @property
+    def errors(self) -> int:
+        """Redis calls that failed."""
+        return self._breaker.errors
+
+    @property
+    def outages(self) -> int:
+        """Times Redis went down: from a failure to the next success counts once."""
+        return self._breaker.outages
+
+    @property
+    def local_calls(self) -> int:
+        """Calls paced in this process alone: each failed call, and each skipped one."""
+        return self._breaker.errors + self._breaker.skipped_while_down
 
     async def try_acquire(self, requests: int, tokens: int) -> float:
         rpm, tpm, burst = _rates(self.spec)
@@ -277,16 +296,13 @@ class RedisLimiter:
         self, script: AsyncScript, keys: Sequence[str], args: Sequence[float]
     ) -> float | None:
         """The script's reply as seconds, or ``None`` if Redis is (or just went) down."""
-        if self._clock.now() < self._down_until:
-            self.local_calls += 1
+        if self._breaker.skip():
             return None
         try:
-            async with asyncio.timeout(self.timeout):
-                reply = await self._call(script, keys, args)
-        except self._failures as exc:
-            self._trip(exc)
+            # The deadline covers both tries of _call: a caller waits `timeout` at most.
+            reply = await self._breaker.run(self._call(script, keys, args))
+        except self._breaker.failures:
             return None
-        self._recover()
         return float(reply)
 
     async def _call(
@@ -300,48 +316,26 @@ class RedisLimiter:
             reply = await script(keys=keys, args=args)
         return reply
 
-    def _trip(self, exc: BaseException) -> None:
-        self.errors += 1
-        self.local_calls += 1
-        self._down_until = self._clock.now() + self.backoff
-        if not self._outage:
-            self._outage = True
-            self.outages += 1
-            _log.warning(
-                "rate limiter %r: Redis at %s failed (%s: %s); pacing in this process "
-                "alone, retrying Redis every %gs",
-                self.name,
-                self._url,
-                type(exc).__name__,
-                exc,
-                self.backoff,
-            )
+    def _on_outage(self, exc: BaseException) -> None:
+        # The breaker calls this once per outage, not once per failed call.
+        _log.warning(
+            "rate limiter %r: Redis at %s failed (%s: %s); pacing in this process "
+            "alone, retrying Redis every %gs",
+            self.name,
+            self._url,
+            type(exc).__name__,
+            exc,
+            self.backoff,
+        )
 
-    def _recover(self) -> None:
-        if self._outage:
-            self._outage = False
-            _log.info(
-                "rate limiter %r: Redis at %s is back; limit shared again", self.name, self._url
-            )
+    def _on_recovery(self) -> None:
+        _log.info("rate limiter %r: Redis at %s is back; limit shared again", self.name, self._url)
 
     def __repr__(self) -> str:
         return (
             f"RedisLimiter({self.name!r}, {self.spec!r}, url={self._url!r}, down={self.down}, "
             f"outages={self.outages}, errors={self.errors}, local_calls={self.local_calls})"
         )
-
-
-def _redis_errors() -> tuple[tuple[type[Exception], ...], type[Exception]]:
-    """What to fall back from, and what deserves a second try; imports redis-py."""
-    try:
-        from redis.exceptions import ConnectionError as Disconnected
-        from redis.exceptions import RedisError
-    except ImportError as exc:
-        raise ImportError(
-            f"RedisLimiter needs redis-py: pip install 'overdrive[redis]' ({exc})"
-        ) from None
-    # The server, the network, or our own deadline.
-    return (RedisError, OSError, TimeoutError), Disconnected
 
 
 def _rates(spec: LimitSpec) -> tuple[int, int, float]:
@@ -359,30 +353,9 @@ def _client_for(url: str | None, client: Redis | None, timeout: float) -> tuple[
     """The client to use, and how to name its server in logs and repr."""
     if (url is None) == (client is None):
         raise ConfigError("url", "give exactly one of url= and client=")
+    from .._redis import connect, describe, safe_url  # redis-py is loaded by now
+
     if client is not None:
-        return client, _describe(client)
+        return client, describe(client)
     assert url is not None
-    if not url.startswith(_SCHEMES):
-        raise ConfigError(
-            "url", f"expected a redis://, rediss:// or unix:// URL, got {_redact(url)!r}"
-        )
-    from ..cache._redis import connect  # imports redis-py: only once a limiter is built
-
-    try:
-        return connect(url, timeout), _redact(url)
-    except ValueError as exc:  # redis-py's word for a port or option it cannot parse
-        raise ConfigError("url", f"{exc} in {_redact(url)!r}") from None
-
-
-def _redact(url: str) -> str:
-    """``url`` without user, password or query; parses nothing that could fail."""
-    scheme, sep, rest = url.partition("://")
-    netloc, slash, path = rest.partition("?")[0].partition("/")
-    return f"{scheme}{sep}{netloc.rpartition('@')[2]}{slash}{path}"
-
-
-def _describe(client: Redis) -> str:
-    kwargs = client.connection_pool.connection_kwargs
-    if "path" in kwargs:
-        return f"unix://{kwargs['path']}"
-    return f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
+    return connect(url, timeout), safe_url(url)

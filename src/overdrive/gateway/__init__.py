@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from ._app import DEFAULT_MAX_BODY_BYTES, GatewayApp, create_app
-from ._openapi import openapi_document
+from .._errors import KeyLimitError, ModelNotAllowedError
+from ._app import GatewayApp
 from ._protocol import GatewayProtocol
-from ._server import GatewayServer, run_gateway
-from ._tenants import Tenant, Tenants, hash_key
+from ._server import run_gateway
+from ._tenants import hash_key
 
 __all__ = [
-    "DEFAULT_MAX_BODY_BYTES",
     "GatewayApp",
     "GatewayProtocol",
-    "GatewayServer",
-    "Tenant",
-    "Tenants",
-    "create_app",
+    "KeyLimitError",
+    "ModelNotAllowedError",
     "hash_key",
-    "openapi_document",
     "run_gateway",
 ]

@@ -19,12 +19,14 @@ import httpx
 
 from .._asgi import BodyTooLarge, ClientGone, Receive, Scope, Send, read_body
 from .._clock import SystemClock
-from .._errors import ConfigError, OverdriveError
+from .._errors import OverdriveError
 from .._json import dumps
+from .._validate import check_int
+from ..apis import Api, registered
 from ..config import GatewayConfig
-from ..doors._answer import REQUEST_HEADERS, Answer, answer, error_answer
+from ..doors._answer import MODELS, REQUEST_HEADERS, Answer, Kind, answer, error_answer
 from ..monitor import CONTENT_TYPE as METRICS_TYPE
-from ..monitor import Counter
+from ..monitor import GATEWAY_REQUESTS, Counter
 from ._access_log import AccessLog
 from ._openapi import openapi_document
 from ._tenants import Tenant, Tenants
@@ -91,8 +93,8 @@ class GatewayApp:
         *,
         max_body_bytes: int | None = None,
     ) -> None:
-        if max_body_bytes is not None and max_body_bytes < 1:
-            raise ConfigError("gateway.max_body_bytes", f"must be at least 1, got {max_body_bytes}")
+        if max_body_bytes is not None:
+            check_int("gateway.max_body_bytes", max_body_bytes, 1)
         self._config = config
         # Without an explicit limit, [gateway] max_body_bytes applies once the config is read.
         self._body_from_config = max_body_bytes is None
@@ -106,12 +108,13 @@ class GatewayApp:
         self._openapi = dumps(openapi_document())
         self._routes = self._route_table()
 
-    def _route_table(self) -> dict[str, dict[str, Handler | str]]:
-        # An OpenAI call routes to its kind: serve() runs it with no handler layer.
-        return {
-            "/v1/chat/completions": {"POST": "chat"},
-            "/v1/embeddings": {"POST": "embeddings"},
-            "/v1/models": {"GET": "models"},
+    def _route_table(self) -> dict[str, dict[str, Handler | Kind]]:
+        # An API call routes to its adapter: serve() runs it with no handler layer.
+        routes: dict[str, dict[str, Handler | Kind]] = {}
+        for api in registered():
+            routes.setdefault(f"/v1{api.suffix}", {})[api.method] = api
+        return routes | {
+            "/v1/models": {"GET": MODELS},
             "/health/live": {"GET": self._live},
             "/health/ready": {"GET": self._ready},
             "/metrics": {"GET": self._metrics},
@@ -226,7 +229,7 @@ class GatewayApp:
         if handler is None:
             return _not_allowed(method, path, methods)
         try:
-            if isinstance(handler, str):
+            if isinstance(handler, (Api, str)):
                 return await self._call(handler, headers, body)
             return await handler(headers, body)
         except Exception:
@@ -242,7 +245,7 @@ class GatewayApp:
 
     # --- the OpenAI routes ------------------------------------------------------
 
-    async def _call(self, kind: str, headers: Mapping[str, str], body: bytes) -> Answer:
+    async def _call(self, kind: Kind, headers: Mapping[str, str], body: bytes) -> Answer:
         engine, tenants = self._engine, self._tenants
         if engine is None or tenants is None:
             return _not_ready()
@@ -261,7 +264,7 @@ class GatewayApp:
         counter = self._counters.get((key, status))
         if counter is None:  # looked up once per key and status: a lookup hashes the labels
             counter = self._counters[key, status] = engine.metrics.counter(
-                "overdrive_gateway_requests_total", key=key, code=str(status)
+                GATEWAY_REQUESTS, key=key, code=str(status)
             )
         counter.inc()
 
@@ -375,7 +378,7 @@ def _unknown_url(path: str) -> Answer:
     return error_answer(404, f"Unknown request URL: {path}", "unknown_url")
 
 
-def _not_allowed(method: str, path: str, methods: Mapping[str, Handler | str]) -> Answer:
+def _not_allowed(method: str, path: str, methods: Mapping[str, Handler | Kind]) -> Answer:
     allow = ", ".join(sorted({*methods, "HEAD"} if "GET" in methods else methods))
     reply = error_answer(
         405, f"Method {method} is not allowed on {path}; use {allow}.", "method_not_allowed"

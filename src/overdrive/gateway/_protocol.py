@@ -54,6 +54,11 @@ before the refusal is read.
 
 Each request writes one line to the ``overdrive.access`` logger
 (:mod:`overdrive.gateway._access_log`), refusals included.
+
+The bytes written (heads, canned refusals) are built in :mod:`._framing`. The
+rest stays one module, and one class, on purpose: asyncio and httptools call
+back into the protocol as bytes arrive, and every limit above is a check over
+the same few fields of one connection, so it reads as one state machine.
 """
 
 from __future__ import annotations
@@ -61,15 +66,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import urllib.parse
 from collections import deque
-from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 
 from ..doors._answer import Answer, error_answer
 from ._app import DOOR_HEADERS, GatewayApp, log_broken_stream
+from ._framing import (
+    BAD_REQUEST,
+    CONTINUE,
+    LAST_CHUNK,
+    canned_answer,
+    request_path,
+    response_head,
+)
 
 if TYPE_CHECKING:
     import uvicorn
@@ -86,9 +97,7 @@ _PIPELINE_DEPTH = 1
 # A read larger than this is fed to the parser in pieces: between two pieces the head
 # limits are checked and a full queue holds the rest back.
 _PIECE = 4096
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _MAX_URL = 64 * 1024
-_LAST_CHUNK = b"0\r\n\r\n"
 # After a refusal: how long, and how much, we read and drop what the client still sends.
 _LINGER_S = 1.0
 _LINGER_BYTES = 1024 * 1024
@@ -265,7 +274,7 @@ class GatewayProtocol(asyncio.Protocol):
             return False
         except httptools.HttpParserError:
             if not self._final:  # after a final request llhttp refuses more: they are dropped
-                self._refuse(_BAD_REQUEST, 400)
+                self._refuse(BAD_REQUEST, 400)
             return False
         request = self._parsing
         if request is None:
@@ -329,13 +338,15 @@ class GatewayProtocol(asyncio.Protocol):
             # No line of it has ended yet: this is the request line.
             limit = min(self._max_line, self._max_head)
             message = f"The request line is longer than the {limit} bytes this server accepts."
-            self._refuse(_canned(414, message, "uri_too_long"), 414, linger=True)
+            self._refuse(canned_answer(414, message, "uri_too_long"), 414, linger=True)
             return
         message = (
             f"The request head is larger than this server accepts: a header line at most "
             f"{self._max_line} bytes, the whole head at most {self._max_head} bytes."
         )
-        self._refuse(_canned(431, message, "request_header_fields_too_large"), 431, linger=True)
+        self._refuse(
+            canned_answer(431, message, "request_header_fields_too_large"), 431, linger=True
+        )
 
     # -- parsing (httptools callbacks) -------------------------------------------
 
@@ -369,7 +380,7 @@ class GatewayProtocol(asyncio.Protocol):
         parser = self._parser
         request.method = parser.get_method().decode("ascii")
         request.keep_alive = parser.should_keep_alive()
-        request.path = _path(request.url)
+        request.path = request_path(request.url)
         declared, request.size = request.size, 0
         request.left = declared
         expects = request.headers.pop("expect", None)
@@ -378,7 +389,7 @@ class GatewayProtocol(asyncio.Protocol):
             if expects:
                 self._refuse_early(request)
         elif expects and self._serving is None and not self._queue:
-            self._write(_CONTINUE)
+            self._write(CONTINUE)
 
     def on_chunk_header(self) -> None:
         # RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing;
@@ -447,9 +458,9 @@ class GatewayProtocol(asyncio.Protocol):
             if reply.stream is not None:
                 keep_alive = await self._relay(reply, reply.stream, keep_alive)
             elif request.method == "HEAD":  # the head alone, with the body's length
-                self._write(_head(reply, len(reply.body), keep_alive))
+                self._write(response_head(reply, len(reply.body), keep_alive))
             else:
-                self._write(_head(reply, len(reply.body), keep_alive) + reply.body)
+                self._write(response_head(reply, len(reply.body), keep_alive) + reply.body)
         except Exception:  # a bug of ours: the app answers its own errors
             _log.exception("gateway: answering %s %s failed", request.method, request.path)
             keep_alive = False
@@ -499,7 +510,7 @@ class GatewayProtocol(asyncio.Protocol):
             return False
         reply.headers["cache-control"] = "no-cache"
         chunked = self._parser.get_http_version() == "1.1"
-        self._write(_head(reply, None if chunked else -1, keep_alive and chunked))
+        self._write(response_head(reply, None if chunked else -1, keep_alive and chunked))
         self._relaying = True
         try:
             async for chunk in stream:
@@ -516,7 +527,7 @@ class GatewayProtocol(asyncio.Protocol):
             self._relaying = False
             await stream.aclose()  # leaves the shared upstream stream to any other readers
         if chunked:
-            self._write(_LAST_CHUNK)
+            self._write(LAST_CHUNK)
         return keep_alive and chunked
 
     # -- writing, and reading paused while it waits -------------------------------
@@ -591,7 +602,7 @@ class GatewayProtocol(asyncio.Protocol):
         if now - GatewayProtocol._refusals_warned_at >= _REFUSAL_WARNING_EVERY_S:
             GatewayProtocol._refusals_warned_at = now
             _log.warning("gateway: refusing connections over max_connections=%d", limit)
-        self._refuse(_head(reply, len(reply.body), False) + reply.body, 503, linger=True)
+        self._refuse(response_head(reply, len(reply.body), False) + reply.body, 503, linger=True)
 
     def _finish(self) -> None:
         farewell, self._farewell = self._farewell, None
@@ -620,7 +631,7 @@ class GatewayProtocol(asyncio.Protocol):
     def _refuse_head_late(self) -> None:
         """The head deadline passed: 408, once the answers ahead are out."""
         message = f"The request head did not arrive within {self._limits.head_timeout:g} s."
-        self._refuse(_canned(408, message, "request_timeout"), 408)
+        self._refuse(canned_answer(408, message, "request_timeout"), 408)
 
     # -- timers: keep-alive, the head deadline ---------------------------------------
 
@@ -675,52 +686,3 @@ def gateway_app(app: Any) -> GatewayApp:
             return found
         found = getattr(found, "app", None)
     raise TypeError(f"GatewayProtocol serves a GatewayApp, not {type(app).__name__}")
-
-
-def _path(url: bytes) -> str:
-    """The decoded path of a request target (most are a bare path: no parsing needed)."""
-    if url[:1] != b"/" or b"?" in url or b"#" in url:
-        url = httptools.parse_url(url).path
-    path = url.decode("latin-1")
-    return urllib.parse.unquote(path) if "%" in path else path
-
-
-def _head(reply: Answer, length: int | None, keep_alive: bool) -> bytes:
-    """The status line and headers; ``length`` None means chunked, -1 means until close."""
-    lines = [_status_line(reply.status)]
-    for name, value in reply.headers.items():  # a loop: a comprehension is one more call
-        lines.append(f"{name}: {value}\r\n")
-    if length is None:
-        lines.append("transfer-encoding: chunked\r\n")
-    elif length >= 0:
-        lines.append(f"content-length: {length}\r\n")
-    if not keep_alive:
-        lines.append("connection: close\r\n")
-    lines.append("\r\n")
-    return "".join(lines).encode()
-
-
-def _canned(status: int, message: str, code: str) -> bytes:
-    """A whole error answer in the OpenAI shape that ends the connection."""
-    reply = error_answer(status, message, code)
-    return _head(reply, len(reply.body), False) + reply.body
-
-
-_STATUS_LINES: dict[int, str] = {}
-
-
-def _status_line(status: int) -> str:
-    line = _STATUS_LINES.get(status)
-    if line is None:
-        try:
-            phrase = HTTPStatus(status).phrase
-        except ValueError:
-            phrase = ""
-        line = _STATUS_LINES[status] = f"HTTP/1.1 {status} {phrase}\r\n"
-    return line
-
-
-_BAD_REQUEST = (
-    b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\n"
-    b"content-length: 29\r\nconnection: close\r\n\r\nInvalid HTTP request received."
-)

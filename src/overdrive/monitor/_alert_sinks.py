@@ -22,6 +22,7 @@ import httpx
 import orjson
 
 from .._clock import Clock, SystemClock
+from .._validate import check_int
 
 __all__ = [
     "AlertEvent",
@@ -171,8 +172,7 @@ class WebhookSink:
         client: httpx.AsyncClient | None = None,
         clock: Clock | None = None,
     ) -> None:
-        if attempts < 1:
-            raise ValueError("attempts must be >= 1")
+        check_int("attempts", attempts, 1)
         self._url = url
         self._headers = {"content-type": "application/json", **(headers or {})}
         self._attempts = attempts

@@ -6,7 +6,7 @@ notice; an operator must. Every failure counts in
 and then at most one line per ``interval`` per (tier, op), saying how many
 were not logged in between, so a dead disk cannot flood it.
 
->>> from overdrive import FakeClock
+>>> from overdrive.testing import FakeClock
 >>> from overdrive.monitor import Metrics
 >>> faults = TierFaults(Metrics(), FakeClock(), interval=60.0)
 >>> faults.report("disk", "write", OSError("database or disk is full"))
@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING
+
+from ._names import CACHE_TIER_ERRORS
 
 if TYPE_CHECKING:
     from .._clock import Clock
@@ -69,7 +71,7 @@ class TierFaults:
         counter = self._counters.get(key)
         if counter is None:  # a handful of (tier, op) pairs: both maps stay tiny
             counter = self._counters[key] = self.metrics.counter(
-                "overdrive_cache_tier_errors_total", tier=tier, op=op
+                CACHE_TIER_ERRORS, tier=tier, op=op
             )
             self._throttles[key] = LogThrottle(self._clock, self._interval)
         counter.inc()

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple, TypeVar, cast
 from .._clock import Clock, SystemClock
 from .._errors import ConfigError
 from ._measure import Measure
-from ._names import Kind, check_kind, check_labels, check_name
+from ._names import METRIC_HELP, Kind, check_kind, check_labels, check_name
 from ._series import Counter, Gauge, Histogram
 from ._window import Window, WindowedCounter, WindowedHistogram, merge_windows
 
@@ -156,7 +156,7 @@ class Metrics:
     def window(self, name: str, seconds: float = 60.0, **labels: str) -> Window:
         """The last ``seconds`` of the counters or histograms ``name`` whose labels include ``labels``.
 
-        >>> from overdrive import FakeClock
+        >>> from overdrive.testing import FakeClock
         >>> clock = FakeClock()
         >>> m = Metrics(clock)
         >>> m.histogram("x_seconds", op="a").observe(0.2)
@@ -184,7 +184,8 @@ class Metrics:
                 grouped.setdefault(name, []).append((key, series))
         families = []
         for name in sorted(grouped):
-            text, buckets = self._described.get(name, ("", None))
+            # Described here, else from the catalogue: a name means the same in every registry.
+            text, buckets = self._described.get(name, (METRIC_HELP.get(name, ""), None))
             items = sorted(grouped[name], key=lambda item: item[0])
             families.append(Family(name, self._kinds[name], text, buckets, items))
         return families

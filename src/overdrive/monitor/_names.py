@@ -1,14 +1,124 @@
-"""Prometheus naming rules, checked once when a series is first created."""
+"""Metric names: the catalogue of what overdrive reports, and the rules a name must follow.
+
+Every series the pipeline reports is named by a constant here, and described
+once in :data:`METRIC_HELP`, the text :class:`~overdrive.monitor.Metrics` gives a
+family nobody described otherwise. Code reports to ``REQUESTS``, never to
+the string it stands for, so a name is spelt (and can be renamed) in one place.
+
+>>> REQUESTS, METRIC_HELP[REQUESTS]
+('overdrive_requests_total', 'Calls entering the pipeline.')
+
+The naming rules (Prometheus conventions) are checked once when a series is
+first created.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Literal
 
 from .._errors import ConfigError
 
-__all__ = ["Kind", "check_kind", "check_labels", "check_name"]
+__all__ = [
+    "ALERT_NOTIFICATIONS",
+    "BATCH_SIZE",
+    "CACHE_HITS",
+    "CACHE_MISSES",
+    "CACHE_TIER_ERRORS",
+    "COALESCED",
+    "DISTRIBUTE_RETRIES",
+    "DISTRIBUTE_TASKS",
+    "DISTRIBUTE_TASK_DURATION",
+    "GATEWAY_REQUESTS",
+    "HEDGES",
+    "METRIC_HELP",
+    "OPTIMIZER_DECISIONS",
+    "QUEUE_WAIT",
+    "REQUESTS",
+    "REQUEST_DURATION",
+    "RETRIES",
+    "RETRY_BUDGET_SPENT",
+    "REVALIDATION_ERRORS",
+    "STREAMS_NOT_STORED",
+    "TOKENS",
+    "TUNABLE_VALUE",
+    "UPSTREAM_DURATION",
+    "UPSTREAM_ERRORS",
+    "UPSTREAM_RATE_LIMITED",
+    "UPSTREAM_REQUESTS",
+    "UPSTREAM_RESPONSES",
+    "Kind",
+    "check_kind",
+    "check_labels",
+    "check_name",
+]
+
+# -- the catalogue (labels in braces) ---------------------------------------------
+
+# The pipeline, per call: {op}; tokens also {kind}: prompt or completion.
+REQUESTS = "overdrive_requests_total"
+REQUEST_DURATION = "overdrive_request_duration_seconds"
+CACHE_HITS = "overdrive_cache_hits_total"
+CACHE_MISSES = "overdrive_cache_misses_total"
+COALESCED = "overdrive_coalesced_total"
+TOKENS = "overdrive_tokens_total"
+BATCH_SIZE = "overdrive_batch_size"
+HEDGES = "overdrive_hedges_total"
+STREAMS_NOT_STORED = "overdrive_streams_not_stored_total"
+REVALIDATION_ERRORS = "overdrive_revalidation_errors_total"
+# The cache tiers: {tier, op}.
+CACHE_TIER_ERRORS = "overdrive_cache_tier_errors_total"
+# The upstreams: {upstream}; requests and durations also {op}, responses {status}.
+UPSTREAM_REQUESTS = "overdrive_upstream_requests_total"
+UPSTREAM_RESPONSES = "overdrive_upstream_responses_total"
+UPSTREAM_DURATION = "overdrive_upstream_duration_seconds"
+UPSTREAM_RATE_LIMITED = "overdrive_upstream_rate_limited_total"
+UPSTREAM_ERRORS = "overdrive_upstream_errors_total"
+QUEUE_WAIT = "overdrive_queue_wait_seconds"
+RETRIES = "overdrive_retries_total"
+RETRY_BUDGET_SPENT = "overdrive_retry_budget_spent_total"
+# The gateway: {key, code}.
+GATEWAY_REQUESTS = "overdrive_gateway_requests_total"
+# Distributed runs: {backend}; tasks also {outcome}, retries {reason}.
+DISTRIBUTE_TASKS = "overdrive_distribute_tasks_total"
+DISTRIBUTE_TASK_DURATION = "overdrive_distribute_task_seconds"
+DISTRIBUTE_RETRIES = "overdrive_distribute_retries_total"
+# The optimizer ({outcome}, {tunable}) and the alerts ({sink, outcome}).
+OPTIMIZER_DECISIONS = "overdrive_optimizer_decisions_total"
+TUNABLE_VALUE = "overdrive_tunable_value"
+ALERT_NOTIFICATIONS = "overdrive_alert_notifications_total"
+
+METRIC_HELP: Mapping[str, str] = {
+    REQUESTS: "Calls entering the pipeline.",
+    REQUEST_DURATION: "Time from entering the pipeline to the result.",
+    CACHE_HITS: "Calls answered from the cache.",
+    CACHE_MISSES: "Calls the cache could not answer.",
+    COALESCED: "Calls that shared an identical call already in flight.",
+    TOKENS: "Tokens reported by upstreams.",
+    BATCH_SIZE: "Items per upstream batch.",
+    HEDGES: "Second requests sent to another deployment when the first was slow to answer.",
+    STREAMS_NOT_STORED: "Streams that ended but were not cached: truncated or an error event.",
+    REVALIDATION_ERRORS: "Background refreshes of stale cache entries that failed.",
+    CACHE_TIER_ERRORS: "Cache tier operations that failed (the tier is skipped).",
+    UPSTREAM_REQUESTS: "Requests sent to an upstream once admitted, every attempt counted.",
+    UPSTREAM_RESPONSES: "Answers from an upstream, by HTTP status.",
+    UPSTREAM_DURATION: "Time an upstream took to answer.",
+    UPSTREAM_RATE_LIMITED: "Answers of 429 from an upstream, waited out and retried.",
+    UPSTREAM_ERRORS: "Upstream attempts that failed: a retryable status or no answer.",
+    QUEUE_WAIT: "Time a call waited for admission to its upstream.",
+    RETRIES: "Upstream attempts retried.",
+    RETRY_BUDGET_SPENT: "Failed attempts not retried because the retry budget was spent.",
+    GATEWAY_REQUESTS: "Gateway API requests answered, by API key and HTTP status.",
+    DISTRIBUTE_TASKS: "Distributed tasks finished, by outcome.",
+    DISTRIBUTE_TASK_DURATION: "Time a distributed task took, retries included.",
+    DISTRIBUTE_RETRIES: "Distributed task attempts retried, after an error or a worker crash.",
+    OPTIMIZER_DECISIONS: "Optimizer decisions, by outcome.",
+    TUNABLE_VALUE: "The current value of each tunable.",
+    ALERT_NOTIFICATIONS: "Alert notifications sent to a sink, by outcome.",
+}
+
+# -- the rules --------------------------------------------------------------------
 
 Kind = Literal["counter", "gauge", "histogram"]
 

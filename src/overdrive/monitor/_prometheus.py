@@ -28,21 +28,6 @@ SECONDS_BUCKETS: tuple[float, ...] = (*_one_two_five(-3, 1), 60.0)
 # Sizes, counts, tokens: 1 to 5 million.
 SIZE_BUCKETS: tuple[float, ...] = _one_two_five(0, 6)
 
-# HELP for the names the pipeline reports; others get their name, described.
-_HELP = {
-    "overdrive_requests_total": "Calls entering the pipeline.",
-    "overdrive_request_duration_seconds": "Time from entering the pipeline to the result.",
-    "overdrive_upstream_duration_seconds": "Time an upstream took to answer.",
-    "overdrive_queue_wait_seconds": "Time a call waited for admission to its upstream.",
-    "overdrive_cache_hits_total": "Calls answered from the cache.",
-    "overdrive_cache_misses_total": "Calls the cache could not answer.",
-    "overdrive_coalesced_total": "Calls that shared an identical call already in flight.",
-    "overdrive_tokens_total": "Tokens reported by upstreams.",
-    "overdrive_batch_size": "Items per upstream batch.",
-    "overdrive_retries_total": "Upstream attempts retried.",
-    "overdrive_cache_tier_errors_total": "Cache tier operations that failed (the tier is skipped).",
-}
-
 
 def prometheus_text(metrics: Metrics) -> str:
     """The registry in Prometheus text format 0.0.4 (serve with :data:`CONTENT_TYPE`).
@@ -62,7 +47,8 @@ def prometheus_text(metrics: Metrics) -> str:
 
 def _family_lines(family: Family) -> list[str]:
     name = family.name
-    text = family.help or _HELP.get(name) or name.replace("_", " ")
+    # The registry has the catalogue's text for overdrive's own names; others read as their name.
+    text = family.help or name.replace("_", " ")
     lines = [f"# HELP {name} {_escape_help(text)}", f"# TYPE {name} {family.kind}"]
     for labels, series in family.series:
         if isinstance(series, Histogram):

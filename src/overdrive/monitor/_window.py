@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from .._errors import ConfigError
+from .._validate import check_duration
 from ._series import _INF, _OFFSET, _PER_OCTAVE, Counter, Histogram, _log2
 
 __all__ = ["Ring", "Window", "WindowedCounter", "WindowedHistogram", "merge_windows"]
@@ -46,10 +46,8 @@ class Ring:
 
     def newest(self, seconds: float) -> tuple[list[int], float]:
         """Indexes of the slots a ``seconds`` window merges, and the span they cover."""
-        if seconds <= 0 or seconds > self.size * self.slot + 1e-9:
-            raise ConfigError(
-                "seconds", f"a window must be in (0, {self.size * self.slot:g}] seconds"
-            )
+        # A hair over the horizon still fits: it is the float sum of the slots.
+        check_duration("seconds", seconds, positive=True, high=self.size * self.slot + 1e-9)
         count = min(self.size, math.ceil(seconds / self.slot - 1e-9))
         indexes = [(self.index - i) % self.size for i in range(count)]
         now = self.now()
@@ -60,7 +58,7 @@ class Ring:
 class WindowedCounter(Counter):
     """A :class:`Counter` that also keeps its increase per slot.
 
-    >>> from overdrive import FakeClock
+    >>> from overdrive.testing import FakeClock
     >>> clock = FakeClock()
     >>> c = WindowedCounter(clock.now, slot=10, horizon=300)
     >>> c.inc(5); clock.advance(70); c.inc()
@@ -102,7 +100,7 @@ class WindowedCounter(Counter):
 class WindowedHistogram(Histogram):
     """A :class:`Histogram` that also keeps one sub-histogram per slot.
 
-    >>> from overdrive import FakeClock
+    >>> from overdrive.testing import FakeClock
     >>> clock = FakeClock()
     >>> h = WindowedHistogram(clock.now, slot=10, horizon=300)
     >>> h.observe(9.0); clock.advance(60); h.observe(1.0)

@@ -2,26 +2,8 @@
 
 from __future__ import annotations
 
-from ._analyser import Analysis, Sample, analyse
+from ._analyser import Analysis, analyse
 from ._engine_knobs import CacheSwitch, CacheTTL, engine_tunables
-from ._findings import Finding
-from ._loop import Decision, Optimizer, Outcome
-from ._policies import Proposal
-from ._tunables import Change, Tunable, Tunables
+from ._loop import Optimizer
 
-__all__ = [
-    "Analysis",
-    "CacheSwitch",
-    "CacheTTL",
-    "Change",
-    "Decision",
-    "Finding",
-    "Optimizer",
-    "Outcome",
-    "Proposal",
-    "Sample",
-    "Tunable",
-    "Tunables",
-    "analyse",
-    "engine_tunables",
-]
+__all__ = ["Analysis", "CacheSwitch", "CacheTTL", "Optimizer", "analyse", "engine_tunables"]

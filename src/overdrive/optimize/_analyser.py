@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .._errors import ConfigError
 from .._json import dumps, loads
-from ..monitor import Metrics
+from ..monitor import CACHE_HITS, COALESCED, REQUESTS, Metrics
 from ._findings import RULES, Finding, Stages
 
 if TYPE_CHECKING:
@@ -262,7 +262,7 @@ def analyse(
     findings.sort(key=lambda f: -f.explains)
     return Analysis(
         sample.seconds,
-        sample.total("overdrive_requests_total"),
+        sample.total(REQUESTS),
         stages.wall,
         stages.shares(),
         _served_locally(sample),
@@ -281,12 +281,12 @@ def _sample_of(
 
 
 def _served_locally(sample: Sample) -> dict[str, float]:
-    requests = sample.total("overdrive_requests_total")
+    requests = sample.total(REQUESTS)
     if not requests:
         return {"cache": 0.0, "coalesced": 0.0}
     return {
-        "cache": sample.total("overdrive_cache_hits_total") / requests,
-        "coalesced": sample.total("overdrive_coalesced_total") / requests,
+        "cache": sample.total(CACHE_HITS) / requests,
+        "coalesced": sample.total(COALESCED) / requests,
     }
 
 

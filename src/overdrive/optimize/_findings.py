@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..apis import named
+
 if TYPE_CHECKING:
     from ._analyser import Sample
 
@@ -255,6 +257,12 @@ def _unbatched(sample: Sample) -> float | None:
     return p50 if round(p50) <= 1 else None
 
 
+def _batches(op: str) -> bool:
+    """Whether calls of ``op`` (a metric's label) are of an API whose calls may be batched."""
+    api = named(op)
+    return api is not None and api.batches
+
+
 def rejections(sample: Sample, stages: Stages) -> Iterator[Finding]:
     """429s and retries: attempts the upstream refused or failed."""
     upstream_share = stages.share(sum(stages.upstream.values()))
@@ -298,7 +306,7 @@ def latency(sample: Sample, stages: Stages) -> Iterator[Finding]:
     ops = {
         op: s
         for op, s in stages.upstream.items()
-        if not (op == "embeddings" and _unbatched(sample) is not None)
+        if not (_batches(op) and _unbatched(sample) is not None)
     }
     share = stages.share(sum(ops.values()))
     if share < _MIN_SHARE:

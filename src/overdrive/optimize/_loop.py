@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from .._clock import Clock, SystemClock
 from .._errors import ConfigError
+from .._validate import check_duration
+from ..monitor import OPTIMIZER_DECISIONS, REQUEST_DURATION, TUNABLE_VALUE
 from ._analyser import Analysis, analyse
 from ._policies import Proposal, propose
 
@@ -43,7 +45,6 @@ Figures = dict[str, float]
 
 log = logging.getLogger("overdrive.optimize")
 
-_DURATION = "overdrive_request_duration_seconds"
 # After a rollback the next step that way is this root of the last factor (2 → 1.41 → 1.19).
 _SHRINK = 0.5
 _MIN_FACTOR = 1.05
@@ -123,8 +124,7 @@ class Optimizer:
         min_gain: float = 0.03,
         max_p95_ratio: float = 1.5,
     ) -> None:
-        if window <= 0:
-            raise ConfigError("optimizer.window", f"must be > 0 seconds, got {window!r}")
+        check_duration("optimizer.window", window, positive=True)
         if engine is not None:
             tunables, metrics = engine.tunables, engine.metrics
             analyse_fn = analyse_fn or _engine_analysis(engine)
@@ -217,7 +217,7 @@ class Optimizer:
         self._mark = (now, done)
         elapsed = now - since
         try:
-            p95 = self.metrics.window(_DURATION, 2 * self.window).percentile(95)
+            p95 = self.metrics.window(REQUEST_DURATION, 2 * self.window).percentile(95)
         except ConfigError:  # a registry without windows: no latency guard
             p95 = 0.0
         return {
@@ -233,12 +233,12 @@ class Optimizer:
 
     def _record(self, decision: Decision) -> None:
         self.decisions.append(decision)
-        self.metrics.counter("overdrive_optimizer_decisions_total", outcome=decision.outcome).inc()
+        self.metrics.counter(OPTIMIZER_DECISIONS, outcome=decision.outcome).inc()
         log.info("optimizer %s", decision)
 
     def _gauges(self) -> None:
         for name, knob in self.tunables.items():
-            self.metrics.gauge("overdrive_tunable_value", tunable=name).set(knob.value)
+            self.metrics.gauge(TUNABLE_VALUE, tunable=name).set(knob.value)
 
     @property
     def pending(self) -> Decision | None:
@@ -295,7 +295,7 @@ def _engine_analysis(engine: _Engine) -> Callable[[float], Analysis]:
 def _completed(metrics: Metrics) -> float:
     """Requests finished so far: the observations of the request-duration histograms."""
     for family in metrics.collect():
-        if family.name == _DURATION:
+        if family.name == REQUEST_DURATION:
             return float(sum(getattr(series, "count", 0) for _, series in family.series))
     return 0.0
 

@@ -9,8 +9,7 @@
 
 from __future__ import annotations
 
-from ._executor import CpuExecutor, cpu_count
 from ._manager import ResourceManager
-from ._pool import Lease, PoolStats, ResourcePool
+from ._pool import ResourcePool
 
-__all__ = ["CpuExecutor", "Lease", "PoolStats", "ResourceManager", "ResourcePool", "cpu_count"]
+__all__ = ["ResourceManager", "ResourcePool"]

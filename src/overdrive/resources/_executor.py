@@ -15,7 +15,8 @@ import os
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
-from .._errors import ConfigError, ResourceError
+from .._errors import ResourceError
+from .._validate import check_int
 
 __all__ = ["CpuExecutor", "cpu_count"]
 
@@ -42,9 +43,7 @@ class CpuExecutor:
     __slots__ = ("_executor", "_shut", "completed", "failed", "in_flight", "processes", "workers")
 
     def __init__(self, workers: int | None = None, *, processes: bool = False) -> None:
-        if workers is not None and (isinstance(workers, bool) or workers < 1):
-            raise ConfigError("workers", f"must be a whole number >= 1 or None, got {workers!r}")
-        self.workers = workers or cpu_count()
+        self.workers = cpu_count() if workers is None else check_int("workers", workers, 1)
         self.processes = processes
         self.in_flight = 0
         self.completed = 0

@@ -22,6 +22,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from .._errors import ConfigError, MemoryBudgetError
 from .._units import parse_bytes
+from .._validate import check_int
 from ._executor import CpuExecutor
 from ._pool import ResourcePool
 
@@ -77,7 +78,7 @@ class ResourceManager:
 
     def try_allocate(self, owner: str, nbytes: int) -> bool:
         """Grant ``owner`` ``nbytes`` more if they fit; False (nothing granted) if not."""
-        _check_bytes(nbytes)
+        check_int("nbytes", nbytes, 0)
         with self._lock:
             if self._used + nbytes > self.memory_budget:
                 return False
@@ -90,7 +91,7 @@ class ResourceManager:
         """Give back ``nbytes`` of ``owner``'s grant (all of it when None)."""
         with self._lock:
             held = self._owners.get(owner, 0)
-            nbytes = held if nbytes is None else _check_bytes(nbytes)
+            nbytes = held if nbytes is None else check_int("nbytes", nbytes, 0)
             if nbytes > held:
                 raise ValueError(f"{owner!r} releases {nbytes} bytes but holds {held}")
             self._used -= nbytes
@@ -123,8 +124,7 @@ class ResourceManager:
 
     def queue(self, name: str, maxsize: int = 1000) -> asyncio.Queue[Any]:
         """The bounded queue called ``name``, made on first ask; producers wait when it is full."""
-        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
-            raise ConfigError(f"queue.{name}", f"maxsize must be >= 1, got {maxsize!r}")
+        check_int(f"queue.{name}.maxsize", maxsize, 1)
         queue = self._queues.get(name)
         if queue is None:
             queue = self._queues[name] = asyncio.Queue(maxsize)
@@ -182,9 +182,3 @@ class ResourceManager:
             f"owners={len(self._owners)}, cpu={self.cpu!r}, queues={len(self._queues)}, "
             f"pools={list(self._pools)})"
         )
-
-
-def _check_bytes(nbytes: int) -> int:
-    if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 0:
-        raise ValueError(f"nbytes must be a whole number >= 0, got {nbytes!r}")
-    return nbytes

@@ -17,6 +17,11 @@ just as it was served passes what it got to the next waiter, a factory failure
 frees its permit, a check interrupted by cancellation or the deadline discards
 the resource (its state is unknown). Close hooks run in the background, so
 releasing never blocks; :meth:`ResourcePool.aclose` waits for them.
+
+The pool's plain parts (options, stats, slots), its close hooks and its
+:class:`Lease` live in modules of their own. What is left here is one class
+on purpose: the slot accounting above holds only if acquiring, giving back and
+closing are read and changed together.
 """
 
 from __future__ import annotations
@@ -28,13 +33,17 @@ import enum
 import inspect
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Generic, TypedDict, TypeVar, Unpack, cast, overload
+from typing import Any, Generic, TypeVar, Unpack, cast, overload
 
 from .._clock import Clock, SystemClock
-from .._errors import ConfigError, PoolClosedError, PoolError, PoolTimeoutError
+from .._errors import ConfigError, PoolClosedError, PoolTimeoutError
+from .._validate import check_duration, check_int
 from ..flow import settled_within
+from ._close_hooks import CloseHooks
+from ._lease import Lease
+from ._pool_parts import PoolOptions, PoolStats, Slot
 
 __all__ = ["Lease", "PoolOptions", "PoolStats", "ResourcePool"]
 
@@ -68,54 +77,6 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
-class PoolOptions(TypedDict, Generic[T], total=False):
-    """The keyword options of :class:`ResourcePool` (for code that builds pools from config)."""
-
-    close: Callable[[T], Awaitable[None] | None] | None
-    check: Callable[[T], Awaitable[bool] | bool] | None
-    min_size: int
-    max_size: int
-    acquire_timeout: float | None
-    max_idle: float | None
-    max_uses: int | None
-    discard_on: tuple[type[BaseException], ...]
-    clock: Clock | None
-    name: str
-
-
-@dataclasses.dataclass(slots=True)
-class PoolStats:
-    """A snapshot of one pool: its gauges now and its counters since it was made."""
-
-    size: int = 0
-    """Resources idle, held, or being created (never above ``max_size``)."""
-    idle: int = 0
-    in_use: int = 0
-    waiting: int = 0
-    closing: int = 0
-    """Close hooks still running."""
-    created: int = 0
-    closed: int = 0
-    failed: int = 0
-    """Factory calls that raised."""
-    unhealthy: int = 0
-    """Resources the health check turned away (closed and replaced)."""
-    timeouts: int = 0
-    acquired: int = 0
-
-
-class _Slot(Generic[T]):
-    """One live resource and its bookkeeping."""
-
-    __slots__ = ("dead", "idle_since", "resource", "uses")
-
-    def __init__(self, resource: T) -> None:
-        self.resource = resource
-        self.uses = 0
-        self.idle_since = 0.0
-        self.dead = False  # closed by aclose() while held; its holder's release only frees the slot
-
-
 class ResourcePool(Generic[T]):
     """Hands out at most ``max_size`` resources, each to one holder at a time.
 
@@ -146,12 +107,11 @@ class ResourcePool(Generic[T]):
     __slots__ = (
         "_check",
         "_clock",
-        "_close",
         "_closed",
-        "_closing",
         "_counts",
         "_drained",
         "_factory",
+        "_hooks",
         "_idle",
         "_in_use",
         "_orphans",
@@ -192,25 +152,24 @@ class ResourcePool(Generic[T]):
         clock: Clock | None = None,
         name: str = "pool",
     ) -> None:
-        self.max_size = _whole("max_size", max_size, 1)
-        self.min_size = _whole("min_size", min_size, 0)
+        self.max_size = check_int("max_size", max_size, 1)
+        self.min_size = check_int("min_size", min_size, 0)
         if self.min_size > self.max_size:
             raise ConfigError("min_size", f"must be <= max_size ({max_size}), got {min_size}")
         self.acquire_timeout = _seconds("acquire_timeout", acquire_timeout)
         self.max_idle = _seconds("max_idle", max_idle)
-        self.max_uses = None if max_uses is None else _whole("max_uses", max_uses, 1)
+        self.max_uses = None if max_uses is None else check_int("max_uses", max_uses, 1)
         self.discard_on = discard_on
         self.name = name
         self._factory = factory
-        self._close = close
+        self._hooks: CloseHooks[T] = CloseHooks(close, name)
         self._check = check
         self._clock: Clock = clock or SystemClock()
         self._size = 0
-        self._idle: deque[_Slot[T]] = deque()  # right end: most recently returned
-        self._in_use: set[_Slot[T]] = set()
-        self._waiters: deque[asyncio.Future[_Slot[T] | None]] = deque()
-        self._orphans: set[asyncio.Task[_Slot[T]]] = set()  # creations whose caller left
-        self._closing: set[asyncio.Future[None]] = set()
+        self._idle: deque[Slot[T]] = deque()  # right end: most recently returned
+        self._in_use: set[Slot[T]] = set()
+        self._waiters: deque[asyncio.Future[Slot[T] | None]] = deque()
+        self._orphans: set[asyncio.Task[Slot[T]]] = set()  # creations whose caller left
         self._reaper: asyncio.Task[None] | None = None
         self._drained: asyncio.Future[None] | None = None
         self._closed = False
@@ -251,7 +210,8 @@ class ResourcePool(Generic[T]):
             idle=len(self._idle),
             in_use=len(self._in_use),
             waiting=sum(1 for w in self._waiters if not w.done()),
-            closing=len(self._closing),
+            closing=self._hooks.running,
+            closed=self._hooks.closed,
         )
 
     async def aclose(self, grace: float | None = None) -> None:
@@ -271,7 +231,7 @@ class ResourcePool(Generic[T]):
             await self._stop_reaper()
         if self._size > 0 and not await self._drain(deadline):
             self._force_close()
-        await self._finish_closes(deadline)
+        await self._hooks.finish(lambda future: self._settled(future, deadline))
 
     async def __aenter__(self) -> ResourcePool[T]:
         return await self.open()
@@ -295,7 +255,7 @@ class ResourcePool(Generic[T]):
 
     # -- acquiring ----------------------------------------------------------------
 
-    async def _acquire(self, allowance: float | None) -> _Slot[T]:
+    async def _acquire(self, allowance: float | None) -> Slot[T]:
         deadline = None if allowance is None else self._clock.now() + allowance
         try:
             slot = await self._claim(deadline)
@@ -311,7 +271,7 @@ class ResourcePool(Generic[T]):
         self._counts.acquired += 1
         return slot
 
-    async def _claim(self, deadline: float | None) -> _Slot[T] | None:
+    async def _claim(self, deadline: float | None) -> Slot[T] | None:
         """An idle resource, or None: a permit to create one (the slot is already counted)."""
         if self._closed:
             raise PoolClosedError(self.name)
@@ -327,8 +287,8 @@ class ResourcePool(Generic[T]):
                 return None
         return await self._wait_turn(deadline)
 
-    async def _wait_turn(self, deadline: float | None) -> _Slot[T] | None:
-        turn: asyncio.Future[_Slot[T] | None] = asyncio.get_running_loop().create_future()
+    async def _wait_turn(self, deadline: float | None) -> Slot[T] | None:
+        turn: asyncio.Future[Slot[T] | None] = asyncio.get_running_loop().create_future()
         self._waiters.append(turn)
         try:
             if await self._settled(turn, deadline):
@@ -339,7 +299,7 @@ class ResourcePool(Generic[T]):
         self._pass_on(turn)
         raise _Expired
 
-    def _pass_on(self, turn: asyncio.Future[_Slot[T] | None]) -> None:
+    def _pass_on(self, turn: asyncio.Future[Slot[T] | None]) -> None:
         """A waiter leaves: whatever it was handed goes to the next one (or back)."""
         if not turn.done():
             turn.cancel()  # skipped by whoever frees something next
@@ -352,7 +312,7 @@ class ResourcePool(Generic[T]):
         else:
             self._release(slot)
 
-    async def _vet(self, slot: _Slot[T], deadline: float | None) -> bool:
+    async def _vet(self, slot: Slot[T], deadline: float | None) -> bool:
         """True if ``slot`` may be handed out; False: it was closed, its slot is the caller's."""
         if self._check is None:
             return True
@@ -365,7 +325,7 @@ class ResourcePool(Generic[T]):
             return True  # a dead slot (closed by aclose meanwhile) is turned away by _acquire
         self._counts.unhealthy += 1
         self._in_use.discard(slot)
-        self._close_soon(slot.resource)
+        self._hooks.close_soon(slot.resource)
         if self._closed:  # no replacement for a closed pool
             self._free_slot()
             raise PoolClosedError(self.name)
@@ -393,7 +353,7 @@ class ResourcePool(Generic[T]):
             _log.warning("pool %r: health check raised", self.name, exc_info=True)
             return False
 
-    async def _create(self, deadline: float | None) -> _Slot[T]:
+    async def _create(self, deadline: float | None) -> Slot[T]:
         """Make a resource in the slot the caller holds; on any failure the slot is freed."""
         task = asyncio.ensure_future(self._make())
         task.add_done_callback(self._made)
@@ -407,14 +367,14 @@ class ResourcePool(Generic[T]):
             raise _Expired
         return task.result()  # the factory's own error, if it raised
 
-    async def _make(self) -> _Slot[T]:
+    async def _make(self) -> Slot[T]:
         resource = await _resolve(self._factory())
-        slot = _Slot(resource)
+        slot = Slot(resource)
         self._in_use.add(slot)
         self._counts.created += 1
         return slot
 
-    def _made(self, task: asyncio.Task[_Slot[T]]) -> None:
+    def _made(self, task: asyncio.Task[Slot[T]]) -> None:
         """Done callback of every creation: failures free the slot, orphans' results go back."""
         if task.cancelled():
             self._free_slot()
@@ -425,7 +385,7 @@ class ResourcePool(Generic[T]):
             self._release(task.result())
         self._orphans.discard(task)
 
-    def _abandon(self, task: asyncio.Task[_Slot[T]]) -> None:
+    def _abandon(self, task: asyncio.Task[Slot[T]]) -> None:
         """The caller of a creation left (cancelled, timed out)."""
         if not task.done():
             self._orphans.add(task)  # _made returns the resource if it still arrives
@@ -441,7 +401,7 @@ class ResourcePool(Generic[T]):
 
     # -- giving back ----------------------------------------------------------------
 
-    def _release(self, slot: _Slot[T], *, discard: bool = False) -> None:
+    def _release(self, slot: Slot[T], *, discard: bool = False) -> None:
         if slot not in self._in_use:
             return  # already given back
         self._in_use.remove(slot)
@@ -457,12 +417,12 @@ class ResourcePool(Generic[T]):
             self._idle.append(slot)
             self._watch_idle()
 
-    def _worn_out(self, slot: _Slot[T]) -> bool:
+    def _worn_out(self, slot: Slot[T]) -> bool:
         return self.max_uses is not None and slot.uses >= self.max_uses
 
-    def _retire(self, slot: _Slot[T]) -> None:
+    def _retire(self, slot: Slot[T]) -> None:
         """Close a resource that is neither idle nor held any more, and free its slot."""
-        self._close_soon(slot.resource)
+        self._hooks.close_soon(slot.resource)
         self._free_slot()
 
     def _free_slot(self) -> None:
@@ -474,7 +434,7 @@ class ResourcePool(Generic[T]):
         if self._size == 0 and self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
 
-    def _next_waiter(self, *, pop: bool) -> asyncio.Future[_Slot[T] | None] | None:
+    def _next_waiter(self, *, pop: bool) -> asyncio.Future[Slot[T] | None] | None:
         waiters = self._waiters
         while waiters and waiters[0].done():
             waiters.popleft()  # cancelled or timed out while waiting
@@ -491,26 +451,6 @@ class ResourcePool(Generic[T]):
         return await settled_within(future, remaining, self._clock)
 
     # -- closing ------------------------------------------------------------------------
-
-    def _close_soon(self, resource: T) -> None:
-        """Run the close hook; an async one runs in the background, tracked for aclose()."""
-        try:
-            outcome = None if self._close is None else self._close(resource)
-        except Exception:
-            _log.warning("pool %r: close hook raised", self.name, exc_info=True)
-            outcome = None
-        if not inspect.isawaitable(outcome):
-            self._counts.closed += 1
-            return
-        task = asyncio.ensure_future(outcome)
-        self._closing.add(task)
-        task.add_done_callback(self._close_done)
-
-    def _close_done(self, task: asyncio.Future[None]) -> None:
-        self._closing.discard(task)
-        self._counts.closed += 1
-        if not task.cancelled() and (error := task.exception()) is not None:
-            _log.warning("pool %r: close hook raised", self.name, exc_info=error)
 
     def _fail_waiters(self) -> None:
         while (waiter := self._next_waiter(pop=True)) is not None:
@@ -531,16 +471,7 @@ class ResourcePool(Generic[T]):
         for slot in self._in_use:
             if not slot.dead:
                 slot.dead = True
-                self._close_soon(slot.resource)
-
-    async def _finish_closes(self, deadline: float | None) -> None:
-        if not self._closing:
-            return
-        everything = asyncio.gather(*self._closing, return_exceptions=True)
-        if not await self._settled(everything, deadline):
-            everything.cancel()  # cancels each close hook still running
-            with contextlib.suppress(asyncio.CancelledError):
-                await everything
+                self._hooks.close_soon(slot.resource)
 
     # -- idle eviction ------------------------------------------------------------------
 
@@ -571,90 +502,5 @@ class ResourcePool(Generic[T]):
                 await self._reaper
 
 
-class Lease(Generic[T]):
-    """One hold on a pooled resource, from :meth:`ResourcePool.acquire`.
-
-    As a context manager it yields the resource and gives it back on exit,
-    whatever happens in the block; awaited, it returns itself, and you call
-    :meth:`release` (or :meth:`discard`) when done::
-
-        async with pool.acquire() as conn:
-            ...
-
-        lease = await pool.acquire()
-        try:
-            use(lease.resource)
-        finally:
-            lease.release()
-    """
-
-    __slots__ = ("_pool", "_slot", "_taken", "_timeout")
-
-    def __init__(self, pool: ResourcePool[T], timeout: float | None) -> None:
-        self._pool = pool
-        self._timeout = timeout
-        self._slot: _Slot[T] | None = None
-        self._taken = False
-
-    @property
-    def resource(self) -> T:
-        if self._slot is None:
-            raise PoolError(self._pool.name, "this lease holds no resource (released, or unused)")
-        return self._slot.resource
-
-    @property
-    def held(self) -> bool:
-        return self._slot is not None
-
-    def release(self) -> None:
-        """Give the resource back for reuse; a second call does nothing."""
-        self._give_back(discard=False)
-
-    def discard(self) -> None:
-        """Give the resource back to be closed (it is broken); the pool makes a new one on need."""
-        self._give_back(discard=True)
-
-    def _give_back(self, *, discard: bool) -> None:
-        slot, self._slot = self._slot, None
-        if slot is not None:
-            self._pool._release(slot, discard=discard)
-
-    async def _take(self) -> Lease[T]:
-        if self._taken:
-            raise PoolError(self._pool.name, "a lease is used once; call acquire() again")
-        self._taken = True
-        self._slot = await self._pool._acquire(self._timeout)
-        return self
-
-    def __await__(self) -> Generator[Any, None, Lease[T]]:
-        return self._take().__await__()
-
-    async def __aenter__(self) -> T:
-        await self._take()
-        return self.resource
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._give_back(discard=isinstance(exc, self._pool.discard_on))
-
-    def __repr__(self) -> str:
-        state = f"holding {self._slot.resource!r}" if self._slot is not None else "not holding"
-        return f"Lease(pool={self._pool.name!r}, {state})"
-
-
-def _whole(field: str, value: int, least: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ConfigError(field, f"must be a whole number >= {least}, got {value!r}")
-    return value
-
-
 def _seconds(field: str, value: float | None) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-        raise ConfigError(field, f"must be seconds >= 0 or None, got {value!r}")
-    return float(value)
+    return None if value is None else check_duration(field, value)

@@ -11,7 +11,7 @@ A call's work is the latency it would have alone (time to first token plus
 its tokens at the decode pace). Speed is recomputed whenever a call starts or
 ends, so calls in flight slow down and speed up with the load, as on a GPU.
 
->>> from overdrive._clock import FakeClock
+>>> from overdrive.testing import FakeClock
 >>> accelerator = Accelerator(2, 1.5, FakeClock())
 >>> [accelerator.speed(n) for n in (1, 2, 8)]
 [1.0, 1.0, 0.125]

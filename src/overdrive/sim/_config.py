@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-from overdrive._errors import ConfigError
+from .._errors import ConfigError
+from .._validate import check_duration, check_float, check_int
 
 __all__ = ["Faults", "SimConfig", "check_faults"]
 
@@ -58,16 +58,18 @@ class SimConfig:
     overload_exponent: float = 1.5
 
     def __post_init__(self) -> None:
-        _int("seed", self.seed, minimum=None)
-        for name in ("ttft_s", "per_token_s", "jitter", "embed_base_s", "embed_per_item_s"):
-            _seconds(name, getattr(self, name))
+        check_int("seed", self.seed, None)
+        for name in ("ttft_s", "per_token_s", "embed_base_s", "embed_per_item_s"):
+            check_duration(name, getattr(self, name))
+        check_float("jitter", self.jitter, 0.0, finite=True)
         for name in ("rpm", "tpm", "default_max_tokens", "capacity"):
-            _optional_int(name, getattr(self, name))
-        _positive("burst_s", self.burst_s)
-        _positive("hang_s", self.hang_s)
+            if getattr(self, name) is not None:
+                check_int(name, getattr(self, name), 1)
+        check_duration("burst_s", self.burst_s, positive=True)
+        check_duration("hang_s", self.hang_s, positive=True)
         _positive("overload_exponent", self.overload_exponent)
-        _int("embedding_dim", self.embedding_dim, minimum=1)
-        _int("max_body_bytes", self.max_body_bytes, minimum=1)
+        check_int("embedding_dim", self.embedding_dim, 1)
+        check_int("max_body_bytes", self.max_body_bytes, 1)
         _models(self.models)
         if not isinstance(self.charge_rejected, bool):
             raise ConfigError(
@@ -105,45 +107,13 @@ class Faults:
 
 def check_faults(error_rate: object, hang_rate: object, slow_factor: object) -> None:
     """Raise :class:`ConfigError` naming the first fault knob that is out of range."""
-    _share("error_rate", error_rate)
-    _share("hang_rate", hang_rate)
+    check_float("error_rate", error_rate, 0.0, 1.0)
+    check_float("hang_rate", hang_rate, 0.0, 1.0)
     _positive("slow_factor", slow_factor)
 
 
-def _number(name: str, value: object) -> float:
-    # bool is an int subclass; True as a latency is a bug, not 1 second.
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(name, f"must be a number, got {value!r}")
-    if not math.isfinite(value):
-        raise ConfigError(name, f"must be finite, got {value!r}")
-    return float(value)
-
-
-def _seconds(name: str, value: object) -> None:
-    if _number(name, value) < 0:
-        raise ConfigError(name, f"must be >= 0, got {value!r}")
-
-
 def _positive(name: str, value: object) -> None:
-    if _number(name, value) <= 0:
-        raise ConfigError(name, f"must be > 0, got {value!r}")
-
-
-def _share(name: str, value: object) -> None:
-    if not 0.0 <= _number(name, value) <= 1.0:
-        raise ConfigError(name, f"must be between 0 and 1, got {value!r}")
-
-
-def _int(name: str, value: object, *, minimum: int | None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(name, f"must be an integer, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ConfigError(name, f"must be >= {minimum}, got {value!r}")
-
-
-def _optional_int(name: str, value: object) -> None:
-    if value is not None:
-        _int(name, value, minimum=1)
+    check_float(name, value, 0.0, open_low=True, finite=True)
 
 
 def _models(models: object) -> None:

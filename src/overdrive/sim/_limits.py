@@ -3,7 +3,7 @@
 Buckets refill continuously and read time from an injected :class:`Clock`, so
 tests step a :class:`FakeClock` instead of sleeping.
 
->>> from overdrive._clock import FakeClock
+>>> from overdrive.testing import FakeClock
 >>> clock = FakeClock()
 >>> bucket = TokenBucket(rate=1.0, capacity=2.0, clock=clock)
 >>> bucket.take(2.0), bucket.wait_for(1.0)

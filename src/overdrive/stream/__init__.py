@@ -21,17 +21,7 @@ Both return async iterators that close what they consume when closed early
 
 from __future__ import annotations
 
-from ._chunks import ChunkStream, chunks
-from ._map import MapStream, map
-from ._sources import AsyncReadable, ByteSource, HTTPBody, Readable
+from ._chunks import chunks
+from ._map import map
 
-__all__ = [
-    "AsyncReadable",
-    "ByteSource",
-    "ChunkStream",
-    "HTTPBody",
-    "MapStream",
-    "Readable",
-    "chunks",
-    "map",
-]
+__all__ = ["chunks", "map"]

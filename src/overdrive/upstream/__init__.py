@@ -3,12 +3,6 @@
 from __future__ import annotations
 
 from ._dispatch import Dispatcher, Exchange
-from ._upstream import Lease, Upstream, limiters_for
+from ._upstream import Upstream, limiters_for
 
-__all__ = [
-    "Dispatcher",
-    "Exchange",
-    "Lease",
-    "Upstream",
-    "limiters_for",
-]
+__all__ = ["Dispatcher", "Exchange", "Upstream", "limiters_for"]

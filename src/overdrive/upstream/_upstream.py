@@ -1,4 +1,4 @@
-"""One configured OpenAI-compatible endpoint: its pooled HTTP clients, pacing and slots."""
+"""One configured OpenAI-compatible endpoint: its pooled HTTP client, pacing and slots."""
 
 from __future__ import annotations
 
@@ -26,11 +26,13 @@ from ..flow import (
     RedisLimiter,
     settled_within,
 )
+from ._client import AnswerBounds, UpstreamClient
+from ._httpx_client import HttpxClient
 from ._httpx_guard import guarded_transport
-from ._wire import AnswerBounds, WirePool, proxy_configured, wire_pool_for
-from ._wire_response import UpstreamResponse, WireHeaders, WireResponse
+from ._wire import WirePool, proxy_configured, wire_client_for
+from ._wire_response import UpstreamResponse
 
-__all__ = ["Lease", "Upstream"]
+__all__ = ["Lease", "Upstream", "client_for"]
 
 # Where the adaptive limit ("auto") starts; it finds its level within seconds.
 _AUTO_INITIAL = 16
@@ -62,10 +64,9 @@ class Upstream:
     """Sends calls to one endpoint once its rate limit and concurrency admit them."""
 
     __slots__ = (
+        "_client",
         "_clock",
-        "_http",
         "_queues",
-        "_wire",
         "bounds",
         "concurrency",
         "config",
@@ -94,32 +95,12 @@ class Upstream:
             for model, limiter in limiters.items()
         }
         self.concurrency = _concurrency_limit(config, clock)
-        key = config.api_key()
         # Sized for the highest the limit may be set to at run time, not where it starts.
         connections = max(
             self.concurrency.max_limit if config.concurrency == "auto" else config.max_concurrency,
             self.concurrency.limit,
         )
-        connect_timeout = min(config.timeout, 10.0)
-        # httpx sends streamed calls and probes, and every call where the lean
-        # client does not apply (see wire_pool_for); the lean client the rest.
-        limits = httpx.Limits(max_connections=connections)
-        self._http = httpx.AsyncClient(
-            base_url=config.base_url,
-            headers={"authorization": f"Bearer {key}"} if key else None,
-            timeout=httpx.Timeout(config.timeout, connect=connect_timeout),
-            limits=limits,
-            transport=transport or _guarded(limits),
-        )
-        self._wire: WirePool | None = wire_pool_for(
-            config.base_url,
-            transport=transport,
-            api_key=key,
-            connections=connections,
-            timeout=config.timeout,
-            connect_timeout=connect_timeout,
-            bounds=self.bounds,
-        )
+        self._client = client_for(config, self.bounds, connections, transport)
 
     @property
     def models(self) -> Sequence[str]:
@@ -147,17 +128,19 @@ class Upstream:
             return 0.0
         return min(_free(limiter.requests), _free(limiter.tokens))
 
-    async def probe(self, path: str, max_wait: float) -> bool:
-        """GET ``path`` (relative to the base URL); True if it answered below 500 in time.
+    @property
+    def _wire(self) -> WirePool | None:
+        """The lean client when it sends this endpoint's whole calls (tests and benchmarks)."""
+        client = self._client
+        return client if isinstance(client, WirePool) else None
 
-        The status is all a probe needs: the body is never read (closing the
-        answer unread closes its connection), so no health page can cost memory.
+    def probe(self, path: str, max_wait: float) -> Awaitable[bool]:
+        """GET ``path`` (relative to the base URL), to await; True if it answered below 500 in time.
+
+        The status is all a probe needs: the body is never read, so no health
+        page can cost memory.
         """
-        try:
-            async with self._http.stream("GET", path, timeout=max_wait) as response:
-                return response.status_code < 500
-        except httpx.HTTPError:
-            return False
+        return self._client.probe(path, max_wait)
 
     def queue(self, model: str) -> AdmissionQueue:
         """The admission queue of ``model``: its own, or the endpoint-wide one."""
@@ -200,36 +183,15 @@ class Upstream:
 
     def exchange(self, call: Call, *, stream: bool) -> Awaitable[UpstreamResponse]:
         """POST the call (to await); with ``stream`` the body is left unread for the caller."""
-        if self._wire is not None and not stream:
-            return self._wire.post(call.path, dumps(call.body))
-        request = self._http.build_request(
-            "POST",
-            call.path,
-            content=dumps(call.body),
-            headers={"content-type": "application/json"},
-        )
         if stream:  # the relay reads the body, and bounds it
-            return self._http.send(request, stream=True)
-        return self._send_whole(request)
-
-    async def _send_whole(self, request: httpx.Request) -> UpstreamResponse:
-        """Where httpx sends a whole call: its answer read within the bounds, as the wire's."""
-        response = await self._http.send(request, stream=True)
-        try:
-            body = await bounded_body(response, self.bounds)
-        finally:
-            await response.aclose()  # unread (over a bound): httpx closes the connection
-        headers = WireHeaders(dict(response.headers.items()))  # names lower-case, joined
-        version = response.http_version.removeprefix("HTTP/")
-        return WireResponse(response.status_code, headers, body, version)
+            return self._client.stream(call.path, dumps(call.body))
+        return self._client.post(call.path, dumps(call.body))
 
     async def aclose(self) -> None:
         for queue in self._queues.values():
             await queue.aclose()
             await queue.limiter.aclose()
-        await self._http.aclose()
-        if self._wire is not None:
-            await self._wire.aclose()
+        await self._client.aclose()
 
     def __repr__(self) -> str:
         return (
@@ -238,29 +200,43 @@ class Upstream:
         )
 
 
-async def bounded_body(response: httpx.Response, bounds: AnswerBounds) -> bytes:
-    """The (decoded) body of an httpx answer, refused once over ``bounds``.
+def client_for(
+    config: UpstreamConfig,
+    bounds: AnswerBounds,
+    connections: int,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> UpstreamClient:
+    """The client of an endpoint: the lean one where it applies, else httpx alone.
 
-    h11 bounds an incomplete head on its own; the whole head is checked here.
-    The body counts as decoded: a small compressed answer cannot unpack to gigabytes.
+    httpx sends every call given a ``transport`` (a test's: it answers them
+    all), and where :func:`~overdrive.upstream._wire.wire_client_for` says
+    the lean client does not apply; it sends the lean client's streams and
+    probes too.
     """
-    if sum(len(name) + len(value) + 4 for name, value in response.headers.raw) > (
-        bounds.head_bytes
-    ):
-        raise bounds.head_error()
-    return await read_within(response, bounds)
-
-
-async def read_within(response: UpstreamResponse, bounds: AnswerBounds) -> bytes:
-    """A whole body, refused (:meth:`AnswerBounds.body_error`) once over ``bounds``."""
-    chunks: list[bytes] = []
-    left = bounds.body_bytes
-    async for chunk in response.aiter_bytes():
-        left -= len(chunk)
-        if left < 0:
-            raise bounds.body_error()
-        chunks.append(chunk)
-    return b"".join(chunks)
+    key = config.api_key()
+    connect_timeout = min(config.timeout, 10.0)
+    limits = httpx.Limits(max_connections=connections)
+    http = HttpxClient(
+        config.base_url,
+        bounds=bounds,
+        timeout=config.timeout,
+        limits=limits,
+        transport=transport or _guarded(limits),
+        api_key=key,
+        connect_timeout=connect_timeout,
+    )
+    if transport is not None:
+        return http
+    wire = wire_client_for(
+        config.base_url,
+        http,
+        api_key=key,
+        connections=connections,
+        timeout=config.timeout,
+        connect_timeout=connect_timeout,
+        bounds=bounds,
+    )
+    return http if wire is None else wire
 
 
 def _guarded(limits: httpx.Limits) -> httpx.AsyncHTTPTransport | None:

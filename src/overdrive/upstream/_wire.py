@@ -14,19 +14,14 @@ connections. This client keeps just what an OpenAI-compatible POST needs:
 * a whole-answer timeout on the loop's timer, connect timeout on connect;
 * the errors httpx raises, so the dispatcher's retry rules see no difference.
 
-A connection is reused only after an answer that was framed exactly: one
-final answer to the one request out, then nothing. Bytes nobody asked for
-(while idle, or behind the answer in the same read), a 1xx then the close,
-a 101, a status that is no HTTP status, a parse error or a body cut short
-fail the exchange with a retryable ``httpx.RemoteProtocolError`` and close
-the connection: the next caller, maybe another tenant, must never read the
-rest of someone else's answer as its own. An answer's head and body are
-bounded (``max_response_head_bytes``, ``max_response_bytes``); over either,
-the call fails with :class:`~overdrive.UpstreamProtocolError`, not retried
-(the same request would bring the same answer back).
+Here: the pool (:class:`WirePool`), the client made of it
+(:class:`WireClient`) and when it applies (:func:`wire_client_for`). How one
+connection reads an answer, and why one that misframes is never reused, is
+``_wire_connection.py``. An answer over the pool's bounds fails the call with
+:class:`~overdrive.UpstreamProtocolError`, not retried (the same request
+would bring the same answer back).
 
-Streamed calls, injected transports and proxies stay on httpx
-(:func:`wire_pool_for` says when the lean client applies).
+Streamed calls, probes, injected transports and proxies stay on httpx.
 """
 
 from __future__ import annotations
@@ -35,17 +30,17 @@ import asyncio
 import os
 import ssl
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import NoReturn, cast
+from typing import Any
 
-import httptools
 import httpx
 
-from .._errors import UpstreamProtocolError
-from ._wire_response import WireHeaders, WireResponse
+from ._client import AnswerBounds, UpstreamClient
+from ._wire_connection import StaleConnectionError, WireConnection
+from ._wire_response import UpstreamResponse, WireResponse
 
-__all__ = ["AnswerBounds", "Origin", "WirePool", "wire_pool_for"]
+__all__ = ["Origin", "WireClient", "WirePool", "proxy_configured", "wire_client_for"]
 
 # Environment variables that make httpx send through a proxy: then httpx it is.
 _PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
@@ -77,303 +72,39 @@ class Origin:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class AnswerBounds:
-    """What one upstream may send back, and the errors that name it when it sends more."""
-
-    upstream: str  # its configured name, for the errors
-    head_bytes: int = 64 * 1024  # status line and headers, interim (1xx) answers included
-    body_bytes: int = 64 * 1024 * 1024
-
-    def head_error(self) -> UpstreamProtocolError:
-        limit = self.head_bytes
-        return UpstreamProtocolError(
-            self.upstream, f"its answer's head is over max_response_head_bytes ({limit} bytes)"
-        )
-
-    def body_error(self, announced: int | None = None) -> UpstreamProtocolError:
-        what = "its answer's body is" if announced is None else f"it announced {announced} bytes,"
-        limit = self.body_bytes
-        return UpstreamProtocolError(
-            self.upstream, f"{what} over max_response_bytes ({limit} bytes)"
-        )
-
-
 def proxy_configured() -> bool:
     """Whether httpx would look for a proxy in the environment (either case of the names)."""
     return any(os.environ.get(name) or os.environ.get(name.lower()) for name in _PROXY_VARIABLES)
 
 
-def wire_pool_for(
+def wire_client_for(
     base_url: str,
+    others: UpstreamClient,
     *,
-    transport: httpx.AsyncBaseTransport | None,
     api_key: str | None,
     connections: int,
     timeout: float,
     connect_timeout: float,
     bounds: AnswerBounds | None = None,
-) -> WirePool | None:
-    """The lean client for an upstream, or None where httpx must send.
+) -> WireClient | None:
+    """The lean client for an upstream (its streams and probes to ``others``), or None.
 
-    httpx stays for an injected transport (tests answer through one), when a
-    proxy is configured in the environment, and for base URLs with a query
-    string or credentials.
+    None where httpx must send: when a proxy is configured in the
+    environment, and for base URLs with a query string or credentials.
     """
-    if transport is not None or proxy_configured():
-        return None
-    origin = Origin.parse(base_url)
+    origin = None if proxy_configured() else Origin.parse(base_url)
     if origin is None:
         return None
     headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-    return WirePool(
+    return WireClient(
         origin,
+        others,
         limit=connections,
         timeout=timeout,
         connect_timeout=connect_timeout,
         headers=headers,
         bounds=bounds,
     )
-
-
-class _StaleConnectionError(httpx.RemoteProtocolError):
-    """A kept-alive connection closed by the server before any byte of the answer."""
-
-
-class _StopParsing(Exception):
-    """Raised in a parser callback once the exchange has failed: llhttp stops at that byte."""
-
-
-class _Connection(asyncio.Protocol):
-    """One HTTP/1.1 connection carrying one request at a time; the pool owns it.
-
-    An exchange's state is reset when a request goes out. That is sound only
-    because a connection goes back to the pool solely after an answer that
-    ended exactly where its read ended (``keep_alive`` never turns true again
-    once false): the parser then sits between messages.
-    """
-
-    __slots__ = (
-        "_body",
-        "_body_left",
-        "_bounds",
-        "_complete",
-        "_deadline",
-        "_headers",
-        "_interim",
-        "_lost_hook",
-        "_parser",
-        "_received",
-        "_status",
-        "_timer",
-        "_transport",
-        "_waiter",
-        "dropped",
-        "idle",
-        "keep_alive",
-        "lost",
-        "requests",
-    )
-
-    def __init__(self, lost_hook: Callable[[_Connection], None], bounds: AnswerBounds) -> None:
-        self._parser = httptools.HttpResponseParser(self)
-        self._transport: asyncio.Transport | None = None
-        self._waiter: asyncio.Future[WireResponse] | None = None
-        # One timer outlives its request: it fires at the deadline it was set
-        # for, and if a later request is out by then, re-arms for that one's.
-        # Setting and cancelling a timer per request would cost more than a
-        # small answer's whole parse.
-        self._timer: asyncio.TimerHandle | None = None
-        self._deadline = 0.0  # the current request's, on the loop's clock
-        self._lost_hook = lost_hook
-        self._bounds = bounds
-        self._headers: dict[str, str] = {}
-        self._body: list[bytes] = []
-        self._body_left = bounds.body_bytes
-        self._status = 0  # the final answer's, once its head is complete
-        self._complete = False  # the final answer's last byte is parsed
-        self._received = 0  # bytes of the current exchange
-        self._interim = 0  # about the bytes of its interim (1xx) heads
-        self.keep_alive = True  # once false, false for good
-        self.requests = 0  # answered on this connection
-        self.idle = False  # on the pool's idle stack
-        self.dropped = False  # its slot is back in the pool
-        self.lost = False
-
-    @property
-    def usable(self) -> bool:
-        transport = self._transport
-        return self.keep_alive and transport is not None and not transport.is_closing()
-
-    def send(self, message: bytes, timeout: float) -> asyncio.Future[WireResponse]:
-        """Write the request; the future gets the answer, or the error that ended it."""
-        assert self._transport is not None
-        loop = asyncio.get_running_loop()
-        waiter = self._waiter = loop.create_future()
-        self._received = self._interim = 0
-        self._status = 0  # nothing of this answer yet (the last one's is done with)
-        self._complete = False
-        self._body_left = self._bounds.body_bytes
-        if self.lost:  # closed since it was handed out: fail now, not at the timeout
-            self._ended(None)
-            return waiter
-        self._deadline = loop.time() + timeout
-        if self._timer is None:
-            self._timer = loop.call_at(self._deadline, self._time_out, timeout)
-        self._transport.write(message)
-        return waiter
-
-    def close(self) -> None:
-        # abort, not close: nothing of ours is left to flush, and a TLS close
-        # would wait for the peer's close_notify.
-        transport = self._transport
-        if transport is not None and not transport.is_closing():
-            transport.abort()
-
-    # asyncio.Protocol
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        if self._waiter is None:  # a server speaking out of turn: never reuse this
-            self.keep_alive = False
-            self.close()
-            return
-        self._received += len(data)
-        try:
-            self._parser.feed_data(data)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
-            if self._waiter is not None:  # else a callback failed it and stopped the parser
-                self._fail(httpx.RemoteProtocolError(f"malformed HTTP answer: {exc}"))
-            return
-        # Settled here, after the whole read: bytes behind the answer fail it.
-        if self._complete:
-            self._finish()
-        elif not self._status and self._received > self._bounds.head_bytes:
-            self._fail(self._bounds.head_error())  # everything so far is head
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self.lost = True
-        self.keep_alive = False
-        if self._waiter is not None:
-            self._ended(exc)
-        self._lost_hook(self)
-
-    # httptools callbacks: raising _StopParsing stops llhttp at the current byte
-
-    def on_message_begin(self) -> None:
-        if self._complete:  # a second answer (or garbage) behind the first, in one read
-            self._stop(httpx.RemoteProtocolError("bytes after the complete answer"))
-        self._headers = {}
-        self._body = []
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        previous = self._headers.get(key)
-        self._headers[key] = text if previous is None else f"{previous}, {text}"
-
-    def on_headers_complete(self) -> None:
-        status = self._parser.get_status_code()
-        limit = self._bounds.head_bytes
-        # Only an exchange this big so far can have a head over the bound:
-        # the common small answer skips the sum.
-        if self._received > limit and self._interim + _head_size(self._headers) > limit:
-            self._stop(self._bounds.head_error())
-        if 200 <= status < 600:
-            self._final(status)
-        elif status == 101 or not 100 <= status < 200:
-            # We never ask to switch protocols; llhttp takes any 3 digits (0 too).
-            self._stop(httpx.RemoteProtocolError(f"answered with status {status}"))
-        else:  # interim (100 Continue, 103 Early Hints): the final answer follows
-            self._interim += _head_size(self._headers) + _STATUS_LINE
-
-    def on_body(self, body: bytes) -> None:
-        self._body_left -= len(body)
-        if self._body_left < 0:
-            self._stop(self._bounds.body_error())
-        self._body.append(body)
-
-    def on_message_complete(self) -> None:
-        if self._status:  # not an interim answer's end
-            self._complete = True
-
-    def _final(self, status: int) -> None:
-        self._status = status
-        if not self._parser.should_keep_alive():
-            self.keep_alive = False
-        length = self._headers.get("content-length")  # llhttp checked its digits
-        if length is not None and int(length) > self._body_left:
-            self._stop(self._bounds.body_error(int(length)))  # refused before reading it
-
-    def _stop(self, error: Exception) -> NoReturn:
-        self._fail(error)
-        raise _StopParsing
-
-    # ending the current request
-
-    def _finish(self) -> None:
-        waiter = self._settle()
-        if waiter is not None and not waiter.done():
-            headers = WireHeaders(self._headers)
-            version = self._parser.get_http_version()
-            waiter.set_result(WireResponse(self._status, headers, b"".join(self._body), version))
-
-    def _fail(self, error: Exception) -> None:
-        """End the exchange with ``error`` and the connection with it: its state is unknown."""
-        self.keep_alive = False
-        self.close()
-        waiter = self._settle()
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(error)
-
-    def _settle(self) -> asyncio.Future[WireResponse] | None:
-        waiter, self._waiter = self._waiter, None
-        self.requests += 1
-        return waiter
-
-    def _time_out(self, timeout: float) -> None:
-        self._timer = None
-        waiter = self._waiter
-        if waiter is None:  # idle now: the next request arms a timer of its own
-            return
-        loop = waiter.get_loop()
-        if loop.time() < self._deadline:  # set for an earlier request: wait for this one's
-            self._timer = loop.call_at(self._deadline, self._time_out, timeout)
-            return
-        self._fail(httpx.ReadTimeout(f"no complete answer within {timeout:g}s"))
-
-    def _ended(self, exc: Exception | None) -> None:
-        """The server closed the connection while a request was out."""
-        if self._status and exc is None and not _framed(self._headers):
-            self._finish()  # no length given (HTTP/1.0 style): the body runs to the close
-        elif not self._received and self.requests:
-            self._fail(_StaleConnectionError("kept-alive connection closed before answering"))
-        else:  # a 1xx then the close lands here too: no final answer came
-            reason = f" ({exc})" if exc is not None else ""
-            where = "mid-answer" if self._received else "without answering"
-            self._fail(httpx.RemoteProtocolError(f"server disconnected {where}{reason}"))
-
-    def __repr__(self) -> str:
-        state = "lost" if self.lost else "idle" if self.idle else "busy"
-        return f"_Connection({state}, requests={self.requests})"
-
-
-def _framed(headers: dict[str, str]) -> bool:
-    return "content-length" in headers or "transfer-encoding" in headers
-
-
-# The shortest status line ("HTTP/1.1 100 \r\n") and the head's closing CRLF.
-_STATUS_LINE = 17
-
-
-def _head_size(headers: dict[str, str]) -> int:
-    """About the bytes the headers took on the wire (": " and CRLF each)."""
-    return sum(len(name) + len(value) + 4 for name, value in headers.items())
 
 
 class WirePool:
@@ -419,9 +150,9 @@ class WirePool:
         self._head = _head(origin, headers or {})
         self._ssl = ssl_context
         self._targets: dict[str, bytes] = {}
-        self._idle: list[_Connection] = []  # a stack: the last given back goes out first
+        self._idle: list[WireConnection] = []  # a stack: the last given back goes out first
         self._open = 0  # connections holding a slot, idle or busy or connecting
-        self._waiters: deque[asyncio.Future[_Connection | None]] = deque()
+        self._waiters: deque[asyncio.Future[WireConnection | None]] = deque()
         self._closed = False
 
     @property
@@ -445,7 +176,7 @@ class WirePool:
         message = self._message(path, body)
         try:
             return await self._exchange(message, fresh=False)
-        except _StaleConnectionError:
+        except StaleConnectionError:
             # The server closed a kept-alive connection as we sent on it, and not
             # one byte came back. POST is not idempotent, but a server closes an
             # idle connection between requests, never after acting on one it
@@ -457,7 +188,7 @@ class WirePool:
         connection = (None if fresh else self._pop_idle()) or await self._acquire(fresh)
         try:
             response = await connection.send(message, self._timeout)
-        except _StaleConnectionError:
+        except StaleConnectionError:
             self._drop(connection)
             if fresh:  # a new connection closed unanswered: nothing stale about it
                 raise httpx.RemoteProtocolError("server disconnected without answering") from None
@@ -482,7 +213,7 @@ class WirePool:
 
     # connections
 
-    async def _acquire(self, fresh: bool) -> _Connection:
+    async def _acquire(self, fresh: bool) -> WireConnection:
         """An idle connection (unless ``fresh``), a new one, or the next given back."""
         while True:
             connection = None if fresh else self._pop_idle()
@@ -497,7 +228,7 @@ class WirePool:
                 return connection
             self._drop(connection)  # lost while handed over
 
-    def _pop_idle(self) -> _Connection | None:
+    def _pop_idle(self) -> WireConnection | None:
         idle = self._idle
         while idle:
             connection = idle.pop()
@@ -518,9 +249,9 @@ class WirePool:
         self._open -= 1
         return True
 
-    async def _connect(self) -> _Connection:
+    async def _connect(self) -> WireConnection:
         """Open a connection in the slot already reserved; the slot is freed if it fails."""
-        connection = _Connection(self._drop, self._bounds)
+        connection = WireConnection(self._drop, self._bounds)
         try:
             await asyncio.wait_for(self._open_transport(connection), self._connect_timeout)
         except BaseException as exc:
@@ -533,7 +264,7 @@ class WirePool:
             raise
         return connection
 
-    async def _open_transport(self, connection: _Connection) -> None:
+    async def _open_transport(self, connection: WireConnection) -> None:
         origin = self._origin
         await asyncio.get_running_loop().create_connection(
             lambda: connection,
@@ -550,10 +281,10 @@ class WirePool:
             self._ssl = httpx.create_ssl_context()
         return self._ssl
 
-    async def _wait(self) -> _Connection | None:
+    async def _wait(self) -> WireConnection | None:
         """Wait for a connection given back, or (None) for a freed slot, up to the timeout."""
         loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[_Connection | None] = loop.create_future()
+        waiter: asyncio.Future[WireConnection | None] = loop.create_future()
         self._waiters.append(waiter)
         timer = loop.call_later(self._timeout, _expire, waiter, self._timeout)
         try:
@@ -564,7 +295,7 @@ class WirePool:
         finally:
             timer.cancel()
 
-    def _abandon(self, waiter: asyncio.Future[_Connection | None]) -> None:
+    def _abandon(self, waiter: asyncio.Future[WireConnection | None]) -> None:
         """A waiter gave up (timed out or cancelled): pass on what it may have been given."""
         if not waiter.done() or waiter.cancelled() or waiter.exception() is not None:
             if waiter in self._waiters:
@@ -576,7 +307,7 @@ class WirePool:
         else:
             self._give_back(connection)
 
-    def _give_back(self, connection: _Connection) -> None:
+    def _give_back(self, connection: WireConnection) -> None:
         """After a complete answer: to the next waiter, onto the idle stack, or closed."""
         if self._closed or not connection.usable:
             self._drop(connection)
@@ -589,7 +320,7 @@ class WirePool:
         connection.idle = True
         self._idle.append(connection)
 
-    def _drop(self, connection: _Connection) -> None:
+    def _drop(self, connection: WireConnection) -> None:
         """Close ``connection`` and free its slot; once, however often it is called."""
         if connection.dropped:
             return
@@ -625,9 +356,56 @@ class WirePool:
     def __repr__(self) -> str:
         origin = self._origin
         return (
-            f"WirePool({origin.host}:{origin.port}, open={self._open}/{self._limit}, "
+            f"{type(self).__name__}({origin.host}:{origin.port}, open={self._open}/{self._limit}, "
             f"idle={len(self._idle)}, waiting={len(self._waiters)})"
         )
+
+
+class WireClient(WirePool, UpstreamClient):
+    """The lean client as an :class:`UpstreamClient`: whole calls on its own pool.
+
+    Its ``post`` is the pool's own, so a whole call costs no layer more. It
+    reads every answer whole, so what must be read as it comes (a stream) or
+    judged by its head alone (a probe) goes to ``others``, the endpoint's
+    httpx client; closing the one closes the other.
+    """
+
+    __slots__ = ("_others",)
+
+    def __init__(
+        self,
+        origin: Origin,
+        others: UpstreamClient,
+        *,
+        limit: int,
+        timeout: float,
+        connect_timeout: float | None = None,
+        headers: dict[str, str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        bounds: AnswerBounds | None = None,
+    ) -> None:
+        super().__init__(
+            origin,
+            limit=limit,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            headers=headers,
+            ssl_context=ssl_context,
+            bounds=bounds,
+        )
+        self._others = others
+
+    def stream(self, path: str, body: bytes) -> Coroutine[Any, Any, UpstreamResponse]:
+        return self._others.stream(path, body)
+
+    def probe(self, path: str, max_wait: float) -> Coroutine[Any, Any, bool]:
+        return self._others.probe(path, max_wait)
+
+    async def aclose(self) -> None:
+        try:
+            await super().aclose()
+        finally:
+            await self._others.aclose()
 
 
 def _head(origin: Origin, headers: dict[str, str]) -> bytes:
@@ -646,7 +424,7 @@ def _head(origin: Origin, headers: dict[str, str]) -> bytes:
     return b"\r\n".join(lines)
 
 
-def _expire(waiter: asyncio.Future[_Connection | None], timeout: float) -> None:
+def _expire(waiter: asyncio.Future[WireConnection | None], timeout: float) -> None:
     if not waiter.done():
         waiter.set_exception(httpx.PoolTimeout(f"no connection free within {timeout:g}s"))
 

@@ -1,10 +1,11 @@
-"""What an upstream answered: an ``httpx.Response``, or the lean client's whole-body answer.
+"""What an upstream answered: a whole answer read already, or a stream's ``httpx.Response``.
 
 The dispatcher, the engine and the stream flight read an answer through
-:class:`UpstreamResponse`, the part of ``httpx.Response`` they use. The lean
-client (``_wire.py``) answers with :class:`WireResponse`, which has exactly
-that part: building a real ``httpx.Response`` costs more than the rest of the
-lean client's work on a call.
+:class:`UpstreamResponse`, the part of ``httpx.Response`` they use, and what
+every :class:`~overdrive.upstream._client.UpstreamClient` answers. A whole
+answer is a :class:`WireResponse`, which has exactly that part, whichever
+client read it: building a real ``httpx.Response`` costs more than the rest
+of the lean client's work on a call.
 """
 
 from __future__ import annotations

@@ -1,0 +1,162 @@
+"""The base of every API family adapter: what the doors and the stages ask of an API.
+
+An **API family** (chat completions, embeddings, ...) is one adapter: a
+subclass of :class:`Api`, made once as a module-level singleton and put in the
+registry (:mod:`overdrive.apis`). The pipeline never branches on an API's
+name; it asks the call's adapter (``call.api``):
+
+=======================  ===============================================================
+``name``                 the op label of its metrics ("chat"); hedging is configured by it
+``path``                 the upstream path, after the base URL ("/chat/completions")
+``method``, ``suffix``   what it answers on the doors: ``POST …/chat/completions``
+``call(body)``           check a parsed body and price it in tokens: a :class:`Call`
+``ignored_fields(...)``  the body fields left out of the cache key
+``key_fields(body)``     the body fields that make the cache key
+``sampled(call)``        whether the call asks the model to sample (a fresh answer)
+``batches``              whether any of its calls may be batched
+``batchable(call)``      whether calls like it may be sent together as one
+``usage(payload)``       (prompt, completion) tokens an answer reports, or None
+``error_payload(...)``   an error answer in the API's own shape
+``stream_type``          the media type of its streamed answers
+``stream_complete(...)`` whether a streamed body ended cleanly (fit to store)
+``is_error_event(...)``  whether one parsed stream event reports an error
+=======================  ===============================================================
+
+Only :meth:`Api.call` must be written: the rest default to an OpenAI-style API
+that neither samples, batches nor streams. Adding an API is one adapter:
+
+>>> from overdrive._calls import Call
+>>> class Moderations(Api):
+...     __slots__ = ()
+...     name = "moderations"
+...     path = "/moderations"
+...
+...     def call(self, body):
+...         text = body.get("input")
+...         if not isinstance(text, str):
+...             raise RequestError("input", f"expected a string, got {text!r}")
+...         return Call(self.name, body, model_of(body), False, len(text) // 4, self)
+>>> Moderations().call({"model": "omni", "input": "an honest question"}).tokens
+4
+
+To add an API family for good: write its adapter in ``apis/<family>.py`` (a
+subclass like the one above, overriding only what differs from the defaults,
+and a singleton of it), register the singleton in ``apis/__init__.py`` with
+:func:`overdrive.apis.register`, and give the sim its endpoints to test it
+against. The doors then route ``POST …/moderations`` to it (the gateway, at
+``/v1/moderations``) and every stage treats its calls like any other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .._calls import Call
+from .._errors import RequestError
+
+__all__ = ["Api", "model_of"]
+
+
+class Api:
+    """One API family: how its calls are checked, priced, keyed, read and answered.
+
+    >>> class Echo(Api):
+    ...     name, path = "echo", "/echo"
+    >>> Echo()
+    Echo('echo': POST …/echo)
+    >>> Echo().usage({"usage": {"prompt_tokens": 3}})
+    (3, 0)
+    """
+
+    __slots__ = ()
+
+    name: str
+    path: str
+    method: str = "POST"
+    # Whether any of its calls may be batched (see ``batchable``).
+    batches: bool = False
+    stream_type: str = "text/event-stream"
+    # Fields that change how an answer is delivered, not what it says.
+    delivery_fields: frozenset[str] = frozenset({"stream", "stream_options", "timeout", "user"})
+    # A streamed answer's bytes do depend on ``stream_options`` (include_usage
+    # adds a usage chunk), so the key of a stream keeps it.
+    stream_delivery_fields: frozenset[str] = delivery_fields - {"stream_options"}
+
+    @property
+    def suffix(self) -> str:
+        """The end of the door paths it answers on: its upstream path unless overridden."""
+        return self.path
+
+    def call(self, body: Mapping[str, Any]) -> Call:
+        """Check a parsed body and price it in tokens; a :class:`RequestError` names a bad field."""
+        raise NotImplementedError  # pragma: no cover
+
+    def ignored_fields(self, *, streamed: bool = False) -> frozenset[str]:
+        """The body fields the cache key leaves out (a stream's key keeps fewer)."""
+        return self.stream_delivery_fields if streamed else self.delivery_fields
+
+    def key_fields(self, body: Mapping[str, Any], *, streamed: bool = False) -> dict[str, Any]:
+        """The body fields that make the cache key: all but the ignored ones and nulls.
+
+        >>> Api().key_fields({"model": "m", "user": "ann", "seed": None, "n": 2})
+        {'model': 'm', 'n': 2}
+        """
+        ignored = self.stream_delivery_fields if streamed else self.delivery_fields
+        return {k: v for k, v in body.items() if k not in ignored and v is not None}
+
+    def sampled(self, call: Call) -> bool:
+        """Whether ``call`` asks the model to sample, so a repeat may answer differently."""
+        return False
+
+    def batchable(self, call: Call) -> bool:
+        """Whether ``call`` may be sent together with others like it as one upstream call."""
+        return False
+
+    def usage(self, payload: Mapping[str, Any]) -> tuple[int, int] | None:
+        """The (prompt, completion) tokens an answer reports; None when it reports none.
+
+        A count that is missing, negative or not an integer reads as 0.
+        """
+        usage = payload.get("usage")
+        if not isinstance(usage, dict):
+            return None
+        return _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
+
+    def error_payload(self, message: str, kind: str, param: str | None = None) -> dict[str, Any]:
+        """An error answer's body in this API's shape (OpenAI's unless overridden).
+
+        >>> Api().error_payload("no such model", "model_not_found", "model")["error"]["param"]
+        'model'
+        """
+        return {"error": {"message": message, "type": kind, "param": param, "code": kind}}
+
+    def stream_complete(self, chunks: Iterable[bytes]) -> bool:
+        """Whether a streamed answer ended with its terminal event and no error (fit to store)."""
+        return False  # an API that does not stream has no complete stream
+
+    def is_error_event(self, payload: Any) -> bool:
+        """Whether one parsed event of a streamed answer reports an error."""
+        return False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}: {self.method} …{self.suffix})"
+
+
+def model_of(body: Mapping[str, Any]) -> str:
+    """The body's ``model``: a non-empty string, else :class:`RequestError`.
+
+    >>> model_of({"model": ""})
+    Traceback (most recent call last):
+    ...
+    overdrive._errors.RequestError: request field `model`: expected a non-empty model name, got ''
+    """
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise RequestError("model", f"expected a non-empty model name, got {model!r}")
+    return model
+
+
+def _count(value: Any) -> int:
+    # ``type() is int``: a bool is an int to isinstance, never a token count.
+    return value if type(value) is int and value >= 0 else 0
