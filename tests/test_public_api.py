@@ -162,18 +162,9 @@ def test_errors_form_one_hierarchy() -> None:
 # The monitor's webhook sink exports an error of its own, outside the tree: it
 # moves into _errors (as an OverdriveError) or leaves the face. strict: once it
 # does, this test passes and the mark must go.
-_UNDRAWN = {"overdrive.monitor": "WebhookDeliveryError is not in the drawn hierarchy"}
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=_UNDRAWN[n]))
-        if n in _UNDRAWN
-        else n
-        for n in public_modules()
-    ],
-)
+@pytest.mark.parametrize("name", public_modules())
 def test_every_exported_error_is_drawn(name: str) -> None:
     drawn = drawn_tree()
     for error_name, cls in exported_errors(importlib.import_module(name)).items():

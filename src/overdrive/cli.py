@@ -134,7 +134,7 @@ def _hash_key(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from ._json import dumps
-    from .optimize._analyser import LAST_RUN, analyse, load_sample, render
+    from .optimize import LAST_RUN, analyse, load_sample, render
 
     path = args.file or LAST_RUN
     try:

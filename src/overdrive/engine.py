@@ -41,11 +41,9 @@ from .monitor import (
     prometheus_text,
 )
 from .optimize import Analysis, CacheSwitch, CacheTTL, Optimizer, analyse, engine_tunables
-from .resources._build import build_resources
+from .resources import build_resources
 from .route import Router
-from .upstream import Dispatcher, Upstream, limiters_for
-from .upstream._routing import build_router
-from .upstream._send import Sender
+from .upstream import Dispatcher, Sender, Upstream, build_router, limiters_for
 
 __all__ = ["Overdrive", "Result"]
 

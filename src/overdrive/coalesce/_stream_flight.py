@@ -14,8 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mappin
 from dataclasses import dataclass, field
 
 from .._clock import Clock
-from ..upstream import Exchange
-from ..upstream._client import AnswerBounds, read_within
+from ..upstream import AnswerBounds, Exchange, read_within
 from ._shared_stream import DEFAULT_BUFFER_BYTES, DEFAULT_IDLE_TIMEOUT, SharedStream, StreamReader
 
 __all__ = ["StreamFlight", "StreamReply", "replay", "sse_lines"]

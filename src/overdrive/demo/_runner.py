@@ -14,7 +14,7 @@ import openai
 
 from ..engine import Overdrive
 from ..monitor import CACHE_HITS, COALESCED, REQUESTS
-from ..optimize._analyser import save_run
+from ..optimize import save_run
 from ..sim import SimConfig, SimServer
 from ._workload import CHAT_MODEL, EMBED_MODEL, AgentTask, Workload
 

@@ -8,7 +8,20 @@ run it, and turn the engine's errors into the API's error answers.
 
 from __future__ import annotations
 
+from ._answer import MODELS, REQUEST_HEADERS, Answer, Kind, answer, error_answer
 from ._cached import CacheInfo, cached
+from ._pipeline import Pipeline
 from ._transport import EngineTransport
 
-__all__ = ["CacheInfo", "EngineTransport", "cached"]
+__all__ = [
+    "MODELS",
+    "REQUEST_HEADERS",
+    "Answer",
+    "CacheInfo",
+    "EngineTransport",
+    "Kind",
+    "Pipeline",
+    "answer",
+    "cached",
+    "error_answer",
+]

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from .._calls import Call, Result
 from .._errors import UpstreamProtocolError
 from .._json import JSONDecodeError, dumps, dumps_canonical, loads
+from ..monitor import BATCH_SIZE
 from ._batch import Batcher
 
 if TYPE_CHECKING:
@@ -158,7 +159,7 @@ class EmbeddingBatches:
     async def _send_batch(self, calls: list[Call]) -> list[Result]:
         texts = [call.body["input"] for call in calls]
         first = calls[0]
-        self._metrics.histogram("overdrive_batch_size", op=first.op).observe(len(calls))
+        self._metrics.histogram(BATCH_SIZE, op=first.op).observe(len(calls))
         result = await self._send(first.api.call({**first.body, "input": texts}))
         if not result.ok:
             return [result] * len(calls)

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Literal, TextIO
 from .._json import dumps
 
 if TYPE_CHECKING:
-    from ..doors._answer import Answer
+    from ..doors import Answer
 
 __all__ = ["ACCESS_LOGGER", "AccessLog", "AccessLogHandler"]
 

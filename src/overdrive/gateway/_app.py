@@ -24,7 +24,7 @@ from .._json import dumps
 from .._validate import check_int
 from ..apis import Api, registered
 from ..config import GatewayConfig
-from ..doors._answer import MODELS, REQUEST_HEADERS, Answer, Kind, answer, error_answer
+from ..doors import MODELS, REQUEST_HEADERS, Answer, Kind, answer, error_answer
 from ..monitor import CONTENT_TYPE as METRICS_TYPE
 from ..monitor import GATEWAY_REQUESTS, Counter
 from ._access_log import AccessLog

@@ -11,7 +11,7 @@ from http import HTTPStatus
 
 import httptools
 
-from ..doors._answer import Answer, error_answer
+from ..doors import Answer, error_answer
 
 __all__ = [
     "BAD_REQUEST",

@@ -71,7 +71,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 
-from ..doors._answer import Answer, error_answer
+from ..doors import Answer, error_answer
 from ._app import DOOR_HEADERS, GatewayApp, log_broken_stream
 from ._framing import (
     BAD_REQUEST,

@@ -27,7 +27,6 @@ from ._alert_sinks import (
     AlertState,
     CallbackSink,
     LogSink,
-    WebhookDeliveryError,
     WebhookSink,
 )
 from ._alert_source import MetricSource, MetricsSource
@@ -127,7 +126,6 @@ __all__ = [
     "Selector",
     "TierFaults",
     "Value",
-    "WebhookDeliveryError",
     "WebhookSink",
     "Window",
     "default_metrics",

@@ -14,6 +14,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..apis import named
+from ..monitor import (
+    BATCH_SIZE,
+    CACHE_HITS,
+    COALESCED,
+    QUEUE_WAIT,
+    REQUEST_DURATION,
+    REQUESTS,
+    RETRIES,
+    UPSTREAM_DURATION,
+    UPSTREAM_RATE_LIMITED,
+    UPSTREAM_REQUESTS,
+)
 
 if TYPE_CHECKING:
     from ._analyser import Sample
@@ -22,13 +34,13 @@ __all__ = ["RULES", "Finding", "Severity", "Stages"]
 
 Severity = Literal["critical", "warning", "info"]
 
-_REQUESTS = "overdrive_requests_total"
-_DURATION = "overdrive_request_duration_seconds"
-_SENT = "overdrive_upstream_requests_total"
-_UPSTREAM = "overdrive_upstream_duration_seconds"
-_QUEUE = "overdrive_queue_wait_seconds"
-_HITS = "overdrive_cache_hits_total"
-_COALESCED = "overdrive_coalesced_total"
+_REQUESTS = REQUESTS
+_DURATION = REQUEST_DURATION
+_SENT = UPSTREAM_REQUESTS
+_UPSTREAM = UPSTREAM_DURATION
+_QUEUE = QUEUE_WAIT
+_HITS = CACHE_HITS
+_COALESCED = COALESCED
 
 # Below these a finding is noise, not a bottleneck.
 _MIN_SHARE = 0.10
@@ -252,7 +264,7 @@ def _unbatched(sample: Sample) -> float | None:
     """The embedding batch size p50 when embeddings go out one text per call, else None."""
     if sample.total(_SENT, op="embeddings") < 10:
         return None
-    sizes = sample.dist("overdrive_batch_size", op="embeddings")
+    sizes = sample.dist(BATCH_SIZE, op="embeddings")
     p50 = sizes.p50 if sizes.count else 1.0
     return p50 if round(p50) <= 1 else None
 
@@ -269,8 +281,8 @@ def rejections(sample: Sample, stages: Stages) -> Iterator[Finding]:
     for name in sample.label_values(_SENT, "upstream"):
         sent = sample.total(_SENT, upstream=name)
         for counter, what in (
-            ("overdrive_upstream_rate_limited_total", "429"),
-            ("overdrive_retries_total", "retry"),
+            (UPSTREAM_RATE_LIMITED, "429"),
+            (RETRIES, "retry"),
         ):
             ratio = sample.total(counter, upstream=name) / sent if sent else 0.0
             if ratio >= _MIN_RATIO:

@@ -9,7 +9,8 @@
 
 from __future__ import annotations
 
+from ._build import build_resources
 from ._manager import ResourceManager
 from ._pool import ResourcePool
 
-__all__ = ["ResourceManager", "ResourcePool"]
+__all__ = ["ResourceManager", "ResourcePool", "build_resources"]

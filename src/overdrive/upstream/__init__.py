@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+from ._client import AnswerBounds, UpstreamClient, read_within
 from ._dispatch import Dispatcher, Exchange
+from ._routing import build_router
+from ._send import Sender
 from ._upstream import Upstream, limiters_for
 
-__all__ = ["Dispatcher", "Exchange", "Upstream", "limiters_for"]
+__all__ = [
+    "AnswerBounds",
+    "Dispatcher",
+    "Exchange",
+    "Sender",
+    "Upstream",
+    "UpstreamClient",
+    "build_router",
+    "limiters_for",
+    "read_within",
+]

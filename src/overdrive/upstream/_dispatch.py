@@ -24,7 +24,19 @@ from ..flow import (
     retry_after,
     settled_within,
 )
-from ..monitor import Counter, Histogram, Metrics
+from ..monitor import (
+    HEDGES,
+    QUEUE_WAIT,
+    RETRIES,
+    RETRY_BUDGET_SPENT,
+    UPSTREAM_ERRORS,
+    UPSTREAM_RATE_LIMITED,
+    UPSTREAM_REQUESTS,
+    UPSTREAM_RESPONSES,
+    Counter,
+    Histogram,
+    Metrics,
+)
 from ..route import Attempt, Router
 from ._upstream import Lease, Upstream
 from ._wire_response import UpstreamResponse
@@ -67,9 +79,7 @@ class _Meters:
     def __init__(self, metrics: Metrics, name: str) -> None:
         self._metrics = metrics
         self._name = name
-        self.queue_wait: Histogram = metrics.histogram(
-            "overdrive_queue_wait_seconds", upstream=name
-        )
+        self.queue_wait: Histogram = metrics.histogram(QUEUE_WAIT, upstream=name)
         self._requests: dict[str, Counter] = {}
         self._responses: dict[int, Counter] = {}
 
@@ -77,7 +87,7 @@ class _Meters:
         found = self._requests.get(op)
         if found is None:
             found = self._requests[op] = self._metrics.counter(
-                "overdrive_upstream_requests_total", upstream=self._name, op=op
+                UPSTREAM_REQUESTS, upstream=self._name, op=op
             )
         return found
 
@@ -85,7 +95,7 @@ class _Meters:
         found = self._responses.get(status)
         if found is None:
             found = self._responses[status] = self._metrics.counter(
-                "overdrive_upstream_responses_total", upstream=self._name, status=str(status)
+                UPSTREAM_RESPONSES, upstream=self._name, status=str(status)
             )
         return found
 
@@ -195,7 +205,7 @@ class Dispatcher:
         spare = self._router.pick(call.model, avoid=primary)
         if not self.budget(spare).try_spend():
             return await first
-        self._metrics.counter("overdrive_hedges_total", op=call.op).inc()
+        self._metrics.counter(HEDGES, op=call.op).inc()
         second = asyncio.ensure_future(self._send_one(call, False, spare))
         return await first_success(first, second)
 
@@ -248,7 +258,7 @@ class Dispatcher:
         if status == 429 and state.limited < self._retry.rate_limited_attempts:
             await self._discard(exchange, "dropped")
             state.limited += 1
-            self._metrics.counter("overdrive_upstream_rate_limited_total", upstream=name).inc()
+            self._metrics.counter(UPSTREAM_RATE_LIMITED, upstream=name).inc()
             wait = retry_after(exchange.response.headers)
             await exchange.lease.limiter.hold(
                 wait if wait is not None else self._backoff.delay(state.limited - 1)
@@ -272,19 +282,17 @@ class Dispatcher:
 
     def _no_retry(self, upstream: Upstream, state: _Attempts) -> str | None:
         """Why this failed attempt may not be retried, or None (and a retry is booked)."""
-        self._metrics.counter("overdrive_upstream_errors_total", upstream=upstream.name).inc()
+        self._metrics.counter(UPSTREAM_ERRORS, upstream=upstream.name).inc()
         if state.failures >= self._retry.attempts:
             return f"after {state.failures + 1} attempts"
         budget = self.budget(upstream)
         if not budget.try_spend():
-            self._metrics.counter(
-                "overdrive_retry_budget_spent_total", upstream=upstream.name
-            ).inc()
+            self._metrics.counter(RETRY_BUDGET_SPENT, upstream=upstream.name).inc()
             return f"retry budget spent: {budget!r}"
         return None
 
     async def _retry_after_backoff(self, upstream: Upstream, state: _Attempts) -> None:
-        self._metrics.counter("overdrive_retries_total", upstream=upstream.name).inc()
+        self._metrics.counter(RETRIES, upstream=upstream.name).inc()
         await self._clock.sleep(self._backoff.delay(state.failures))
         state.failures += 1
         state.last = upstream
