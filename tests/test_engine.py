@@ -322,7 +322,7 @@ async def test_answers_stored_by_the_previous_version_are_still_served(
     call = chat_call({"model": "m", "messages": HELLO})
     async with _with_cache(fake, clock, disk=path) as first:
         answer = await first.chat(model="m", messages=HELLO)
-        key = first._key("chat", call)
+        key = first._key(call)
     await _rewrite(path, key, legacy)
     async with _with_cache(fake, clock, disk=path) as second:
         assert await second.chat(model="m", messages=HELLO) == answer

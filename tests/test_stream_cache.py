@@ -74,7 +74,7 @@ async def test_a_stream_stored_by_the_previous_version_is_replayed(
         config = {"upstreams": [target], "cache": {"disk": path}}
         async with Overdrive.from_config(config) as od:
             first = await streamed(od)
-            key = od._key("chat.stream", chat_call({"model": "m", "messages": ASK, "stream": True}))
+            key = od._key(chat_call({"model": "m", "messages": ASK, "stream": True}))
         await _store_as_tuple(path, key, keep)  # the plain tuple older versions wrote
         async with Overdrive.from_config(config) as od:
             again = await streamed(od)

@@ -3,13 +3,14 @@
 key → cache → coalesce → batch → route → admit → send → record → fill. Admission
 is to the upstream the router picked (its rate limits, then a slot), so route
 comes before admit. Each stage lives in its own package (cache/_stage.py for
-the cache and its fill, upstream/_send.py for the send); this module only puts
-them together.
+the cache and its fill, upstream/_send.py for the send); ``_assembly.py``
+builds and wires them, ``_stream_stage.py`` runs a streamed call through
+them, and this module puts a complete call through them and gives the
+engine its methods. docs/architecture.md draws the whole pipeline.
 """
 
 from __future__ import annotations
 
-import functools
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -20,30 +21,19 @@ from typing import Any, ParamSpec, TypeVar
 
 import httpx
 
+from ._assembly import assemble
 from ._calls import Call, Result, chat_call, embeddings_call, shares_answers
 from ._clock import Clock, SystemClock
-from ._errors import RequestError, UnknownModelError, UpstreamProtocolError, UpstreamStatusError
-from ._json import loads
-from .apis.chat import chat_stream_complete, is_error_event
-from .cache import CacheStage, StoredAnswer, TieredCache, build_cache, request_key
-from .coalesce import StreamFlight, StreamReply, replay, sse_lines
+from ._errors import RequestError
+from ._stream_stage import StreamStage
+from .cache import StoredAnswer, call_key
+from .coalesce import StreamFlight, StreamReply
 from .config import Config, load_config
 from .distribute import DistributedRun, TaskFn, distribute
 from .doors import cached
-from .flow import Backoff, EmbeddingBatches
-from .monitor import (
-    REVALIDATION_ERRORS,
-    STREAMS_NOT_STORED,
-    Measure,
-    Metrics,
-    OpMeterBook,
-    TierFaults,
-    prometheus_text,
-)
-from .optimize import Analysis, CacheSwitch, CacheTTL, Optimizer, analyse, engine_tunables
-from .resources import build_resources
-from .route import Router
-from .upstream import Dispatcher, Sender, Upstream, build_router, limiters_for
+from .monitor import Measure, prometheus_text
+from .optimize import Analysis, Optimizer, analyse
+from .upstream import Upstream
 
 __all__ = ["Overdrive", "Result"]
 
@@ -65,69 +55,29 @@ class Overdrive:
     """
 
     def __init__(
-        self,
-        config: Config,
-        *,
-        clock: Clock | None = None,
-        rng: random.Random | None = None,
-        upstream_transport: httpx.AsyncBaseTransport | None = None,
+        self, config: Config, *, clock: Clock | None = None, rng: random.Random | None = None
     ) -> None:
         self.config = config
         self._clock = clock or SystemClock()
         # Cached answers carry the wall time they were stored at, so their age
         # means the same in every process; an injected clock stands in for it.
         self._wall: Callable[[], float] = time.time if clock is None else self._clock.now
-        # On the engine's clock, so metric windows move with it (tests step it).
-        self.metrics = Metrics(clock=self._clock)
-        self._meters = OpMeterBook(self.metrics)
-        self._upstreams = [
-            Upstream(
-                u,
-                self._clock,
-                upstream_transport,
-                limiters_for(u, self._clock, config.redis_url, config.namespace),
-            )
-            for u in config.upstreams
-        ]
         self._rng = rng or random.Random()
-        self._router: Router[Upstream] = build_router(
-            self._upstreams, config, self._clock, self._rng, probes_by_default=clock is None
-        )
-        backoff = Backoff(config.retry.base, config.retry.cap, self._rng)
-        self._dispatcher = Dispatcher(
-            self._router, config.retry, self._clock, self.metrics, backoff
-        )
-        attempts = config.retry.rate_limited_attempts
-        self._sender = Sender(self._dispatcher, self._clock, self._meters, attempts)
+        parts = assemble(config, self._clock, self._rng, self._wall, probes=clock is None)
+        self.metrics, self._meters = parts.metrics, parts.meters
+        self.tunables, self.resources = parts.tunables, parts.resources
+        self._upstreams, self._router = parts.send.upstreams, parts.send.router
+        self._sender, self._batches = parts.send.sender, parts.batches
+        self._cache, self._stage = parts.cache.tiers, parts.cache.stage
+        self._cache_switch, self._ttl = parts.cache.switch, parts.cache.ttl
+        self._sampled = config.cache.sampled
         # Bounds every stream, whichever door reads it (see SharedStream).
-        self._streams = StreamFlight(
+        flight = StreamFlight(
             self._clock,
             buffer_bytes=config.gateway.stream_buffer_bytes,
             idle_timeout=config.gateway.stream_idle_timeout,
         )
-        self._sampled = config.cache.sampled
-        self.resources = build_resources(config)
-        # Built even when off (memory only then), so the cache.enabled tunable can turn it on.
-        self._cache_switch = CacheSwitch(config.cache.enabled)
-        self._cache: TieredCache = (
-            build_cache(config.cache, self._clock, config.namespace, config.redis_url)
-            if config.cache.enabled
-            else build_cache(
-                config.cache.model_copy(update={"disk": None, "redis_url": None}), self._clock
-            )
-        )
-        # A failing disk or Redis tier is skipped; this makes sure it is seen.
-        self._cache.on_fault = TierFaults(self.metrics, self._clock).report
-        self._stage: CacheStage[Result] = CacheStage(
-            self._cache, rng=self._rng, wall=self._wall, on_refresh_error=self._refresh_failed
-        )
-        self._batches = EmbeddingBatches(
-            config.batching.embeddings, self._sender.send, self.metrics, self._clock, self._backlog
-        )
-        self._ttl = CacheTTL(config.cache.ttl)
-        self.tunables = engine_tunables(
-            self._upstreams, self._batches, self._ttl, self._clock, self._cache_switch
-        )
+        self._streams = StreamStage(parts, flight, self._key, self._wall, self._sampled)
         self._optimizer: Optimizer | None = None
 
     @classmethod
@@ -150,25 +100,12 @@ class Overdrive:
         call = embeddings_call({"model": model, "input": input, **request})
         return self._sender.payload(await self.request(call))
 
-    async def stream_chat(self, **request: Any) -> AsyncIterator[dict[str, Any]]:
+    def stream_chat(self, **request: Any) -> AsyncIterator[dict[str, Any]]:
         """A streamed chat completion: yields each ``chat.completion.chunk`` as it arrives.
 
         An error event in the stream raises :class:`UpstreamProtocolError`.
         """
-        reply = await self.open_stream(chat_call({**request, "stream": True}))
-        try:
-            if reply.status != 200:
-                raise UpstreamStatusError(reply.upstream, reply.status, await reply.aread())
-            async for line in sse_lines(reply):
-                if line.startswith("data: ") and line != "data: [DONE]":
-                    event = loads(line[6:])
-                    if is_error_event(event):
-                        # An error mid-stream is the upstream failing, not a chunk to use.
-                        detail = str(event.get("error") or event)[:200]
-                        raise UpstreamProtocolError(reply.upstream, f"stream error: {detail}")
-                    yield event
-        finally:
-            await reply.aclose()
+        return self._streams.events(chat_call({**request, "stream": True}))
 
     def distribute(
         self, fn: TaskFn[T, R], items: Iterable[T], **options: Any
@@ -217,7 +154,7 @@ class Overdrive:
         try:
             if not shares_answers(call, self._sampled):
                 return await self._sender.send(call)  # its own sample: no cache, no coalescing
-            key = self._key(call.op, call)
+            key = self._key(call)
             stage = self._stage
             if self._cache_switch.on and call.cache == "default":
                 found = await stage.lookup(key, call.max_age)
@@ -246,41 +183,11 @@ class Overdrive:
         no bigger than ``[gateway] stream_buffer_bytes``. Only a stream that
         ended with its terminal event and carried no error is stored.
         """
-        meters = self._meters.of(call.op)
-        meters.requests.inc()
-        if not self._router.serves(call.model):  # fail fast, before any queueing
-            raise UnknownModelError(call.model, self._router.models())
-        opener = functools.partial(self._dispatcher.send, call, stream=True)
-        if not shares_answers(call, self._sampled):
-            return await self._streams.alone(opener)
-        key = self._key(f"{call.op}.stream", call)
-        if self._cache_switch.on and call.cache == "default":
-            stored = await self._stage.fresh_answer(key, call.max_age)
-            if stored is not None:
-                meters.hits.inc()
-                return replay(stored.chunks(), stored.upstream)
-            meters.misses.inc()
-        keeps = self._cache_switch.on and call.cache != "no-store"
-        store = functools.partial(self._store_stream, key) if keeps else None
-        reply = await self._streams.open(key, opener, store)
-        if reply.source == "coalesced":
-            meters.coalesced.inc()
-        return reply
+        return await self._streams.open(call)
 
-    async def _store_stream(self, key: bytes, upstream: str, chunks: list[bytes]) -> None:
-        """Keep a streamed body that is complete and clean, as its chunks (replayed as a stream)."""
-        if not chat_stream_complete(chunks):  # truncated, or it carried an error event
-            self.metrics.counter(STREAMS_NOT_STORED).inc()
-            return
-        answer = StoredAnswer(200, chunks, upstream, self._wall())
-        await self._stage.store(key, answer, self._ttl.seconds, wait=False)
-
-    def _key(self, op: str, call: Call) -> bytes:
+    def _key(self, call: Call) -> bytes:
         """The cache and coalescing key: a caller's own namespace keeps its answers apart."""
-        namespace = self.config.namespace
-        if call.namespace:
-            namespace = f"{namespace}/{call.namespace}"
-        return request_key(op, call.body, namespace, streamed=call.stream)
+        return call_key(call, self.config.namespace)
 
     async def _fetch(self, call: Call, key: bytes) -> Result:
         """Send (or batch) a call the cache did not answer; fill the cache with its answer."""
@@ -291,15 +198,7 @@ class Overdrive:
             await self._stage.store(key, answer, self._ttl.seconds, stale=self.config.cache.stale)
         return result
 
-    def _refresh_failed(self, error: BaseException) -> None:
-        self.metrics.counter(REVALIDATION_ERRORS).inc()
-
     # -- inspection and lifecycle ----------------------------------------------
-
-    def _backlog(self, model: str) -> float:
-        """Seconds a call for ``model`` would likely queue: the shortest of its upstreams'."""
-        waits = [u.queue(model).backlog() for u in self._upstreams if model in u.models]
-        return min(waits, default=0.0)
 
     def analyse(self) -> Analysis:
         """Where this engine's request time went, and the bottleneck (last 5 minutes)."""

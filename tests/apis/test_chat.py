@@ -9,10 +9,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from overdrive import RequestError
+from overdrive._calls import chat_call
 from overdrive._tokens import estimate_messages_tokens
 from overdrive.apis import CHAT
 from overdrive.apis.chat import DEFAULT_OUTPUT_TOKENS, chat_stream_complete, is_error_event
-from overdrive.cache import request_key
+from overdrive.cache import call_key
 from tests.stream_upstream import DONE, chat_chunk, sse
 
 ASK: Any = [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Why?"}]
@@ -184,13 +185,10 @@ KEYED: list[dict[str, Any]] = [
 
 
 @pytest.mark.parametrize("streamed", [False, True])
-def test_the_key_fields_are_what_the_cache_key_tells_apart(streamed: bool) -> None:
-    for a in KEYED:
-        for b in KEYED:
-            same_key = request_key("chat", a, streamed=streamed) == request_key(
-                "chat", b, streamed=streamed
-            )
-            same_fields = CHAT.key_fields(a, streamed=streamed) == CHAT.key_fields(
-                b, streamed=streamed
-            )
-            assert same_key is same_fields, (a, b)
+def test_calls_share_a_key_exactly_when_their_key_fields_match(streamed: bool) -> None:
+    calls = [chat_call({**body, "stream": streamed}) for body in KEYED]
+    for a in calls:
+        for b in calls:
+            same_key = call_key(a) == call_key(b)
+            fields_a = CHAT.key_fields(a.body, streamed=streamed)
+            assert same_key is (fields_a == CHAT.key_fields(b.body, streamed=streamed)), (a, b)

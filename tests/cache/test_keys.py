@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -7,7 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from overdrive import RequestError
-from overdrive.cache import request_key
+from overdrive._calls import chat_call
+from overdrive.cache import call_key, request_key
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=8),
@@ -33,11 +35,20 @@ def test_key_separates_op_namespace_and_params() -> None:
     assert len(key) == 16
 
 
-def test_delivery_fields_do_not_change_the_key() -> None:
-    body = {"model": "m", "messages": []}
-    streamed = {**body, "stream": True, "stream_options": {"include_usage": True}, "user": "u1"}
-    assert request_key("chat", body) == request_key("chat", streamed)
-    assert request_key("chat", body) == request_key("chat", {**body, "seed": None})
+def test_delivery_fields_do_not_change_a_calls_key() -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    delivered = {**body, "stream_options": {"include_usage": True}, "user": "u1", "timeout": 3}
+    assert call_key(chat_call(body)) == call_key(chat_call(delivered))
+    assert call_key(chat_call(body)) == call_key(chat_call({**body, "seed": None}))
+    assert call_key(chat_call(body)) != call_key(chat_call({**body, "stream": True}))
+
+
+def test_a_callers_namespace_keeps_its_keys_apart() -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    theirs = chat_call(body)
+    mine = replace(theirs, namespace="tenant-a")
+    assert call_key(mine, "app") != call_key(theirs, "app")
+    assert call_key(mine, "app") == request_key("chat", mine.api.key_fields(body), "app/tenant-a")
 
 
 @pytest.mark.parametrize("value", [2**70, object(), {1, 2}])

@@ -218,9 +218,9 @@ async def test_a_closed_client_sends_nothing(make: Callable[[str], UpstreamClien
 # --- which client an endpoint gets -------------------------------------------------------
 
 
-def upstream(base_url: str, transport: httpx.AsyncBaseTransport | None = None) -> Upstream:
+def upstream(base_url: str) -> Upstream:
     settings = UpstreamConfig.model_validate({"name": "u", "base_url": base_url, "models": ["m"]})
-    return Upstream(settings, FakeClock(), transport)
+    return Upstream(settings, FakeClock())
 
 
 def chat(*, stream: bool) -> Any:
@@ -252,23 +252,6 @@ async def test_the_lean_client_sends_whole_calls_and_httpx_streams_and_probes() 
     agents = [request.headers["user-agent"] for request in server.requests]
     assert agents[0] == "overdrive"  # the lean client's
     assert all(agent.startswith("python-httpx/") for agent in agents[1:])
-
-
-async def test_an_injected_transport_answers_every_call_through_httpx() -> None:
-    seen: list[str] = []
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        seen.append(request.method)
-        return json_answer(request)
-
-    endpoint = upstream("http://127.0.0.1:9/v1", httpx.MockTransport(answer))
-    assert isinstance(endpoint._client, HttpxClient)
-    assert endpoint._wire is None
-    response = await endpoint.exchange(chat(stream=False), stream=False)
-    assert response.headers["x-ratelimit-remaining"] == "7"
-    assert await endpoint.probe("/models", 1.0)
-    await endpoint.aclose()
-    assert seen == ["POST", "GET"]
 
 
 @pytest.mark.parametrize(

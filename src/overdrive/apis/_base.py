@@ -102,7 +102,7 @@ class Api:
         >>> Api().key_fields({"model": "m", "user": "ann", "seed": None, "n": 2})
         {'model': 'm', 'n': 2}
         """
-        ignored = self.stream_delivery_fields if streamed else self.delivery_fields
+        ignored = self.ignored_fields(streamed=streamed)
         return {k: v for k, v in body.items() if k not in ignored and v is not None}
 
     def sampled(self, call: Call) -> bool:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from ._build import build_cache
 from ._codec import Codec
 from ._disk import DiskTier
-from ._keys import request_key
+from ._keys import call_key, request_key
 from ._memory import ENTRY_OVERHEAD, CachedItem, CacheStats, MemoryCache
 from ._sizeof import deep_sizeof
 from ._stage import CacheStage, StoredAnswer
@@ -32,6 +32,7 @@ __all__ = [
     "Tier",
     "TieredCache",
     "build_cache",
+    "call_key",
     "deep_sizeof",
     "request_key",
 ]

@@ -6,35 +6,38 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
+from .._calls import Call
 from .._errors import RequestError
 from .._json import dumps_canonical
 
-__all__ = ["request_key"]
-
-# Fields that change how a response is delivered, not what it says.
-_DELIVERY_FIELDS = frozenset({"stream", "stream_options", "timeout", "user"})
-# A streamed answer's bytes do depend on `stream_options` (include_usage adds a
-# usage chunk), so the key of a stream keeps it.
-_STREAM_DELIVERY_FIELDS = _DELIVERY_FIELDS - {"stream_options"}
+__all__ = ["call_key", "request_key"]
 
 
-def request_key(
-    op: str, body: Mapping[str, Any], namespace: str = "", *, streamed: bool = False
-) -> bytes:
-    """A 16-byte blake2b digest of the op, the tenant namespace and the normalised body.
+def call_key(call: Call, namespace: str = "") -> bytes:
+    """The cache and coalescing key of a call: its adapter's key fields, in its tenant's namespace.
 
-    >>> request_key("chat", {"model": "m", "stream": True}) == request_key("chat", {"model": "m"})
+    A streamed call has a key of its own (its answer is kept as chunks), and
+    a caller's own namespace keeps its answers apart from the engine's.
+
+    >>> from overdrive._calls import chat_call
+    >>> ask = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    >>> call_key(chat_call(ask)) == call_key(chat_call({**ask, "user": "ann"}))
     True
-
-    With ``streamed`` it is the key of a streamed answer: ``stream_options``
-    counts, since it changes the chunks sent.
-
-    >>> usage = {"model": "m", "stream_options": {"include_usage": True}}
-    >>> request_key("chat", usage, streamed=True) == request_key("chat", usage)
+    >>> call_key(chat_call(ask)) == call_key(chat_call({**ask, "stream": True}))
     False
     """
-    ignored = _STREAM_DELIVERY_FIELDS if streamed else _DELIVERY_FIELDS
-    params = {k: v for k, v in body.items() if k not in ignored and v is not None}
+    op = f"{call.op}.stream" if call.stream else call.op
+    if call.namespace:
+        namespace = f"{namespace}/{call.namespace}"
+    return request_key(op, call.api.key_fields(call.body, streamed=call.stream), namespace)
+
+
+def request_key(op: str, params: Mapping[str, Any], namespace: str = "") -> bytes:
+    """A 16-byte blake2b digest of the op, the tenant namespace and the key's fields.
+
+    >>> request_key("chat", {"model": "m", "n": 2}) == request_key("chat", {"n": 2, "model": "m"})
+    True
+    """
     try:
         material = dumps_canonical({"op": op, "ns": namespace, "params": params})
     except TypeError as exc:

@@ -36,9 +36,11 @@ class _Origin:
     queued_s: float = 0.0
 
 
-def replay(chunks: list[bytes], upstream: str) -> StreamReply:
+def replay(
+    chunks: list[bytes], upstream: str, media_type: str = "text/event-stream"
+) -> StreamReply:
     """A reply that plays a stored streamed body back chunk by chunk."""
-    headers = {"content-type": "text/event-stream"}
+    headers = {"content-type": media_type}
     return StreamReply(_Origin(200, headers, upstream, None, chunks), "cache")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ._analyser import LAST_RUN, Analysis, analyse, load_sample, render, save_run
 from ._engine_knobs import CacheSwitch, CacheTTL, engine_tunables
 from ._loop import Optimizer
+from ._tunables import Tunable, Tunables
 
 __all__ = [
     "LAST_RUN",
@@ -12,6 +13,8 @@ __all__ = [
     "CacheSwitch",
     "CacheTTL",
     "Optimizer",
+    "Tunable",
+    "Tunables",
     "analyse",
     "engine_tunables",
     "load_sample",

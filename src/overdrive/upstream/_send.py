@@ -2,8 +2,9 @@
 
 The dispatcher does the pacing, retries and failover; this is the last step
 of the pipeline's send: read the final answer, check it is a JSON object,
-count the tokens it reports, and give the limiter back what the call's
-estimate over-booked (or book what it under-booked).
+count the tokens it reports (its API's adapter reads them), and give the
+limiter back what the call's estimate over-booked (or book what it
+under-booked).
 """
 
 from __future__ import annotations
@@ -68,11 +69,10 @@ class Sender:
         Returns the tokens to book on the limiter beyond the call's estimate
         (negative: a refund), when the upstream charges by usage; else 0.
         """
-        usage = parse_object(result.body, result.upstream).get("usage")
-        if not isinstance(usage, dict):
+        usage = call.api.usage(parse_object(result.body, result.upstream))
+        if usage is None:
             return 0
-        prompt = _count(usage.get("prompt_tokens"))
-        completion = _count(usage.get("completion_tokens"))
+        prompt, completion = usage
         exchange.lease.output_tokens = max(completion, 1)
         meters = self._meters.of(call.op)
         meters.prompt_tokens.inc(prompt)
@@ -111,8 +111,3 @@ def parse_object(body: bytes, upstream: str) -> dict[str, Any]:
             upstream, f"answered 2xx with JSON that is not an object: {body[:80]!r}"
         )
     return parsed
-
-
-def _count(value: Any) -> int:
-    # ``type() is int``: a bool is an int to isinstance, never a token count.
-    return value if type(value) is int and value >= 0 else 0

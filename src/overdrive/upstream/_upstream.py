@@ -77,7 +77,6 @@ class Upstream:
         self,
         config: UpstreamConfig,
         clock: Clock,
-        transport: httpx.AsyncBaseTransport | None = None,
         limiters: dict[str | None, Limiter] | None = None,
     ) -> None:
         self.config = config
@@ -100,7 +99,7 @@ class Upstream:
             self.concurrency.max_limit if config.concurrency == "auto" else config.max_concurrency,
             self.concurrency.limit,
         )
-        self._client = client_for(config, self.bounds, connections, transport)
+        self._client = client_for(config, self.bounds, connections)
 
     @property
     def models(self) -> Sequence[str]:
@@ -200,18 +199,12 @@ class Upstream:
         )
 
 
-def client_for(
-    config: UpstreamConfig,
-    bounds: AnswerBounds,
-    connections: int,
-    transport: httpx.AsyncBaseTransport | None = None,
-) -> UpstreamClient:
+def client_for(config: UpstreamConfig, bounds: AnswerBounds, connections: int) -> UpstreamClient:
     """The client of an endpoint: the lean one where it applies, else httpx alone.
 
-    httpx sends every call given a ``transport`` (a test's: it answers them
-    all), and where :func:`~overdrive.upstream._wire.wire_client_for` says
-    the lean client does not apply; it sends the lean client's streams and
-    probes too.
+    httpx sends every call where :func:`~overdrive.upstream._wire.wire_client_for`
+    says the lean client does not apply; it sends the lean client's streams
+    and probes too.
     """
     key = config.api_key()
     connect_timeout = min(config.timeout, 10.0)
@@ -221,12 +214,10 @@ def client_for(
         bounds=bounds,
         timeout=config.timeout,
         limits=limits,
-        transport=transport or _guarded(limits),
+        transport=_guarded(limits),
         api_key=key,
         connect_timeout=connect_timeout,
     )
-    if transport is not None:
-        return http
     wire = wire_client_for(
         config.base_url,
         http,
