@@ -20,7 +20,10 @@ from overdrive import (
     UpstreamUnavailableError,
 )
 from overdrive._calls import chat_call
-from overdrive.cache import Codec, DiskTier, Entry, StoredAnswer
+from overdrive.cache import StoredAnswer
+from overdrive.cache._codec import Codec
+from overdrive.cache._disk import DiskTier
+from overdrive.cache._tier import Entry
 from overdrive.testing import FakeClock
 from tests.fakes import FakeServer, FakeUpstream, engine, finish, raw, refusing_url, status
 

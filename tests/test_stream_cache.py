@@ -10,7 +10,10 @@ import pytest
 
 from overdrive import Overdrive, UpstreamProtocolError
 from overdrive._calls import chat_call
-from overdrive.cache import Codec, DiskTier, Entry, StoredAnswer
+from overdrive.cache import StoredAnswer
+from overdrive.cache._codec import Codec
+from overdrive.cache._disk import DiskTier
+from overdrive.cache._tier import Entry
 from overdrive.coalesce import StreamReply
 from overdrive.sim import SimConfig, SimServer
 from tests.stream_upstream import DONE, StreamUpstream, chat_chunk, sse

@@ -17,7 +17,8 @@ from ._clock import Clock
 from .cache import CacheStage, TieredCache, build_cache
 from .config import Config
 from .flow import Backoff, EmbeddingBatches
-from .monitor import REVALIDATION_ERRORS, Metrics, OpMeterBook, TierFaults
+from .monitor import Metrics, OpMeterBook, TierFaults
+from .monitor.names import REVALIDATION_ERRORS
 from .optimize import CacheSwitch, CacheTTL, Tunables, engine_tunables
 from .resources import ResourceManager, build_resources
 from .route import Router

@@ -18,7 +18,7 @@ from ._errors import UnknownModelError, UpstreamProtocolError, UpstreamStatusErr
 from ._json import loads
 from .cache import StoredAnswer
 from .coalesce import StreamFlight, StreamReply, replay, sse_lines
-from .monitor import STREAMS_NOT_STORED
+from .monitor.names import STREAMS_NOT_STORED
 
 __all__ = ["StreamStage"]
 

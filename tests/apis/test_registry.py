@@ -16,12 +16,12 @@ from overdrive.apis import (
     EMBEDDINGS,
     Api,
     for_request,
-    model_of,
     named,
     register,
     registered,
     unregister,
 )
+from overdrive.apis._base import model_of
 from overdrive.doors._answer import MODELS, route
 from overdrive.gateway import GatewayApp
 from overdrive.testing import FakeClock

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from overdrive import RequestError
 from overdrive._calls import chat_call
-from overdrive.cache import call_key, request_key
+from overdrive.cache import call_key
+from overdrive.cache._keys import request_key
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=8),

@@ -12,7 +12,9 @@ import pytest
 from redis.asyncio import Redis
 
 from overdrive import cached
-from overdrive.cache import Codec, MemoryCache, RedisTier, TieredCache
+from overdrive.cache import MemoryCache, TieredCache
+from overdrive.cache._codec import Codec
+from overdrive.cache._redis import RedisTier
 from overdrive.sim import SimConfig, SimServer
 from overdrive.testing import FakeClock
 from tests.redis_server import RedisServer

@@ -12,19 +12,13 @@ from typing import Any
 import pytest
 
 from overdrive import Overdrive
-from overdrive.cache import (
-    ENTRY_OVERHEAD,
-    CacheStage,
-    Codec,
-    DiskTier,
-    Entry,
-    MemoryCache,
-    RedisTier,
-    StoredAnswer,
-    Tier,
-    TieredCache,
-    deep_sizeof,
-)
+from overdrive.cache import CacheStage, MemoryCache, StoredAnswer, TieredCache
+from overdrive.cache._codec import Codec
+from overdrive.cache._disk import DiskTier
+from overdrive.cache._memory import ENTRY_OVERHEAD
+from overdrive.cache._redis import RedisTier
+from overdrive.cache._sizeof import deep_sizeof
+from overdrive.cache._tier import Entry, Tier
 from overdrive.doors import cached
 from overdrive.testing import FakeClock
 from tests.fakes import FakeUpstream, engine

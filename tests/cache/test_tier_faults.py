@@ -11,8 +11,11 @@ import pytest
 
 from overdrive import Overdrive
 from overdrive._asgi_server import free_port
-from overdrive.cache import DiskTier, MemoryCache, RedisTier, TieredCache
-from overdrive.monitor import LogThrottle, Metrics, TierFaults
+from overdrive.cache import MemoryCache, TieredCache
+from overdrive.cache._disk import DiskTier
+from overdrive.cache._redis import RedisTier
+from overdrive.monitor import Metrics, TierFaults
+from overdrive.monitor._faults import LogThrottle
 from overdrive.sim import SimConfig, SimServer
 from overdrive.testing import FakeClock
 

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from overdrive import SlowReaderError
-from overdrive.coalesce import SharedStream
+from overdrive.coalesce._shared_stream import SharedStream
 from overdrive.testing import FakeClock
 
 

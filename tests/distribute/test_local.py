@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from overdrive import Overdrive, RequestError
-from overdrive.distribute import Backend, LocalBackend, TaskResult, distribute
+from overdrive.distribute import Backend, TaskResult, distribute
+from overdrive.distribute._local import LocalBackend
 from overdrive.sim import SimConfig, SimServer
 from overdrive.testing import FakeClock
 

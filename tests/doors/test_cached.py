@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from overdrive import RequestError
-from overdrive.cache import DiskTier, MemoryCache, TieredCache
+from overdrive.cache import MemoryCache, TieredCache
+from overdrive.cache._disk import DiskTier
 from overdrive.doors import cached
 from overdrive.testing import FakeClock
 

@@ -10,7 +10,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from overdrive import ConfigError, Overdrive
-from overdrive.monitor import CONTENT_TYPE, SECONDS_BUCKETS, Metrics, prometheus_text
+from overdrive.monitor import CONTENT_TYPE, Metrics, prometheus_text
+from overdrive.monitor._prometheus import SECONDS_BUCKETS
 from overdrive.testing import FakeClock
 from tests.fakes import FakeServer, chat_response
 

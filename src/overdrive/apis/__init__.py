@@ -16,18 +16,15 @@ from __future__ import annotations
 from typing import TypeVar
 
 from .._calls import FAMILIES
-from ._base import Api, model_of
-from .chat import CHAT, ChatApi
-from .embeddings import EMBEDDINGS, EmbeddingsApi
+from ._base import Api
+from .chat import CHAT
+from .embeddings import EMBEDDINGS
 
 __all__ = [
     "CHAT",
     "EMBEDDINGS",
     "Api",
-    "ChatApi",
-    "EmbeddingsApi",
     "for_request",
-    "model_of",
     "named",
     "register",
     "registered",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._coalesce import Coalescer
-from ._shared_stream import SharedStream, StreamReader
+from ._shared_stream import StreamReader
 from ._stream_flight import StreamFlight, StreamReply, replay, sse_lines
 from ._threadflight import ThreadFlight
 
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 __all__ = [
     "Coalescer",
     "RedisLease",
-    "SharedStream",
     "StreamFlight",
     "StreamReader",
     "StreamReply",

@@ -13,7 +13,7 @@ import httpx
 import openai
 
 from ..engine import Overdrive
-from ..monitor import CACHE_HITS, COALESCED, REQUESTS
+from ..monitor.names import CACHE_HITS, COALESCED, REQUESTS
 from ..optimize import save_run
 from ..sim import SimConfig, SimServer
 from ._workload import CHAT_MODEL, EMBED_MODEL, AgentTask, Workload

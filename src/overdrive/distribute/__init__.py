@@ -12,14 +12,12 @@ each, sharing cache and limits through Redis when the config has a
 from __future__ import annotations
 
 from ._base import Backend, TaskFn
-from ._local import LocalBackend
 from ._ray import RayBackend
 from ._run import DistributedRun, TaskResult, distribute
 
 __all__ = [
     "Backend",
     "DistributedRun",
-    "LocalBackend",
     "RayBackend",
     "TaskFn",
     "TaskResult",

@@ -14,7 +14,8 @@ from .._clock import Clock, SystemClock
 from .._errors import RequestError
 from ..config import Config, load_config
 from ..flow import Backoff
-from ..monitor import DISTRIBUTE_RETRIES, DISTRIBUTE_TASK_DURATION, DISTRIBUTE_TASKS, Metrics
+from ..monitor import Metrics
+from ..monitor.names import DISTRIBUTE_RETRIES, DISTRIBUTE_TASK_DURATION, DISTRIBUTE_TASKS
 from ._base import Backend, Build, Engine, TaskFn
 from ._local import LocalBackend
 

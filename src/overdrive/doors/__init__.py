@@ -9,7 +9,7 @@ run it, and turn the engine's errors into the API's error answers.
 from __future__ import annotations
 
 from ._answer import MODELS, REQUEST_HEADERS, Answer, Kind, answer, error_answer
-from ._cached import CacheInfo, cached
+from ._cached import cached
 from ._pipeline import Pipeline
 from ._transport import EngineTransport
 
@@ -17,7 +17,6 @@ __all__ = [
     "MODELS",
     "REQUEST_HEADERS",
     "Answer",
-    "CacheInfo",
     "EngineTransport",
     "Kind",
     "Pipeline",

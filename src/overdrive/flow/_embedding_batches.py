@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from .._calls import Call, Result
 from .._errors import UpstreamProtocolError
 from .._json import JSONDecodeError, dumps, dumps_canonical, loads
-from ..monitor import BATCH_SIZE
+from ..monitor.names import BATCH_SIZE
 from ._batch import Batcher
 
 if TYPE_CHECKING:

@@ -26,7 +26,8 @@ from ..apis import Api, registered
 from ..config import GatewayConfig
 from ..doors import MODELS, REQUEST_HEADERS, Answer, Kind, answer, error_answer
 from ..monitor import CONTENT_TYPE as METRICS_TYPE
-from ..monitor import GATEWAY_REQUESTS, Counter
+from ..monitor import Counter
+from ..monitor.names import GATEWAY_REQUESTS
 from ._access_log import AccessLog
 from ._openapi import openapi_document
 from ._tenants import Tenant, Tenants

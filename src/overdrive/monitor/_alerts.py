@@ -57,7 +57,7 @@ from ._alert_rules import (
 )
 from ._alert_sinks import AlertEvent, AlertSink, AlertState
 from ._alert_source import MetricSource, MetricsSource, Registry
-from ._names import ALERT_NOTIFICATIONS
+from .names import ALERT_NOTIFICATIONS
 
 __all__ = ["Alerts", "MetricSource", "MetricsSource", "Registry"]
 

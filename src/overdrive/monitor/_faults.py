@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from ._names import CACHE_TIER_ERRORS
+from .names import CACHE_TIER_ERRORS
 
 if TYPE_CHECKING:
     from .._clock import Clock

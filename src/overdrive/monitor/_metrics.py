@@ -12,9 +12,9 @@ from typing import Any, NamedTuple, TypeVar, cast
 from .._clock import Clock, SystemClock
 from .._errors import ConfigError
 from ._measure import Measure
-from ._names import METRIC_HELP, Kind, check_kind, check_labels, check_name
 from ._series import Counter, Gauge, Histogram
 from ._window import Window, WindowedCounter, WindowedHistogram, merge_windows
+from .names import METRIC_HELP, Kind, check_kind, check_labels, check_name
 
 __all__ = ["Counter", "Family", "Gauge", "Histogram", "LabelKey", "Metrics"]
 

@@ -10,7 +10,8 @@ True
 from __future__ import annotations
 
 from ._metrics import Metrics
-from ._names import (
+from ._series import Histogram
+from .names import (
     CACHE_HITS,
     CACHE_MISSES,
     COALESCED,
@@ -19,7 +20,6 @@ from ._names import (
     TOKENS,
     UPSTREAM_DURATION,
 )
-from ._series import Histogram
 
 __all__ = ["OpMeterBook", "OpMeters"]
 

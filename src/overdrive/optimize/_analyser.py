@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .._errors import ConfigError
 from .._json import dumps, loads
-from ..monitor import CACHE_HITS, COALESCED, REQUESTS, Metrics
+from ..monitor import Metrics
+from ..monitor.names import CACHE_HITS, COALESCED, REQUESTS
 from ._findings import RULES, Finding, Stages
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..apis import named
-from ..monitor import (
+from ..monitor.names import (
     BATCH_SIZE,
     CACHE_HITS,
     COALESCED,

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from .._clock import Clock, SystemClock
 from .._errors import ConfigError
 from .._validate import check_duration
-from ..monitor import OPTIMIZER_DECISIONS, REQUEST_DURATION, TUNABLE_VALUE
+from ..monitor.names import OPTIMIZER_DECISIONS, REQUEST_DURATION, TUNABLE_VALUE
 from ._analyser import Analysis, analyse
 from ._policies import Proposal, propose
 

@@ -24,7 +24,8 @@ from ..flow import (
     retry_after,
     settled_within,
 )
-from ..monitor import (
+from ..monitor import Counter, Histogram, Metrics
+from ..monitor.names import (
     HEDGES,
     QUEUE_WAIT,
     RETRIES,
@@ -33,9 +34,6 @@ from ..monitor import (
     UPSTREAM_RATE_LIMITED,
     UPSTREAM_REQUESTS,
     UPSTREAM_RESPONSES,
-    Counter,
-    Histogram,
-    Metrics,
 )
 from ..route import Attempt, Router
 from ._upstream import Lease, Upstream

@@ -48,10 +48,6 @@ __all__ = [
     "UPSTREAM_RATE_LIMITED",
     "UPSTREAM_REQUESTS",
     "UPSTREAM_RESPONSES",
-    "Kind",
-    "check_kind",
-    "check_labels",
-    "check_name",
 ]
 
 # -- the catalogue (labels in braces) ---------------------------------------------
