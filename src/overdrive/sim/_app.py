@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import random
 import secrets
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,22 +26,16 @@ from overdrive._asgi import (
 from overdrive._clock import Clock, SystemClock
 from overdrive._errors import ConfigError
 from overdrive._json import JSONDecodeError, dumps, loads
+from overdrive.sim._answers import ChatAnswer, embeddings_body, models_body, rate_limit_message
+from overdrive.sim._call import SimCall
 from overdrive.sim._capacity import Accelerator
 from overdrive.sim._config import Faults, SimConfig
 from overdrive.sim._content import (
-    chat_digest,
-    completion_words,
-    embedding,
-    embedding_base64,
-    input_key,
-    sentence,
     stream_pieces,
 )
-from overdrive.sim._limits import RateLimiter, Rejection
+from overdrive.sim._limits import RateLimiter
 from overdrive.sim._requests import (
     ApiError,
-    ChatRequest,
-    EmbeddingRequest,
     invalid,
     parse_chat,
     parse_embeddings,
@@ -58,7 +51,6 @@ Headers = list[tuple[bytes, bytes]]
 _JSON_TYPE = (b"content-type", b"application/json")
 _SSE_HEADERS: Headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 _DONE = b"data: [DONE]\n\n"
-_CREATED = 1_700_000_000  # fixed, so /v1/models is byte-identical across runs
 _DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "text-embedding-3-large")
 _FAULT_FIELDS = frozenset(("error_rate", "hang_rate", "slow_factor"))
 
@@ -109,7 +101,7 @@ class SimApp:
             else Accelerator(config.capacity, config.overload_exponent, clock)
         )
         self._models = frozenset(config.models) if config.models else None
-        self._models_body = _models_body(config.models or _DEFAULT_MODELS)
+        self._models_body = models_body(config.models or _DEFAULT_MODELS)
         self._auth = f"Bearer {config.api_key}".encode() if config.api_key else None
         self._routes = self._route_table()
         self._closed = False
@@ -167,6 +159,9 @@ class SimApp:
         if self._closing is not None and not self._closing.done():
             self._closing.set_result(None)
 
+    def _call(self, receive: Receive) -> SimCall:
+        return SimCall(receive, self._stats, self._clock, self._accelerator, self._closing_signal)
+
     def _closing_signal(self) -> asyncio.Future[None]:
         """A future done once :meth:`close` is called, on the running loop."""
         loop = asyncio.get_running_loop()
@@ -208,10 +203,10 @@ class SimApp:
     # --- /v1/chat/completions -------------------------------------------------
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
-        with _Call(self, receive) as call:
+        with self._call(receive) as call:
             self._authorize(scope)
             request = parse_chat(await self._read_json(scope, receive), self._models)
-            answer = _Answer(request, request.max_tokens or self._config.default_max_tokens)
+            answer = ChatAnswer(request, request.max_tokens or self._config.default_max_tokens)
             headers = self._admit(request.prompt_tokens + (request.max_tokens or answer.tokens))
             await self._inject_faults(call)
             if request.stream:
@@ -219,13 +214,17 @@ class SimApp:
             else:
                 await self._complete(send, call, answer, headers)
 
-    async def _complete(self, send: Send, call: _Call, answer: _Answer, headers: Headers) -> None:
+    async def _complete(
+        self, send: Send, call: SimCall, answer: ChatAnswer, headers: Headers
+    ) -> None:
         with self._generating():
             await call.pause(self._ttft() + self._decode_pace() * answer.tokens, shared=True)
         self._count_tokens(answer)
         await self._respond(send, 200, answer.completion(), headers)
 
-    async def _stream(self, send: Send, call: _Call, answer: _Answer, headers: Headers) -> None:
+    async def _stream(
+        self, send: Send, call: SimCall, answer: ChatAnswer, headers: Headers
+    ) -> None:
         # Headers go out at once, as real upstreams do; tokens follow at their pace.
         self._stats.count_response(200)
         start = {"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + headers}
@@ -242,7 +241,7 @@ class SimApp:
         self._count_tokens(answer)
         await send({"type": "http.response.body", "body": _DONE})
 
-    async def _stream_tokens(self, send: Send, call: _Call, answer: _Answer) -> None:
+    async def _stream_tokens(self, send: Send, call: SimCall, answer: ChatAnswer) -> None:
         ttft, pace = self._ttft(), self._decode_pace()  # drawn in the same order as _complete
         await call.pause(ttft, shared=True)
         await _event(send, answer.chunk({"role": "assistant", "content": ""}, None))
@@ -256,20 +255,20 @@ class SimApp:
             return contextlib.nullcontext()
         return self._accelerator.occupy()
 
-    def _count_tokens(self, answer: _Answer) -> None:
+    def _count_tokens(self, answer: ChatAnswer) -> None:
         self._stats.prompt_tokens += answer.request.prompt_tokens
         self._stats.completion_tokens += answer.tokens
 
     # --- /v1/embeddings -------------------------------------------------------
 
     async def _embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
-        with _Call(self, receive) as call:
+        with self._call(receive) as call:
             self._authorize(scope)
             request = parse_embeddings(await self._read_json(scope, receive), self._models)
             headers = self._admit(request.tokens)
             await self._inject_faults(call)
             await call.pause(self._embed_delay(len(request.inputs)))
-            body = _embeddings_body(request, request.dimensions or self._config.embedding_dim)
+            body = embeddings_body(request, request.dimensions or self._config.embedding_dim)
             self._stats.prompt_tokens += request.tokens
             self._stats.embedding_inputs += len(request.inputs)
             await self._respond(send, 200, body, headers)
@@ -327,14 +326,14 @@ class SimApp:
         rejection = limiter.admit(tokens)
         if rejection is not None:
             self._stats.rate_limited += 1
-            message = _rate_limit_message(rejection, limiter.capacity(rejection.kind))
+            message = rate_limit_message(rejection, limiter.capacity(rejection.kind))
             headers = rejection.retry_headers() + limiter.headers()
             raise ApiError(
                 429, message, kind=rejection.kind, code="rate_limit_exceeded", headers=headers
             )
         return limiter.headers()
 
-    async def _inject_faults(self, call: _Call) -> None:
+    async def _inject_faults(self, call: SimCall) -> None:
         faults = self._faults
         if faults.error_rate and self._fault_rng.random() < faults.error_rate:
             self._stats.errors_injected += 1
@@ -374,118 +373,6 @@ class SimApp:
         )
 
 
-class _Answer:
-    """The deterministic answer to one chat request, in the shapes we send it."""
-
-    __slots__ = ("created", "finish_reason", "id", "request", "tokens", "words")
-
-    def __init__(self, request: ChatRequest, cap: int | None) -> None:
-        digest = chat_digest(request.model, request.messages, cap)
-        self.request = request
-        self.words, capped = completion_words(digest, cap)
-        self.tokens = len(self.words)  # one word, one token
-        self.finish_reason = "length" if capped else "stop"
-        self.id = "chatcmpl-" + digest[:12].hex()
-        self.created = int(time.time())
-
-    def usage(self) -> dict[str, int]:
-        prompt = self.request.prompt_tokens
-        return {
-            "prompt_tokens": prompt,
-            "completion_tokens": self.tokens,
-            "total_tokens": prompt + self.tokens,
-        }
-
-    def completion(self) -> bytes:
-        message = {"role": "assistant", "content": sentence(self.words), "refusal": None}
-        choice = {
-            "index": 0,
-            "message": message,
-            "logprobs": None,
-            "finish_reason": self.finish_reason,
-        }
-        return dumps(self._envelope("chat.completion", [choice]) | {"usage": self.usage()})
-
-    def chunk(self, delta: dict[str, str], finish_reason: str | None) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        return dumps(self._envelope("chat.completion.chunk", [choice]))
-
-    def usage_chunk(self) -> bytes:
-        return dumps(self._envelope("chat.completion.chunk", []) | {"usage": self.usage()})
-
-    def _envelope(self, kind: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": kind,
-            "created": self.created,
-            "model": self.request.model,
-            "system_fingerprint": "overdrive-sim",
-            "choices": choices,
-        }
-
-    def __repr__(self) -> str:
-        return f"_Answer(id={self.id!r}, tokens={self.tokens}, finish={self.finish_reason!r})"
-
-
-class _Call:
-    """One upstream call in flight: counted in ``in_flight``; its simulated waits end
-    early when the client hangs up or the app closes.
-    """
-
-    __slots__ = ("_app", "_gone", "_receive")
-
-    def __init__(self, app: SimApp, receive: Receive) -> None:
-        self._app = app
-        self._receive = receive
-        self._gone: asyncio.Task[None] | None = None
-
-    def __enter__(self) -> _Call:
-        self._app._stats.enter()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._gone is not None:
-            self._gone.cancel()
-        self._app._stats.leave()
-
-    async def pause(self, seconds: float, *, shared: bool = False) -> None:
-        """Wait ``seconds`` of the app's clock; ``shared`` work on the accelerator, if
-        there is one, takes longer while it is over capacity.
-
-        Raises :class:`ClientGone` if the client leaves, and a 503
-        :class:`ApiError` if the app closes meanwhile.
-        """
-        if seconds <= 0.0:
-            return
-        if self._gone is None:
-            # Started lazily: zero-latency requests never pay for a watcher task.
-            self._gone = asyncio.ensure_future(self._wait_disconnect())
-        closing = self._app._closing_signal()
-        accelerator = self._app._accelerator
-        wait = (
-            accelerator.work(seconds)
-            if shared and accelerator is not None
-            else self._app._clock.sleep(seconds)
-        )
-        sleeper = asyncio.ensure_future(wait)
-        try:
-            await asyncio.wait((sleeper, self._gone, closing), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            sleeper.cancel()
-        if self._gone.done():
-            raise ClientGone
-        if closing.done():
-            raise ApiError(503, "The server is shutting down.", kind="server_error")
-
-    async def _wait_disconnect(self) -> None:
-        while (await self._receive())["type"] != "http.disconnect":
-            pass
-
-    def __repr__(self) -> str:
-        watching = self._gone is not None and not self._gone.done()
-        return f"_Call(watching_disconnect={watching})"
-
-
 async def _event(send: Send, payload: bytes) -> None:
     # One ASGI message per event, so each chunk leaves the server when produced.
     await send(
@@ -511,41 +398,10 @@ def _not_allowed(method: str, path: str, methods: dict[str, Handler]) -> ApiErro
     return ApiError(405, message, code="method_not_allowed", headers=[(b"allow", allow)])
 
 
-def _rate_limit_message(rejection: Rejection, capacity: float) -> str:
-    kind, limit, needed = rejection.kind, rejection.limit, rejection.needed
-    if needed > capacity:
-        return (
-            f"Request too large for {kind} per minute: limit {limit}, requested {needed}, "
-            f"and the bucket holds at most {capacity:.0f}."
-        )
-    return (
-        f"Rate limit reached for {kind} per minute: limit {limit}, requested {needed}. "
-        f"Please try again in {rejection.wait_s:.3f}s."
-    )
-
-
 def _limiter(config: SimConfig, clock: Clock) -> RateLimiter | None:
     if config.rpm is None and config.tpm is None:
         return None
     return RateLimiter(config.rpm, config.tpm, config.burst_s, clock, config.charge_rejected)
-
-
-def _models_body(models: tuple[str, ...]) -> bytes:
-    data = [
-        {"id": m, "object": "model", "created": _CREATED, "owned_by": "overdrive-sim"}
-        for m in models
-    ]
-    return dumps({"object": "list", "data": data})
-
-
-def _embeddings_body(request: EmbeddingRequest, dimensions: int) -> bytes:
-    data = []
-    for index, item in enumerate(request.inputs):
-        vector = embedding(input_key(item), dimensions)
-        encoded = embedding_base64(vector) if request.base64 else vector.tolist()
-        data.append({"object": "embedding", "index": index, "embedding": encoded})
-    usage = {"prompt_tokens": request.tokens, "total_tokens": request.tokens}
-    return dumps({"object": "list", "data": data, "model": request.model, "usage": usage})
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
