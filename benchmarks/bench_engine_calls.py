@@ -67,11 +67,13 @@ async def count(send: Send, calls: int) -> float:
     for n in range(calls):
         await send(n)
     profile.disable()
-    return pstats.Stats(profile).total_calls / calls
+    # Each entry: (primitive calls, all calls, own time, cumulative time, callers).
+    entries = vars(pstats.Stats(profile))["stats"].values()  # typeshed leaves ``stats`` out
+    return sum(int(entry[1]) for entry in entries) / calls
 
 
 async def run(base_url: str, calls: int) -> None:
-    upstream = {"name": "sim", "base_url": base_url, "models": [MODEL]}
+    upstream: dict[str, Any] = {"name": "sim", "base_url": base_url, "models": [MODEL]}
     upstream |= {"rpm": 100_000_000, "tpm": 100_000_000_000}
     async with (
         Overdrive.from_config({"upstreams": [upstream]}) as od,
