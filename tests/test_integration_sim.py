@@ -40,7 +40,7 @@ def through(od: Overdrive) -> openai.AsyncOpenAI:
         base_url="http://127.0.0.1:9/v1",  # a dead port: the engine routes by model instead
         api_key="unused",
         max_retries=0,
-        http_client=od.http_client(),  # type: ignore[arg-type]
+        http_client=od.http_client(),
     )
 
 

@@ -46,11 +46,16 @@ class ApiFamily(Protocol):
     @property
     def stream_type(self) -> str: ...
 
+    @property
+    def upstream_api(self) -> str: ...
+
     def call(self, body: Mapping[str, Any]) -> Call: ...
 
     def key_fields(self, body: Mapping[str, Any], *, streamed: bool = False) -> dict[str, Any]: ...
 
     def sampled(self, call: Call) -> bool: ...
+
+    def shares(self, call: Call) -> bool: ...
 
     def batchable(self, call: Call) -> bool: ...
 
@@ -188,8 +193,13 @@ def shares_answers(call: Call, policy: SampledPolicy) -> bool:
     - "fresh": never a sampled chat call: each caller gets its own upstream
       sample, streamed or not, and none is stored.
 
-    Calls that do not sample (``temperature: 0``, embeddings) always share.
+    Calls that do not sample (``temperature: 0``, embeddings) share, unless
+    their adapter says none of their answers may be shared (``call.api.shares``:
+    a Responses call that appends to a stored ``conversation``, say); those
+    never share, under any policy.
     """
+    if not call.api.shares(call):
+        return False
     if policy == "share" or not call.api.sampled(call):
         return True
     return policy == "seeded" and call.body.get("seed") is not None

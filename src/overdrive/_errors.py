@@ -39,6 +39,8 @@ gateway answers as 429 and 403) and ``overdrive.flow``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
     "AdmissionError",
     "BatchClosedError",
@@ -174,12 +176,28 @@ class RequestError(OverdriveError, ValueError):
 
 
 class UnknownModelError(RequestError):
-    """No configured upstream serves ``model``."""
+    """No configured upstream serves ``model`` (through ``api``, when calls of several APIs route).
 
-    def __init__(self, model: str, known: list[str]) -> None:
+    ``served_by`` names the other APIs whose upstreams do serve it: a call is
+    never translated from one API family to another.
+    """
+
+    def __init__(
+        self, model: str, known: list[str], api: str | None = None, served_by: Sequence[str] = ()
+    ) -> None:
         self.model = model
         self.known = known
-        super().__init__("model", f"no upstream serves {model!r}; configured models: {known}")
+        self.api = api
+        if api is None:
+            problem = f"no upstream serves {model!r}; configured models: {known}"
+        else:
+            problem = f"no {api} upstream serves {model!r}; {api} models: {known}"
+        if served_by:
+            problem += (
+                f" ({' and '.join(served_by)} upstreams serve it;"
+                " calls are not translated between APIs)"
+            )
+        super().__init__("model", problem)
 
 
 class ModelNotAllowedError(RequestError):

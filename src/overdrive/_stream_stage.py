@@ -9,7 +9,7 @@ stream is complete, and what an error event is, the call's adapter says.
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from ._assembly import Parts
@@ -70,9 +70,19 @@ class StreamStage:
             meters.coalesced.inc()
         return reply
 
-    async def events(self, call: Call) -> AsyncIterator[dict[str, Any]]:
-        """Each parsed event of a streamed call; an error event raises UpstreamProtocolError."""
-        reply = await self.open(call)
+    def forget_loop(self) -> None:
+        """The event loop the streams in flight ran on is gone: nobody can join them."""
+        self._flight.forget_loop()
+
+    async def events(
+        self, call: Call, open: Callable[[Call], Awaitable[StreamReply]] | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Each parsed event of a streamed call; an error event raises UpstreamProtocolError.
+
+        ``open`` opens it (the engine's ``open_stream``, which may run it on
+        another loop); :meth:`open` when None.
+        """
+        reply = await (open or self.open)(call)
         try:
             if reply.status != 200:
                 raise UpstreamStatusError(reply.upstream, reply.status, await reply.aread())

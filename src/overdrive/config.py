@@ -39,6 +39,7 @@ __all__ = [
     "BatchingConfig",
     "CacheConfig",
     "Config",
+    "DoorsConfig",
     "EmbeddingBatchConfig",
     "GatewayConfig",
     "GatewayKey",
@@ -87,10 +88,15 @@ class ModelLimits(_Section):
 
 
 class UpstreamConfig(_Section):
-    """One OpenAI-compatible endpoint and the limits it enforces."""
+    """One endpoint (OpenAI-compatible, or Anthropic's Messages) and the limits it enforces."""
 
     name: str = Field(min_length=1)
     base_url: str
+    # The API family it speaks: calls go only to upstreams of their own API
+    # ("anthropic": Messages, sent with x-api-key and anthropic-version).
+    api: Literal["openai", "anthropic"] = "openai"
+    # The anthropic-version header an "anthropic" upstream is sent.
+    anthropic_version: str = Field(default="2023-06-01", min_length=1)
     api_key_env: str | None = None
     models: list[str] = Field(min_length=1)
     rpm: int | None = Field(default=None, gt=0)
@@ -365,6 +371,20 @@ class GatewayConfig(_Section):
         return self
 
 
+class DoorsConfig(_Section):
+    """What the HTTP doors (``od.http_client()`` and the gateway) do with paths no adapter knows.
+
+    ``unknown_paths = "upstream"`` (the default) sends such a request (say
+    ``POST /v1/completions`` or ``GET /v1/files``) to the upstream serving the
+    body's ``model``, or to the only upstream when there is one: paced by its
+    limits, measured, never cached, with the upstream's own key. ``"reject"``
+    answers 404 in the OpenAI error shape. Either way nothing leaves for a
+    host the caller named: requests go only to configured upstreams.
+    """
+
+    unknown_paths: Literal["upstream", "reject"] = "upstream"
+
+
 class Config(_Section):
     """The whole configuration; the TOML file has the same shape."""
 
@@ -375,6 +395,7 @@ class Config(_Section):
     routing: RoutingConfig = RoutingConfig()
     resources: ResourcesConfig = ResourcesConfig()
     gateway: GatewayConfig = GatewayConfig()
+    doors: DoorsConfig = DoorsConfig()
     namespace: str = ""
     # Shared state for every process of this deployment: rate limits, and the
     # cache's L2 tier unless [cache] redis_url names another Redis.

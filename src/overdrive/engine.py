@@ -11,29 +11,35 @@ engine its methods. docs/architecture.md draws the whole pipeline.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
-
-import httpx
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 
 from ._assembly import assemble
 from ._calls import Call, Result, chat_call, embeddings_call, shares_answers
 from ._clock import Clock, SystemClock
 from ._errors import RequestError
+from ._forward import Forwarder
+from ._home import EngineLoopError, HomeGone, HomeLoop
 from ._stream_stage import StreamStage
 from .cache import StoredAnswer, call_key
-from .coalesce import StreamFlight, StreamReply
+from .coalesce import RelayedReply, StreamFlight, StreamReply
 from .config import Config, load_config
 from .distribute import DistributedRun, TaskFn, distribute
-from .doors import cached
+from .doors import Answer, Flavour, Passage, UnknownPaths, cached, make_client
 from .monitor import Measure, prometheus_text
 from .optimize import Analysis, Optimizer, analyse
 from .upstream import Upstream
+
+if TYPE_CHECKING:
+    import httpx
+    import httpx2
 
 __all__ = ["Overdrive", "Result"]
 
@@ -78,7 +84,13 @@ class Overdrive:
             idle_timeout=config.gateway.stream_idle_timeout,
         )
         self._streams = StreamStage(parts, flight, self._key, self._wall, self._sampled)
+        self._forwarder = Forwarder(self._upstreams, self._meters, self._clock)
         self._optimizer: Optimizer | None = None
+        # The event loop the state above is bound to (see _home.py).
+        self._home = HomeLoop()
+        self._home.on_rebind(self._forget_loop)
+        self._home.on_loop_end(self._close_idle)
+        self._home.closer = self._close_here
 
     @classmethod
     def from_config(
@@ -105,7 +117,7 @@ class Overdrive:
 
         An error event in the stream raises :class:`UpstreamProtocolError`.
         """
-        return self._streams.events(chat_call({**request, "stream": True}))
+        return self._streams.events(chat_call({**request, "stream": True}), self.open_stream)
 
     def distribute(
         self, fn: TaskFn[T, R], items: Iterable[T], **options: Any
@@ -132,22 +144,75 @@ class Overdrive:
         options.setdefault("namespace", self.config.namespace)
         return cached(self._ttl.seconds if ttl is None else ttl, cache=self._cache, **options)
 
-    def http_client(self, **options: Any) -> httpx.AsyncClient:
-        """An ``httpx.AsyncClient`` whose OpenAI API calls go through this engine.
+    @overload
+    def http_client(
+        self,
+        *,
+        sync: Literal[False] = False,
+        flavour: Literal["httpx2"] = "httpx2",
+        unknown_paths: UnknownPaths | None = None,
+        **options: Any,
+    ) -> httpx2.AsyncClient: ...
+    @overload
+    def http_client(
+        self,
+        *,
+        sync: Literal[True],
+        flavour: Literal["httpx2"] = "httpx2",
+        unknown_paths: UnknownPaths | None = None,
+        **options: Any,
+    ) -> httpx2.Client: ...
+    @overload
+    def http_client(
+        self,
+        *,
+        sync: Literal[False] = False,
+        flavour: Literal["httpx"],
+        unknown_paths: UnknownPaths | None = None,
+        **options: Any,
+    ) -> httpx.AsyncClient: ...
+    @overload
+    def http_client(
+        self,
+        *,
+        sync: Literal[True],
+        flavour: Literal["httpx"],
+        unknown_paths: UnknownPaths | None = None,
+        **options: Any,
+    ) -> httpx.Client: ...
+    def http_client(
+        self,
+        *,
+        sync: bool = False,
+        flavour: Flavour = "httpx2",
+        unknown_paths: UnknownPaths | None = None,
+        **options: Any,
+    ) -> httpx2.AsyncClient | httpx2.Client | httpx.AsyncClient | httpx.Client:
+        """An HTTP client whose API calls go through this engine, whatever host it names.
 
         ``openai.AsyncOpenAI(api_key="unused", http_client=od.http_client())``
-        works unchanged: calls are routed by ``model`` to the configured
-        upstreams whatever host the client names; other paths pass through.
-        """
-        from .doors import EngineTransport
+        and ``openai.OpenAI(http_client=od.http_client(sync=True))`` work
+        unchanged: calls are routed by ``model`` to the configured upstreams.
+        The default flavour is httpx2 (what openai 3.x takes);
+        ``flavour="httpx"`` gives an ``httpx`` client for libraries on httpx.
+        A sync client may be used from many threads at once; with no event
+        loop running the engine runs on a loop thread of its own (stopped by
+        :meth:`close`). Paths no adapter knows follow ``unknown_paths``
+        (``[doors] unknown_paths`` when None). ``options`` go to the client.
 
-        options.setdefault("timeout", None)
-        return httpx.AsyncClient(transport=EngineTransport(self), **options)
+        >>> sync_client = od.http_client(sync=True)  # doctest: +SKIP
+        >>> openai.OpenAI(api_key="unused", http_client=sync_client)  # doctest: +SKIP
+        """
+        unknown = unknown_paths or self.config.doors.unknown_paths
+        return make_client(self, flavour, sync, unknown, options)
 
     # -- the pipeline ----------------------------------------------------------
 
     async def request(self, call: Call) -> Result:
         """Run a complete (not streamed) call through cache, coalescing and dispatch."""
+        # One compare on the fast path; other loops: see _home.py.
+        if asyncio.get_running_loop() is not self._home.loop and not await self._home.arrive():
+            return await self._elsewhere(lambda: self.request(call))
         started = self._clock.now()
         meters = self._meters.of(call.op)
         meters.requests.inc()
@@ -183,7 +248,31 @@ class Overdrive:
         no bigger than ``[gateway] stream_buffer_bytes``. Only a stream that
         ended with its terminal event and carried no error is stored.
         """
-        return await self._streams.open(call)
+        home = self._home
+        if asyncio.get_running_loop() is home.loop or await home.arrive():
+            return await self._streams.open(call)
+        try:
+            reply = await home.elsewhere(self.open_stream(call))
+        except HomeGone:
+            return await self.open_stream(call)
+        return RelayedReply(reply, home.elsewhere)
+
+    async def forward(self, passage: Passage) -> Answer:
+        """Send a request no adapter knows to the upstream serving it (see ``_forward.py``)."""
+        if asyncio.get_running_loop() is not self._home.loop and not await self._home.arrive():
+            return await self._elsewhere(lambda: self.forward(passage))
+        return await self._forwarder.forward(passage)
+
+    def submit(self, work: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Run ``work`` on the engine's event loop from a thread (the sync door uses this)."""
+        return self._home.submit(work)
+
+    async def _elsewhere(self, again: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """``again()`` on the home loop in another thread; here if that loop went away."""
+        try:
+            return await self._home.elsewhere(again())
+        except HomeGone:
+            return await again()
 
     def _key(self, call: Call) -> bytes:
         """The cache and coalescing key: a caller's own namespace keeps its answers apart."""
@@ -255,6 +344,42 @@ class Overdrive:
         }
 
     async def aclose(self) -> None:
+        """Close the engine: its tasks, pools and connections; and its own loop thread, if any."""
+        owned = self._home.owned
+        if owned is not None and asyncio.get_running_loop() is not owned:
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._close_here(), owned))
+            self._home.stop_owned()
+            return
+        await self._close_here()
+
+    def close(self) -> None:
+        """:meth:`aclose` for sync programs (the sync door's); inside a running loop use that."""
+        owned = self._home.owned
+        running = _running_loop()
+        if owned is not None and running is not owned:
+            asyncio.run_coroutine_threadsafe(self._close_here(), owned).result()
+            self._home.stop_owned()
+        elif running is not None:
+            raise EngineLoopError("od.close() inside a running event loop: await od.aclose()")
+        else:
+            asyncio.run(self._close_here())
+
+    async def _forget_loop(self) -> None:
+        """The loop the engine was bound to is gone: drop what waited or pooled on it."""
+        self._stage.flight.forget_loop()
+        self._streams.forget_loop()
+        self._batches.forget_loop()
+        for upstream in self._upstreams:
+            await upstream.forget_loop()
+        await self._forwarder.aclose()
+
+    async def _close_idle(self) -> None:
+        """The home loop is shutting down: close pooled connections there, while it runs."""
+        for upstream in self._upstreams:
+            await upstream.close_idle()
+        await self._forwarder.aclose()
+
+    async def _close_here(self) -> None:
         if self._optimizer is not None:
             await self._optimizer.aclose()
         await self._router.aclose()  # stops the health probes
@@ -262,6 +387,7 @@ class Overdrive:
         await self._cache.aclose()
         for upstream in self._upstreams:
             await upstream.aclose()
+        await self._forwarder.aclose()
         await self.resources.aclose()
 
     async def __aenter__(self) -> Overdrive:
@@ -277,6 +403,13 @@ class Overdrive:
 
     def __repr__(self) -> str:
         return f"Overdrive(upstreams={[u.name for u in self._upstreams]}, cache={self._cache!r})"
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _cached_result(value: Any, source: str = "cache") -> Result:

@@ -28,7 +28,7 @@ def client_for(od: Overdrive) -> openai.AsyncOpenAI:
         base_url="http://127.0.0.1:9/v1",
         api_key="unused",
         max_retries=0,
-        http_client=od.http_client(),  # type: ignore[arg-type]
+        http_client=od.http_client(),
     )
 
 

@@ -10,7 +10,6 @@ import openai
 import pytest
 
 from overdrive import Overdrive
-from overdrive.doors import EngineTransport
 from overdrive.testing import FakeClock
 from tests.fakes import FakeServer, FakeUpstream, engine, finish, io_turns, refusing_url
 
@@ -23,7 +22,7 @@ def openai_client(od: Overdrive) -> openai.AsyncOpenAI:
         base_url="http://anywhere.invalid/v1",
         api_key="unused",
         max_retries=0,
-        http_client=od.http_client(),  # type: ignore[arg-type]
+        http_client=od.http_client(),
     )
 
 
@@ -96,21 +95,6 @@ async def test_streamed_chunks_arrive_before_the_upstream_finishes(clock: FakeCl
         rest = [c.choices[0].delta.content async for c in chunks]
     assert rest == ["second"]
     assert od.stats()["in_flight"] == {"a": 0}
-
-
-async def test_non_api_paths_pass_through_untouched(clock: FakeClock) -> None:
-    seen: list[str] = []
-
-    def elsewhere(request: httpx.Request) -> httpx.Response:
-        seen.append(str(request.url))
-        return httpx.Response(204)
-
-    async with FakeUpstream(clock) as fake, engine(fake, clock) as od:
-        transport = EngineTransport(od, passthrough=httpx.MockTransport(elsewhere))
-        async with httpx.AsyncClient(transport=transport) as http:
-            response = await http.get("http://other.test/v1/files?limit=1")
-    assert response.status_code == 204
-    assert seen == ["http://other.test/v1/files?limit=1"]
 
 
 @pytest.mark.parametrize(

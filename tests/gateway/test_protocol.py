@@ -18,8 +18,11 @@ from overdrive.testing import FakeClock
 
 @pytest.fixture
 def gateway() -> Iterator[GatewayServer]:
-    # Health and unknown paths never reach the upstream: any address will do.
-    config = {"upstreams": [{"name": "a", "base_url": "http://127.0.0.1:9/v1", "models": ["m"]}]}
+    # Health, and unknown paths when rejected, never reach the upstream: any address will do.
+    config = {
+        "upstreams": [{"name": "a", "base_url": "http://127.0.0.1:9/v1", "models": ["m"]}],
+        "doors": {"unknown_paths": "reject"},
+    }
     with GatewayServer(GatewayApp(config)) as server:
         yield server
 

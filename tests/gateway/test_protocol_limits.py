@@ -43,6 +43,8 @@ def config(**gateway: Any) -> dict[str, Any]:
         "upstreams": [{"name": "a", "base_url": "http://127.0.0.1:9/v1", "models": ["m"]}],
         "routing": {"health": {"probes": False}},
         "gateway": limits,
+        # Unknown paths answer 404 here instead of going to that (absent) upstream.
+        "doors": {"unknown_paths": "reject"},
     }
 
 

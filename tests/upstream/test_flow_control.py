@@ -256,7 +256,7 @@ async def test_headers_set_priority_and_deadline_through_the_http_client(
 ) -> None:
     fake = FakeUpstream(clock)
     async with fake, build(fake, clock, {"rpm": 60, "burst": 1.0}) as od:
-        client = od.http_client(base_url="http://any.test/v1")
+        client = od.http_client(flavour="httpx", base_url="http://any.test/v1")
 
         async def post(content: str, **headers: str) -> httpx.Response:
             body = {"model": "m", "messages": ask(content)}
@@ -276,7 +276,7 @@ async def test_headers_set_priority_and_deadline_through_the_http_client(
 async def test_a_full_queue_answers_429_through_the_http_client(clock: FakeClock) -> None:
     fake = FakeUpstream(clock)
     async with fake, build(fake, clock, {"rpm": 60, "burst": 1.0, "max_waiting": 1}) as od:
-        client = od.http_client(base_url="http://any.test/v1")
+        client = od.http_client(flavour="httpx", base_url="http://any.test/v1")
 
         async def post(content: str) -> httpx.Response:
             body = {"model": "m", "messages": ask(content)}

@@ -19,10 +19,15 @@ from .._calls import FAMILIES
 from ._base import Api
 from .chat import CHAT
 from .embeddings import EMBEDDINGS
+from .messages import COUNT_TOKENS, MESSAGES
+from .responses import RESPONSES
 
 __all__ = [
     "CHAT",
+    "COUNT_TOKENS",
     "EMBEDDINGS",
+    "MESSAGES",
+    "RESPONSES",
     "Api",
     "for_request",
     "named",
@@ -91,3 +96,6 @@ def unregister(api: Api) -> None:
 
 register(CHAT)
 register(EMBEDDINGS)
+register(MESSAGES)
+register(COUNT_TOKENS)
+register(RESPONSES)

@@ -9,10 +9,12 @@ name; it asks the call's adapter (``call.api``):
 ``name``                 the op label of its metrics ("chat"); hedging is configured by it
 ``path``                 the upstream path, after the base URL ("/chat/completions")
 ``method``, ``suffix``   what it answers on the doors: ``POST …/chat/completions``
+``upstream_api``         the API an upstream must speak to serve it ("openai", "anthropic")
 ``call(body)``           check a parsed body and price it in tokens: a :class:`Call`
 ``ignored_fields(...)``  the body fields left out of the cache key
 ``key_fields(body)``     the body fields that make the cache key
 ``sampled(call)``        whether the call asks the model to sample (a fresh answer)
+``shares(call)``         whether its answer may be shared at all (cached, coalesced)
 ``batches``              whether any of its calls may be batched
 ``batchable(call)``      whether calls like it may be sent together as one
 ``usage(payload)``       (prompt, completion) tokens an answer reports, or None
@@ -74,6 +76,8 @@ class Api:
     name: str
     path: str
     method: str = "POST"
+    # What an upstream must speak (``[[upstreams]] api``): its calls route only there.
+    upstream_api: str = "openai"
     # Whether any of its calls may be batched (see ``batchable``).
     batches: bool = False
     stream_type: str = "text/event-stream"
@@ -108,6 +112,15 @@ class Api:
     def sampled(self, call: Call) -> bool:
         """Whether ``call`` asks the model to sample, so a repeat may answer differently."""
         return False
+
+    def shares(self, call: Call) -> bool:
+        """Whether ``call``'s answer may be shared at all: cached, coalesced, stored.
+
+        False for a call whose answer depends on upstream state that changes
+        (a call that also changes it, or runs in the background), whatever the
+        ``[cache] sampled`` policy says: each such call goes upstream alone.
+        """
+        return True
 
     def batchable(self, call: Call) -> bool:
         """Whether ``call`` may be sent together with others like it as one upstream call."""

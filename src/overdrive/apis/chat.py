@@ -22,7 +22,7 @@ event itself still reaches the client: this only decides what is kept.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .._calls import Call
@@ -30,6 +30,7 @@ from .._errors import RequestError
 from .._json import JSONDecodeError, loads
 from .._tokens import estimate_messages_tokens
 from ._base import Api, model_of
+from ._sse import sse_events
 
 __all__ = ["CHAT", "DEFAULT_OUTPUT_TOKENS", "ChatApi", "chat_stream_complete", "is_error_event"]
 
@@ -38,7 +39,6 @@ __all__ = ["CHAT", "DEFAULT_OUTPUT_TOKENS", "ChatApi", "chat_stream_complete", "
 DEFAULT_OUTPUT_TOKENS = 256
 
 _DONE = b"[DONE]"
-_LINE_ENDS = (b"\n", b"\r")
 _NUMBER = (int, float)
 
 
@@ -126,30 +126,6 @@ def chat_stream_complete(chunks: Iterable[bytes]) -> bool:
         if data == _DONE:
             return True
     return False
-
-
-def sse_events(body: bytes) -> Iterator[tuple[bytes, bytes]]:
-    """``(event type, data)`` for each event of an SSE body that a blank line ended.
-
-    >>> list(sse_events(b"event: error\\ndata: {}\\n\\ndata: cut"))
-    [(b'error', b'{}')]
-    """
-    if not body.endswith(_LINE_ENDS):
-        body = body[: max(body.rfind(b"\n"), body.rfind(b"\r")) + 1]  # a cut-off last line
-    kind, data = b"message", list[bytes]()
-    for line in body.splitlines():
-        if not line:
-            if data:
-                yield kind, b"\n".join(data)
-            kind, data = b"message", []
-            continue
-        name, _, value = line.partition(b":")
-        value = value.removeprefix(b" ")
-        if name == b"data":
-            data.append(value)
-        elif name == b"event":
-            kind = value
-        # Comments (": ...") and the id and retry fields say nothing about success.
 
 
 def _reports_error(data: bytes) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._coalesce import Coalescer
+from ._relay import Hop, RelayedReply
 from ._shared_stream import StreamReader
 from ._stream_flight import StreamFlight, StreamReply, replay, sse_lines
 from ._threadflight import ThreadFlight
@@ -20,7 +21,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Coalescer",
+    "Hop",
     "RedisLease",
+    "RelayedReply",
     "StreamFlight",
     "StreamReader",
     "StreamReply",

@@ -86,6 +86,10 @@ class Coalescer(Generic[T]):
             self._forget(key, flight)
             flight.succeed(result)
 
+    def forget_loop(self) -> None:
+        """The event loop the flights ran on is gone: forget them (nobody can join those)."""
+        self._in_flight.clear()
+
     def _forget(self, key: Hashable, flight: _Flight[T]) -> None:
         if self._in_flight.get(key) is flight:
             del self._in_flight[key]

@@ -191,6 +191,10 @@ class StreamFlight:
         )
         return _Origin(200, headers, name, shared, queued_s=exchange.lease.queued_s)
 
+    def forget_loop(self) -> None:
+        """The event loop the streams ran on is gone: forget them (nobody can join those)."""
+        self._open.clear()
+
     def _forget(self, key: Hashable, pending: asyncio.Future[_Origin]) -> None:
         """Take the key off the board once its stream ended or failed to open."""
         if self._open.get(key) is pending:

@@ -139,7 +139,9 @@ class _OverdriveRun(_PlainRun):
         )
 
     def http_client(self) -> httpx.AsyncClient:
-        return self.engine.http_client(event_hooks={"response": [self.count_429]})
+        # The httpx flavour: the same client class as the plain run's, hooks and all.
+        hooks = {"response": [self.count_429]}
+        return self.engine.http_client(flavour="httpx", event_hooks=hooks)
 
     async def run(self, workload: Workload, on_task_done: Callable[[], None]) -> PhaseResult:
         try:

@@ -42,6 +42,7 @@ __all__ = [
     "PRIORITY_HEADER",
     "QUEUE_TIMEOUT_HEADER",
     "REQUEST_HEADERS",
+    "SHOULD_RETRY",
     "Answer",
     "Gate",
     "Kind",
@@ -54,11 +55,16 @@ __all__ = [
 
 PRIORITY_HEADER = "x-overdrive-priority"
 QUEUE_TIMEOUT_HEADER = "x-overdrive-queue-timeout"
-# The request headers a door reads; a door may pass on only these.
+# The request headers a door reads; a door may pass on only these. ``x-api-key``
+# is how the anthropic SDK sends its key (the gateway's keys are taken there too).
 REQUEST_HEADERS = frozenset(
-    {"authorization", "cache-control", PRIORITY_HEADER, QUEUE_TIMEOUT_HEADER}
+    {"authorization", "x-api-key", "cache-control", PRIORITY_HEADER, QUEUE_TIMEOUT_HEADER}
 )
 _JSON = "application/json"
+# An upstream's error reaches the caller only once the engine has retried it as
+# configured (and waited out its 429s): this header (the openai and anthropic
+# SDKs obey it) keeps the SDK from retrying each of those attempts again.
+SHOULD_RETRY = "x-should-retry"
 # What a door answers: an API family's adapter, or MODELS (the door's own list).
 MODELS = "models"
 Kind = Api | str
@@ -144,11 +150,15 @@ async def answer(
                 reply = await engine.open_stream(call)
                 content_type = reply.headers.get("content-type", api.stream_type)
                 marks = _marks(content_type, reply.source, reply.upstream, waited + reply.queued_s)
+                if reply.status >= 400:
+                    marks[SHOULD_RETRY] = "false"
                 return Answer(reply.status, marks, stream=reply, model=call.model)
             result = await engine.request(call)
             if gate is not None:
                 await gate.settle(call, result)
             marks = _marks(_JSON, result.source, result.upstream, waited + result.queued_s)
+            if result.status >= 400:
+                marks[SHOULD_RETRY] = "false"  # the engine's retries are spent (see below)
             return Answer(result.status, marks, result.body, model=call.model)
     except _REFUSALS as exc:
         refused = _refusal(exc, api)
@@ -185,7 +195,9 @@ def _refusal(exc: Exception, api: Api) -> Answer:
     if isinstance(exc, QueueFullError):
         return error_answer(429, str(exc), "queue_full", api=api)
     if isinstance(exc, QueueTimeoutError):
-        return error_answer(504, str(exc), "queue_timeout", api=api)
+        reply = error_answer(504, str(exc), "queue_timeout", api=api)
+        reply.headers[SHOULD_RETRY] = "false"  # it waited its whole deadline already
+        return reply
     if isinstance(exc, ModelNotAllowedError):
         return error_answer(403, str(exc), "model_not_allowed", exc.field, api=api)
     if isinstance(exc, UnknownModelError):
@@ -193,7 +205,9 @@ def _refusal(exc: Exception, api: Api) -> Answer:
     if isinstance(exc, RequestError):
         return error_answer(400, str(exc), "invalid_request_error", exc.field, api=api)
     assert isinstance(exc, UpstreamError)
-    return _upstream_failure(exc, api)
+    reply = _upstream_failure(exc, api)
+    reply.headers[SHOULD_RETRY] = "false"
+    return reply
 
 
 def _upstream_failure(exc: UpstreamError, api: Api) -> Answer:

@@ -1,41 +1,68 @@
-"""The in-process door: an httpx transport that sends API calls through the engine."""
+"""The in-process door, httpx (0.x) flavour: transports that send API calls through the engine.
+
+For libraries that want an ``httpx.AsyncClient`` / ``httpx.Client`` (openai
+before 3, langchain-openai's sync client on httpx): ``od.http_client(flavour="httpx")``.
+The door logic is :mod:`overdrive.doors._unknown` and ``_answer.py``; this module
+only turns httpx's requests into passages and answers into httpx responses
+(``_httpx2.py`` does the same for httpx2).
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
 import httpx
 
 from ._answer import Answer, answer, error_answer, models_payload, route
+from ._sync import SyncRelay, respond_sync
+from ._unknown import Passage, UnknownPaths, unknown_path
 
 if TYPE_CHECKING:
     from ..coalesce import StreamReply
     from ._pipeline import Pipeline
 
-__all__ = ["EngineTransport", "error_response", "models_payload"]
+__all__ = ["EngineTransport", "SyncEngineTransport", "error_response", "models_payload"]
 
 
 class EngineTransport(httpx.AsyncBaseTransport):
     """Routes every registered API family's calls (``POST …/chat/completions``,
     ``POST …/embeddings``, see :mod:`overdrive.apis`) and ``GET …/models`` into the
-    engine, whatever the host; every other request goes out untouched."""
+    engine, whatever the host; any other path as ``unknown_paths`` says (see
+    :mod:`overdrive.doors._unknown`): never to the host the client named."""
 
-    def __init__(
-        self, engine: Pipeline, passthrough: httpx.AsyncBaseTransport | None = None
-    ) -> None:
+    def __init__(self, engine: Pipeline, unknown_paths: UnknownPaths = "upstream") -> None:
         self._engine = engine
-        self._passthrough = passthrough or httpx.AsyncHTTPTransport()
+        self._unknown: UnknownPaths = unknown_paths
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         kind = route(request.method, request.url.path)
-        if kind is None:
-            return await self._passthrough.handle_async_request(request)
         body = await request.aread()
-        return _response(await answer(self._engine, kind, request.headers, body))
+        if kind is not None:  # the common case: no passage to make
+            return _response(await answer(self._engine, kind, request.headers, body))
+        passage = _passage(request, body)
+        return _response(await unknown_path(self._engine, passage, self._unknown))
 
-    async def aclose(self) -> None:
-        await self._passthrough.aclose()
+
+class SyncEngineTransport(httpx.BaseTransport):
+    """:class:`EngineTransport` for ``httpx.Client``: each call runs on the engine's loop."""
+
+    def __init__(self, engine: Pipeline, unknown_paths: UnknownPaths = "upstream") -> None:
+        self._engine = engine
+        self._unknown: UnknownPaths = unknown_paths
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        passage = _passage(request, request.read())
+        reply = respond_sync(self._engine, passage, self._unknown)
+        if reply.stream is None:
+            return httpx.Response(reply.status, headers=reply.headers, content=reply.body)
+        stream = _SyncReplyStream(SyncRelay(self._engine, reply.stream))
+        return httpx.Response(reply.status, headers=reply.headers, stream=stream)
+
+
+def _passage(request: httpx.Request, body: bytes) -> Passage:
+    query = request.url.query.decode("ascii")
+    return Passage(request.method, request.url.path, request.headers, body, query)
 
 
 def _response(reply: Answer) -> httpx.Response:
@@ -56,6 +83,17 @@ class _ReplyStream(httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         await self._reply.aclose()
+
+
+class _SyncReplyStream(httpx.SyncByteStream):
+    def __init__(self, relay: SyncRelay) -> None:
+        self._relay = relay
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._relay)
+
+    def close(self) -> None:
+        self._relay.close()
 
 
 def error_response(status: int, message: str, kind: str, param: str | None) -> httpx.Response:

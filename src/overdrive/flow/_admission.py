@@ -191,6 +191,15 @@ class AdmissionQueue:
             head.granted.set_exception(error)
         return True
 
+    def forget_loop(self) -> None:
+        """The event loop the waiting calls and the pump ran on is gone: start with none.
+
+        Nothing was booked for a ticket still waiting, so no capacity is lost.
+        """
+        self._heap.clear()
+        self._pump = None
+        self._waiting = 0
+
     async def aclose(self) -> None:
         if self._pump is not None:
             self._pump.cancel()

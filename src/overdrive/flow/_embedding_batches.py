@@ -125,6 +125,10 @@ class EmbeddingBatches:
         if abs(wait - current) > _STRETCH_STEP * max(current, self._max_wait, 1e-3):
             batcher.max_wait = wait
 
+    def forget_loop(self) -> None:
+        """The event loop the batches waited and ran on is gone: new groups from here on."""
+        self._batchers.clear()
+
     async def aclose(self) -> None:
         for batcher in self._batchers.values():
             await batcher.aclose()

@@ -30,12 +30,13 @@ class Permit:
     Releasing twice is harmless: the second call does nothing.
     """
 
-    __slots__ = ("_limit", "_released", "_started")
+    __slots__ = ("_generation", "_limit", "_released", "_started")
 
     def __init__(self, limit: ConcurrencyLimit) -> None:
         self._limit = limit
         self._started = limit._clock.now()
         self._released = False
+        self._generation = limit._generation
 
     @property
     def released(self) -> bool:
@@ -46,8 +47,10 @@ class Permit:
         if self._released:
             return
         self._released = True
-        latency = self._limit._clock.now() - self._started
-        self._limit._finish(latency, tokens, outcome)
+        limit = self._limit
+        if self._generation != limit._generation:
+            return  # taken on an event loop that is gone: forget_loop freed its slot
+        limit._finish(limit._clock.now() - self._started, tokens, outcome)
 
     def __repr__(self) -> str:
         state = "released" if self._released else "held"
@@ -101,7 +104,7 @@ class ConcurrencyLimit:
     1
     """
 
-    __slots__ = ("_clock", "_in_flight", "_waiters", "max_limit", "min_limit")
+    __slots__ = ("_clock", "_generation", "_in_flight", "_waiters", "max_limit", "min_limit")
 
     def __init__(self, *, min_limit: int, max_limit: int, clock: Clock | None) -> None:
         self.min_limit = check_int("min_limit", min_limit, 1)
@@ -109,6 +112,8 @@ class ConcurrencyLimit:
         self._clock: Clock = clock or SystemClock()
         self._in_flight = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
+        # Bumped by forget_loop: permits taken before it no longer count.
+        self._generation = 0
 
     @property
     def limit(self) -> int:
@@ -149,6 +154,16 @@ class ConcurrencyLimit:
 
     def record(self, latency_s: float, *, tokens: int = 1, outcome: Outcome = "ok") -> None:
         """Take one finished call into account; :meth:`Permit.release` calls this."""
+
+    def forget_loop(self) -> None:
+        """The event loop every call in flight or waiting ran on is gone: none are, now.
+
+        A permit taken there and released after all (its loop ran again)
+        frees nothing: its slot was freed here.
+        """
+        self._generation += 1
+        self._in_flight = 0
+        self._waiters.clear()
 
     def _abandon(self, waiter: asyncio.Future[None]) -> None:
         if waiter.cancelled():

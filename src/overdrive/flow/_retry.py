@@ -9,8 +9,9 @@ from time import time
 
 __all__ = ["RETRYABLE_STATUSES", "Backoff", "retry_after"]
 
-# 408 timeout, 409 conflict (OpenAI uses it for transient lock errors), 5xx.
-RETRYABLE_STATUSES = frozenset({408, 409, 500, 502, 503, 504})
+# 408 timeout, 409 conflict (OpenAI uses it for transient lock errors), 5xx,
+# and Anthropic's 529 "overloaded", which is a 503 in all but number.
+RETRYABLE_STATUSES = frozenset({408, 409, 500, 502, 503, 504, 529})
 # A server asking for a longer pause is treated as down, not as busy.
 _MAX_RETRY_AFTER = 60.0
 

@@ -22,9 +22,18 @@ from .._clock import SystemClock
 from .._errors import OverdriveError
 from .._json import dumps
 from .._validate import check_int
-from ..apis import Api, registered
+from ..apis import CHAT, Api, registered
 from ..config import GatewayConfig
-from ..doors import MODELS, REQUEST_HEADERS, Answer, Kind, answer, error_answer
+from ..doors import (
+    MODELS,
+    REQUEST_HEADERS,
+    Answer,
+    Kind,
+    Passage,
+    answer,
+    error_answer,
+    unknown_path,
+)
 from ..monitor import CONTENT_TYPE as METRICS_TYPE
 from ..monitor import Counter
 from ..monitor.names import GATEWAY_REQUESTS
@@ -223,7 +232,7 @@ class GatewayApp:
         """
         methods = self._routes.get(path)
         if methods is None:
-            return _unknown_url(path)
+            return await self._unknown(Passage(method, path, headers, body))
         handler = methods.get(method)
         if handler is None and method == "HEAD":
             handler = methods.get("GET")  # the server leaves the body out
@@ -252,9 +261,29 @@ class GatewayApp:
             return _not_ready()
         tenant = tenants.find(headers) if tenants.required else None
         if tenants.required and tenant is None:
-            reply = _unauthorized(headers)
+            reply = _unauthorized(headers, kind if isinstance(kind, Api) else CHAT)
         else:
             reply = await answer(engine, kind, headers, body, tenant)
+            if tenant is not None:
+                reply.key = tenant.name
+        self._count(engine, tenant, reply.status)
+        return reply
+
+    async def _unknown(self, passage: Passage) -> Answer:
+        """A path no route takes: a model looked up, or as ``[doors] unknown_paths`` says."""
+        engine, tenants = self._engine, self._tenants
+        if engine is None or tenants is None:
+            return _not_ready()
+        tenant = tenants.find(passage.headers) if tenants.required else None
+        if tenants.required and tenant is None:
+            reply = _unauthorized(passage.headers)
+        else:
+            policy = engine.config.doors.unknown_paths
+            try:
+                reply = await unknown_path(engine, passage, policy, tenant)
+            except Exception:
+                _log.exception("gateway: %s failed", passage.what)
+                reply = error_answer(500, "Internal server error.", "server_error")
             if tenant is not None:
                 reply.key = tenant.name
         self._count(engine, tenant, reply.status)
@@ -388,14 +417,16 @@ def _not_allowed(method: str, path: str, methods: Mapping[str, Handler | Kind]) 
     return reply
 
 
-def _unauthorized(headers: Mapping[str, str]) -> Answer:
+def _unauthorized(headers: Mapping[str, str], api: Api = CHAT) -> Answer:
+    """The 401, in the shape of the API asked (Anthropic's for the Messages routes)."""
     # The key itself is never echoed back, nor logged.
-    problem = "a key this gateway does not know" if "authorization" in headers else "no key"
+    given = "authorization" in headers or "x-api-key" in headers
+    problem = "a key this gateway does not know" if given else "no key"
     message = (
         f"The request carries {problem}. Send `Authorization: Bearer <key>` "
-        "with a key from the gateway's [[gateway.keys]]."
+        "or `x-api-key: <key>` with a key from the gateway's [[gateway.keys]]."
     )
-    reply = error_answer(401, message, "invalid_api_key")
+    reply = error_answer(401, message, "invalid_api_key", api=api)
     reply.headers["www-authenticate"] = "Bearer"
     return reply
 

@@ -1,7 +1,8 @@
 """Virtual API keys: who is calling, what they may use, and how fast.
 
 Each ``[[gateway.keys]]`` entry is a tenant. A request names its key in
-``Authorization: Bearer <key>``; the key is hashed (SHA-256) and looked up, so
+``Authorization: Bearer <key>`` (the openai SDK) or ``x-api-key: <key>`` (the
+anthropic SDK, Claude Code); the key is hashed (SHA-256) and looked up, so
 the gateway never holds a plain-text key. A tenant's rpm/tpm is a limiter of
 its own, in Redis when the config has a ``redis_url`` (so every replica shares
 one limit), and its cached answers live in a namespace of their own.
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 __all__ = ["Tenant", "Tenants", "hash_key"]
 
 _BEARER = "bearer "
+# Where Anthropic's clients put their key.
+_API_KEY = "x-api-key"
 
 
 def hash_key(secret: str) -> str:
@@ -77,11 +80,15 @@ class Tenant:
         return self._clock.now() - started
 
     async def settle(self, call: Call, result: Result) -> None:
-        """Book what the call really used: its reported usage, nothing if it was not sent."""
+        """Book what the call really used: its reported usage, nothing if it was not sent.
+
+        The call's API reads the usage (a Messages answer counts its cached
+        input tokens too).
+        """
         limiter = self._limiter
         if limiter is None or not limiter.spec.tpm:
             return
-        used = _usage(result.body) if result.source == "upstream" else 0
+        used = _usage(call, result.body) if result.source == "upstream" else 0
         if used is not None and used != call.tokens:
             await limiter.adjust(used - call.tokens)
 
@@ -110,11 +117,18 @@ class Tenants:
         return bool(self._by_digest)
 
     def find(self, headers: Mapping[str, str]) -> Tenant | None:
-        """The tenant whose key the ``Authorization`` header carries, or None."""
+        """The tenant whose key ``Authorization: Bearer`` (else ``x-api-key``) carries, or None.
+
+        Either header names a key the same way: the anthropic SDK sends
+        ``x-api-key``, or ``Authorization`` when given an auth token instead.
+        """
         value = headers.get("authorization", "")
-        if value[: len(_BEARER)].lower() != _BEARER:
-            return None
-        return self._by_digest.get(hash_key(value[len(_BEARER) :].strip()))
+        if value[: len(_BEARER)].lower() == _BEARER:
+            found = self._by_digest.get(hash_key(value[len(_BEARER) :].strip()))
+            if found is not None:
+                return found
+        key = headers.get(_API_KEY)
+        return self._by_digest.get(hash_key(key.strip())) if key else None
 
     def __iter__(self) -> Iterator[Tenant]:
         return iter(self._by_digest.values())
@@ -140,13 +154,12 @@ def _limiter(key: GatewayKey, config: Config, clock: Clock) -> Limiter | None:
     )
 
 
-def _usage(body: bytes) -> int | None:
-    """Prompt plus completion tokens from an OpenAI answer's ``usage``, if it has one."""
+def _usage(call: Call, body: bytes) -> int | None:
+    """All the tokens an answer reports using, as the call's API reads them; None if none."""
     try:
-        usage = loads(body).get("usage")
-    except (JSONDecodeError, AttributeError):
+        payload = loads(body)
+    except JSONDecodeError:
         return None
-    if not isinstance(usage, dict):
-        return None
-    total = usage.get("total_tokens")
-    return total if isinstance(total, int) and not isinstance(total, bool) else None
+    counts = call.api.usage(payload) if isinstance(payload, dict) else None
+    used = 0 if counts is None else counts[0] + counts[1]
+    return used or None  # nothing counted: no figure to settle with, the estimate stands

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from ._router import Attempt, Router
+from ._router import DEFAULT_API, Attempt, Router
 
-__all__ = ["Attempt", "Router"]
+__all__ = ["DEFAULT_API", "Attempt", "Router"]

@@ -9,7 +9,10 @@ from ..config import HealthConfig
 from ._health import Health
 from ._latency import LatencyEstimate
 
-__all__ = ["Deployment", "Member", "Named"]
+__all__ = ["DEFAULT_API", "Deployment", "Member", "Named"]
+
+# The API of a deployment nobody said otherwise of, and of a call that names none.
+DEFAULT_API = "openai"
 
 
 class Named(Protocol):
@@ -24,18 +27,21 @@ U = TypeVar("U", bound=Named)
 
 
 class Deployment(Generic[U]):
-    """One upstream as the router sees it: its weight, calls pending and health.
+    """One upstream as the router sees it: its API, weight, calls pending and health.
 
     ``pending`` counts the calls routed here and not finished, including those
     still waiting for its rate limit or a concurrency slot: that wait is load
     too, so a deployment whose queue grows is offered less.
     """
 
-    __slots__ = ("health", "members", "name", "pending", "trials", "upstream", "weight")
+    __slots__ = ("api", "health", "members", "name", "pending", "trials", "upstream", "weight")
 
-    def __init__(self, upstream: U, weight: float, health: HealthConfig) -> None:
+    def __init__(
+        self, upstream: U, weight: float, health: HealthConfig, api: str = DEFAULT_API
+    ) -> None:
         self.upstream = upstream
         self.name = upstream.name
+        self.api = api
         self.weight = weight
         self.pending = 0
         self.trials = 0  # calls out while on trial: one at a time

@@ -13,6 +13,16 @@ reads the state when it picks.
 >>> router = Router([Endpoint("a", ["m"]), Endpoint("b", ["m"])])
 >>> router.pick("m").name in {"a", "b"}
 True
+
+Pools are kept per API as well as per model: a deployment speaks one API
+(``api`` tells which; :data:`DEFAULT_API` unless told), and a call picks only
+among the deployments of its own, so no call is sent where it cannot be
+understood:
+
+>>> router = Router([Endpoint("oai", ["m"]), Endpoint("claude", ["m"])],
+...                 api=lambda e: "anthropic" if e.name == "claude" else DEFAULT_API)
+>>> router.pick("m", api="anthropic").name
+'claude'
 """
 
 from __future__ import annotations
@@ -27,10 +37,10 @@ from .._clock import Clock, SystemClock
 from .._errors import UnknownModelError
 from ..config import RoutingConfig
 from ._balancer import Balancer, balancer_for
-from ._deployment import Deployment, Member, Named
+from ._deployment import DEFAULT_API, Deployment, Member, Named
 from ._probe import Prober
 
-__all__ = ["Attempt", "Router"]
+__all__ = ["DEFAULT_API", "Attempt", "Router"]
 
 _log = logging.getLogger("overdrive.route")
 
@@ -54,7 +64,8 @@ class Router(Generic[U]):
 
     ``weight`` and ``headroom`` tell a deployment's relative capacity and the
     share of its rate-limit burst still free for a model (both default to
-    1); ``probe`` (if given) is the active health check, run every
+    1); ``api`` the API family it speaks (:data:`DEFAULT_API` unless told);
+    ``probe`` (if given) is the active health check, run every
     ``settings.health.probe_interval`` once :meth:`start_probes` is called.
     """
 
@@ -78,17 +89,27 @@ class Router(Generic[U]):
         weight: Callable[[U], float] | None = None,
         headroom: Callable[[U, str], float] | None = None,
         probe: Callable[[U], Awaitable[bool]] | None = None,
+        api: Callable[[U], str] | None = None,
     ) -> None:
         self._settings = settings = settings or RoutingConfig()
         self._clock = clock or SystemClock()
         rng = rng or random.Random()
         self.deployments = [
-            Deployment(u, weight(u) if weight else 1.0, settings.health) for u in upstreams
+            Deployment(
+                u, weight(u) if weight else 1.0, settings.health, api(u) if api else DEFAULT_API
+            )
+            for u in upstreams
         ]
         self._by_name = {d.name: d for d in self.deployments}
-        self._pools: dict[str, _Pool[U]] = {}
-        for model in dict.fromkeys(m for u in upstreams for m in u.models):
-            self._pools[model] = self._pool(model, headroom, rng)
+        # By API, then by model: a pick is two lookups whatever the number of APIs.
+        self._pools: dict[str, dict[str, _Pool[U]]] = {}
+        by_api: dict[str, list[Deployment[U]]] = {}
+        for deployment in self.deployments:
+            by_api.setdefault(deployment.api, []).append(deployment)
+        for speaks, deployments in by_api.items():
+            pools = self._pools[speaks] = {}
+            for model in dict.fromkeys(m for d in deployments for m in d.upstream.models):
+                pools[model] = self._pool(deployments, model, headroom, rng)
         self._unhealthy = 0  # deployments ejected or on trial
         self._prober: Prober[Deployment[U]] | None = None
         if probe is not None:
@@ -102,10 +123,14 @@ class Router(Generic[U]):
             )
 
     def _pool(
-        self, model: str, headroom: Callable[[U, str], float] | None, rng: random.Random
+        self,
+        deployments: list[Deployment[U]],
+        model: str,
+        headroom: Callable[[U, str], float] | None,
+        rng: random.Random,
     ) -> _Pool[U]:
         members = []
-        for deployment in self.deployments:
+        for deployment in deployments:
             if model in deployment.upstream.models:
                 room = _bind(headroom, deployment.upstream, model)
                 member = Member(deployment, model, self._settings.decay, room)
@@ -120,11 +145,12 @@ class Router(Generic[U]):
 
     # -- picking ---------------------------------------------------------------
 
-    def pick(self, model: str, avoid: U | None = None) -> U:
-        """A deployment for the next call of ``model``, other than ``avoid`` if possible."""
-        pool = self._pools.get(model)
+    def pick(self, model: str, avoid: U | None = None, api: str = DEFAULT_API) -> U:
+        """A deployment of ``api`` for the next call of ``model``, not ``avoid`` if possible."""
+        pools = self._pools.get(api)
+        pool = pools.get(model) if pools is not None else None
         if pool is None:
-            raise UnknownModelError(model, self.models())
+            raise self.unknown(model, api)
         now = self._clock.now()
         candidates: Sequence[Member[U]] = pool.members
         if avoid is not None or self._unhealthy:
@@ -143,11 +169,28 @@ class Router(Generic[U]):
         """Start tracking one attempt of ``model`` on ``upstream`` (counted as pending)."""
         return Attempt(self, self._by_name[upstream.name].members[model])
 
-    def serves(self, model: str) -> bool:
-        return model in self._pools
+    def serves(self, model: str, api: str | None = None) -> bool:
+        """Whether a deployment of ``api`` (of any API, with None) serves ``model``."""
+        if api is not None:
+            return model in self._pools.get(api, ())
+        return any(model in pools for pools in self._pools.values())
 
-    def models(self) -> list[str]:
-        return list(self._pools)
+    def models(self, api: str | None = None) -> list[str]:
+        """The models served through ``api`` (through any API, with None), each once."""
+        if api is not None:
+            return list(self._pools.get(api, ()))
+        return list(dict.fromkeys(m for pools in self._pools.values() for m in pools))
+
+    def unknown(self, model: str, api: str = DEFAULT_API) -> UnknownModelError:
+        """The error for a call of ``model`` through ``api`` that no deployment serves.
+
+        It names the API once more than one is configured (or the call's is
+        not), and the APIs whose deployments do serve the model.
+        """
+        if set(self._pools) <= {api}:
+            return UnknownModelError(model, self.models())
+        served_by = [other for other, pools in self._pools.items() if model in pools]
+        return UnknownModelError(model, self.models(api), api=api, served_by=served_by)
 
     # -- learning --------------------------------------------------------------
 
@@ -173,8 +216,9 @@ class Router(Generic[U]):
 
     def _may_eject(self, deployment: Deployment[U], now: float) -> bool:
         """True unless ejecting it would eject more than the allowed share of a model."""
+        pools = self._pools[deployment.api]
         for model in deployment.members:
-            pool = self._pools[model]
+            pool = pools[model]
             ejected = sum(
                 1
                 for other in pool.members
@@ -219,7 +263,11 @@ class Router(Generic[U]):
         }
 
     def __repr__(self) -> str:
-        sizes = {model: len(pool.members) for model, pool in self._pools.items()}
+        sizes = {
+            model if speaks == DEFAULT_API else f"{speaks}:{model}": len(pool.members)
+            for speaks, pools in self._pools.items()
+            for model, pool in pools.items()
+        }
         return (
             f"Router(balancer={self.balancer!r}, deployments_per_model={sizes}, "
             f"unhealthy={self._unhealthy})"

@@ -30,16 +30,25 @@ from overdrive.sim._answers import ChatAnswer, embeddings_body, models_body, rat
 from overdrive.sim._call import SimCall
 from overdrive.sim._capacity import Accelerator
 from overdrive.sim._config import Faults, SimConfig
-from overdrive.sim._content import (
-    stream_pieces,
-)
 from overdrive.sim._limits import RateLimiter
+from overdrive.sim._messages import (
+    MessagesAnswer,
+    PromptCache,
+    anthropic_errors,
+    count_tokens_body,
+    error_event,
+    limit_headers,
+    parse_count_tokens,
+    parse_messages,
+)
+from overdrive.sim._messages import authorize as authorize_api_key
 from overdrive.sim._requests import (
     ApiError,
     invalid,
     parse_chat,
     parse_embeddings,
 )
+from overdrive.sim._responses import ResponsesAnswer, parse_responses
 from overdrive.sim._stats import SimStats
 
 __all__ = ["SimApp"]
@@ -82,6 +91,7 @@ class SimApp:
         "_limiter",
         "_models",
         "_models_body",
+        "_prompt_cache",
         "_routes",
         "_stats",
     )
@@ -103,6 +113,7 @@ class SimApp:
         self._models = frozenset(config.models) if config.models else None
         self._models_body = models_body(config.models or _DEFAULT_MODELS)
         self._auth = f"Bearer {config.api_key}".encode() if config.api_key else None
+        self._prompt_cache = PromptCache()  # the prompt prefixes Messages calls cached
         self._routes = self._route_table()
         self._closed = False
         self._closing: asyncio.Future[None] | None = None
@@ -111,6 +122,9 @@ class SimApp:
         return {
             "/v1/chat/completions": {"POST": self._chat},
             "/v1/embeddings": {"POST": self._embeddings},
+            "/v1/messages": {"POST": self._messages},
+            "/v1/messages/count_tokens": {"POST": self._count_message_tokens},
+            "/v1/responses": {"POST": self._responses},
             "/v1/models": {"GET": self._list_models},
             "/stats": {"GET": self._get_stats},
             "/sim/reset": {"POST": self._post_reset},
@@ -131,8 +145,9 @@ class SimApp:
         return self._stats.snapshot()
 
     def reset(self) -> None:
-        """Zero the counters and refill the rate buckets."""
+        """Zero the counters, refill the rate buckets and forget the cached prompts."""
         self._stats.reset()
+        self._prompt_cache.clear()
         if self._limiter is not None:
             self._limiter.fill()
 
@@ -244,10 +259,11 @@ class SimApp:
     async def _stream_tokens(self, send: Send, call: SimCall, answer: ChatAnswer) -> None:
         ttft, pace = self._ttft(), self._decode_pace()  # drawn in the same order as _complete
         await call.pause(ttft, shared=True)
-        await _event(send, answer.chunk({"role": "assistant", "content": ""}, None))
-        for piece in stream_pieces(answer.words):
+        first, *rest = answer.deltas()  # the role (or the tool call's head), then a token each
+        await _event(send, answer.chunk(first, None))
+        for delta in rest:
             await call.pause(pace, shared=True)
-            await _event(send, answer.chunk({"content": piece}, None))
+            await _event(send, answer.chunk(delta, None))
 
     def _generating(self) -> contextlib.AbstractContextManager[None]:
         """Count the call on the accelerator (if any) while it generates."""
@@ -255,7 +271,7 @@ class SimApp:
             return contextlib.nullcontext()
         return self._accelerator.occupy()
 
-    def _count_tokens(self, answer: ChatAnswer) -> None:
+    def _count_tokens(self, answer: ChatAnswer | ResponsesAnswer) -> None:
         self._stats.prompt_tokens += answer.request.prompt_tokens
         self._stats.completion_tokens += answer.tokens
 
@@ -272,6 +288,92 @@ class SimApp:
             self._stats.prompt_tokens += request.tokens
             self._stats.embedding_inputs += len(request.inputs)
             await self._respond(send, 200, body, headers)
+
+    # --- /v1/messages (Anthropic's API: see sim/_messages.py) ------------------
+
+    async def _messages(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with self._call(receive) as call, anthropic_errors():
+            authorize_api_key(scope, self._config.api_key)
+            request = parse_messages(await self._read_json(scope, receive), self._models)
+            headers = limit_headers(self._admit(request.prompt_tokens + request.max_tokens))
+            await self._inject_faults(call)
+            answer = MessagesAnswer(request, self._prompt_cache)
+            if request.stream:
+                await self._stream_message(send, call, answer, headers)
+                return
+            with self._generating():
+                await call.pause(self._ttft() + self._decode_pace() * answer.tokens, shared=True)
+            self._count_message(answer)
+            await self._respond(send, 200, answer.message(), headers)
+
+    async def _stream_message(
+        self, send: Send, call: SimCall, answer: MessagesAnswer, headers: Headers
+    ) -> None:
+        self._stats.count_response(200)
+        start = {"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + headers}
+        await send(start)
+        ttft, pace = self._ttft(), self._decode_pace()  # drawn in the same order as a whole one
+        try:
+            with self._generating():
+                await call.pause(ttft, shared=True)
+                await _more(send, answer.opening())
+                for delta in answer.deltas():
+                    await call.pause(pace, shared=True)
+                    await _more(send, delta)
+        except ApiError as error:  # shutting down: the status is sent; an error event ends it
+            await send({"type": "http.response.body", "body": error_event(error)})
+            return
+        self._count_message(answer)
+        await send({"type": "http.response.body", "body": answer.closing()})
+
+    def _count_message(self, answer: MessagesAnswer) -> None:
+        self._stats.prompt_tokens += answer.input_tokens
+        self._stats.completion_tokens += answer.tokens
+
+    async def _count_message_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Not charged to the rpm/tpm buckets: Anthropic limits counting apart.
+        with anthropic_errors():
+            authorize_api_key(scope, self._config.api_key)
+            request = parse_count_tokens(await self._read_json(scope, receive), self._models)
+            await self._respond(send, 200, count_tokens_body(request), [])
+
+    # --- /v1/responses (the request and its answer: sim/_responses.py) --------
+
+    async def _responses(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with self._call(receive) as call:
+            self._authorize(scope)
+            request = parse_responses(await self._read_json(scope, receive), self._models)
+            budget = request.max_output_tokens
+            answer = ResponsesAnswer(request, budget or self._config.default_max_tokens)
+            headers = self._admit(request.prompt_tokens + (budget or answer.tokens))
+            await self._inject_faults(call)
+            if request.stream:
+                await self._stream_response(send, call, answer, headers)
+                return
+            with self._generating():
+                await call.pause(self._ttft() + self._decode_pace() * answer.tokens, shared=True)
+            self._count_tokens(answer)
+            await self._respond(send, 200, answer.body(), headers)
+
+    async def _stream_response(
+        self, send: Send, call: SimCall, answer: ResponsesAnswer, headers: Headers
+    ) -> None:
+        self._stats.count_response(200)
+        start = {"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + headers}
+        await send(start)
+        ttft, pace = self._ttft(), self._decode_pace()  # drawn in the same order as a whole one
+        try:
+            with self._generating():
+                await call.pause(ttft, shared=True)
+                await _more(send, answer.opening())
+                for delta in answer.deltas():
+                    await call.pause(pace, shared=True)
+                    await _more(send, delta)
+        except ApiError as error:  # shutting down: the status is sent; an error event ends it
+            await send({"type": "http.response.body", "body": answer.error_event(error)})
+            return
+        self._count_tokens(answer)
+        await send({"type": "http.response.body", "body": answer.closing()})
 
     # --- /v1/models, /stats, /sim/* --------------------------------------------
 
@@ -371,6 +473,11 @@ class SimApp:
             f"SimApp(in_flight={stats.in_flight}, limiter={self._limiter!r}, "
             f"{self._faults!r}{accelerator})"
         )
+
+
+async def _more(send: Send, events: bytes) -> None:
+    """Send already framed SSE ``events`` now, the body still open."""
+    await send({"type": "http.response.body", "body": events, "more_body": True})
 
 
 async def _event(send: Send, payload: bytes) -> None:

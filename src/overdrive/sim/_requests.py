@@ -3,6 +3,10 @@
 >>> request = parse_chat({"model": "m", "messages": [{"role": "user", "content": "hi"}]}, None)
 >>> request.model, request.stream
 ('m', False)
+>>> weather = {"type": "function", "function": {"name": "weather"}}
+>>> ask = [{"role": "user", "content": "Ask weather about Oslo."}]
+>>> parse_chat({"model": "m", "messages": ask, "tools": [weather]}, None).tool.name
+'weather'
 >>> parse_chat({"model": "m", "messages": []}, None)
 Traceback (most recent call last):
 ...
@@ -15,13 +19,21 @@ from typing import Any
 
 from overdrive._json import dumps
 from overdrive._tokens import estimate_messages_tokens, estimate_tokens
+from overdrive.sim._tools import ToolSpec, pick_tool, text_of
 
 __all__ = [
     "ApiError",
     "ChatRequest",
     "EmbeddingRequest",
+    "check_model",
+    "invalid",
+    "object_body",
+    "offered",
+    "optional_bool",
+    "optional_int",
     "parse_chat",
     "parse_embeddings",
+    "tool_spec",
 ]
 
 MAX_EMBEDDING_INPUTS = 2048
@@ -59,9 +71,20 @@ def invalid(param: str | None, problem: str) -> ApiError:
 
 
 class ChatRequest:
-    """The parts of a chat completion request that shape the answer."""
+    """The parts of a chat completion request that shape the answer.
 
-    __slots__ = ("include_usage", "max_tokens", "messages", "model", "prompt_tokens", "stream")
+    ``tool`` is the offered tool the answer calls (see :func:`pick_tool`), or None for text.
+    """
+
+    __slots__ = (
+        "include_usage",
+        "max_tokens",
+        "messages",
+        "model",
+        "prompt_tokens",
+        "stream",
+        "tool",
+    )
 
     def __init__(
         self,
@@ -70,18 +93,21 @@ class ChatRequest:
         max_tokens: int | None,
         stream: bool,
         include_usage: bool,
+        tool: ToolSpec | None = None,
     ) -> None:
         self.model = model
         self.messages = messages
         self.max_tokens = max_tokens
         self.stream = stream
         self.include_usage = include_usage
+        self.tool = tool
         self.prompt_tokens = estimate_messages_tokens(messages)
 
     def __repr__(self) -> str:
+        tool = "" if self.tool is None else f", tool={self.tool.name!r}"
         return (
             f"ChatRequest(model={self.model!r}, messages={len(self.messages)}, "
-            f"max_tokens={self.max_tokens}, stream={self.stream})"
+            f"max_tokens={self.max_tokens}, stream={self.stream}{tool})"
         )
 
 
@@ -105,35 +131,36 @@ class EmbeddingRequest:
 
 def parse_chat(body: Any, models: frozenset[str] | None) -> ChatRequest:
     """Check a ``/v1/chat/completions`` body; raise :class:`ApiError` naming the bad field."""
-    body = _object(body)
-    model = _model(body, models)
+    body = object_body(body)
+    model = check_model(body, models)
     messages = _messages(body.get("messages"))
     max_tokens = _max_tokens(body)
-    stream = _optional_bool(body, "stream")
-    return ChatRequest(model, messages, max_tokens, stream, _include_usage(body))
+    stream = optional_bool(body, "stream")
+    tool = _chat_tool(body, messages)
+    return ChatRequest(model, messages, max_tokens, stream, _include_usage(body), tool)
 
 
 def parse_embeddings(body: Any, models: frozenset[str] | None) -> EmbeddingRequest:
     """Check a ``/v1/embeddings`` body; raise :class:`ApiError` naming the bad field."""
-    body = _object(body)
-    model = _model(body, models)
+    body = object_body(body)
+    model = check_model(body, models)
     inputs = _inputs(body.get("input"))
     encoding = body.get("encoding_format", "float")
     if encoding not in ("float", "base64"):
         raise invalid("encoding_format", "must be 'float' or 'base64'")
-    dimensions = _optional_int(body, "dimensions")
+    dimensions = optional_int(body, "dimensions")
     if dimensions is not None and dimensions > MAX_DIMENSIONS:
         raise invalid("dimensions", f"must be at most {MAX_DIMENSIONS}")
     return EmbeddingRequest(model, inputs, encoding == "base64", dimensions)
 
 
-def _object(body: Any) -> dict[str, Any]:
+def object_body(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise invalid(None, "the request body must be a JSON object")
     return body
 
 
-def _model(body: dict[str, Any], models: frozenset[str] | None) -> str:
+def check_model(body: dict[str, Any], models: frozenset[str] | None) -> str:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise invalid("model", "must be a non-empty string")
@@ -154,10 +181,78 @@ def _messages(messages: Any) -> list[Any]:
     return messages
 
 
+def _chat_tool(body: dict[str, Any], messages: list[Any]) -> ToolSpec | None:
+    """The offered tool the answer calls: as ``tool_choice`` forces, or as the prompt names."""
+    tools = _chat_tools(body.get("tools"))
+    choice = _chat_tool_choice(body.get("tool_choice"), tools)
+    prompt, answered = _last_turn(messages)
+    return pick_tool(tools, choice, prompt, answered)
+
+
+def _chat_tools(value: Any) -> list[ToolSpec]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise invalid("tools", "must be a list of tool objects")
+    tools = []
+    for index, tool in enumerate(value):
+        if not isinstance(tool, dict) or tool.get("type") != "function":
+            raise invalid(f"tools[{index}].type", "must be 'function'")
+        function = tool.get("function")
+        if not isinstance(function, dict):
+            raise invalid(f"tools[{index}].function", "must be an object")
+        tools.append(tool_spec(function, f"tools[{index}].function"))
+    return tools
+
+
+def tool_spec(function: dict[str, Any], param: str) -> ToolSpec:
+    """A function tool's ``name`` and ``parameters`` (a JSON schema), checked."""
+    name = function.get("name")
+    if not isinstance(name, str) or not name:
+        raise invalid(f"{param}.name", "must be a non-empty string")
+    parameters = function.get("parameters")
+    if parameters is None:
+        return ToolSpec(name, {})
+    if not isinstance(parameters, dict):
+        raise invalid(f"{param}.parameters", "must be a JSON schema object")
+    return ToolSpec(name, parameters)
+
+
+def _chat_tool_choice(value: Any, tools: list[ToolSpec]) -> str | None:
+    """What ``tool_choice`` asks, as :func:`pick_tool` takes it: None is "auto"."""
+    if value is None or value == "auto":
+        return None
+    if value in ("none", "required"):
+        return str(value)
+    function = value.get("function") if isinstance(value, dict) else None
+    name = function.get("name") if isinstance(function, dict) else None
+    if not isinstance(name, str):
+        raise invalid("tool_choice", "must be 'none', 'auto', 'required' or a named function")
+    return offered(name, tools, "tool_choice")
+
+
+def offered(name: str, tools: list[ToolSpec], param: str) -> str:
+    """``name``, if it is one of ``tools``; a 400 naming ``param`` otherwise."""
+    if not any(tool.name == name for tool in tools):
+        raise invalid(param, f"names the tool {name!r}, which is not among the tools offered")
+    return name
+
+
+def _last_turn(messages: list[Any]) -> tuple[str, bool]:
+    """The last user message's text, and whether a tool's result came back after it."""
+    answered = False
+    for message in reversed(messages):
+        role = message.get("role")
+        if role == "user":
+            return text_of(message.get("content")), answered
+        answered = answered or role == "tool"
+    return "", answered
+
+
 def _max_tokens(body: dict[str, Any]) -> int | None:
     # The newer name wins; the older one is still what most clients send.
-    newer = _optional_int(body, "max_completion_tokens")
-    return newer if newer is not None else _optional_int(body, "max_tokens")
+    newer = optional_int(body, "max_completion_tokens")
+    return newer if newer is not None else optional_int(body, "max_tokens")
 
 
 def _include_usage(body: dict[str, Any]) -> bool:
@@ -166,10 +261,10 @@ def _include_usage(body: dict[str, Any]) -> bool:
         return False
     if not isinstance(options, dict):
         raise invalid("stream_options", "must be an object")
-    return _optional_bool(options, "include_usage", "stream_options.include_usage")
+    return optional_bool(options, "include_usage", "stream_options.include_usage")
 
 
-def _optional_int(body: dict[str, Any], name: str) -> int | None:
+def optional_int(body: dict[str, Any], name: str) -> int | None:
     value = body.get(name)
     if value is None:
         return None
@@ -178,7 +273,7 @@ def _optional_int(body: dict[str, Any], name: str) -> int | None:
     return value
 
 
-def _optional_bool(body: dict[str, Any], name: str, param: str | None = None) -> bool:
+def optional_bool(body: dict[str, Any], name: str, param: str | None = None) -> bool:
     value = body.get(name, False)
     if not isinstance(value, bool):
         raise invalid(param or name, "must be a boolean")

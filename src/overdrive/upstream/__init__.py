@@ -6,7 +6,7 @@ from ._client import AnswerBounds, UpstreamClient, read_within
 from ._dispatch import Dispatcher, Exchange
 from ._routing import build_router
 from ._send import Sender
-from ._upstream import Upstream, limiters_for
+from ._upstream import Upstream, auth_headers, limiters_for
 
 __all__ = [
     "AnswerBounds",
@@ -15,6 +15,7 @@ __all__ = [
     "Sender",
     "Upstream",
     "UpstreamClient",
+    "auth_headers",
     "build_router",
     "limiters_for",
     "read_within",

@@ -66,6 +66,12 @@ class UpstreamClient(ABC):
     async def aclose(self) -> None:
         """Close the idle connections; busy ones close as their answers end."""
 
+    async def close_idle(self) -> None:  # noqa: B027 (most clients pool nothing loop-bound)
+        """Close the idle connections now, their event loop ending; the client stays usable."""
+
+    async def forget_loop(self) -> None:  # noqa: B027
+        """The loop the pooled connections were made on is gone: go on afresh on this one."""
+
 
 @dataclass(frozen=True, slots=True)
 class AnswerBounds:

@@ -41,10 +41,20 @@ from ._wire_response import UpstreamResponse
 
 __all__ = ["Dispatcher", "Exchange"]
 
-# The headers an upstream reports its remaining rate limit in.
-_FEEDBACK_HEADERS = frozenset({"x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens"})
-# Statuses that mean "too much load": the adaptive concurrency limit backs off.
-_OVERLOADED = frozenset({503, 504})
+# The headers an upstream reports its remaining rate limit in (OpenAI's, Anthropic's).
+_FEEDBACK_HEADERS = frozenset(
+    {
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-remaining-tokens",
+        "anthropic-ratelimit-requests-remaining",
+        "anthropic-ratelimit-tokens-remaining",
+        "anthropic-ratelimit-input-tokens-remaining",
+        "anthropic-ratelimit-output-tokens-remaining",
+    }
+)
+# Statuses that mean "too much load": the adaptive concurrency limit backs off
+# (529 is Anthropic's "overloaded").
+_OVERLOADED = frozenset({503, 504, 529})
 
 
 @dataclass(slots=True)
@@ -166,7 +176,9 @@ class Dispatcher:
             self._probing_on = loop
         hedge = None if stream else self._hedges.get(call.op)
         if hedge is None or hedge.current is None:
-            return self._send_one(call, stream, self._router.pick(call.model))
+            # Only deployments of the call's own API: a call is never translated.
+            upstream = self._router.pick(call.model, None, call.api.upstream_api)
+            return self._send_one(call, stream, upstream)
         return self._hedged(call, hedge.current)
 
     def budget(self, upstream: Upstream) -> RetryBudget:
@@ -192,15 +204,15 @@ class Dispatcher:
             exchange = await self._try(upstream, call, stream, state)
             if exchange is not None:
                 return exchange
-            upstream = self._router.pick(call.model, avoid=state.last)
+            upstream = self._router.pick(call.model, state.last, call.api.upstream_api)
 
     async def _hedged(self, call: Call, delay: float) -> Exchange:
         """Send; if no answer within ``delay``, send a copy elsewhere and take the first."""
-        primary = self._router.pick(call.model)
+        primary = self._router.pick(call.model, None, call.api.upstream_api)
         first = asyncio.ensure_future(self._send_one(call, False, primary))
         if await settled_within(first, delay, self._clock):
             return first.result()
-        spare = self._router.pick(call.model, avoid=primary)
+        spare = self._router.pick(call.model, primary, call.api.upstream_api)
         if not self.budget(spare).try_spend():
             return await first
         self._metrics.counter(HEDGES, op=call.op).inc()

@@ -11,7 +11,9 @@ bounds, so nothing after the client can tell which one sent.
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+import contextlib
+import functools
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 import httpx
@@ -37,7 +39,7 @@ class HttpxClient(UpstreamClient):
     HttpxClient('http://127.0.0.1:8080/v1/', open)
     """
 
-    __slots__ = ("_bounds", "_http")
+    __slots__ = ("_bounds", "_http", "_make")
 
     def __init__(
         self,
@@ -49,16 +51,23 @@ class HttpxClient(UpstreamClient):
         transport: httpx.AsyncBaseTransport | None,
         api_key: str | None = None,
         connect_timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self._bounds = bounds
+        # ``headers`` go on every request (an Anthropic upstream's x-api-key and version).
+        sent = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        sent.update(headers or {})
         # Given no transport, httpx makes its own, and reads a proxy from the environment.
-        self._http = httpx.AsyncClient(
+        # A factory: a client's connections belong to one event loop (see close_idle).
+        self._make = functools.partial(
+            httpx.AsyncClient,
             base_url=base_url,
-            headers={"authorization": f"Bearer {api_key}"} if api_key else None,
+            headers=sent or None,
             timeout=httpx.Timeout(timeout, connect=connect_timeout or timeout),
             limits=limits,
             transport=transport,
         )
+        self._http = self._make()
 
     @property
     def closed(self) -> bool:
@@ -90,6 +99,19 @@ class HttpxClient(UpstreamClient):
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    async def close_idle(self) -> None:
+        """Close the pooled connections (their loop ends, or is gone); go on with a new client.
+
+        A closed loop cannot close its connections any more: httpx forgets
+        them, and their sockets go with the garbage collector.
+        """
+        old, self._http = self._http, self._make()
+        with contextlib.suppress(RuntimeError):  # "Event loop is closed"
+            await old.aclose()
+
+    async def forget_loop(self) -> None:
+        await self.close_idle()
 
     def _send(self, path: str, body: bytes) -> Coroutine[Any, Any, httpx.Response]:
         request = self._http.build_request(

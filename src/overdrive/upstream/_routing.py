@@ -38,5 +38,6 @@ def build_router(
         rng=random.Random(rng.random()),  # its own stream, seeded from the engine's
         weight=lambda u: u.weight,
         headroom=Upstream.headroom,
+        api=lambda u: u.config.api,
         probe=(lambda u: u.probe(health.probe_path, health.probe_timeout)) if probing else None,
     )

@@ -1,4 +1,4 @@
-"""One configured OpenAI-compatible endpoint: its pooled HTTP client, pacing and slots."""
+"""One configured endpoint (OpenAI-style or Anthropic): its pooled HTTP client, pacing, slots."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from ._httpx_guard import guarded_transport
 from ._wire import WirePool, proxy_configured, wire_client_for
 from ._wire_response import UpstreamResponse
 
-__all__ = ["Lease", "Upstream", "client_for"]
+__all__ = ["Lease", "Upstream", "auth_headers", "client_for"]
 
 # Where the adaptive limit ("auto") starts; it finds its level within seconds.
 _AUTO_INITIAL = 16
@@ -192,6 +192,20 @@ class Upstream:
             await queue.limiter.aclose()
         await self._client.aclose()
 
+    async def close_idle(self) -> None:
+        """Close the pooled connections now: the event loop they belong to is ending."""
+        await self._client.close_idle()
+
+    async def forget_loop(self) -> None:
+        """The event loop its queues, slots and connections were bound to is gone: afresh.
+
+        Its rate limits hold on: what the limiters booked is time, not loop state.
+        """
+        for queue in self._queues.values():
+            queue.forget_loop()
+        self.concurrency.forget_loop()
+        await self._client.forget_loop()
+
     def __repr__(self) -> str:
         return (
             f"Upstream({self.name!r}, concurrency={self.concurrency!r}, "
@@ -204,9 +218,9 @@ def client_for(config: UpstreamConfig, bounds: AnswerBounds, connections: int) -
 
     httpx sends every call where :func:`~overdrive.upstream._wire.wire_client_for`
     says the lean client does not apply; it sends the lean client's streams
-    and probes too.
+    and probes too. Both send the endpoint's :func:`auth_headers`.
     """
-    key = config.api_key()
+    headers = auth_headers(config)
     connect_timeout = min(config.timeout, 10.0)
     limits = httpx.Limits(max_connections=connections)
     http = HttpxClient(
@@ -215,19 +229,40 @@ def client_for(config: UpstreamConfig, bounds: AnswerBounds, connections: int) -
         timeout=config.timeout,
         limits=limits,
         transport=_guarded(limits),
-        api_key=key,
         connect_timeout=connect_timeout,
+        headers=headers,
     )
     wire = wire_client_for(
         config.base_url,
         http,
-        api_key=key,
+        api_key=None,
+        headers=headers,
         connections=connections,
         timeout=config.timeout,
         connect_timeout=connect_timeout,
         bounds=bounds,
     )
     return http if wire is None else wire
+
+
+def auth_headers(config: UpstreamConfig) -> dict[str, str]:
+    """The headers every request to the endpoint carries, as its API wants them.
+
+    An OpenAI-compatible endpoint takes its key as a Bearer token; Anthropic's
+    takes it in ``x-api-key`` beside the ``anthropic-version`` it speaks, and
+    never an ``Authorization`` header.
+
+    >>> from overdrive.config import UpstreamConfig
+    >>> claude = UpstreamConfig(name="c", base_url="https://api.anthropic.com/v1",
+    ...                         api="anthropic", models=["claude-x"])
+    >>> auth_headers(claude)
+    {'anthropic-version': '2023-06-01'}
+    """
+    key = config.api_key()
+    if config.api == "anthropic":
+        headers = {"anthropic-version": config.anthropic_version}
+        return headers | {"x-api-key": key} if key else headers
+    return {"authorization": f"Bearer {key}"} if key else {}
 
 
 def _guarded(limits: httpx.Limits) -> httpx.AsyncHTTPTransport | None:

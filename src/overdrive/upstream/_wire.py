@@ -30,7 +30,7 @@ import asyncio
 import os
 import ssl
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,6 +86,7 @@ def wire_client_for(
     timeout: float,
     connect_timeout: float,
     bounds: AnswerBounds | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> WireClient | None:
     """The lean client for an upstream (its streams and probes to ``others``), or None.
 
@@ -95,14 +96,16 @@ def wire_client_for(
     origin = None if proxy_configured() else Origin.parse(base_url)
     if origin is None:
         return None
-    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+    # ``headers`` go on every request too (an Anthropic upstream's x-api-key and version).
+    sent = {"authorization": f"Bearer {api_key}"} if api_key else {}
+    sent.update(headers or {})
     return WireClient(
         origin,
         others,
         limit=connections,
         timeout=timeout,
         connect_timeout=connect_timeout,
-        headers=headers,
+        headers=sent,
         bounds=bounds,
     )
 
@@ -120,6 +123,7 @@ class WirePool:
         "_bounds",
         "_closed",
         "_connect_timeout",
+        "_generation",
         "_head",
         "_idle",
         "_limit",
@@ -154,6 +158,9 @@ class WirePool:
         self._open = 0  # connections holding a slot, idle or busy or connecting
         self._waiters: deque[asyncio.Future[WireConnection | None]] = deque()
         self._closed = False
+        # Bumped when the loop the connections were made on is gone (forget_loop):
+        # a connection of an older generation holds no slot and is never reused.
+        self._generation = 0
 
     @property
     def open(self) -> int:
@@ -252,6 +259,7 @@ class WirePool:
     async def _connect(self) -> WireConnection:
         """Open a connection in the slot already reserved; the slot is freed if it fails."""
         connection = WireConnection(self._drop, self._bounds)
+        connection.generation = self._generation
         try:
             await asyncio.wait_for(self._open_transport(connection), self._connect_timeout)
         except BaseException as exc:
@@ -309,7 +317,7 @@ class WirePool:
 
     def _give_back(self, connection: WireConnection) -> None:
         """After a complete answer: to the next waiter, onto the idle stack, or closed."""
-        if self._closed or not connection.usable:
+        if self._closed or not connection.usable or connection.generation != self._generation:
             self._drop(connection)
             return
         while self._waiters:
@@ -325,6 +333,9 @@ class WirePool:
         if connection.dropped:
             return
         connection.dropped = True
+        if connection.generation != self._generation:  # of a loop gone: no slot of ours
+            connection.close()
+            return
         if connection.idle:
             connection.idle = False
             self._idle.remove(connection)
@@ -340,6 +351,28 @@ class WirePool:
                 self._open += 1
                 waiter.set_result(None)
                 return
+
+    async def forget_loop(self) -> None:
+        """The event loop every connection was made on is gone: start afresh on the running one.
+
+        Their futures and timers belong to that loop and will never fire:
+        idle connections are closed (their sockets shut down), waiters
+        forgotten, and busy ones no longer count, whatever becomes of them.
+        """
+        self._generation += 1
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.idle = False
+            connection.dropped = True
+            connection.close()
+        self._waiters.clear()
+        self._open = 0
+
+    async def close_idle(self) -> None:
+        """Close the idle connections now (their loop is shutting down); the pool stays open."""
+        for connection in list(self._idle):
+            self._drop(connection)
+        await asyncio.sleep(0)  # the loop runs the closes it scheduled
 
     async def aclose(self) -> None:
         """Close every idle connection; busy ones close as their answers complete."""
@@ -406,6 +439,14 @@ class WireClient(WirePool, UpstreamClient):
             await super().aclose()
         finally:
             await self._others.aclose()
+
+    async def close_idle(self) -> None:
+        await super().close_idle()
+        await self._others.close_idle()
+
+    async def forget_loop(self) -> None:
+        await super().forget_loop()
+        await self._others.forget_loop()
 
 
 def _head(origin: Origin, headers: dict[str, str]) -> bytes:

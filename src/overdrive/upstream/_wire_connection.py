@@ -17,6 +17,8 @@ the exchange fails with :class:`~overdrive.UpstreamProtocolError`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from collections.abc import Callable
 from typing import NoReturn, cast
 
@@ -54,6 +56,7 @@ class WireConnection(asyncio.Protocol):
         "_deadline",
         "_headers",
         "_interim",
+        "_loop",
         "_lost_hook",
         "_parser",
         "_received",
@@ -62,6 +65,7 @@ class WireConnection(asyncio.Protocol):
         "_transport",
         "_waiter",
         "dropped",
+        "generation",
         "idle",
         "keep_alive",
         "lost",
@@ -71,6 +75,7 @@ class WireConnection(asyncio.Protocol):
     def __init__(self, lost_hook: Callable[[WireConnection], None], bounds: AnswerBounds) -> None:
         self._parser = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the transport's
         self._waiter: asyncio.Future[WireResponse] | None = None
         # One timer outlives its request: it fires at the deadline it was set
         # for, and if a later request is out by then, re-arms for that one's.
@@ -91,6 +96,7 @@ class WireConnection(asyncio.Protocol):
         self.requests = 0  # answered on this connection
         self.idle = False  # on the pool's idle stack
         self.dropped = False  # its slot is back in the pool
+        self.generation = 0  # the pool's, when it was made (see WirePool.forget_loop)
         self.lost = False
 
     @property
@@ -120,13 +126,33 @@ class WireConnection(asyncio.Protocol):
         # abort, not close: nothing of ours is left to flush, and a TLS close
         # would wait for the peer's close_notify.
         transport = self._transport
-        if transport is not None and not transport.is_closing():
-            transport.abort()
+        if transport is None or transport.is_closing():
+            return
+        if self._loop is not None and self._loop.is_closed():
+            self._shut()
+            return
+        transport.abort()
+
+    def _shut(self) -> None:
+        """Its loop closed without closing it: tell the peer, as the loop no longer can.
+
+        asyncio cannot close a transport of a closed loop; shutting the socket
+        down ends the connection for the server now, and the descriptor goes
+        with the transport.
+        """
+        self.lost = True
+        self.keep_alive = False
+        transport = self._transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
+        self._loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
         if self._waiter is None:  # a server speaking out of turn: never reuse this

@@ -1,0 +1,94 @@
+"""What both HTTP doors do with any request: an API call, a model, or a path no adapter knows.
+
+:func:`respond` is the one entry of the in-process transports (every flavour,
+async and sync) and the gateway's fallback. An API call goes to its adapter
+(:func:`~overdrive.doors._answer.answer`); ``GET …/models/{id}`` answers from
+the configured models; anything else follows ``[doors] unknown_paths``:
+
+* ``"upstream"`` (the default): sent to the upstream serving the body's
+  ``model``, or to the only upstream (see ``overdrive._forward``), else 404;
+* ``"reject"``: 404 in the OpenAI error shape, naming the path.
+
+Nothing goes to the host the caller's client named: a client made by
+``od.http_client()`` reaches only the configured upstreams.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from .._json import dumps
+from ._answer import Answer, Gate, answer, error_answer, route
+
+if TYPE_CHECKING:
+    from ._pipeline import Pipeline
+
+__all__ = ["Passage", "UnknownPaths", "model_answer", "respond", "unknown_path"]
+
+UnknownPaths = Literal["upstream", "reject"]
+_JSON = {"content-type": "application/json"}
+
+
+@dataclass(frozen=True, slots=True)
+class Passage:
+    """One HTTP request as a door received it; ``query`` without its ``?``."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: bytes = b""
+    query: str = ""
+
+    @property
+    def what(self) -> str:
+        """``"GET /v1/files"``: how an error names the request."""
+        return f"{self.method} {self.path}"
+
+
+async def respond(
+    engine: Pipeline, passage: Passage, unknown: UnknownPaths, gate: Gate | None = None
+) -> Answer:
+    """The door's answer to ``passage``; errors the engine knows become error answers."""
+    kind = route(passage.method, passage.path)
+    if kind is not None:
+        return await answer(engine, kind, passage.headers, passage.body, gate)
+    return await unknown_path(engine, passage, unknown, gate)
+
+
+async def unknown_path(
+    engine: Pipeline, passage: Passage, unknown: UnknownPaths, gate: Gate | None = None
+) -> Answer:
+    """A request no adapter takes: a model looked up, sent on, or refused as ``unknown`` says."""
+    model = _model_id(passage.method, passage.path)
+    if model is not None:
+        models = engine.models()
+        return model_answer(models if gate is None else gate.visible(models), model)
+    if unknown == "reject":
+        message = (
+            f"No API adapter handles {passage.what}; this overdrive is configured "
+            '([doors] unknown_paths = "reject") to send nothing else upstream.'
+        )
+        return error_answer(404, message, "unknown_url")
+    return await engine.forward(passage)
+
+
+def model_answer(models: list[str], model: str) -> Answer:
+    """``GET /models/{model}``: the model's OpenAI object, or 404 when none serves it.
+
+    >>> model_answer(["gpt-x"], "gpt-x").status, model_answer(["gpt-x"], "gpt-y").status
+    (200, 404)
+    """
+    if model not in models:
+        message = f"The model {model!r} does not exist here; served: {', '.join(models)}."
+        return error_answer(404, message, "model_not_found", "model")
+    found = {"id": model, "object": "model", "created": 0, "owned_by": "overdrive"}
+    return Answer(200, dict(_JSON), dumps(found))
+
+
+def _model_id(method: str, path: str) -> str | None:
+    if method not in ("GET", "HEAD"):
+        return None
+    _, models, model = path.rpartition("/models/")
+    return model if models and model else None
