@@ -14,7 +14,7 @@ from typing import Any
 
 from ._assembly import Parts
 from ._calls import Call, SampledPolicy, shares_answers
-from ._errors import UnknownModelError, UpstreamProtocolError, UpstreamStatusError
+from ._errors import UpstreamProtocolError, UpstreamStatusError
 from ._json import loads
 from .cache import StoredAnswer
 from .coalesce import StreamFlight, StreamReply, replay, sse_lines
@@ -50,8 +50,9 @@ class StreamStage:
         meters = parts.meters.of(call.op)
         meters.requests.inc()
         router = parts.send.router
-        if not router.serves(call.model):  # fail fast, before any queueing
-            raise UnknownModelError(call.model, router.models())
+        upstream_api = call.api.upstream_api
+        if not router.serves(call.model, upstream_api):  # fail fast, before any queueing
+            raise router.unknown(call.model, upstream_api)
         opener = functools.partial(parts.send.dispatcher.send, call, stream=True)
         if not shares_answers(call, self._sampled):
             return await self._flight.alone(opener)

@@ -184,6 +184,18 @@ async def test_each_call_reaches_only_an_upstream_of_its_api(clock: FakeClock) -
 
 
 @pytest.mark.usefixtures("keys")
+async def test_a_stream_of_another_api_s_model_is_refused_naming_the_api(clock: FakeClock) -> None:
+    async with (
+        FakeServer(answer) as oai,
+        FakeServer(answer) as claude,
+        build(oai, claude, clock) as od,
+    ):
+        with pytest.raises(UnknownModelError, match="no anthropic upstream serves 'gpt'"):
+            await od.open_stream(ask(MESSAGES, "gpt", stream=True))  # no clock step needed
+    assert oai.requests == claude.requests == []
+
+
+@pytest.mark.usefixtures("keys")
 async def test_an_anthropic_upstream_gets_x_api_key_and_its_version_never_a_bearer(
     clock: FakeClock,
 ) -> None:
