@@ -8,6 +8,7 @@
     │   ├── QueueFullError              ``limit`` calls are already waiting
     │   └── QueueTimeoutError           it waited past its deadline
     ├── ConfigError                     a config value is wrong; names the field
+    ├── EngineLoopError                 a call cannot run on this thread or loop; says what to do
     ├── BatchError                      a batcher (``batcher``) refused or lost an item
     │   ├── BatchQueueFullError         ``limit`` items are already waiting
     │   ├── BatchClosedError            the batcher was closed
@@ -50,6 +51,7 @@ __all__ = [
     "CacheError",
     "CodecError",
     "ConfigError",
+    "EngineLoopError",
     "KeyLimitError",
     "MemoryBudgetError",
     "ModelNotAllowedError",
@@ -85,6 +87,13 @@ class ConfigError(OverdriveError, ValueError):
         self.field = field
         self.problem = problem
         super().__init__(f"config field `{field}`: {problem}")
+
+
+class EngineLoopError(OverdriveError, RuntimeError):
+    """The engine cannot run a call where it was asked to, e.g. a sync client inside its own loop.
+
+    It is a ``RuntimeError`` too, as asyncio's own "wrong loop" errors are.
+    """
 
 
 class AdmissionError(OverdriveError):

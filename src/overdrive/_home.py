@@ -35,16 +35,14 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
+from ._errors import EngineLoopError
+
 __all__ = ["EngineLoopError", "HomeGone", "HomeLoop"]
 
 T = TypeVar("T")
 
 # How long interpreter exit waits for the owned loop to close the engine.
 _EXIT_TIMEOUT_S = 5.0
-
-
-class EngineLoopError(RuntimeError):
-    """The engine cannot run a call where it was asked to (the message says what to do)."""
 
 
 class HomeLoop:

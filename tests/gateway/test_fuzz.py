@@ -44,6 +44,7 @@ from overdrive.sim import SimConfig, SimServer
 
 CHAT_MODEL = "gpt-4o-mini"
 EMBED_MODEL = "text-embedding-3-small"
+CLAUDE_MODEL = "claude-sim"
 MAX_BODY = 64 * 1024
 ERROR_KEYS = {"message", "type", "param", "code"}
 
@@ -85,7 +86,13 @@ def gateway(logged_errors: list[logging.LogRecord]) -> Iterator[GatewayServer]:
     with SimServer(SimConfig(ttft_s=0.0, per_token_s=0.0, embed_base_s=0.0)) as sim:
         config = {
             "upstreams": [
-                {"name": "sim", "base_url": sim.base_url, "models": [CHAT_MODEL, EMBED_MODEL]}
+                {"name": "sim", "base_url": sim.base_url, "models": [CHAT_MODEL, EMBED_MODEL]},
+                {
+                    "name": "claude",
+                    "base_url": sim.base_url,
+                    "api": "anthropic",
+                    "models": [CLAUDE_MODEL],
+                },
             ]
         }
         with GatewayServer(GatewayApp(config, max_body_bytes=MAX_BODY)) as server:
@@ -99,11 +106,23 @@ def http(gateway: GatewayServer) -> Iterator[httpx.Client]:
 
 
 def assert_sound(
-    status: int, content_type: str, body: bytes, *, method: str = "POST", whole: bool = True
+    status: int,
+    content_type: str,
+    body: bytes,
+    *,
+    method: str = "POST",
+    whole: bool = True,
+    path: str = "",
 ) -> None:
-    """No 5xx; an error in the OpenAI shape; a streamed answer read ``whole`` ends properly."""
+    """No 5xx; an error in the API's shape; a streamed answer read ``whole`` ends properly."""
     assert status < 500, f"{status}: {body[:500]!r}"
-    if status >= 400 and method.upper() != "HEAD":
+    if status >= 400 and method.upper() != "HEAD" and "/messages" in path:
+        assert content_type.startswith("application/json"), (status, content_type, body[:200])
+        answer = json.loads(body)
+        assert answer["type"] == "error", answer
+        assert isinstance(answer["error"]["type"], str)
+        assert answer["error"]["message"]
+    elif status >= 400 and method.upper() != "HEAD":
         assert content_type.startswith("application/json"), (status, content_type, body[:200])
         error = json.loads(body)["error"]
         assert set(error) == ERROR_KEYS, error
@@ -113,13 +132,24 @@ def assert_sound(
         assert error["param"] is None or isinstance(error["param"], str)
         assert error["code"] is None or isinstance(error["code"], str)
     if whole and status == 200 and content_type.startswith("text/event-stream"):
-        assert body.endswith(b"data: [DONE]\n\n"), body[-200:]
+        assert body.endswith(_STREAM_ENDS.get(path, b"data: [DONE]\n\n")), body[-200:]
+
+
+# What a complete stream of each API ends with (chat's: ``[DONE]``).
+_STREAM_ENDS = {
+    "/v1/responses": b"\n\n",
+    "/v1/messages": b'data: {"type":"message_stop"}\n\n',
+}
 
 
 def assert_sound_response(response: httpx.Response) -> None:
     content_type = response.headers.get("content-type", "")
     assert_sound(
-        response.status_code, content_type, response.content, method=response.request.method
+        response.status_code,
+        content_type,
+        response.content,
+        method=response.request.method,
+        path=response.request.url.path,
     )
 
 
@@ -136,7 +166,12 @@ def served_document() -> dict[str, Any]:
     schemas = document["components"]["schemas"]
     schemas["ChatCompletionRequest"]["properties"]["model"] = {"enum": [CHAT_MODEL]}
     schemas["EmbeddingsRequest"]["properties"]["model"] = {"enum": [EMBED_MODEL]}
-    for path in ("/v1/chat/completions", "/v1/embeddings"):
+    schemas["ResponsesRequest"]["properties"]["model"] = {"enum": [CHAT_MODEL]}
+    for anthropic in ("MessagesRequest", "CountTokensRequest"):
+        schemas[anthropic]["properties"]["model"] = {"enum": [CLAUDE_MODEL]}
+    for path in document["paths"]:
+        if "post" not in document["paths"][path]:
+            continue
         document["paths"][path]["post"]["parameters"] = []
     return document
 
@@ -163,7 +198,12 @@ def _call_case(case: schemathesis.Case[Any], gateway: GatewayServer) -> None:
     # Schemathesis reads a stream up to a number of events, then hangs up.
     whole = not response.stream_cut_short
     assert_sound(
-        response.status_code, content_type, response.content, method=case.method, whole=whole
+        response.status_code,
+        content_type,
+        response.content,
+        method=case.method,
+        whole=whole,
+        path=case.path,
     )
 
 

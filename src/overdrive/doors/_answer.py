@@ -134,16 +134,13 @@ async def answer(
     call: Call | None = None
     api: Api = CHAT  # its error shape until the API is known
     try:
+        if kind == MODELS:
+            models = engine.models() if gate is None else gate.visible(engine.models())
+            return Answer(200, {"content-type": _JSON}, dumps(models_payload(models)))
+        api = _named(kind) if isinstance(kind, str) else kind  # errors in its shape from here
         asked = PRIORITY_HEADER in headers or QUEUE_TIMEOUT_HEADER in headers
         cap = gate.max_priority if gate is not None else None
         with _admission_from(headers, cap) if asked else _AS_CONFIGURED:
-            if isinstance(kind, str):
-                if kind == MODELS:
-                    models = engine.models() if gate is None else gate.visible(engine.models())
-                    return Answer(200, {"content-type": _JSON}, dumps(models_payload(models)))
-                api = _named(kind)
-            else:
-                api = kind
             call = _call(api, headers, body, gate)
             waited = await gate.admit(call) if gate is not None else 0.0
             if call.stream:

@@ -410,9 +410,10 @@ def _unknown_url(path: str) -> Answer:
 
 def _not_allowed(method: str, path: str, methods: Mapping[str, Handler | Kind]) -> Answer:
     allow = ", ".join(sorted({*methods, "HEAD"} if "GET" in methods else methods))
-    reply = error_answer(
-        405, f"Method {method} is not allowed on {path}; use {allow}.", "method_not_allowed"
-    )
+    # In the shape of the API the path belongs to (Anthropic's for the Messages routes).
+    api = next((kind for kind in methods.values() if isinstance(kind, Api)), CHAT)
+    message = f"Method {method} is not allowed on {path}; use {allow}."
+    reply = error_answer(405, message, "method_not_allowed", api=api)
     reply.headers["allow"] = allow
     return reply
 

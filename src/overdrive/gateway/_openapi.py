@@ -9,6 +9,7 @@ from .._units import DURATION_PATTERN
 __all__ = ["openapi_document"]
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
+_ANTHROPIC_ERROR = {"$ref": "#/components/schemas/AnthropicError"}
 _MESSAGE = {
     "type": "object",
     "required": ["role", "content"],
@@ -59,6 +60,51 @@ _EMBEDDINGS_REQUEST = {
         "user": {"type": "string"},
     },
 }
+_RESPONSES_REQUEST = {
+    "type": "object",
+    "required": ["model", "input"],
+    "properties": {
+        "model": {"type": "string", "minLength": 1},
+        "input": {"type": ["string", "array"]},
+        "instructions": {"type": ["string", "null"]},
+        "max_output_tokens": {"type": "integer", "minimum": 1},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+        "previous_response_id": {"type": "string"},
+        "tools": {"type": "array", "items": {"type": "object"}},
+        "stream": {"type": "boolean", "default": False},
+    },
+}
+_ANTHROPIC_MESSAGE = {
+    "type": "object",
+    "required": ["role", "content"],
+    "properties": {
+        "role": {"type": "string", "enum": ["user", "assistant"]},
+        "content": {"type": ["string", "array"]},
+    },
+}
+_MESSAGES_REQUEST = {
+    "type": "object",
+    "required": ["model", "max_tokens", "messages"],
+    "properties": {
+        "model": {"type": "string", "minLength": 1},
+        "max_tokens": {"type": "integer", "minimum": 1},
+        "messages": {"type": "array", "minItems": 1, "items": _ANTHROPIC_MESSAGE},
+        "system": {"type": ["string", "array"]},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+        "tools": {"type": "array", "items": {"type": "object"}},
+        "stream": {"type": "boolean", "default": False},
+    },
+}
+_COUNT_TOKENS_REQUEST = {
+    "type": "object",
+    "required": ["model", "messages"],
+    "properties": {
+        "model": {"type": "string", "minLength": 1},
+        "messages": {"type": "array", "minItems": 1, "items": _ANTHROPIC_MESSAGE},
+        "system": {"type": ["string", "array"]},
+        "tools": {"type": "array", "items": {"type": "object"}},
+    },
+}
 _SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
@@ -76,8 +122,24 @@ _SCHEMAS: dict[str, Any] = {
             }
         },
     },
+    # Anthropic's error shape, which the Messages routes answer in.
+    "AnthropicError": {
+        "type": "object",
+        "required": ["type", "error"],
+        "properties": {
+            "type": {"const": "error"},
+            "error": {
+                "type": "object",
+                "required": ["type", "message"],
+                "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
     "ChatCompletionRequest": _CHAT_REQUEST,
     "EmbeddingsRequest": _EMBEDDINGS_REQUEST,
+    "ResponsesRequest": _RESPONSES_REQUEST,
+    "MessagesRequest": _MESSAGES_REQUEST,
+    "CountTokensRequest": _COUNT_TOKENS_REQUEST,
     "ModelList": {
         "type": "object",
         "properties": {
@@ -126,7 +188,7 @@ _ADMISSION_PARAMETERS = [
 ]
 
 
-def _errors(*statuses: int) -> dict[str, Any]:
+def _errors(*statuses: int, error: dict[str, Any] = _ERROR) -> dict[str, Any]:
     reasons = {
         400: "Malformed JSON or a wrong field.",
         404: "Unknown model or URL.",
@@ -138,7 +200,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         503: "The engine is not started.",
         504: "The call waited in the queue past its deadline.",
     }
-    content = {"application/json": {"schema": _ERROR}}
+    content = {"application/json": {"schema": error}}
     return {str(s): {"description": reasons[s], "content": content} for s in statuses}
 
 
@@ -156,7 +218,13 @@ _SSE_EVENT: dict[str, Any] = {
 }
 
 
-def _call(summary: str, schema: str, answer: dict[str, Any], streams: bool) -> dict[str, Any]:
+def _call(
+    summary: str,
+    schema: str,
+    answer: dict[str, Any],
+    streams: bool,
+    error: dict[str, Any] = _ERROR,
+) -> dict[str, Any]:
     content: dict[str, Any] = {"application/json": {"schema": answer}}
     if streams:
         content["text/event-stream"] = {"schema": _SSE_EVENT}
@@ -176,7 +244,7 @@ def _call(summary: str, schema: str, answer: dict[str, Any], streams: bool) -> d
                     "headers": _OVERDRIVE_HEADERS,
                     "content": content,
                 },
-                **_errors(400, 404, 413, 429, 500, 502, 503, 504),
+                **_errors(400, 404, 413, 429, 500, 502, 503, 504, error=error),
             },
         }
     }
@@ -195,7 +263,9 @@ def openapi_document() -> dict[str, Any]:
         "info": {
             "title": "overdrive gateway",
             "version": "1",
-            "description": "OpenAI-compatible API; every call goes through the overdrive engine.",
+            "description": (
+                "OpenAI- and Anthropic-compatible API; every call goes through the engine."
+            ),
         },
         "paths": {
             "/v1/chat/completions": _call(
@@ -206,6 +276,26 @@ def openapi_document() -> dict[str, Any]:
             ),
             "/v1/embeddings": _call(
                 "Create embeddings.", "EmbeddingsRequest", {"type": "object"}, streams=False
+            ),
+            "/v1/responses": _call(
+                "Create a model response (Responses API; JSON, or SSE with stream=true).",
+                "ResponsesRequest",
+                {"type": "object"},
+                streams=True,
+            ),
+            "/v1/messages": _call(
+                "Create a message (Anthropic Messages API; JSON, or SSE with stream=true).",
+                "MessagesRequest",
+                {"type": "object"},
+                streams=True,
+                error=_ANTHROPIC_ERROR,
+            ),
+            "/v1/messages/count_tokens": _call(
+                "Count a message's input tokens (Anthropic Messages API).",
+                "CountTokensRequest",
+                {"type": "object"},
+                streams=False,
+                error=_ANTHROPIC_ERROR,
             ),
             "/v1/models": _get(
                 "List the models the upstreams serve.",
