@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 
@@ -22,6 +23,14 @@ async def main() -> None:
     client = openai.AsyncOpenAI(api_key="unused", http_client=od.http_client())
     reply = await client.chat.completions.create(model="gpt-4o-mini", messages=messages)
     print(reply.choices[0].message.content)
+
+    # the Responses API and Anthropic's Messages API, the same way
+    response = await client.responses.create(model="gpt-4o-mini", input="...")
+    claude = anthropic.AsyncAnthropic(api_key="unused", http_client=od.http_client())
+    message = await claude.messages.create(
+        model="claude-sonnet-4-5", max_tokens=512, messages=messages
+    )
+    print(response.output_text, message.content)
 
     # 2. or the engine directly
     answer = await od.chat(model="gpt-4o-mini", messages=messages)  # OpenAI JSON as a dict
