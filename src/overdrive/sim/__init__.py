@@ -1,8 +1,9 @@
-"""A simulated OpenAI-compatible upstream for demos, benchmarks and tests.
+"""A simulated OpenAI- and Anthropic-compatible upstream for demos, benchmarks and tests.
 
-A real HTTP server speaking ``/v1/chat/completions`` (streamed or not),
-``/v1/embeddings`` and ``/v1/models``, with deterministic answers, simulated
-latency, rpm/tpm limits answered with 429s, and injectable faults.
+A real HTTP server speaking ``/v1/chat/completions``, ``/v1/responses`` and
+Anthropic's ``/v1/messages`` (each streamed or not), ``/v1/embeddings`` and
+``/v1/models``, with deterministic answers and tool calls, simulated latency,
+rpm/tpm limits answered with 429s, and injectable faults.
 
 >>> from overdrive.sim import SimConfig, SimServer
 >>> with SimServer(SimConfig(ttft_s=0.0, per_token_s=0.0)) as sim:  # doctest: +SKIP
