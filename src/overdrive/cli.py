@@ -45,6 +45,13 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="agent workload, plain vs through overdrive")
     demo.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
     demo.add_argument("--tasks", type=_positive_int, default=60, help="agent tasks (default 60)")
+    demo.add_argument(
+        "--api",
+        choices=("chat", "responses", "messages"),
+        default="chat",
+        help="the API the agents call: chat completions, OpenAI Responses or Anthropic "
+        "Messages (default chat)",
+    )
     gateway = commands.add_parser("gateway", help="serve the engine as an OpenAI-compatible API")
     gateway.add_argument("--config", required=True, help="the engine's TOML config file")
     gateway.add_argument("--host", default="127.0.0.1")
@@ -96,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    summary = run_demo(tasks=args.tasks, as_json=args.json)
+    summary = run_demo(tasks=args.tasks, as_json=args.json, api=args.api)
     plain, fast = summary["plain"], summary["overdrive"]
     return 0 if fast["makespan_s"] < plain["makespan_s"] else 1
 

@@ -23,8 +23,16 @@ _ROWS: list[tuple[str, str, str, bool]] = [
 ]
 
 
-def comparison_table(plain: dict[str, Any], fast: dict[str, Any]) -> Table:
-    table = Table(title="agent workload: plain openai client vs through overdrive")
+# How each API's run is named in the title: which SDK, which of its calls.
+_TITLES = {
+    "chat": "plain openai client",
+    "responses": "plain openai client (Responses API)",
+    "messages": "plain anthropic client (Messages API)",
+}
+
+
+def comparison_table(plain: dict[str, Any], fast: dict[str, Any], api: str = "chat") -> Table:
+    table = Table(title=f"agent workload: {_TITLES[api]} vs through overdrive")
     table.add_column("")
     table.add_column("plain", justify="right")
     table.add_column("overdrive", justify="right")

@@ -7,16 +7,17 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
-import httpx
-import openai
+import httpx2
 
 from ..engine import Overdrive
 from ..monitor.names import CACHE_HITS, COALESCED, REQUESTS
 from ..optimize import save_run
 from ..sim import SimConfig, SimServer
-from ._workload import CHAT_MODEL, EMBED_MODEL, AgentTask, Workload
+from ._clients import API_MODELS, Api, ModelClient, model_client
+from ._workload import CHAT_MODEL, CLAUDE_MODEL, EMBED_MODEL, AgentTask, Workload
 
 __all__ = ["DEMO_SIM", "PhaseResult", "run_phase"]
 
@@ -29,7 +30,7 @@ DEMO_SIM = SimConfig(
     ttft_s=0.2,
     per_token_s=0.004,
     embed_base_s=0.04,
-    models=(CHAT_MODEL, EMBED_MODEL),
+    models=(CHAT_MODEL, EMBED_MODEL, CLAUDE_MODEL),
 )
 # USD per token, in the range of small hosted models (input, output).
 PRICE_PROMPT = 0.15 / 1e6
@@ -81,38 +82,37 @@ def run_phase(
     through_overdrive: bool,
     sim_config: SimConfig = DEMO_SIM,
     on_task_done: Callable[[], None] = lambda: None,
+    api: Api = "chat",
 ) -> PhaseResult:
-    """Run every task at once against a fresh sim; return the measurements."""
+    """Run every task at once on ``api`` against a fresh sim; return the measurements."""
     with SimServer(sim_config) as sim:
-        runner = _OverdriveRun(sim.base_url) if through_overdrive else _PlainRun(sim.base_url)
+        kind = _OverdriveRun if through_overdrive else _PlainRun
+        runner = kind(sim.base_url, api, sim_config)
         result = asyncio.run(runner.run(workload, on_task_done))
         result.upstream = sim.stats()
     return result
 
 
 class _PlainRun:
-    """The openai client on its own, with its default retries."""
+    """The API's own SDK (openai or anthropic) on its own, with its default retries."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, api: Api, sim_config: SimConfig) -> None:
         self.base_url = base_url
+        self.api = api
+        self.sim_config = sim_config
         self.rate_limited = 0
 
-    async def count_429(self, response: httpx.Response) -> None:
+    async def count_429(self, response: httpx2.Response) -> None:
         if response.status_code == 429:
             self.rate_limited += 1
 
-    def http_client(self) -> httpx.AsyncClient:
-        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
-        return httpx.AsyncClient(limits=limits, event_hooks={"response": [self.count_429]})
+    def http_client(self) -> httpx2.AsyncClient:
+        limits = httpx2.Limits(max_connections=1000, max_keepalive_connections=200)
+        return httpx2.AsyncClient(limits=limits, event_hooks={"response": [self.count_429]})
 
     async def run(self, workload: Workload, on_task_done: Callable[[], None]) -> PhaseResult:
         async with self.http_client() as http:
-            # openai 3 annotates httpx2 clients but accepts httpx ones at run time.
-            client = openai.AsyncOpenAI(
-                base_url=self.base_url,
-                api_key="demo",
-                http_client=http,  # type: ignore[arg-type]
-            )
+            client = model_client(self.api, self.base_url, http, workload)
             started = time.perf_counter()
             agent = _Agent(client, workload, on_task_done)
             seconds = await asyncio.gather(*(agent.run(task) for task in workload.tasks))
@@ -121,27 +121,27 @@ class _PlainRun:
 
 
 class _OverdriveRun(_PlainRun):
-    """The same openai client, its HTTP going through the overdrive engine."""
+    """The same SDK client, its HTTP going through the overdrive engine."""
 
-    def __init__(self, base_url: str) -> None:
-        super().__init__(base_url)
-        self.engine = Overdrive.from_config(
-            {
-                "upstreams": [
-                    {
-                        "name": "sim",
-                        "base_url": base_url,
-                        "models": [CHAT_MODEL, EMBED_MODEL],
-                        "rpm": DEMO_SIM.rpm,
-                    }
-                ]
-            }
-        )
+    def __init__(self, base_url: str, api: Api, sim_config: SimConfig) -> None:
+        super().__init__(base_url, api, sim_config)
+        self.engine = Overdrive.from_config({"upstreams": [self._upstream()]})
 
-    def http_client(self) -> httpx.AsyncClient:
-        # The httpx flavour: the same client class as the plain run's, hooks and all.
-        hooks = {"response": [self.count_429]}
-        return self.engine.http_client(flavour="httpx", event_hooks=hooks)
+    def _upstream(self) -> dict[str, Any]:
+        """The sim as the user configures it: its models and the provider's rpm."""
+        upstream = {
+            "name": "sim",
+            "base_url": self.base_url,
+            "models": list(API_MODELS[self.api]),
+            "rpm": self.sim_config.rpm,
+        }
+        if self.api == "messages":
+            upstream["api"] = "anthropic"
+        return upstream
+
+    def http_client(self) -> httpx2.AsyncClient:
+        # The same client class as the plain run's, hooks and all: 429s count the same way.
+        return self.engine.http_client(event_hooks={"response": [self.count_429]})
 
     async def run(self, workload: Workload, on_task_done: Callable[[], None]) -> PhaseResult:
         try:
@@ -160,7 +160,7 @@ class _Agent:
     """A minimal agent loop: plan, look things up in parallel, answer."""
 
     def __init__(
-        self, client: openai.AsyncOpenAI, workload: Workload, on_task_done: Callable[[], None]
+        self, client: ModelClient, workload: Workload, on_task_done: Callable[[], None]
     ) -> None:
         self.client = client
         self.workload = workload
@@ -168,34 +168,23 @@ class _Agent:
 
     async def run(self, task: AgentTask) -> float:
         started = time.perf_counter()
-        plan = await self.chat(self.workload.plan_messages(task))
-        await asyncio.gather(*(self.lookup(query) for query in task.lookups))
-        await self.chat(self.workload.answer_messages(task, plan))
+        plan = await self.persist(lambda: self.client.complete(self.workload.plan_messages(task)))
+        await asyncio.gather(
+            *(self.persist(partial(self.client.lookup, query)) for query in task.lookups)
+        )
+        answer = self.workload.answer_messages(task, plan)
+        await self.persist(lambda: self.client.complete(answer))
         self.on_task_done()
         return time.perf_counter() - started
 
-    async def chat(self, messages: Any) -> str:
-        completion = await _persist(
-            lambda: self.client.chat.completions.create(
-                model=CHAT_MODEL,
-                messages=messages,
-                max_tokens=self.workload.max_tokens,
-            )
-        )
-        return completion.choices[0].message.content or ""
-
-    async def lookup(self, query: str) -> None:
-        await _persist(lambda: self.client.embeddings.create(model=EMBED_MODEL, input=query))
-
-
-async def _persist(call: Callable[[], Awaitable[T]]) -> T:
-    """Retry a call the client gave up on because of 429s, as agent loops do."""
-    for _ in range(AGENT_ATTEMPTS - 1):
-        try:
-            return await call()
-        except openai.RateLimitError:
-            await asyncio.sleep(AGENT_BACKOFF_S)
-    return await call()
+    async def persist(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Retry a call the SDK gave up on because of 429s, as agent loops do."""
+        for _ in range(AGENT_ATTEMPTS - 1):
+            try:
+                return await call()
+            except self.client.rate_limit_error:
+                await asyncio.sleep(AGENT_BACKOFF_S)
+        return await call()
 
 
 def _percentile(values: list[float], q: float) -> float:

@@ -8,11 +8,25 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["AgentTask", "Workload", "build_workload"]
+__all__ = ["SEARCH_TOOL", "AgentTask", "Workload", "build_workload", "run_search"]
 
 CHAT_MODEL = "gpt-4o-mini"
 EMBED_MODEL = "text-embedding-3-small"
+# The model of the Anthropic Messages run (the sim answers any name it is told to serve).
+CLAUDE_MODEL = "claude-haiku-4-5"
+# The lookup tool of the Responses and Messages runs, in OpenAI's function shape.
+SEARCH_TOOL: dict[str, Any] = {
+    "name": "search_notes",
+    "description": "Search the team's notes; returns the matching passages.",
+    "parameters": {
+        "type": "object",
+        "properties": {"query": {"type": "string"}},
+        "required": ["query"],
+        "additionalProperties": False,
+    },
+}
 
 # Shared with benchmarks/_agent_workload.py, so both speak of the same work.
 SUBJECTS = [
@@ -72,6 +86,11 @@ class Workload:
 
     def calls(self) -> int:
         return sum(2 + len(t.lookups) for t in self.tasks)
+
+
+def run_search(arguments: dict[str, Any]) -> str:
+    """The agent's side of a ``search_notes`` call: local, instant next to a model call."""
+    return f"notes matching {arguments.get('query', '')!r}"
 
 
 def build_workload(tasks: int = 60, lookups: int = 3, seed: int = 7) -> Workload:
