@@ -21,7 +21,7 @@ from .monitor import Metrics, OpMeterBook, TierFaults
 from .monitor.names import REVALIDATION_ERRORS
 from .optimize import CacheSwitch, CacheTTL, Tunables, engine_tunables
 from .resources import ResourceManager, build_resources
-from .route import Router
+from .route import Alias, Router, aliases_of
 from .upstream import Dispatcher, Sender, Upstream, build_router, limiters_for
 
 __all__ = ["CacheParts", "Parts", "SendParts", "assemble"]
@@ -29,12 +29,17 @@ __all__ = ["CacheParts", "Parts", "SendParts", "assemble"]
 
 @dataclass(slots=True, frozen=True)
 class SendParts:
-    """What sends a call: the upstreams, the router over them, retries, the final read."""
+    """What sends a call: the upstreams, the router over them, retries, the final read.
+
+    ``aliases`` (``[[models]]`` by name) is looked up as a call enters; the
+    sender tries the fallbacks a resolved call carries.
+    """
 
     upstreams: list[Upstream]
     router: Router[Upstream]
     dispatcher: Dispatcher
     sender: Sender
+    aliases: dict[str, Alias]
 
 
 @dataclass(slots=True, frozen=True)
@@ -110,8 +115,8 @@ def _send_parts(
     router = build_router(upstreams, config, clock, rng, probes_by_default=probes)
     backoff = Backoff(config.retry.base, config.retry.cap, rng)
     dispatcher = Dispatcher(router, config.retry, clock, metrics, backoff)
-    sender = Sender(dispatcher, clock, meters, config.retry.rate_limited_attempts)
-    return SendParts(upstreams, router, dispatcher, sender)
+    sender = Sender(dispatcher, clock, meters, config.retry.rate_limited_attempts, metrics)
+    return SendParts(upstreams, router, dispatcher, sender, aliases_of(config.aliases))
 
 
 def _cache_parts(

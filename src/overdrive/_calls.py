@@ -141,6 +141,9 @@ class Call:
     # Keeps this caller's cached and coalesced answers apart from other callers'
     # (a gateway key's cache namespace); "" shares the engine's.
     namespace: str = ""
+    # The models to try, in order, once ``model``'s attempts are spent: set
+    # when a ``[[models]]`` alias is resolved (see ``route/_aliases.py``).
+    fallbacks: tuple[str, ...] = ()
 
     @property
     def path(self) -> str:
@@ -150,7 +153,11 @@ class Call:
 
 @dataclass(slots=True, frozen=True)
 class Result:
-    """A complete response: ``source`` is "upstream", "cache", "stale" or "coalesced"."""
+    """A complete response: ``source`` is "upstream", "cache", "stale" or "coalesced".
+
+    ``model`` is the model that served it: the one the call went as (an
+    alias's target) or the fallback that answered.
+    """
 
     status: int
     body: bytes
@@ -159,6 +166,8 @@ class Result:
     source: str = "upstream"
     # Seconds the call waited for admission to its upstream.
     queued_s: float = 0.0
+    # The model that served it: the call's own, or the fallback that answered.
+    model: str = ""
 
     @property
     def ok(self) -> bool:

@@ -4,6 +4,11 @@ A fresh stored stream is played back; else an identical stream in flight is
 joined; else one is opened (paced and retried until its first byte) and kept,
 once it ended with its API's terminal event and carried no error. Whether a
 stream is complete, and what an error event is, the call's adapter says.
+
+A call naming a ``[[models]]`` alias is resolved first (see
+``route/_aliases.py``); one with fallbacks is opened by the sender, which moves
+on to the next model only before the first byte, and its stream is kept only
+when its own model served it.
 """
 
 from __future__ import annotations
@@ -19,10 +24,14 @@ from ._json import loads
 from .cache import StoredAnswer
 from .coalesce import StreamFlight, StreamReply, replay, sse_lines
 from .monitor.names import STREAMS_NOT_STORED
+from .upstream import Exchange
 
 __all__ = ["StreamStage"]
 
 KeyOf = Callable[[Call], bytes]
+Opener = Callable[[], Awaitable[Exchange]]
+# Keeps a streamed body that ended: (call, key, upstream, chunks).
+Keep = Callable[[Call, bytes, str, list[bytes]], Awaitable[None]]
 
 
 class StreamStage:
@@ -47,13 +56,22 @@ class StreamStage:
     async def open(self, call: Call) -> StreamReply:
         """The caller's reply: stored, joined or newly opened; the caller closes it."""
         parts = self._parts
+        aliases = parts.send.aliases
+        if call.model in aliases:
+            call = aliases[call.model].apply(call)
         meters = parts.meters.of(call.op)
         meters.requests.inc()
         router = parts.send.router
         upstream_api = call.api.upstream_api
         if not router.serves(call.model, upstream_api):  # fail fast, before any queueing
             raise router.unknown(call.model, upstream_api)
-        opener = functools.partial(parts.send.dispatcher.send, call, stream=True)
+        if call.fallbacks:
+            opener, keep = self._falling_back(call)
+        else:
+            opener, keep = (
+                functools.partial(parts.send.dispatcher.send, call, stream=True),
+                self._store,
+            )
         if not shares_answers(call, self._sampled):
             return await self._flight.alone(opener)
         key = self._key_of(call)
@@ -62,14 +80,30 @@ class StreamStage:
             stored = await cache.stage.fresh_answer(key, call.max_age)
             if stored is not None:
                 meters.hits.inc()
-                return replay(stored.chunks(), stored.upstream, call.api.stream_type)
+                return replay(stored.chunks(), stored.upstream, call.api.stream_type, call.model)
             meters.misses.inc()
         keeps = cache.switch.on and call.cache != "no-store"
-        store = functools.partial(self._store, call, key) if keeps else None
+        store = functools.partial(keep, call, key) if keeps else None
         reply = await self._flight.open(key, opener, store)
         if reply.source == "coalesced":
             meters.coalesced.inc()
         return reply
+
+    def _falling_back(self, call: Call) -> tuple[Opener, Keep]:
+        """How a call with fallbacks opens, and keeps its stream only if its own model served it."""
+        sender = self._parts.send.sender
+        served: list[str] = []  # the model the opened exchange went as
+
+        async def opener() -> Exchange:
+            exchange = await sender.open_stream(call)
+            served.append(exchange.model)
+            return exchange
+
+        async def keep(call: Call, key: bytes, upstream: str, chunks: list[bytes]) -> None:
+            if served == [call.model]:  # a fallback's stream is no answer of the key's model
+                await self._store(call, key, upstream, chunks)
+
+        return opener, keep
 
     def forget_loop(self) -> None:
         """The event loop the streams in flight ran on is gone: nobody can join them."""

@@ -8,6 +8,12 @@
 A wrong value raises :class:`~overdrive.ConfigError` naming the field, e.g.
 ``config field `upstreams[0].rpm`: Input should be greater than 0 (got -5)``.
 
+``[[models]]`` entries (:class:`ModelAlias`) name models beside the
+upstreams' own: ``name = "fast"``, ``targets = ["gpt-4o-mini"]`` (the first is
+the one it is sent as) and ``fallbacks = ["gpt-4o"]`` (tried in order once the
+model before failed); unknown models, repeats, cycles and a mix of APIs are
+refused, naming the field (``models[0].fallbacks[1]``).
+
 It is one module on purpose: it is the whole schema of ``overdrive.toml``,
 read top to bottom as the file is, each section beside the checks that tie
 its fields together.
@@ -44,6 +50,7 @@ __all__ = [
     "GatewayConfig",
     "GatewayKey",
     "HealthConfig",
+    "ModelAlias",
     "ModelLimits",
     "ResourcesConfig",
     "RetryConfig",
@@ -385,10 +392,113 @@ class DoorsConfig(_Section):
     unknown_paths: Literal["upstream", "reject"] = "upstream"
 
 
+class ModelAlias(_Section):
+    """A model name calls may use (``[[models]]``): the model(s) it stands for, its fallbacks.
+
+    A call naming ``name`` is sent as ``targets[0]`` (its body's ``model``
+    rewritten), cached, routed, paced and measured as that model; once that
+    model's attempts are spent it is tried once on each later target, then on
+    each fallback, in order. ``targets`` defaults to ``[name]``, so a real
+    model may be given fallbacks alone. Every target and fallback must be
+    some upstream's model, all served through one API (never translated).
+    """
+
+    name: str = Field(min_length=1)
+    targets: list[str] = Field(default_factory=list)
+    fallbacks: list[str] = Field(default_factory=list)
+
+    @field_validator("targets", "fallbacks")
+    @classmethod
+    def _model_names(cls, value: list[str]) -> list[str]:
+        if any(not m.strip() for m in value):
+            raise ValueError("model names must be non-empty strings")
+        return [m.strip() for m in value]
+
+    def chain(self) -> list[str]:
+        """The models a call of this alias is tried on, in order: its targets, then fallbacks."""
+        return [*(self.targets or [self.name]), *self.fallbacks]
+
+
+def _check_aliases(config: Config) -> None:
+    """Every alias: known models, no repeats, one API family, no cycle through other aliases."""
+    aliases = config.aliases
+    _check_unique("models", [alias.name for alias in aliases])
+    served: dict[str, set[str]] = {}
+    for upstream in config.upstreams:
+        for model in upstream.models:
+            served.setdefault(model, set()).add(upstream.api)
+    for index, alias in enumerate(aliases):
+        _check_alias(f"models[{index}]", alias, served)
+    _check_no_cycle(aliases)
+
+
+def _check_alias(where: str, alias: ModelAlias, served: Mapping[str, set[str]]) -> None:
+    if not alias.targets and alias.name not in served:
+        raise ConfigError(
+            f"{where}.targets", f"no upstream serves {alias.name!r}: name the models it stands for"
+        )
+    members = [("targets", i, m) for i, m in enumerate(alias.targets or [alias.name])]
+    members += [("fallbacks", i, m) for i, m in enumerate(alias.fallbacks)]
+    seen: set[str] = set()
+    apis: set[str] | None = None
+    for part, index, model in members:
+        field = f"{where}.{part}[{index}]" if part == "fallbacks" or alias.targets else where
+        if model not in served:
+            raise ConfigError(field, f"no upstream serves {model!r}")
+        if model in seen:
+            raise ConfigError(field, f"{model!r} is listed twice; each model is tried once")
+        seen.add(model)
+        joint = served[model] if apis is None else apis & served[model]
+        if not joint:
+            # A call is sent to upstreams of its own API only: never translated.
+            raise ConfigError(
+                field,
+                f"{model!r} is served through {', '.join(sorted(served[model]))} upstreams only, "
+                f"the alias's other models through {', '.join(sorted(apis or ()))}: "
+                "an alias's models must share one API",
+            )
+        apis = joint
+
+
+def _check_no_cycle(aliases: list[ModelAlias]) -> None:
+    """Raise on an alias reaching itself through other aliases' names (a → b → a).
+
+    Targets and fallbacks are tried as named, never resolved again; a loop
+    among alias names means the config says two things about one model.
+    """
+    index = {alias.name: i for i, alias in enumerate(aliases)}
+    edges = {a.name: [m for m in a.chain() if m in index and m != a.name] for a in aliases}
+    done: set[str] = set()
+
+    def visit(name: str, path: list[str]) -> None:
+        if name in path:
+            loop = " → ".join([*path[path.index(name) :], name])
+            raise ConfigError(f"models[{index[path[0]]}]", f"aliases form a cycle: {loop}")
+        if name not in done:
+            for model in edges[name]:
+                visit(model, [*path, name])
+            done.add(name)
+
+    for alias in aliases:
+        visit(alias.name, [])
+
+
 class Config(_Section):
-    """The whole configuration; the TOML file has the same shape."""
+    """The whole configuration; the TOML file has the same shape.
+
+    ``[[models]]`` (``aliases`` here) names models calls may use beside the
+    upstreams' own, with fallbacks (see :class:`ModelAlias`):
+
+    >>> cfg = load_config({"upstreams": [{"name": "a", "base_url": "http://127.0.0.1:1/v1",
+    ...     "models": ["gpt-4o-mini", "gpt-4o"]}],
+    ...     "models": [{"name": "fast", "targets": ["gpt-4o-mini"], "fallbacks": ["gpt-4o"]}]})
+    >>> cfg.aliases[0].chain(), cfg.models()
+    (['gpt-4o-mini', 'gpt-4o'], ['gpt-4o-mini', 'gpt-4o', 'fast'])
+    """
 
     upstreams: list[UpstreamConfig] = Field(min_length=1)
+    # ``[[models]]`` in the file; named apart from ``models()``, the list of every name.
+    aliases: list[ModelAlias] = Field(default_factory=list, alias="models")
     cache: CacheConfig = CacheConfig()
     retry: RetryConfig = RetryConfig()
     batching: BatchingConfig = BatchingConfig()
@@ -404,11 +514,13 @@ class Config(_Section):
     @model_validator(mode="after")
     def _unique_names(self) -> Config:
         _check_unique("upstreams", [upstream.name for upstream in self.upstreams])
+        _check_aliases(self)
         return self
 
     def models(self) -> list[str]:
-        """Every model some upstream serves, in config order, without repeats."""
-        return list(dict.fromkeys(m for u in self.upstreams for m in u.models))
+        """Every model a call may name: the upstreams', then the aliases', without repeats."""
+        served = (m for u in self.upstreams for m in u.models)
+        return list(dict.fromkeys([*served, *(alias.name for alias in self.aliases)]))
 
 
 def load_config(source: str | Path | Mapping[str, Any] | Config | None = None) -> Config:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 from ._assembly import assemble
 from ._calls import Call, Result, chat_call, embeddings_call, shares_answers
 from ._clock import Clock, SystemClock
-from ._errors import RequestError
+from ._errors import RequestError, UpstreamProtocolError, UpstreamUnavailableError
 from ._forward import Forwarder
 from ._home import EngineLoopError, HomeGone, HomeLoop
 from ._stream_stage import StreamStage
@@ -35,7 +35,7 @@ from .distribute import DistributedRun, TaskFn, distribute
 from .doors import Answer, Flavour, Passage, UnknownPaths, cached, make_client
 from .monitor import Measure, prometheus_text
 from .optimize import Analysis, Optimizer, analyse
-from .upstream import Upstream
+from .upstream import Upstream, falls_back
 
 if TYPE_CHECKING:
     import httpx
@@ -73,6 +73,7 @@ class Overdrive:
         self.metrics, self._meters = parts.metrics, parts.meters
         self.tunables, self.resources = parts.tunables, parts.resources
         self._upstreams, self._router = parts.send.upstreams, parts.send.router
+        self._aliases = parts.send.aliases  # [[models]] by name
         self._sender, self._batches = parts.send.sender, parts.batches
         self._cache, self._stage = parts.cache.tiers, parts.cache.stage
         self._cache_switch, self._ttl = parts.cache.switch, parts.cache.ttl
@@ -213,6 +214,8 @@ class Overdrive:
         # One compare on the fast path; other loops: see _home.py.
         if asyncio.get_running_loop() is not self._home.loop and not await self._home.arrive():
             return await self._elsewhere(lambda: self.request(call))
+        if call.model in self._aliases:  # no call at all for a model without an alias
+            call = self._aliases[call.model].apply(call)
         started = self._clock.now()
         meters = self._meters.of(call.op)
         meters.requests.inc()
@@ -226,9 +229,9 @@ class Overdrive:
                 if found is not None:
                     meters.hits.inc()
                     if found.fresh:
-                        return _cached_result(found.value)
+                        return _cached_result(found.value, call.model)
                     stage.refresh_once(key, lambda: self._fetch(call, key))
-                    return _cached_result(found.value, "stale")
+                    return _cached_result(found.value, call.model, "stale")
                 meters.misses.inc()
             # Other processes read the answer back from the cache: only while it is on.
             read = _cached_result if self._cache_switch.on else None
@@ -236,7 +239,8 @@ class Overdrive:
             if joined:
                 meters.coalesced.inc()
                 return replace(result, source="coalesced")
-            return result
+            # Read back from another process's answer (see compute_once), which names no model.
+            return result if result.model else replace(result, model=call.model)
         finally:
             meters.duration.observe(self._clock.now() - started)
 
@@ -279,13 +283,37 @@ class Overdrive:
         return call_key(call, self.config.namespace)
 
     async def _fetch(self, call: Call, key: bytes) -> Result:
-        """Send (or batch) a call the cache did not answer; fill the cache with its answer."""
+        """Send (or batch) a call the cache did not answer; fill the cache with its answer.
+
+        An answer a fallback gave is the caller's, not stored: the key names
+        the call's own model, which should answer it again once it is back.
+        """
         batches = self._batches
-        result = await (batches.submit(call) if batches.takes(call) else self._sender.send(call))
-        if result.ok and call.cache != "no-store" and self._cache_switch.on:
+        result = await (self._batched(call) if batches.takes(call) else self._sender.send(call))
+        if (
+            result.ok
+            and result.model == call.model
+            and call.cache != "no-store"
+            and self._cache_switch.on
+        ):
             answer = StoredAnswer(result.status, result.body, result.upstream, self._wall())
             await self._stage.store(key, answer, self._ttl.seconds, stale=self.config.cache.stale)
         return result
+
+    async def _batched(self, call: Call) -> Result:
+        """A call through its batch; alone on its fallbacks (if any) when the batch failed."""
+        try:
+            result = await self._batches.submit(call)
+        except (UpstreamUnavailableError, UpstreamProtocolError):
+            if not call.fallbacks:
+                raise
+            return await self._sender.fall_back(call)
+        if call.fallbacks and falls_back(result.status):
+            return await self._sender.fall_back(call)
+        # One answer of the batch sent as the call's model (split answers name none).
+        return Result(
+            result.status, result.body, result.upstream, queued_s=result.queued_s, model=call.model
+        )
 
     # -- inspection and lifecycle ----------------------------------------------
 
@@ -326,8 +354,9 @@ class Overdrive:
         return list(self._upstreams)
 
     def models(self) -> list[str]:
-        """Every model the configured upstreams serve."""
-        return self._router.models()
+        """Every model a call may name: the upstreams' models, then the ``[[models]]`` aliases."""
+        served = self._router.models()
+        return served + [name for name in self._aliases if name not in served]
 
     def stats(self) -> dict[str, Any]:
         """A plain-data snapshot: metrics, cache and coalescing state."""
@@ -412,10 +441,10 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def _cached_result(value: Any, source: str = "cache") -> Result:
+def _cached_result(value: Any, model: str = "", source: str = "cache") -> Result:
+    """A stored answer as a result; ``model`` is the call's (only its own model's are stored)."""
     if value.__class__ is not StoredAnswer:
         value = StoredAnswer.of(value)  # an entry of an older version: a plain tuple
     body = value.body  # bytes under a complete call's key; ``content()`` only joins chunks
-    return Result(
-        value.status, body if body.__class__ is bytes else value.content(), value.upstream, source
-    )
+    content = body if body.__class__ is bytes else value.content()
+    return Result(value.status, content, value.upstream, source, model=model)

@@ -30,7 +30,7 @@ class RelayedReply(StreamReply):
     def __init__(self, inner: StreamReply, hop: Hop) -> None:
         # The head is plain data: copied, not fetched.
         self.status, self.headers, self.upstream = inner.status, inner.headers, inner.upstream
-        self.source, self.queued_s = inner.source, inner.queued_s
+        self.source, self.queued_s, self.model = inner.source, inner.queued_s, inner.model
         self._stored: list[bytes] = []
         self._reader = None
         self._inner = inner

@@ -34,14 +34,15 @@ class _Origin:
     shared: SharedStream | None
     chunks: list[bytes] = field(default_factory=list)
     queued_s: float = 0.0
+    model: str = ""  # the model it was sent as (the exchange's)
 
 
 def replay(
-    chunks: list[bytes], upstream: str, media_type: str = "text/event-stream"
+    chunks: list[bytes], upstream: str, media_type: str = "text/event-stream", model: str = ""
 ) -> StreamReply:
     """A reply that plays a stored streamed body back chunk by chunk."""
     headers = {"content-type": media_type}
-    return StreamReply(_Origin(200, headers, upstream, None, chunks), "cache")
+    return StreamReply(_Origin(200, headers, upstream, None, chunks, model=model), "cache")
 
 
 class StreamReply:
@@ -49,16 +50,26 @@ class StreamReply:
 
     ``source`` is "upstream" for the caller whose request went out,
     "coalesced" for one that joined it and "cache" for a stored stream played
-    back. Always ``aclose`` it (iterating to
+    back. ``model`` is the model that served it. Always ``aclose`` it (iterating to
     the end does too).
     """
 
-    __slots__ = ("_reader", "_stored", "headers", "queued_s", "source", "status", "upstream")
+    __slots__ = (
+        "_reader",
+        "_stored",
+        "headers",
+        "model",
+        "queued_s",
+        "source",
+        "status",
+        "upstream",
+    )
 
     def __init__(self, origin: _Origin, source: str) -> None:
         self.status = origin.status
         self.headers = origin.headers
         self.upstream = origin.upstream
+        self.model = origin.model
         self.source = source
         # Only the caller whose request went out waited for admission.
         self.queued_s = origin.queued_s if source == "upstream" else 0.0
@@ -168,7 +179,9 @@ class StreamFlight:
                 await exchange.aclose()
             chunks = [body] if body else []
             queued = exchange.lease.queued_s
-            return _Origin(response.status_code, headers, name, None, chunks, queued)
+            return _Origin(
+                response.status_code, headers, name, None, chunks, queued, exchange.model
+            )
         tally = _Tally()
 
         async def close(kept: list[bytes] | None) -> None:
@@ -189,7 +202,8 @@ class StreamFlight:
             idle_timeout=self._idle_timeout,
             clock=self._clock,
         )
-        return _Origin(200, headers, name, shared, queued_s=exchange.lease.queued_s)
+        queued = exchange.lease.queued_s
+        return _Origin(200, headers, name, shared, queued_s=queued, model=exchange.model)
 
     def forget_loop(self) -> None:
         """The event loop the streams ran on is gone: forget them (nobody can join those)."""

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MODELS",
+    "MODEL_HEADER",
     "PRIORITY_HEADER",
     "QUEUE_TIMEOUT_HEADER",
     "REQUEST_HEADERS",
@@ -54,6 +55,9 @@ __all__ = [
 ]
 
 PRIORITY_HEADER = "x-overdrive-priority"
+# The model that served an answer: the one the call named, the model its alias
+# stands for, or the fallback that answered (the body's ``model`` is the upstream's own).
+MODEL_HEADER = "x-overdrive-model"
 QUEUE_TIMEOUT_HEADER = "x-overdrive-queue-timeout"
 # The request headers a door reads; a door may pass on only these. ``x-api-key``
 # is how the anthropic SDK sends its key (the gateway's keys are taken there too).
@@ -146,14 +150,16 @@ async def answer(
             if call.stream:
                 reply = await engine.open_stream(call)
                 content_type = reply.headers.get("content-type", api.stream_type)
-                marks = _marks(content_type, reply.source, reply.upstream, waited + reply.queued_s)
+                served = reply.model or call.model
+                marks = _marks(content_type, reply, served, waited + reply.queued_s)
                 if reply.status >= 400:
                     marks[SHOULD_RETRY] = "false"
                 return Answer(reply.status, marks, stream=reply, model=call.model)
             result = await engine.request(call)
             if gate is not None:
                 await gate.settle(call, result)
-            marks = _marks(_JSON, result.source, result.upstream, waited + result.queued_s)
+            served = result.model or call.model
+            marks = _marks(_JSON, result, served, waited + result.queued_s)
             if result.status >= 400:
                 marks[SHOULD_RETRY] = "false"  # the engine's retries are spent (see below)
             return Answer(result.status, marks, result.body, model=call.model)
@@ -269,11 +275,14 @@ def _call(api: Api, headers: Mapping[str, str], body: bytes, gate: Gate | None) 
 _CACHE_MARKS = {"cache": "HIT", "stale": "STALE"}
 
 
-def _marks(content_type: str, source: str, upstream: str, queued_s: float) -> dict[str, str]:
+def _marks(
+    content_type: str, served: Result | StreamReply, model: str, queued_s: float
+) -> dict[str, str]:
     return {
         "content-type": content_type,
-        "x-overdrive-cache": _CACHE_MARKS.get(source, "MISS"),
-        "x-overdrive-upstream": upstream,
+        "x-overdrive-cache": _CACHE_MARKS.get(served.source, "MISS"),
+        "x-overdrive-upstream": served.upstream,
+        MODEL_HEADER: model,
         "x-overdrive-queue-ms": f"{queued_s * 1000:.1f}",
     }
 

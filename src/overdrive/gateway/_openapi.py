@@ -168,6 +168,10 @@ _OVERDRIVE_HEADERS = {
         "description": "The upstream that produced the answer.",
         "schema": {"type": "string"},
     },
+    "x-overdrive-model": {
+        "description": "The model that served the call (an alias's target, or a fallback).",
+        "schema": {"type": "string"},
+    },
 }
 _ADMISSION_PARAMETERS = [
     {

@@ -30,6 +30,7 @@ __all__ = [
     "DISTRIBUTE_RETRIES",
     "DISTRIBUTE_TASKS",
     "DISTRIBUTE_TASK_DURATION",
+    "FALLBACKS",
     "GATEWAY_REQUESTS",
     "HEDGES",
     "METRIC_HELP",
@@ -63,6 +64,8 @@ BATCH_SIZE = "overdrive_batch_size"
 HEDGES = "overdrive_hedges_total"
 STREAMS_NOT_STORED = "overdrive_streams_not_stored_total"
 REVALIDATION_ERRORS = "overdrive_revalidation_errors_total"
+# Model fallbacks ([[models]] fallbacks): {op, from_model, to_model}.
+FALLBACKS = "overdrive_fallbacks_total"
 # The cache tiers: {tier, op}.
 CACHE_TIER_ERRORS = "overdrive_cache_tier_errors_total"
 # The upstreams: {upstream}; requests and durations also {op}, responses {status}.
@@ -96,6 +99,7 @@ METRIC_HELP: Mapping[str, str] = {
     HEDGES: "Second requests sent to another deployment when the first was slow to answer.",
     STREAMS_NOT_STORED: "Streams that ended but were not cached: truncated or an error event.",
     REVALIDATION_ERRORS: "Background refreshes of stale cache entries that failed.",
+    FALLBACKS: "Calls sent on to their next model once the previous model's attempts were spent.",
     CACHE_TIER_ERRORS: "Cache tier operations that failed (the tier is skipped).",
     UPSTREAM_REQUESTS: "Requests sent to an upstream once admitted, every attempt counted.",
     UPSTREAM_RESPONSES: "Answers from an upstream, by HTTP status.",

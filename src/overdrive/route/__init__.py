@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._aliases import Alias, aliases_of, retarget
 from ._router import DEFAULT_API, Attempt, Router
 
-__all__ = ["DEFAULT_API", "Attempt", "Router"]
+__all__ = ["DEFAULT_API", "Alias", "Attempt", "Router", "aliases_of", "retarget"]

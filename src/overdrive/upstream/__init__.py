@@ -5,7 +5,7 @@ from __future__ import annotations
 from ._client import AnswerBounds, UpstreamClient, read_within
 from ._dispatch import Dispatcher, Exchange
 from ._routing import build_router
-from ._send import Sender
+from ._send import Sender, falls_back
 from ._upstream import Upstream, auth_headers, limiters_for
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "UpstreamClient",
     "auth_headers",
     "build_router",
+    "falls_back",
     "limiters_for",
     "read_within",
 ]

@@ -65,6 +65,8 @@ class Exchange:
     response: UpstreamResponse
     lease: Lease
     attempt: Attempt | None = None
+    # The model it was sent as: the call's own, or the fallback it moved on to.
+    model: str = ""
 
     async def aclose(self, outcome: Outcome = "ok") -> None:
         try:
@@ -251,7 +253,7 @@ class Dispatcher:
         hedge = self._hedges.get(call.op)
         if hedge is not None and response.status_code < 300:
             hedge.observe(self._clock.now() - started)
-        exchange = Exchange(upstream, response, lease, attempt)
+        exchange = Exchange(upstream, response, lease, attempt, call.model)
         headers = response.headers
         if not _FEEDBACK_HEADERS.isdisjoint(headers):  # one pass over the (lower-case) names
             await apply_feedback(lease.limiter, headers, call.tokens)

@@ -5,6 +5,12 @@ of the pipeline's send: read the final answer, check it is a JSON object,
 count the tokens it reports (its API's adapter reads them), and give the
 limiter back what the call's estimate over-booked (or book what it
 under-booked).
+
+A call resolved from a ``[[models]]`` alias carries ``fallbacks``: once the
+dispatcher gave up on its model (retries or their budget spent, no upstream
+reachable, a 5xx, 408 or a 429 it stopped waiting out) it is sent once more as
+each fallback in turn, each routed and admitted on its own. An answer that is
+the caller's fault (another 4xx) is final: another model would refuse it too.
 """
 
 from __future__ import annotations
@@ -13,12 +19,33 @@ from typing import Any
 
 from .._calls import Call, Result
 from .._clock import Clock
-from .._errors import RateLimitedError, UpstreamProtocolError, UpstreamStatusError
+from .._errors import (
+    RateLimitedError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamUnavailableError,
+)
 from .._json import JSONDecodeError, loads
-from ..monitor import OpMeterBook
+from ..monitor import Metrics, OpMeterBook
+from ..monitor.names import FALLBACKS
+from ..route import retarget
 from ._dispatch import Dispatcher, Exchange
 
-__all__ = ["Sender", "parse_object"]
+__all__ = ["Sender", "falls_back", "parse_object"]
+
+# Besides 5xx, the answers that are the model's failure rather than the caller's.
+_FAILED_STATUSES = frozenset({408, 429})
+# What the dispatcher raises once a model's attempts are spent (or its answer is unusable).
+_SPENT = (UpstreamUnavailableError, UpstreamProtocolError)
+
+
+def falls_back(status: int) -> bool:
+    """Whether a final answer of ``status`` sends a call on to its next model.
+
+    >>> falls_back(503), falls_back(429), falls_back(400)
+    (True, True, False)
+    """
+    return status >= 500 or status in _FAILED_STATUSES
 
 
 class Sender:
@@ -29,7 +56,7 @@ class Sender:
     the result into the JSON a library caller gets, or the error it raises.
     """
 
-    __slots__ = ("_clock", "_dispatcher", "_meters", "_rate_limited_attempts")
+    __slots__ = ("_clock", "_dispatcher", "_meters", "_metrics", "_rate_limited_attempts")
 
     def __init__(
         self,
@@ -37,22 +64,33 @@ class Sender:
         clock: Clock,
         meters: OpMeterBook,
         rate_limited_attempts: int,
+        metrics: Metrics,
     ) -> None:
         self._dispatcher = dispatcher
         self._clock = clock
         self._meters = meters
+        self._metrics = metrics  # counts the fallbacks
         # 429s the dispatcher waits out before it hands one back (see RetryConfig).
         self._rate_limited_attempts = rate_limited_attempts
 
     async def send(self, call: Call) -> Result:
-        """One upstream exchange, its answer checked and its tokens booked."""
+        """One upstream exchange, its answer checked and its tokens booked.
+
+        A call with ``fallbacks`` goes on to them while its model fails (see the module).
+        """
+        if call.fallbacks:
+            return await self._falling_back(call)
         started = self._clock.now()
         exchange = await self._dispatcher.send(call)
         try:
             response = exchange.response
             queued = exchange.lease.queued_s
             result = Result(
-                response.status_code, response.content, exchange.upstream.name, queued_s=queued
+                response.status_code,
+                response.content,
+                exchange.upstream.name,
+                queued_s=queued,
+                model=call.model,
             )
             refund = self._settle(call, exchange, result) if result.ok else 0
             if refund:
@@ -62,6 +100,52 @@ class Sender:
         meters = self._meters.of(call.op)
         meters.upstream_duration(result.upstream).observe(self._clock.now() - started)
         return result
+
+    async def fall_back(self, call: Call) -> Result:
+        """``call`` sent on its fallbacks, its own model having failed already (in a batch)."""
+        following, *rest = call.fallbacks
+        self._count_fallback(call, following)
+        return await self.send(retarget(call, following, tuple(rest)))
+
+    async def _falling_back(self, call: Call) -> Result:
+        current = retarget(call, call.model)  # its own model alone first
+        for following in call.fallbacks:
+            try:
+                result = await self.send(current)
+            except _SPENT:
+                pass
+            else:
+                if not falls_back(result.status):
+                    return result
+            self._count_fallback(current, following)
+            current = retarget(current, following)
+        return await self.send(current)  # the last one's answer or error is the caller's
+
+    async def open_stream(self, call: Call) -> Exchange:
+        """A streamed call's exchange, body unread; on its fallbacks while its model fails.
+
+        Before the first byte only: once an exchange with a good status is
+        handed back, its stream is the caller's, whatever happens to it.
+        """
+        current = retarget(call, call.model)
+        dispatcher = self._dispatcher
+        for following in call.fallbacks:
+            try:
+                exchange = await dispatcher.send(current, stream=True)
+            except _SPENT:
+                pass
+            else:
+                if not falls_back(exchange.response.status_code):
+                    return exchange
+                await exchange.aclose()  # its body is an error nobody reads
+            self._count_fallback(current, following)
+            current = retarget(current, following)
+        return await dispatcher.send(current, stream=True)
+
+    def _count_fallback(self, call: Call, following: str) -> None:
+        self._metrics.counter(
+            FALLBACKS, op=call.op, from_model=call.model, to_model=following
+        ).inc()
 
     def _settle(self, call: Call, exchange: Exchange, result: Result) -> int:
         """Check the answer's shape and count the tokens it reports.
