@@ -9,13 +9,14 @@ import asyncio
 import gc
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import openai
 import pytest
 
 from overdrive import Overdrive
 from overdrive.sim import SimConfig, SimServer
+from tests.redis_server import RedisServer
 
 CHAT = "gpt-4o-mini"
 T = TypeVar("T")
@@ -58,7 +59,7 @@ def in_thread(work: Callable[[], T]) -> T:
     kind, value = box[0]
     if kind == "error":
         raise value
-    return value  # type: ignore[no-any-return]
+    return cast(T, value)
 
 
 def ask(client: openai.AsyncOpenAI, word: str) -> Callable[[], str]:
@@ -167,3 +168,28 @@ def test_two_live_loops_at_once_get_correct_answers(od: Overdrive, sim: SimServe
     assert whole
     assert streamed
     assert chats(sim) == 3
+
+
+def test_redis_connections_move_to_the_next_loop(sim: SimServer, redis_server: RedisServer) -> None:
+    """The shared cache, its lease and the shared limiter dial again on a second loop."""
+    import redis
+
+    sim.reset()
+    upstream = {"name": "sim", "base_url": sim.base_url, "models": [CHAT], "rpm": 6000}
+    config = {
+        "redis_url": redis_server.url,
+        "upstreams": [upstream],
+        "cache": {"disk": None, "redis_url": redis_server.url},
+    }
+    od = Overdrive.from_config(config)
+    try:
+        client = client_of(od)
+        first = in_thread(ask(client, "one"))
+        stored = redis.Redis.from_url(redis_server.url).dbsize()
+        fresh = in_thread(ask(client, "two"))  # a miss: Redis tier, lease, limiter on a new loop
+        assert first
+        assert fresh != first
+        assert chats(sim) == 2
+        assert redis.Redis.from_url(redis_server.url).dbsize() > stored  # written from loop two
+    finally:
+        od.close()

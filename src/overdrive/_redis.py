@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -29,8 +29,10 @@ __all__ = [
     "SCHEMES",
     "Breaker",
     "Disconnected",
+    "close_idle",
     "connect",
     "describe",
+    "forget_loop",
     "namespace_prefix",
     "safe_url",
 ]
@@ -240,3 +242,19 @@ class Breaker:
             f"Breaker({self.name!r}, state={self.state!r}, errors={self.errors}, "
             f"skipped_while_down={self.skipped_while_down}, outages={self.outages})"
         )
+
+
+async def close_idle(client: Redis) -> None:
+    """Close ``client``'s pooled connections now, on the loop they belong to, which is ending."""
+    await client.connection_pool.disconnect()
+
+
+def forget_loop(client: Redis) -> None:
+    """Drop ``client``'s pooled connections: the event loop they were made on is gone.
+
+    They cannot be closed from another loop; new ones are dialled on the
+    loop of the next command. A client whose loop still runs must not be
+    reset (its callers would lose their connections mid-command).
+    """
+    pool: Any = client.connection_pool  # redis-py leaves reset() untyped
+    pool.reset()

@@ -396,6 +396,7 @@ class Overdrive:
     async def _forget_loop(self) -> None:
         """The loop the engine was bound to is gone: drop what waited or pooled on it."""
         self._stage.flight.forget_loop()
+        self._cache.forget_loop()
         self._streams.forget_loop()
         self._batches.forget_loop()
         for upstream in self._upstreams:
@@ -406,6 +407,7 @@ class Overdrive:
         """The home loop is shutting down: close pooled connections there, while it runs."""
         for upstream in self._upstreams:
             await upstream.close_idle()
+        await self._cache.close_idle()
         await self._forwarder.aclose()
 
     async def _close_here(self) -> None:

@@ -23,7 +23,7 @@ from typing import TypeVar, cast
 
 from .._clock import Clock, SystemClock
 from .._errors import CacheError
-from .._redis import Breaker, connect, namespace_prefix, safe_url
+from .._redis import Breaker, close_idle, connect, forget_loop, namespace_prefix, safe_url
 from ._tier import Entry, Tier
 
 __all__ = ["RedisTier"]
@@ -164,6 +164,12 @@ class RedisTier(Tier):
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    async def close_idle(self) -> None:
+        await close_idle(self._client)
+
+    def forget_loop(self) -> None:
+        forget_loop(self._client)
 
     async def _run(self, command: Callable[[], Awaitable[T]]) -> T:
         if self.breaker.skip():

@@ -63,3 +63,9 @@ class Tier(ABC):
     @abstractmethod
     async def aclose(self) -> None:
         """Release connections and files."""
+
+    async def close_idle(self) -> None:  # noqa: B027 (only tiers with loop-bound connections act)
+        """Close pooled connections now: the event loop they belong to is ending."""
+
+    def forget_loop(self) -> None:  # noqa: B027 (only tiers with loop-bound connections act)
+        """The event loop this tier's connections were made on is gone: drop them."""

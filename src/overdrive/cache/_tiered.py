@@ -157,6 +157,22 @@ class TieredCache:
         while self._pending:
             await asyncio.gather(*list(self._pending))
 
+    async def close_idle(self) -> None:
+        """The event loop the shared tiers' connections belong to is ending: close them there."""
+        await self.flush()
+        for tier in self.tiers:
+            await self._guard(tier, tier.close_idle(), "close")
+        if self.lease is not None:
+            await self.lease.close_idle()
+
+    def forget_loop(self) -> None:
+        """The event loop the shared tiers' connections and writes ran on is gone."""
+        self._pending.clear()  # tasks of a closed loop never run again
+        for tier in self.tiers:
+            tier.forget_loop()
+        if self.lease is not None:
+            self.lease.forget_loop()
+
     async def aclose(self) -> None:
         await self.flush()
         for tier in self.tiers:

@@ -30,7 +30,7 @@ from redis.asyncio.client import PubSub
 
 from .._clock import Clock, SystemClock
 from .._errors import CacheError
-from .._redis import Breaker, connect, namespace_prefix, safe_url
+from .._redis import Breaker, close_idle, connect, forget_loop, namespace_prefix, safe_url
 
 __all__ = ["RedisLease"]
 
@@ -357,6 +357,17 @@ class RedisLease:
     async def aclose(self) -> None:
         await self._notifier.aclose()
         await self._client.aclose()
+
+    async def close_idle(self) -> None:
+        """The event loop the listener and the connections run on is ending: close them there."""
+        await self._notifier.aclose()
+        self._notifier = _Notifier(self._client.pubsub, self.breaker)
+        await close_idle(self._client)
+
+    def forget_loop(self) -> None:
+        """The event loop the connections and the listener ran on is gone: start afresh."""
+        forget_loop(self._client)
+        self._notifier = _Notifier(self._client.pubsub, self.breaker)
 
     def __repr__(self) -> str:
         return (

@@ -198,6 +198,7 @@ class AdmissionQueue:
         """
         self._heap.clear()
         self._pump = None
+        self.limiter.forget_loop()
         self._waiting = 0
 
     async def aclose(self) -> None:

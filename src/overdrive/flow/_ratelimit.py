@@ -135,6 +135,12 @@ class LocalLimiter:
                 new.carry_from(was)
         self.spec = spec
 
+    async def close_idle(self) -> None:
+        return None  # nothing of it is bound to a loop
+
+    def forget_loop(self) -> None:
+        return None
+
     async def aclose(self) -> None:
         return None
 

@@ -288,6 +288,17 @@ class RedisLimiter:
         self.spec = spec
         await self._run(self._respec, self._keys[:2], _rates(spec))
 
+    async def close_idle(self) -> None:
+        from .._redis import close_idle  # redis-py is loaded by now
+
+        await close_idle(self._client)
+
+    def forget_loop(self) -> None:
+        from .._redis import forget_loop  # redis-py is loaded by now
+
+        self._local.forget_loop()
+        forget_loop(self._client)
+
     async def aclose(self) -> None:
         if self._owns_client:
             await self._client.aclose()

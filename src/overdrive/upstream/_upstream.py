@@ -195,6 +195,8 @@ class Upstream:
     async def close_idle(self) -> None:
         """Close the pooled connections now: the event loop they belong to is ending."""
         await self._client.close_idle()
+        for queue in self._queues.values():
+            await queue.limiter.close_idle()
 
     async def forget_loop(self) -> None:
         """The event loop its queues, slots and connections were bound to is gone: afresh.
