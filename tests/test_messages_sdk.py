@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import anthropic
@@ -97,6 +98,38 @@ def upstream_calls(sim: SimServer) -> int:
 
 
 # -- through od.http_client() ------------------------------------------------------------
+
+
+def test_the_sync_client_through_the_sync_door(sim: SimServer) -> None:
+    """``anthropic.Anthropic`` on ``od.http_client(sync=True)``: cached, coalesced, streamed."""
+    ask: Any = [{"role": "user", "content": "Asked from many threads at once."}]
+    od = Overdrive.from_config({"upstreams": [upstream(sim, rpm=6000)]})
+    try:
+        with anthropic.Anthropic(
+            api_key="unused",
+            base_url="http://127.0.0.1:9",
+            max_retries=0,
+            http_client=od.http_client(sync=True),
+        ) as client:
+            before = upstream_calls(sim)
+
+            def one(_: int) -> str:
+                return text_of(client.messages.create(model=CLAUDE, max_tokens=200, messages=ask))
+
+            with ThreadPoolExecutor(4) as threads:
+                texts = set(threads.map(one, range(8)))
+            raw = client.messages.with_raw_response.create(
+                model=CLAUDE, max_tokens=200, messages=ask
+            )
+            with client.messages.stream(model=CLAUDE, max_tokens=200, messages=ask) as stream:
+                streamed = "".join(stream.text_stream)
+        assert len(texts) == 1
+        assert raw.headers["x-overdrive-cache"] == "HIT"
+        assert streamed == texts.pop()
+        # 8 whole calls from 4 threads and a repeat: one upstream call, and one for the stream.
+        assert upstream_calls(sim) - before == 2
+    finally:
+        od.close()
 
 
 async def test_the_same_answer_direct_and_through_overdrive(sim: SimServer, od: Overdrive) -> None:
