@@ -3,16 +3,22 @@
 No framework: one dict lookup routes a request, responses reuse prebuilt
 headers, and nothing allocates per request beyond the answer itself, so one
 process holds thousands of requests per second on loopback.
+
+Each API's request parsing and answers live in modules of their own
+(``_requests.py``, ``_answers.py``, ``_responses.py``, ``_messages.py``); what
+stays here is one class on purpose: every route draws from the same latency
+stream, rate buckets, faults and counters, in an order the seeds reproduce.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from overdrive._asgi import (
     BodyTooLarge,
@@ -36,7 +42,6 @@ from overdrive.sim._messages import (
     PromptCache,
     anthropic_errors,
     count_tokens_body,
-    error_event,
     limit_headers,
     parse_count_tokens,
     parse_messages,
@@ -54,6 +59,20 @@ from overdrive.sim._stats import SimStats
 __all__ = ["SimApp"]
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class EventAnswer(Protocol):
+    """An answer streamed as typed events (Responses, Messages): how it opens, goes on, ends."""
+
+    def opening(self) -> bytes: ...
+
+    def deltas(self) -> list[bytes]: ...
+
+    def closing(self) -> bytes: ...
+
+    def error_event(self, error: ApiError) -> bytes: ...
+
+
 ASGIApp = Handler
 Headers = list[tuple[bytes, bytes]]
 
@@ -299,32 +318,13 @@ class SimApp:
             await self._inject_faults(call)
             answer = MessagesAnswer(request, self._prompt_cache)
             if request.stream:
-                await self._stream_message(send, call, answer, headers)
+                count = functools.partial(self._count_message, answer)
+                await self._stream_events(send, call, answer, headers, count)
                 return
             with self._generating():
                 await call.pause(self._ttft() + self._decode_pace() * answer.tokens, shared=True)
             self._count_message(answer)
             await self._respond(send, 200, answer.message(), headers)
-
-    async def _stream_message(
-        self, send: Send, call: SimCall, answer: MessagesAnswer, headers: Headers
-    ) -> None:
-        self._stats.count_response(200)
-        start = {"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + headers}
-        await send(start)
-        ttft, pace = self._ttft(), self._decode_pace()  # drawn in the same order as a whole one
-        try:
-            with self._generating():
-                await call.pause(ttft, shared=True)
-                await _more(send, answer.opening())
-                for delta in answer.deltas():
-                    await call.pause(pace, shared=True)
-                    await _more(send, delta)
-        except ApiError as error:  # shutting down: the status is sent; an error event ends it
-            await send({"type": "http.response.body", "body": error_event(error)})
-            return
-        self._count_message(answer)
-        await send({"type": "http.response.body", "body": answer.closing()})
 
     def _count_message(self, answer: MessagesAnswer) -> None:
         self._stats.prompt_tokens += answer.input_tokens
@@ -348,16 +348,23 @@ class SimApp:
             headers = self._admit(request.prompt_tokens + (budget or answer.tokens))
             await self._inject_faults(call)
             if request.stream:
-                await self._stream_response(send, call, answer, headers)
+                count = functools.partial(self._count_tokens, answer)
+                await self._stream_events(send, call, answer, headers, count)
                 return
             with self._generating():
                 await call.pause(self._ttft() + self._decode_pace() * answer.tokens, shared=True)
             self._count_tokens(answer)
             await self._respond(send, 200, answer.body(), headers)
 
-    async def _stream_response(
-        self, send: Send, call: SimCall, answer: ResponsesAnswer, headers: Headers
+    async def _stream_events(
+        self,
+        send: Send,
+        call: SimCall,
+        answer: EventAnswer,
+        headers: Headers,
+        count: Callable[[], None],
     ) -> None:
+        """A Responses or Messages stream: typed events at the decode pace, then its closing."""
         self._stats.count_response(200)
         start = {"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + headers}
         await send(start)
@@ -372,7 +379,7 @@ class SimApp:
         except ApiError as error:  # shutting down: the status is sent; an error event ends it
             await send({"type": "http.response.body", "body": answer.error_event(error)})
             return
-        self._count_tokens(answer)
+        count()
         await send({"type": "http.response.body", "body": answer.closing()})
 
     # --- /v1/models, /stats, /sim/* --------------------------------------------

@@ -465,6 +465,10 @@ class MessagesAnswer:
             for d in pieces
         ]
 
+    def error_event(self, error: ApiError) -> bytes:
+        """The ``error`` event that ends this stream early (the server is shutting down)."""
+        return error_event(error)
+
     def closing(self) -> bytes:
         """``content_block_stop``, ``message_delta`` (stop reason, usage) and ``message_stop``."""
         delta = {
