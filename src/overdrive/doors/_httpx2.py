@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 
 import httpx2
 
-from ._answer import Answer, answer, route
+from ._answer import Answer
 from ._sync import SyncRelay, respond_sync
-from ._unknown import Passage, UnknownPaths, unknown_path
+from ._unknown import UnknownPaths, passage_of, respond_to
 
 if TYPE_CHECKING:
     from ..coalesce import StreamReply
@@ -33,12 +33,8 @@ class Httpx2Transport(httpx2.AsyncBaseTransport):
         self._unknown: UnknownPaths = unknown_paths
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        kind = route(request.method, request.url.path)
         body = await request.aread()
-        if kind is not None:  # the common case: no passage to make
-            return _response(await answer(self._engine, kind, request.headers, body))
-        passage = _passage(request, body)
-        return _response(await unknown_path(self._engine, passage, self._unknown))
+        return _response(await respond_to(self._engine, request, body, self._unknown))
 
 
 class SyncHttpx2Transport(httpx2.BaseTransport):
@@ -49,17 +45,11 @@ class SyncHttpx2Transport(httpx2.BaseTransport):
         self._unknown: UnknownPaths = unknown_paths
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        passage = _passage(request, request.read())
-        reply = respond_sync(self._engine, passage, self._unknown)
+        reply = respond_sync(self._engine, passage_of(request, request.read()), self._unknown)
         if reply.stream is None:
             return httpx2.Response(reply.status, headers=reply.headers, content=reply.body)
         stream = _SyncReplyStream(SyncRelay(self._engine, reply.stream))
         return httpx2.Response(reply.status, headers=reply.headers, stream=stream)
-
-
-def _passage(request: httpx2.Request, body: bytes) -> Passage:
-    query = request.url.query.decode("ascii")
-    return Passage(request.method, request.url.path, request.headers, body, query)
 
 
 def _response(reply: Answer) -> httpx2.Response:

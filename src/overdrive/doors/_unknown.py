@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from .._json import dumps
 from ._answer import Answer, Gate, answer, error_answer, route
@@ -25,7 +25,16 @@ from ._answer import Answer, Gate, answer, error_answer, route
 if TYPE_CHECKING:
     from ._pipeline import Pipeline
 
-__all__ = ["Passage", "UnknownPaths", "model_answer", "respond", "unknown_path"]
+__all__ = [
+    "HTTPRequest",
+    "Passage",
+    "UnknownPaths",
+    "model_answer",
+    "passage_of",
+    "respond",
+    "respond_to",
+    "unknown_path",
+]
 
 UnknownPaths = Literal["upstream", "reject"]
 _JSON = {"content-type": "application/json"}
@@ -45,6 +54,44 @@ class Passage:
     def what(self) -> str:
         """``"GET /v1/files"``: how an error names the request."""
         return f"{self.method} {self.path}"
+
+
+class _URL(Protocol):
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def query(self) -> bytes: ...
+
+
+class HTTPRequest(Protocol):
+    """What a transport door reads of a request: httpx's and httpx2's agree on it."""
+
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def url(self) -> _URL: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
+def passage_of(request: HTTPRequest, body: bytes) -> Passage:
+    """An httpx or httpx2 request as a :class:`Passage`."""
+    url = request.url
+    return Passage(request.method, url.path, request.headers, body, url.query.decode("ascii"))
+
+
+async def respond_to(
+    engine: Pipeline, request: HTTPRequest, body: bytes, unknown: UnknownPaths
+) -> Answer:
+    """A transport's answer to an httpx or httpx2 request (an API call, the common case,
+    makes no :class:`Passage`)."""
+    kind = route(request.method, request.url.path)
+    if kind is not None:
+        return await answer(engine, kind, request.headers, body)
+    return await unknown_path(engine, passage_of(request, body), unknown)
 
 
 async def respond(
