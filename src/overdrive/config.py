@@ -55,6 +55,7 @@ __all__ = [
     "ResourcesConfig",
     "RetryConfig",
     "RoutingConfig",
+    "ToolConfig",
     "UpstreamConfig",
     "load_config",
 ]
@@ -392,6 +393,34 @@ class DoorsConfig(_Section):
     unknown_paths: Literal["upstream", "reject"] = "upstream"
 
 
+class ToolConfig(_Section):
+    """Limits of one tool (``[[tools]]``): ``@od.tool("search")`` picks up the entry named so.
+
+    Every field is optional beside ``name``; an option given in code wins
+    over the entry's. ``rpm`` and ``rps`` are one setting: give one of them.
+    """
+
+    name: str = Field(min_length=1)
+    rpm: int | None = Field(default=None, gt=0)
+    rps: float | None = Field(default=None, gt=0)
+    concurrency: int | Literal["auto"] | None = None
+    timeout: Seconds | None = Field(default=None, gt=0)
+    attempts: int | None = Field(default=None, ge=1, le=20)
+    # Seconds answers are cached (and identical calls in flight coalesced).
+    cache: Seconds | None = Field(default=None, gt=0)
+
+    @field_validator("concurrency", mode="before")
+    @classmethod
+    def _auto_or_positive(cls, value: object) -> int | str | None:
+        if value is None:
+            return None
+        if value == "auto":
+            return "auto"
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return value
+        raise ValueError(f"expected 'auto' or an integer >= 1, got {value!r}")
+
+
 class ModelAlias(_Section):
     """A model name calls may use (``[[models]]``): the model(s) it stands for, its fallbacks.
 
@@ -483,6 +512,13 @@ def _check_no_cycle(aliases: list[ModelAlias]) -> None:
         visit(alias.name, [])
 
 
+def _check_tools(tools: list[ToolConfig]) -> None:
+    _check_unique("tools", [tool.name for tool in tools])
+    for index, entry in enumerate(tools):
+        if entry.rpm is not None and entry.rps is not None:
+            raise ConfigError(f"tools[{index}].rps", "give rpm or rps, not both")
+
+
 class Config(_Section):
     """The whole configuration; the TOML file has the same shape.
 
@@ -506,6 +542,7 @@ class Config(_Section):
     resources: ResourcesConfig = ResourcesConfig()
     gateway: GatewayConfig = GatewayConfig()
     doors: DoorsConfig = DoorsConfig()
+    tools: list[ToolConfig] = Field(default_factory=list)
     namespace: str = ""
     # Shared state for every process of this deployment: rate limits, and the
     # cache's L2 tier unless [cache] redis_url names another Redis.
@@ -515,6 +552,7 @@ class Config(_Section):
     def _unique_names(self) -> Config:
         _check_unique("upstreams", [upstream.name for upstream in self.upstreams])
         _check_aliases(self)
+        _check_tools(self.tools)
         return self
 
     def models(self) -> list[str]:

@@ -35,6 +35,7 @@ from .distribute import DistributedRun, TaskFn, distribute
 from .doors import Answer, Flavour, Passage, UnknownPaths, cached, make_client
 from .monitor import Measure, prometheus_text
 from .optimize import Analysis, Optimizer, analyse
+from .tools import ToolParts, tool
 from .upstream import Upstream, falls_back
 
 if TYPE_CHECKING:
@@ -144,6 +145,16 @@ class Overdrive:
             raise RequestError("cache", "the engine's cache is disabled ([cache] enabled = false)")
         options.setdefault("namespace", self.config.namespace)
         return cached(self._ttl.seconds if ttl is None else ttl, cache=self._cache, **options)
+
+    def tool(
+        self, name: str | None = None, **options: Any
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """``@od.tool("search", rpm=60)``: :func:`overdrive.tools.tool` on this engine's parts."""
+        config, stage = self.config, self._stage if self._cache_switch.on else None
+        budget = (config.retry.budget_ratio, config.retry.budget_min_per_second)
+        parts = ToolParts(self._clock, self.metrics, stage, config.namespace, config.tools)
+        parts.rng, parts.submit, parts.budget = self._rng, self.submit, budget
+        return tool(name, parts=parts, **options)
 
     @overload
     def http_client(

@@ -43,6 +43,11 @@ __all__ = [
     "REVALIDATION_ERRORS",
     "STREAMS_NOT_STORED",
     "TOKENS",
+    "TOOL_CALLS",
+    "TOOL_DURATION",
+    "TOOL_ERRORS",
+    "TOOL_QUEUE_WAIT",
+    "TOOL_RETRIES",
     "TUNABLE_VALUE",
     "UPSTREAM_DURATION",
     "UPSTREAM_ERRORS",
@@ -77,6 +82,12 @@ UPSTREAM_ERRORS = "overdrive_upstream_errors_total"
 QUEUE_WAIT = "overdrive_queue_wait_seconds"
 RETRIES = "overdrive_retries_total"
 RETRY_BUDGET_SPENT = "overdrive_retry_budget_spent_total"
+# Tools (@od.tool): {tool}; calls also {outcome}, errors {error}: the exception's type.
+TOOL_CALLS = "overdrive_tool_calls_total"
+TOOL_ERRORS = "overdrive_tool_errors_total"
+TOOL_RETRIES = "overdrive_tool_retries_total"
+TOOL_QUEUE_WAIT = "overdrive_tool_queue_seconds"
+TOOL_DURATION = "overdrive_tool_duration_seconds"
 # The gateway: {key, code}.
 GATEWAY_REQUESTS = "overdrive_gateway_requests_total"
 # Distributed runs: {backend}; tasks also {outcome}, retries {reason}.
@@ -109,6 +120,11 @@ METRIC_HELP: Mapping[str, str] = {
     QUEUE_WAIT: "Time a call waited for admission to its upstream.",
     RETRIES: "Upstream attempts retried.",
     RETRY_BUDGET_SPENT: "Failed attempts not retried because the retry budget was spent.",
+    TOOL_CALLS: "Tool calls finished, by outcome: ok, error, cached or coalesced.",
+    TOOL_ERRORS: "Tool attempts that raised or timed out, by exception type.",
+    TOOL_RETRIES: "Tool attempts retried.",
+    TOOL_QUEUE_WAIT: "Time a tool attempt waited for its rate limit and a concurrency slot.",
+    TOOL_DURATION: "Time a tool function ran, per attempt (its queue wait excluded).",
     GATEWAY_REQUESTS: "Gateway API requests answered, by API key and HTTP status.",
     DISTRIBUTE_TASKS: "Distributed tasks finished, by outcome.",
     DISTRIBUTE_TASK_DURATION: "Time a distributed task took, retries included.",

@@ -1,0 +1,299 @@
+"""``@tool``: pacing, concurrency, timeouts, retries, cache and metrics, on a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+
+from overdrive import ConfigError, QueueTimeoutError
+from overdrive.monitor import Metrics
+from overdrive.monitor.names import (
+    TOOL_CALLS,
+    TOOL_DURATION,
+    TOOL_ERRORS,
+    TOOL_QUEUE_WAIT,
+    TOOL_RETRIES,
+)
+from overdrive.testing import FakeClock
+from overdrive.tools import ToolParts, tool
+from tests.fakes import finish
+
+
+def parts_on(clock: FakeClock) -> ToolParts:
+    return ToolParts(clock=clock, metrics=Metrics(clock=clock))
+
+
+async def test_rpm_paces_calls_evenly_on_the_clock() -> None:
+    clock = FakeClock()
+    started: list[float] = []
+
+    @tool("search", rpm=60, parts=parts_on(clock))
+    async def search(query: str) -> str:
+        started.append(clock.now())
+        return query
+
+    answers = await finish(clock, asyncio.gather(*(search(str(i)) for i in range(5))))
+    assert answers == ["0", "1", "2", "3", "4"]
+    assert started == pytest.approx([0.0, 1.0, 2.0, 3.0, 4.0], abs=0.02)
+
+
+async def test_rps_is_the_same_pacing_per_second() -> None:
+    clock = FakeClock()
+    started: list[float] = []
+
+    @tool(rps=2, parts=parts_on(clock))
+    async def ping() -> None:
+        started.append(clock.now())
+
+    await finish(clock, asyncio.gather(*(ping() for _ in range(3))))
+    assert started == pytest.approx([0.0, 0.5, 1.0], abs=0.02)
+
+
+async def test_concurrency_bound_is_never_exceeded() -> None:
+    clock = FakeClock()
+    running, peak = 0, 0
+
+    @tool(concurrency=3, parts=parts_on(clock))
+    async def fetch(i: int) -> int:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await clock.sleep(1.0)
+        running -= 1
+        return i
+
+    answers = await finish(clock, asyncio.gather(*(fetch(i) for i in range(10))))
+    assert answers == list(range(10))
+    assert peak == 3
+    assert clock.now() == pytest.approx(4.0, abs=0.05)  # ceil(10 / 3) rounds of 1 s
+
+
+async def test_timeout_then_retry_then_success() -> None:
+    clock = FakeClock()
+    calls = 0
+
+    @tool(timeout="2s", parts=parts_on(clock))
+    async def slow_once() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await clock.sleep(10.0)  # past the timeout: cut, then retried
+        return "done"
+
+    assert await finish(clock, slow_once()) == "done"
+    assert calls == 2
+    metrics = slow_once.tool.metrics  # type: ignore[attr-defined]
+    assert metrics.value(TOOL_ERRORS, tool="slow_once", error="TimeoutError") == 1.0
+    assert metrics.value(TOOL_RETRIES, tool="slow_once") == 1.0
+
+
+async def test_only_the_named_exceptions_are_retried() -> None:
+    clock = FakeClock()
+    seen: list[type[Exception]] = []
+    errors: list[Exception] = [ConnectionError("flaky"), KeyError("bad")]
+
+    @tool(retry=(ConnectionError,), attempts=5, parts=parts_on(clock))
+    async def call() -> None:
+        error = errors.pop(0)
+        seen.append(type(error))
+        raise error
+
+    with pytest.raises(KeyError):
+        await finish(clock, call())
+    assert seen == [ConnectionError, KeyError]  # KeyError is not named: no third attempt
+
+
+async def test_attempts_exhausted_raises_the_last_error() -> None:
+    clock = FakeClock()
+    count = 0
+
+    @tool(retry=ConnectionError, attempts=3, parts=parts_on(clock))
+    async def down() -> None:
+        nonlocal count
+        count += 1
+        raise ConnectionError(f"attempt {count}")
+
+    with pytest.raises(ConnectionError, match="attempt 3"):
+        await finish(clock, down())
+    assert count == 3
+
+
+async def test_cache_answers_repeats_and_coalesces_calls_in_flight() -> None:
+    clock = FakeClock()
+    runs = 0
+
+    @tool("lookup", cache="10m", parts=parts_on(clock))
+    async def lookup(term: str) -> str:
+        nonlocal runs
+        runs += 1
+        await clock.sleep(1.0)
+        return term.upper()
+
+    first = await finish(clock, asyncio.gather(lookup("a"), lookup("a"), lookup("b")))
+    assert list(first) == ["A", "A", "B"]
+    assert runs == 2  # the two "a" calls in flight shared one run
+    assert await lookup("a") == "A"
+    assert runs == 2
+    metrics = lookup.tool.metrics  # type: ignore[attr-defined]
+    counts = {o: metrics.value(TOOL_CALLS, tool="lookup", outcome=o) for o in ("ok", "coalesced")}
+    assert counts == {"ok": 2.0, "coalesced": 1.0}
+    assert metrics.value(TOOL_CALLS, tool="lookup", outcome="cached") == 1.0
+
+
+async def test_without_cache_identical_calls_all_run() -> None:
+    clock = FakeClock()
+    runs = 0
+
+    @tool(concurrency=10, parts=parts_on(clock))
+    async def send_mail(to: str) -> None:
+        nonlocal runs
+        runs += 1
+        await clock.sleep(1.0)
+
+    await finish(clock, asyncio.gather(send_mail("x"), send_mail("x")))
+    assert runs == 2
+
+
+async def test_metrics_split_queue_wait_from_running() -> None:
+    clock = FakeClock()
+
+    @tool("paced", rpm=60, parts=parts_on(clock))
+    async def paced() -> None:
+        await clock.sleep(0.5)
+
+    await finish(clock, asyncio.gather(paced(), paced()))
+    metrics = paced.tool.metrics  # type: ignore[attr-defined]
+    waited = metrics.histogram(TOOL_QUEUE_WAIT, tool="paced")
+    ran = metrics.histogram(TOOL_DURATION, tool="paced")
+    assert waited.count == 2
+    assert waited.sum == pytest.approx(1.0, abs=0.02)
+    assert ran.count == 2
+    assert ran.sum == pytest.approx(1.0, abs=0.02)
+    assert metrics.value(TOOL_CALLS, tool="paced", outcome="ok") == 2.0
+
+
+async def test_a_plain_tool_counts_calls_and_errors() -> None:
+    clock = FakeClock()
+
+    @tool(parts=parts_on(clock))
+    async def maybe(fail: bool) -> int:
+        if fail:
+            raise ValueError("no")
+        return 1
+
+    assert await maybe(False) == 1
+    with pytest.raises(ValueError, match="no"):
+        await maybe(True)
+    metrics = maybe.tool.metrics  # type: ignore[attr-defined]
+    assert metrics.value(TOOL_CALLS, tool="maybe", outcome="ok") == 1.0
+    assert metrics.value(TOOL_CALLS, tool="maybe", outcome="error") == 1.0
+
+
+def test_sync_function_from_sync_code_runs_under_its_limits() -> None:
+    runs: list[str] = []
+
+    @tool(concurrency=1, cache=60)
+    def read(path: str) -> str:
+        runs.append(threading.current_thread().name)
+        return path * 2
+
+    assert read("ab") == "abab"
+    assert read("ab") == "abab"  # from the cache
+    assert len(runs) == 1
+    assert runs[0] != threading.current_thread().name  # ran in a worker thread
+    assert not asyncio.iscoroutinefunction(read)
+
+
+def test_a_plain_sync_tool_runs_inline() -> None:
+    @tool()
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    assert add(2, 3) == 5
+
+
+async def test_methods_are_tools_and_keys_leave_self_out() -> None:
+    clock = FakeClock()
+    runs = 0
+
+    class Search:
+        @tool("method_search", cache=60, parts=parts_on(clock))
+        async def find(self, term: str) -> str:
+            nonlocal runs
+            runs += 1
+            return f"{term}!"
+
+    assert await Search().find("x") == "x!"
+    assert await Search().find("x") == "x!"
+    assert runs == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"rpm": 0}, "rpm"),
+        ({"rpm": 60, "rps": 1}, "rps"),
+        ({"rps": -1.0}, "rps"),
+        ({"concurrency": 0}, "concurrency"),
+        ({"concurrency": "many"}, "concurrency"),
+        ({"timeout": "soon"}, "timeout"),
+        ({"timeout": 0}, "timeout"),
+        ({"attempts": 0}, "attempts"),
+        ({"retry": ("ConnectionError",)}, "retry"),
+        ({"cache": -5}, "cache"),
+        ({"queue_timeout": "later"}, "queue_timeout"),
+    ],
+)
+def test_bad_options_name_the_option(options: dict[str, Any], field: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        tool("bad", **options)
+    assert caught.value.field == field
+
+
+async def test_a_queue_deadline_fails_the_call_and_is_not_retried() -> None:
+    clock = FakeClock()
+    runs = 0
+
+    @tool(rpm=60, timeout=5, queue_timeout=0.5, parts=parts_on(clock))
+    async def paced() -> None:
+        nonlocal runs
+        runs += 1
+
+    first = asyncio.ensure_future(paced())
+    with pytest.raises(QueueTimeoutError):
+        await finish(clock, asyncio.gather(first, paced()))
+    await first
+    assert runs == 1  # the second waited 0.5 s of its 1 s turn, then gave up
+
+
+async def test_paced_calls_wait_in_the_queue_in_arrival_order() -> None:
+    clock = FakeClock()
+    order: list[str] = []
+    parts = parts_on(clock)
+
+    @tool("ordered", rpm=60, parts=parts)
+    async def low(tag: str) -> None:
+        order.append(tag)
+
+    runner = low.tool  # type: ignore[attr-defined]
+    await low("first")  # books the first second
+    waiting = [asyncio.ensure_future(low(f"low{i}")) for i in range(2)]
+    await asyncio.sleep(0)
+    assert runner.queue.waiting == 2
+    await finish(clock, asyncio.gather(*waiting))
+    assert order == ["first", "low0", "low1"]
+    assert clock.now() == pytest.approx(2.0, abs=0.02)
+
+
+async def test_auto_concurrency_uses_the_adaptive_limit() -> None:
+    clock = FakeClock()
+
+    @tool(concurrency="auto", parts=parts_on(clock))
+    async def work() -> int:
+        return 1
+
+    assert await work() == 1
+    assert type(work.tool.limit).__name__ == "AdaptiveLimit"  # type: ignore[attr-defined]
