@@ -27,6 +27,7 @@ from ._clock import Clock, SystemClock
 from ._errors import RequestError, UpstreamProtocolError, UpstreamUnavailableError
 from ._forward import Forwarder
 from ._home import EngineLoopError, HomeGone, HomeLoop
+from ._lifecycle import Lifecycle
 from ._stream_stage import StreamStage
 from .cache import StoredAnswer, call_key
 from .coalesce import RelayedReply, StreamFlight, StreamReply
@@ -88,11 +89,12 @@ class Overdrive:
         self._streams = StreamStage(parts, flight, self._key, self._wall, self._sampled)
         self._forwarder = Forwarder(self._upstreams, self._meters, self._clock)
         self._optimizer: Optimizer | None = None
+        self._life = Lifecycle(parts, self._streams, self._forwarder)
         # The event loop the state above is bound to (see _home.py).
         self._home = HomeLoop()
-        self._home.on_rebind(self._forget_loop)
-        self._home.on_loop_end(self._close_idle)
-        self._home.closer = self._close_here
+        self._home.on_rebind(self._life.forget_loop)
+        self._home.on_loop_end(self._life.close_idle)
+        self._home.closer = self._life.close
 
     @classmethod
     def from_config(
@@ -341,6 +343,7 @@ class Overdrive:
         if self._optimizer is None:
             self._optimizer = Optimizer(self, clock=self._clock, **options)
             self._optimizer.start()
+            self._life.optimizer = self._optimizer
         return self._optimizer
 
     @property
@@ -387,50 +390,22 @@ class Overdrive:
         """Close the engine: its tasks, pools and connections; and its own loop thread, if any."""
         owned = self._home.owned
         if owned is not None and asyncio.get_running_loop() is not owned:
-            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._close_here(), owned))
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._life.close(), owned))
             self._home.stop_owned()
             return
-        await self._close_here()
+        await self._life.close()
 
     def close(self) -> None:
         """:meth:`aclose` for sync programs (the sync door's); inside a running loop use that."""
         owned = self._home.owned
         running = _running_loop()
         if owned is not None and running is not owned:
-            asyncio.run_coroutine_threadsafe(self._close_here(), owned).result()
+            asyncio.run_coroutine_threadsafe(self._life.close(), owned).result()
             self._home.stop_owned()
         elif running is not None:
             raise EngineLoopError("od.close() inside a running event loop: await od.aclose()")
         else:
-            asyncio.run(self._close_here())
-
-    async def _forget_loop(self) -> None:
-        """The loop the engine was bound to is gone: drop what waited or pooled on it."""
-        self._stage.flight.forget_loop()
-        self._cache.forget_loop()
-        self._streams.forget_loop()
-        self._batches.forget_loop()
-        for upstream in self._upstreams:
-            await upstream.forget_loop()
-        await self._forwarder.aclose()
-
-    async def _close_idle(self) -> None:
-        """The home loop is shutting down: close pooled connections there, while it runs."""
-        for upstream in self._upstreams:
-            await upstream.close_idle()
-        await self._cache.close_idle()
-        await self._forwarder.aclose()
-
-    async def _close_here(self) -> None:
-        if self._optimizer is not None:
-            await self._optimizer.aclose()
-        await self._router.aclose()  # stops the health probes
-        await self._batches.aclose()
-        await self._cache.aclose()
-        for upstream in self._upstreams:
-            await upstream.aclose()
-        await self._forwarder.aclose()
-        await self.resources.aclose()
+            asyncio.run(self._life.close())
 
     async def __aenter__(self) -> Overdrive:
         return self

@@ -1,0 +1,63 @@
+"""What an engine's parts do when its event loop goes away, ends, or the engine closes.
+
+:class:`~overdrive.engine.Overdrive` hands these to its home loop
+(``_home.py``): ``forget_loop`` when the loop the state was bound to is gone,
+``close_idle`` while that loop is shutting down, ``close`` when the engine is.
+"""
+
+from __future__ import annotations
+
+from ._assembly import Parts
+from ._forward import Forwarder
+from ._stream_stage import StreamStage
+from .optimize import Optimizer
+
+__all__ = ["Lifecycle"]
+
+
+class Lifecycle:
+    """Drops, closes idle, and closes everything an engine holds, in a safe order."""
+
+    __slots__ = ("_forwarder", "_parts", "_streams", "optimizer")
+
+    def __init__(self, parts: Parts, streams: StreamStage, forwarder: Forwarder) -> None:
+        self._parts = parts
+        self._streams = streams
+        self._forwarder = forwarder
+        self.optimizer: Optimizer | None = None  # set once the engine starts one
+
+    async def forget_loop(self) -> None:
+        """The loop the engine was bound to is gone: drop what waited or pooled on it."""
+        parts = self._parts
+        parts.cache.stage.flight.forget_loop()
+        parts.cache.tiers.forget_loop()
+        self._streams.forget_loop()
+        parts.batches.forget_loop()
+        for upstream in parts.send.upstreams:
+            await upstream.forget_loop()
+        await self._forwarder.aclose()
+
+    async def close_idle(self) -> None:
+        """The home loop is shutting down: close pooled connections there, while it runs."""
+        for upstream in self._parts.send.upstreams:
+            await upstream.close_idle()
+        await self._parts.cache.tiers.close_idle()
+        await self._forwarder.aclose()
+
+    async def close(self) -> None:
+        """Stop the tasks (optimizer, probes, batch timers), then close pools and connections."""
+        parts = self._parts
+        if self.optimizer is not None:
+            await self.optimizer.aclose()
+        await parts.send.router.aclose()  # stops the health probes
+        await parts.batches.aclose()
+        await parts.cache.tiers.aclose()
+        for upstream in parts.send.upstreams:
+            await upstream.aclose()
+        await self._forwarder.aclose()
+        await parts.resources.aclose()
+
+    def __repr__(self) -> str:
+        return (
+            f"Lifecycle(upstreams={len(self._parts.send.upstreams)}, optimizer={self.optimizer!r})"
+        )
