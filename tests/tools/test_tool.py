@@ -18,7 +18,7 @@ from overdrive.monitor.names import (
     TOOL_RETRIES,
 )
 from overdrive.testing import FakeClock
-from overdrive.tools import ToolParts, tool
+from overdrive.tools import ToolParts, runner_of, tool
 from tests.fakes import finish
 
 
@@ -85,7 +85,7 @@ async def test_timeout_then_retry_then_success() -> None:
 
     assert await finish(clock, slow_once()) == "done"
     assert calls == 2
-    metrics = slow_once.tool.metrics  # type: ignore[attr-defined]
+    metrics = runner_of(slow_once).metrics
     assert metrics.value(TOOL_ERRORS, tool="slow_once", error="TimeoutError") == 1.0
     assert metrics.value(TOOL_RETRIES, tool="slow_once") == 1.0
 
@@ -137,7 +137,7 @@ async def test_cache_answers_repeats_and_coalesces_calls_in_flight() -> None:
     assert runs == 2  # the two "a" calls in flight shared one run
     assert await lookup("a") == "A"
     assert runs == 2
-    metrics = lookup.tool.metrics  # type: ignore[attr-defined]
+    metrics = runner_of(lookup).metrics
     counts = {o: metrics.value(TOOL_CALLS, tool="lookup", outcome=o) for o in ("ok", "coalesced")}
     assert counts == {"ok": 2.0, "coalesced": 1.0}
     assert metrics.value(TOOL_CALLS, tool="lookup", outcome="cached") == 1.0
@@ -165,7 +165,7 @@ async def test_metrics_split_queue_wait_from_running() -> None:
         await clock.sleep(0.5)
 
     await finish(clock, asyncio.gather(paced(), paced()))
-    metrics = paced.tool.metrics  # type: ignore[attr-defined]
+    metrics = runner_of(paced).metrics
     waited = metrics.histogram(TOOL_QUEUE_WAIT, tool="paced")
     ran = metrics.histogram(TOOL_DURATION, tool="paced")
     assert waited.count == 2
@@ -187,7 +187,7 @@ async def test_a_plain_tool_counts_calls_and_errors() -> None:
     assert await maybe(False) == 1
     with pytest.raises(ValueError, match="no"):
         await maybe(True)
-    metrics = maybe.tool.metrics  # type: ignore[attr-defined]
+    metrics = runner_of(maybe).metrics
     assert metrics.value(TOOL_CALLS, tool="maybe", outcome="ok") == 1.0
     assert metrics.value(TOOL_CALLS, tool="maybe", outcome="error") == 1.0
 
@@ -278,7 +278,8 @@ async def test_paced_calls_wait_in_the_queue_in_arrival_order() -> None:
     async def low(tag: str) -> None:
         order.append(tag)
 
-    runner = low.tool  # type: ignore[attr-defined]
+    runner = runner_of(low)
+    assert runner.queue is not None  # a paced tool queues for its rate
     await low("first")  # books the first second
     waiting = [asyncio.ensure_future(low(f"low{i}")) for i in range(2)]
     await asyncio.sleep(0)
@@ -296,4 +297,4 @@ async def test_auto_concurrency_uses_the_adaptive_limit() -> None:
         return 1
 
     assert await work() == 1
-    assert type(work.tool.limit).__name__ == "AdaptiveLimit"  # type: ignore[attr-defined]
+    assert type(runner_of(work).limit).__name__ == "AdaptiveLimit"

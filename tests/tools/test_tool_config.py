@@ -10,6 +10,7 @@ import pytest
 from overdrive import ConfigError, Overdrive, RequestError, load_config
 from overdrive.monitor.names import TOOL_CALLS, TOOL_QUEUE_WAIT
 from overdrive.testing import FakeClock
+from overdrive.tools import runner_of
 from tests.fakes import finish
 
 UPSTREAM = {"name": "a", "base_url": "http://127.0.0.1:1/v1", "models": ["m"]}
@@ -62,7 +63,7 @@ async def test_the_entry_of_the_tools_name_is_picked_up_and_code_overrides_it() 
         @od.tool("search", rps=10, attempts=1)
         async def faster() -> None: ...
 
-        runner, override = search.tool, faster.tool  # type: ignore[attr-defined]
+        runner, override = runner_of(search), runner_of(faster)
         assert (runner.options.rpm, runner.options.concurrency) == (60, 2)
         assert runner.options.attempts == 4
         assert (override.options.rpm, override.options.attempts) == (600, 1)

@@ -13,6 +13,6 @@ from __future__ import annotations
 
 from ._options import ToolOptions
 from ._runner import ToolRunner
-from ._tool import ToolParts, tool
+from ._tool import ToolParts, runner_of, tool
 
-__all__ = ["ToolOptions", "ToolParts", "ToolRunner", "tool"]
+__all__ = ["ToolOptions", "ToolParts", "ToolRunner", "runner_of", "tool"]

@@ -35,12 +35,12 @@ from .._json import dumps_canonical
 from ..cache import CacheStage, MemoryCache, TieredCache
 from ..config import ToolConfig
 from ..flow import RetryBudget
-from ..monitor import Metrics
+from ..monitor import Counter, Histogram, Metrics
 from ..monitor.names import TOOL_CALLS, TOOL_DURATION
 from ._options import ToolOptions
 from ._runner import ToolRunner
 
-__all__ = ["ToolParts", "tool"]
+__all__ = ["ToolParts", "runner_of", "tool"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -99,6 +99,21 @@ def tool(
         return cast("Callable[P, R]", wrapper)
 
     return decorate
+
+
+def runner_of(fn: Callable[..., Any]) -> ToolRunner:
+    """The runner behind a ``@tool`` function: its limits, options and metrics, typed.
+
+    >>> @tool("triple")
+    ... async def triple(x: int) -> int:
+    ...     return 3 * x
+    >>> runner_of(triple).name
+    'triple'
+    """
+    runner = getattr(fn, "tool", None)
+    if not isinstance(runner, ToolRunner):
+        raise TypeError(f"{fn!r} is not a @tool function")
+    return runner
 
 
 def _runner(name: str, options: ToolOptions, parts: ToolParts) -> ToolRunner:
@@ -173,11 +188,16 @@ def _sync_wrapper(
 # would cost every call of a tool that asked for nothing but its metrics.
 
 
-def _plain_async(fn: Callable[..., Any], runner: ToolRunner) -> Callable[..., Any]:
-    now, metrics = runner.clock.now, runner.metrics
+def _plain_meters(runner: ToolRunner) -> tuple[Callable[[], float], Counter, Counter, Histogram]:
+    """The clock and the series a plain wrapper reports to, looked up once."""
+    metrics = runner.metrics
     ok = metrics.counter(TOOL_CALLS, tool=runner.name, outcome="ok")
     error = metrics.counter(TOOL_CALLS, tool=runner.name, outcome="error")
-    duration = metrics.histogram(TOOL_DURATION, tool=runner.name)
+    return runner.clock.now, ok, error, metrics.histogram(TOOL_DURATION, tool=runner.name)
+
+
+def _plain_async(fn: Callable[..., Any], runner: ToolRunner) -> Callable[..., Any]:
+    now, ok, error, duration = _plain_meters(runner)
 
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         started = now()
@@ -195,10 +215,7 @@ def _plain_async(fn: Callable[..., Any], runner: ToolRunner) -> Callable[..., An
 
 
 def _plain_sync(fn: Callable[..., Any], runner: ToolRunner) -> Callable[..., Any]:
-    now, metrics = runner.clock.now, runner.metrics
-    ok = metrics.counter(TOOL_CALLS, tool=runner.name, outcome="ok")
-    error = metrics.counter(TOOL_CALLS, tool=runner.name, outcome="error")
-    duration = metrics.histogram(TOOL_DURATION, tool=runner.name)
+    now, ok, error, duration = _plain_meters(runner)
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         started = now()
