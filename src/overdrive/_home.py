@@ -147,6 +147,13 @@ class HomeLoop:
                 raise  # our caller was cancelled: the wrapped future took the home task down too
             raise HomeGone from None  # the home loop shut down and cancelled it
 
+    async def forward(self, again: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """``again()`` on the home loop in another thread; here if that loop went away."""
+        try:
+            return await self.elsewhere(again())
+        except HomeGone:
+            return await again()
+
     # -- sync callers ----------------------------------------------------------
 
     def submit(self, work: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:

@@ -11,6 +11,7 @@ from ._assembly import Parts
 from ._forward import Forwarder
 from ._stream_stage import StreamStage
 from .optimize import Optimizer
+from .tools import Toolbox
 
 __all__ = ["Lifecycle"]
 
@@ -18,12 +19,15 @@ __all__ = ["Lifecycle"]
 class Lifecycle:
     """Drops, closes idle, and closes everything an engine holds, in a safe order."""
 
-    __slots__ = ("_forwarder", "_parts", "_streams", "optimizer")
+    __slots__ = ("_forwarder", "_parts", "_streams", "_tools", "optimizer")
 
-    def __init__(self, parts: Parts, streams: StreamStage, forwarder: Forwarder) -> None:
+    def __init__(
+        self, parts: Parts, streams: StreamStage, forwarder: Forwarder, tools: Toolbox
+    ) -> None:
         self._parts = parts
         self._streams = streams
         self._forwarder = forwarder
+        self._tools = tools
         self.optimizer: Optimizer | None = None  # set once the engine starts one
 
     async def forget_loop(self) -> None:
@@ -33,6 +37,7 @@ class Lifecycle:
         parts.cache.tiers.forget_loop()
         self._streams.forget_loop()
         parts.batches.forget_loop()
+        self._tools.forget_loop()
         for upstream in parts.send.upstreams:
             await upstream.forget_loop()
         await self._forwarder.aclose()
@@ -42,6 +47,7 @@ class Lifecycle:
         for upstream in self._parts.send.upstreams:
             await upstream.close_idle()
         await self._parts.cache.tiers.close_idle()
+        await self._tools.close_idle()
         await self._forwarder.aclose()
 
     async def close(self) -> None:
@@ -51,6 +57,7 @@ class Lifecycle:
             await self.optimizer.aclose()
         await parts.send.router.aclose()  # stops the health probes
         await parts.batches.aclose()
+        await self._tools.aclose()
         await parts.cache.tiers.aclose()
         for upstream in parts.send.upstreams:
             await upstream.aclose()

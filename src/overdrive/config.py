@@ -408,6 +408,18 @@ class ToolConfig(_Section):
     attempts: int | None = Field(default=None, ge=1, le=20)
     # Seconds answers are cached (and identical calls in flight coalesced).
     cache: Seconds | None = Field(default=None, gt=0)
+    # Exceptions retried, by name: a builtin ("ConnectionError") or a dotted
+    # path ("httpx.TransportError"), resolved when the tool is decorated.
+    retry: list[str] = Field(default_factory=list)
+    # The optimizer may move the concurrency between 1 and this (default: the
+    # concurrency given, so a fixed limit stays put unless allowed to move).
+    max_concurrency: int | None = Field(default=None, ge=1)
+    # Higher goes first when calls of one tool wait for its rate limit.
+    priority: int = 0
+    # A call waits this long for its turn at most, then fails (QueueTimeoutError).
+    queue_timeout: Seconds | None = Field(default=None, gt=0)
+    # With a top-level redis_url, the rate limit is held in Redis for every process.
+    shared_limits: bool = True
 
     @field_validator("concurrency", mode="before")
     @classmethod

@@ -35,8 +35,8 @@ from .config import Config, load_config
 from .distribute import DistributedRun, TaskFn, distribute
 from .doors import Answer, Flavour, Passage, UnknownPaths, cached, make_client
 from .monitor import Measure, prometheus_text
-from .optimize import Analysis, Optimizer, analyse
-from .tools import ToolParts, tool
+from .optimize import Analysis, Optimizer, analyse, tool_tunables
+from .tools import Toolbox, ToolRunner, tool
 from .upstream import Upstream, falls_back
 
 if TYPE_CHECKING:
@@ -89,9 +89,22 @@ class Overdrive:
         self._streams = StreamStage(parts, flight, self._key, self._wall, self._sampled)
         self._forwarder = Forwarder(self._upstreams, self._meters, self._clock)
         self._optimizer: Optimizer | None = None
-        self._life = Lifecycle(parts, self._streams, self._forwarder)
         # The event loop the state above is bound to (see _home.py).
         self._home = HomeLoop()
+        self._tools = Toolbox(
+            clock=self._clock,
+            metrics=self.metrics,
+            stage=self._stage if self._cache_switch.on else None,
+            own_cache=False,
+            namespace=config.namespace,
+            entries=config.tools,
+            rng=self._rng,
+            retry=config.retry,
+            redis_url=config.redis_url,
+            home=self._home,
+        )
+        self._tools.on_runner(self._tune_tool)
+        self._life = Lifecycle(parts, self._streams, self._forwarder, self._tools)
         self._home.on_rebind(self._life.forget_loop)
         self._home.on_loop_end(self._life.close_idle)
         self._home.closer = self._life.close
@@ -151,12 +164,17 @@ class Overdrive:
     def tool(
         self, name: str | None = None, **options: Any
     ) -> Callable[[Callable[P, R]], Callable[P, R]]:
-        """``@od.tool("search", rpm=60)``: :func:`overdrive.tools.tool` on this engine's parts."""
-        config, stage = self.config, self._stage if self._cache_switch.on else None
-        budget = (config.retry.budget_ratio, config.retry.budget_min_per_second)
-        parts = ToolParts(self._clock, self.metrics, stage, config.namespace, config.tools)
-        parts.rng, parts.submit, parts.budget = self._rng, self.submit, budget
-        return tool(name, parts=parts, **options)
+        """``@od.tool("search", rpm=60)``: :func:`overdrive.tools.tool` on this engine's parts.
+
+        The tool shares the engine's clock, metrics, cache, ``[retry]``
+        backoff and budget, Redis (its rate limit is shared) and event loop;
+        its knobs join ``od.tunables`` as ``tool.<name>.*``.
+        """
+        return tool(name, box=self._tools, **options)
+
+    def _tune_tool(self, runner: ToolRunner) -> None:
+        for knob in tool_tunables(runner):
+            self.tunables.add(knob)
 
     @overload
     def http_client(
@@ -226,7 +244,7 @@ class Overdrive:
         """Run a complete (not streamed) call through cache, coalescing and dispatch."""
         # One compare on the fast path; other loops: see _home.py.
         if asyncio.get_running_loop() is not self._home.loop and not await self._home.arrive():
-            return await self._elsewhere(lambda: self.request(call))
+            return await self._home.forward(lambda: self.request(call))
         if call.model in self._aliases:  # no call at all for a model without an alias
             call = self._aliases[call.model].apply(call)
         started = self._clock.now()
@@ -277,19 +295,12 @@ class Overdrive:
     async def forward(self, passage: Passage) -> Answer:
         """Send a request no adapter knows to the upstream serving it (see ``_forward.py``)."""
         if asyncio.get_running_loop() is not self._home.loop and not await self._home.arrive():
-            return await self._elsewhere(lambda: self.forward(passage))
+            return await self._home.forward(lambda: self.forward(passage))
         return await self._forwarder.forward(passage)
 
     def submit(self, work: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Run ``work`` on the engine's event loop from a thread (the sync door uses this)."""
         return self._home.submit(work)
-
-    async def _elsewhere(self, again: Callable[[], Coroutine[Any, Any, T]]) -> T:
-        """``again()`` on the home loop in another thread; here if that loop went away."""
-        try:
-            return await self._home.elsewhere(again())
-        except HomeGone:
-            return await again()
 
     def _key(self, call: Call) -> bytes:
         """The cache and coalescing key: a caller's own namespace keeps its answers apart."""

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 from typing import Any
 
 import pytest
 
 from overdrive import ConfigError, QueueTimeoutError
+from overdrive.config import RetryConfig
 from overdrive.monitor import Metrics
 from overdrive.monitor.names import (
     TOOL_CALLS,
@@ -18,19 +20,19 @@ from overdrive.monitor.names import (
     TOOL_RETRIES,
 )
 from overdrive.testing import FakeClock
-from overdrive.tools import ToolParts, runner_of, tool
+from overdrive.tools import Toolbox, ToolOptions, runner_of, tool
 from tests.fakes import finish
 
 
-def parts_on(clock: FakeClock) -> ToolParts:
-    return ToolParts(clock=clock, metrics=Metrics(clock=clock))
+def box_on(clock: FakeClock) -> Toolbox:
+    return Toolbox(clock=clock, metrics=Metrics(clock=clock))
 
 
 async def test_rpm_paces_calls_evenly_on_the_clock() -> None:
     clock = FakeClock()
     started: list[float] = []
 
-    @tool("search", rpm=60, parts=parts_on(clock))
+    @tool("search", rpm=60, box=box_on(clock))
     async def search(query: str) -> str:
         started.append(clock.now())
         return query
@@ -44,7 +46,7 @@ async def test_rps_is_the_same_pacing_per_second() -> None:
     clock = FakeClock()
     started: list[float] = []
 
-    @tool(rps=2, parts=parts_on(clock))
+    @tool(rps=2, box=box_on(clock))
     async def ping() -> None:
         started.append(clock.now())
 
@@ -56,7 +58,7 @@ async def test_concurrency_bound_is_never_exceeded() -> None:
     clock = FakeClock()
     running, peak = 0, 0
 
-    @tool(concurrency=3, parts=parts_on(clock))
+    @tool(concurrency=3, box=box_on(clock))
     async def fetch(i: int) -> int:
         nonlocal running, peak
         running += 1
@@ -75,7 +77,7 @@ async def test_timeout_then_retry_then_success() -> None:
     clock = FakeClock()
     calls = 0
 
-    @tool(timeout="2s", parts=parts_on(clock))
+    @tool(timeout="2s", box=box_on(clock))
     async def slow_once() -> str:
         nonlocal calls
         calls += 1
@@ -95,7 +97,7 @@ async def test_only_the_named_exceptions_are_retried() -> None:
     seen: list[type[Exception]] = []
     errors: list[Exception] = [ConnectionError("flaky"), KeyError("bad")]
 
-    @tool(retry=(ConnectionError,), attempts=5, parts=parts_on(clock))
+    @tool(retry=(ConnectionError,), attempts=5, box=box_on(clock))
     async def call() -> None:
         error = errors.pop(0)
         seen.append(type(error))
@@ -110,7 +112,7 @@ async def test_attempts_exhausted_raises_the_last_error() -> None:
     clock = FakeClock()
     count = 0
 
-    @tool(retry=ConnectionError, attempts=3, parts=parts_on(clock))
+    @tool(retry=ConnectionError, attempts=3, box=box_on(clock))
     async def down() -> None:
         nonlocal count
         count += 1
@@ -125,7 +127,7 @@ async def test_cache_answers_repeats_and_coalesces_calls_in_flight() -> None:
     clock = FakeClock()
     runs = 0
 
-    @tool("lookup", cache="10m", parts=parts_on(clock))
+    @tool("lookup", cache="10m", box=box_on(clock))
     async def lookup(term: str) -> str:
         nonlocal runs
         runs += 1
@@ -147,7 +149,7 @@ async def test_without_cache_identical_calls_all_run() -> None:
     clock = FakeClock()
     runs = 0
 
-    @tool(concurrency=10, parts=parts_on(clock))
+    @tool(concurrency=10, box=box_on(clock))
     async def send_mail(to: str) -> None:
         nonlocal runs
         runs += 1
@@ -160,7 +162,7 @@ async def test_without_cache_identical_calls_all_run() -> None:
 async def test_metrics_split_queue_wait_from_running() -> None:
     clock = FakeClock()
 
-    @tool("paced", rpm=60, parts=parts_on(clock))
+    @tool("paced", rpm=60, box=box_on(clock))
     async def paced() -> None:
         await clock.sleep(0.5)
 
@@ -178,7 +180,7 @@ async def test_metrics_split_queue_wait_from_running() -> None:
 async def test_a_plain_tool_counts_calls_and_errors() -> None:
     clock = FakeClock()
 
-    @tool(parts=parts_on(clock))
+    @tool(box=box_on(clock))
     async def maybe(fail: bool) -> int:
         if fail:
             raise ValueError("no")
@@ -220,7 +222,7 @@ async def test_methods_are_tools_and_keys_leave_self_out() -> None:
     runs = 0
 
     class Search:
-        @tool("method_search", cache=60, parts=parts_on(clock))
+        @tool("method_search", cache=60, box=box_on(clock))
         async def find(self, term: str) -> str:
             nonlocal runs
             runs += 1
@@ -242,7 +244,8 @@ async def test_methods_are_tools_and_keys_leave_self_out() -> None:
         ({"timeout": "soon"}, "timeout"),
         ({"timeout": 0}, "timeout"),
         ({"attempts": 0}, "attempts"),
-        ({"retry": ("ConnectionError",)}, "retry"),
+        ({"retry": ("NoSuchError",)}, "retry"),
+        ({"retry": (42,)}, "retry"),
         ({"cache": -5}, "cache"),
         ({"queue_timeout": "later"}, "queue_timeout"),
     ],
@@ -257,7 +260,7 @@ async def test_a_queue_deadline_fails_the_call_and_is_not_retried() -> None:
     clock = FakeClock()
     runs = 0
 
-    @tool(rpm=60, timeout=5, queue_timeout=0.5, parts=parts_on(clock))
+    @tool(rpm=60, timeout=5, queue_timeout=0.5, box=box_on(clock))
     async def paced() -> None:
         nonlocal runs
         runs += 1
@@ -269,30 +272,89 @@ async def test_a_queue_deadline_fails_the_call_and_is_not_retried() -> None:
     assert runs == 1  # the second waited 0.5 s of its 1 s turn, then gave up
 
 
-async def test_paced_calls_wait_in_the_queue_in_arrival_order() -> None:
+async def test_one_name_shares_one_queue_where_priority_goes_first() -> None:
     clock = FakeClock()
     order: list[str] = []
-    parts = parts_on(clock)
+    box = box_on(clock)
 
-    @tool("ordered", rpm=60, parts=parts)
+    @tool("ordered", rpm=60, box=box)
     async def low(tag: str) -> None:
         order.append(tag)
 
+    @tool("ordered", rpm=60, priority=5, box=box)
+    async def urgent(tag: str) -> None:
+        order.append(tag)
+
     runner = runner_of(low)
+    assert runner_of(urgent) is runner  # one name, one set of limits
     assert runner.queue is not None  # a paced tool queues for its rate
     await low("first")  # books the first second
     waiting = [asyncio.ensure_future(low(f"low{i}")) for i in range(2)]
     await asyncio.sleep(0)
-    assert runner.queue.waiting == 2
+    waiting.append(asyncio.ensure_future(urgent("urgent")))
+    await asyncio.sleep(0)
+    assert runner.queue.waiting == 3
     await finish(clock, asyncio.gather(*waiting))
-    assert order == ["first", "low0", "low1"]
-    assert clock.now() == pytest.approx(2.0, abs=0.02)
+    assert order == ["first", "urgent", "low0", "low1"]
+    assert clock.now() == pytest.approx(3.0, abs=0.02)
+
+
+def test_one_name_with_other_limits_is_refused() -> None:
+    box = box_on(FakeClock())
+
+    @tool("search", rpm=60, box=box)
+    async def search(query: str) -> str:
+        return query
+
+    with pytest.raises(ConfigError, match="already defined with other limits") as caught:
+
+        @tool("search", rpm=30, box=box)
+        async def search_again(query: str) -> str:
+            return query
+
+    assert caught.value.field == "name"
+
+
+async def test_retries_back_off_within_the_retry_config() -> None:
+    clock = FakeClock()
+    box = Toolbox(clock=clock, retry=RetryConfig(base=1.0, cap=1.5))
+    started: list[float] = []
+
+    @tool(retry=ConnectionError, attempts=4, box=box)
+    async def flaky() -> str:
+        started.append(clock.now())
+        if len(started) < 4:
+            raise ConnectionError("reset")
+        return "ok"
+
+    assert await finish(clock, flaky()) == "ok"
+    gaps = [b - a for a, b in itertools.pairwise(started)]
+    assert all(0 <= gap <= 1.5 + 1e-9 for gap in gaps)  # full jitter up to the cap
+    assert gaps[0] <= 1.0 + 1e-9  # the first retry: up to the base
+
+
+def test_retry_names_resolve_to_exception_types() -> None:
+    options = ToolOptions.of(retry=["ConnectionError", "asyncio.TimeoutError"])
+    assert options.retry == (ConnectionError, asyncio.TimeoutError)
+    with pytest.raises(ConfigError, match="no exception named 'NoSuchError'"):
+        ToolOptions.of(retry="NoSuchError")
+    with pytest.raises(ConfigError, match="expected exception types"):
+        ToolOptions.of(retry="os.path")
+
+
+def test_max_concurrency_bounds_what_may_move() -> None:
+    assert ToolOptions.of(concurrency=4, max_concurrency=16).concurrency_bounds == (1, 16)
+    with pytest.raises(ConfigError) as caught:
+        ToolOptions.of(concurrency=8, max_concurrency=4)
+    assert caught.value.field == "max_concurrency"
+    with pytest.raises(ConfigError, match="needs a concurrency"):
+        ToolOptions.of(max_concurrency=4)
 
 
 async def test_auto_concurrency_uses_the_adaptive_limit() -> None:
     clock = FakeClock()
 
-    @tool(concurrency="auto", parts=parts_on(clock))
+    @tool(concurrency="auto", box=box_on(clock))
     async def work() -> int:
         return 1
 

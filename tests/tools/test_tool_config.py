@@ -53,14 +53,17 @@ def test_two_entries_of_one_name_are_refused() -> None:
 
 async def test_the_entry_of_the_tools_name_is_picked_up_and_code_overrides_it() -> None:
     clock = FakeClock()
-    entries = [{"name": "search", "rpm": 60, "concurrency": 2, "attempts": 4}]
+    entries = [
+        {"name": "search", "rpm": 60, "concurrency": 2, "attempts": 4},
+        {"name": "search_fast", "rpm": 60, "concurrency": 2, "attempts": 4},
+    ]
     od = Overdrive.from_config(config_with(entries), clock=clock)
     try:
 
         @od.tool("search")
         async def search() -> None: ...
 
-        @od.tool("search", rps=10, attempts=1)
+        @od.tool("search_fast", rps=10, attempts=1)
         async def faster() -> None: ...
 
         runner, override = runner_of(search), runner_of(faster)
@@ -70,9 +73,11 @@ async def test_the_entry_of_the_tools_name_is_picked_up_and_code_overrides_it() 
         assert override.options.concurrency == 2  # not given in code: the entry's
         started: list[float] = []
 
-        @od.tool("search")
+        @od.tool("search")  # the same name, the same limits: one runner
         async def timed() -> None:
             started.append(clock.now())
+
+        assert runner_of(timed) is runner
 
         await finish(clock, asyncio.gather(timed(), timed()))
         assert started == pytest.approx([0.0, 1.0], abs=0.02)

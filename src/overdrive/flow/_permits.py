@@ -119,6 +119,10 @@ class ConcurrencyLimit:
     def limit(self) -> int:
         raise NotImplementedError
 
+    @limit.setter
+    def limit(self, value: int) -> None:
+        raise NotImplementedError
+
     @property
     def in_flight(self) -> int:
         return self._in_flight

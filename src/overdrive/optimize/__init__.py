@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._analyser import LAST_RUN, Analysis, analyse, load_sample, render, save_run
-from ._engine_knobs import CacheSwitch, CacheTTL, engine_tunables
+from ._engine_knobs import CacheSwitch, CacheTTL, engine_tunables, tool_tunables
 from ._loop import Optimizer
 from ._tunables import Tunable, Tunables
 
@@ -20,4 +20,5 @@ __all__ = [
     "load_sample",
     "render",
     "save_run",
+    "tool_tunables",
 ]

@@ -14,9 +14,10 @@ from ._tunables import Tunable, Tunables
 
 if TYPE_CHECKING:
     from .._clock import Clock
+    from ..tools import ToolRunner
     from ..upstream import Upstream
 
-__all__ = ["CacheSwitch", "CacheTTL", "engine_tunables"]
+__all__ = ["CacheSwitch", "CacheTTL", "engine_tunables", "tool_tunables"]
 
 # Longest batching wait the optimizer may choose; past it latency suffers more
 # than throughput gains.
@@ -72,36 +73,58 @@ def engine_tunables(
 
 
 def _concurrency(upstream: Upstream) -> Tunable:
-    limit: ConcurrencyLimit = upstream.concurrency
-
-    def write(value: float) -> None:
-        limit.limit = int(value)  # type: ignore[misc]  # every concrete limit has a setter
-
     config = upstream.config
-    return Tunable(
+    return _concurrency_knob(
         f"upstream.{upstream.name}.concurrency",
-        lambda: float(limit.limit),
-        write,
-        low=config.min_concurrency,
-        high=config.max_concurrency,
-        step=max(1.0, config.max_concurrency / 32),
-        integer=True,
-        description="calls in flight at once (adaptive limits keep moving from here)",
+        upstream.concurrency,
+        (config.min_concurrency, config.max_concurrency),
+        "calls in flight at once (adaptive limits keep moving from here)",
     )
 
 
-def _rates(queue: AdmissionQueue) -> list[Tunable]:
+def _concurrency_knob(
+    name: str, limit: ConcurrencyLimit, bounds: tuple[int, int], description: str
+) -> Tunable:
+    def write(value: float) -> None:
+        limit.limit = int(value)
+
+    low, high = bounds
+    return Tunable(
+        name,
+        lambda: float(limit.limit),
+        write,
+        low=low,
+        high=high,
+        step=max(1.0, high / 32),
+        integer=True,
+        description=description,
+    )
+
+
+def tool_tunables(runner: ToolRunner) -> list[Tunable]:
+    """A tool's concurrency (within its bounds) and rpm (never above the one given)."""
+    found = [] if runner.queue is None else _rates(runner.queue, f"tool.{runner.name}")
+    bounds = runner.options.concurrency_bounds
+    if runner.limit is None or bounds is None:
+        return found
+    knob = _concurrency_knob(
+        f"tool.{runner.name}.concurrency", runner.limit, bounds, "calls of the tool running at once"
+    )
+    return [knob, *found]
+
+
+def _rates(queue: AdmissionQueue, prefix: str | None = None) -> list[Tunable]:
     """rpm and tpm of one limiter, only those configured, never above the configured value."""
     limiter = queue.limiter
     ceiling = limiter.spec
     found = []
     for dimension, configured in (("rpm", ceiling.rpm), ("tpm", ceiling.tpm)):
         if configured is not None:
-            found.append(_rate(queue, dimension, configured))
+            found.append(_rate(queue, dimension, configured, prefix or f"upstream.{queue.name}"))
     return found
 
 
-def _rate(queue: AdmissionQueue, dimension: str, configured: int) -> Tunable:
+def _rate(queue: AdmissionQueue, dimension: str, configured: int, prefix: str) -> Tunable:
     limiter = queue.limiter
 
     def read() -> float:
@@ -113,7 +136,7 @@ def _rate(queue: AdmissionQueue, dimension: str, configured: int) -> Tunable:
         await limiter.set_spec(LimitSpec(rpm, tpm, spec.burst))
 
     return Tunable(
-        f"upstream.{queue.name}.{dimension}",
+        f"{prefix}.{dimension}",
         read,
         write,
         low=1,

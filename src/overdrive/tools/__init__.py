@@ -11,8 +11,9 @@
 
 from __future__ import annotations
 
+from ._box import Toolbox
 from ._options import ToolOptions
 from ._runner import ToolRunner
-from ._tool import ToolParts, runner_of, tool
+from ._tool import runner_of, tool
 
-__all__ = ["ToolOptions", "ToolParts", "ToolRunner", "runner_of", "tool"]
+__all__ = ["ToolOptions", "ToolRunner", "Toolbox", "runner_of", "tool"]

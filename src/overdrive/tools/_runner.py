@@ -2,6 +2,8 @@
 
 Each attempt is admitted anew, as an upstream call's retry is: its wait is
 ``overdrive_tool_queue_seconds``, its run ``overdrive_tool_duration_seconds``.
+A runner with a ``parent`` (an MCP server's tool) is admitted by both: its
+own limits, then the parent's, so a server's limits hold over all its tools.
 With a cache TTL, calls go through the engine's cache stage: answered from
 the cache, or joined to an identical call in flight; without one nothing is
 shared, as a tool may have side effects.
@@ -10,7 +12,6 @@ shared, as a tool may have side effects.
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Callable, Coroutine, Hashable
 from typing import Any
 
@@ -23,8 +24,9 @@ from ..flow import (
     Backoff,
     ConcurrencyLimit,
     FixedLimit,
-    LimitSpec,
-    LocalLimiter,
+    Limiter,
+    Outcome,
+    Permit,
     RetryBudget,
     settled_within,
 )
@@ -51,6 +53,7 @@ class ToolRunner:
         "metrics",
         "name",
         "options",
+        "parent",
         "queue",
     )
 
@@ -63,28 +66,35 @@ class ToolRunner:
         metrics: Metrics,
         stage: CacheStage[Any] | None,
         budget: RetryBudget,
-        rng: random.Random,
+        backoff: Backoff,
+        limiter: Limiter | None = None,
+        parent: ToolRunner | None = None,
     ) -> None:
-        self.name, self.options = name, options
+        self.name, self.options, self.parent = name, options, parent
         self.clock, self.metrics, self._stage, self._budget = clock, metrics, stage, budget
-        self._backoff = Backoff(0.2, 8.0, rng)
+        self._backoff = backoff
         timeouts = (TimeoutError,) if options.timeout is not None else ()
         self._retryable = options.retry + timeouts
         self.queue: AdmissionQueue | None = None
-        if options.rpm is not None:
-            # Burst of one interval: calls go evenly spaced, never two at once.
-            limiter = LocalLimiter(LimitSpec(options.rpm, None, 0.0), clock)
+        if limiter is not None:
             self.queue = AdmissionQueue(limiter, clock, name=f"tool {name}")
         self.limit = _limit(options, clock)
 
-    async def call(self, attempt: Attempt, key: Hashable | None) -> Any:
-        """``attempt()`` under the options; through the cache under ``key`` when it is cached."""
+    async def call(
+        self, attempt: Attempt, key: Hashable | None = None, priority: int | None = None
+    ) -> Any:
+        """``attempt()`` under the options; through the cache under ``key`` when it is cached.
+
+        ``priority`` (the options' when None) orders this call among those
+        waiting for the rate limit: higher goes first.
+        """
         stage = self._stage
+        rank = self.options.priority if priority is None else priority
         try:
             if key is None or stage is None:
-                value, outcome = await self.run(attempt), "ok"
+                value, outcome = await self.run(attempt, rank), "ok"
             else:
-                value, outcome = await self._cached(stage, attempt, key)
+                value, outcome = await self._cached(stage, attempt, key, rank)
         except BaseException:
             self.metrics.counter(TOOL_CALLS, tool=self.name, outcome="error").inc()
             raise
@@ -92,27 +102,30 @@ class ToolRunner:
         return value
 
     async def _cached(
-        self, stage: CacheStage[Any], attempt: Attempt, key: Hashable
+        self, stage: CacheStage[Any], attempt: Attempt, key: Hashable, priority: int
     ) -> tuple[Any, str]:
         found = await stage.lookup(key)
         if found is not None and found.fresh:
             return found.value, "cached"
-        value, joined = await stage.compute_once(key, lambda: self._fill(stage, attempt, key))
+        fill = lambda: self._fill(stage, attempt, key, priority)  # noqa: E731
+        value, joined = await stage.compute_once(key, fill)
         return value, "coalesced" if joined else "ok"
 
-    async def _fill(self, stage: CacheStage[Any], attempt: Attempt, key: Hashable) -> Any:
-        value = await self.run(attempt)
+    async def _fill(
+        self, stage: CacheStage[Any], attempt: Attempt, key: Hashable, priority: int
+    ) -> Any:
+        value = await self.run(attempt, priority)
         assert self.options.cache is not None  # a key is made only for a cached tool
         await stage.store(key, value, self.options.cache)
         return value
 
-    async def run(self, attempt: Attempt) -> Any:
+    async def run(self, attempt: Attempt, priority: int = 0) -> Any:
         """Attempt until one succeeds, an error is not retryable, or attempts or budget run out."""
         self._budget.record_attempt()
         tries = self.options.attempts
         for number in range(tries):
             try:
-                return await self._once(attempt)
+                return await self._once(attempt, priority)
             except self._retryable as exc:
                 # A queue deadline is a TimeoutError too, but the caller's: never retried.
                 spent = number + 1 >= tries or isinstance(exc, AdmissionError)
@@ -122,26 +135,43 @@ class ToolRunner:
             await self.clock.sleep(self._backoff.delay(number))
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def _once(self, attempt: Attempt) -> Any:
-        clock, options = self.clock, self.options
+    async def _once(self, attempt: Attempt, priority: int) -> Any:
+        clock = self.clock
         started = clock.now()
-        if self.queue is not None:
-            await self.queue.admit(priority=options.priority, max_wait=options.queue_timeout)
-        permit = None if self.limit is None else await self.limit.acquire()
+        permits = await self._admit(priority)
         running = clock.now()
         self.metrics.histogram(TOOL_QUEUE_WAIT, tool=self.name).observe(running - started)
         try:
             value = await self._timed(attempt)
         except BaseException as exc:
             self.metrics.counter(TOOL_ERRORS, tool=self.name, error=type(exc).__name__).inc()
-            if permit is not None:
-                permit.release("dropped" if isinstance(exc, TimeoutError) else "ignored")
+            outcome: Outcome = "dropped" if isinstance(exc, TimeoutError) else "ignored"
+            for permit in permits:
+                permit.release(outcome)
             raise
         finally:
             self.metrics.histogram(TOOL_DURATION, tool=self.name).observe(clock.now() - running)
-        if permit is not None:
+        for permit in permits:
             permit.release()
         return value
+
+    async def _admit(self, priority: int) -> list[Permit]:
+        """Wait for this runner's turn and slot, then its parent's; the slots taken, in order."""
+        permits: list[Permit] = []
+        runner: ToolRunner | None = self
+        try:
+            while runner is not None:
+                if runner.queue is not None:
+                    wait = runner.options.queue_timeout
+                    await runner.queue.admit(priority=priority, max_wait=wait)
+                if runner.limit is not None:
+                    permits.append(await runner.limit.acquire())
+                runner = runner.parent
+        except BaseException:
+            for permit in permits:
+                permit.release("ignored")
+            raise
+        return permits
 
     async def _timed(self, attempt: Attempt) -> Any:
         timeout = self.options.timeout
@@ -157,13 +187,31 @@ class ToolRunner:
             raise TimeoutError(f"tool {self.name!r}: an attempt ran past its timeout {timeout:g}s")
         return task.result()
 
+    def forget_loop(self) -> None:
+        """The loop its waiters were on is gone: drop them (the slots they held are freed)."""
+        if self.queue is not None:
+            self.queue.forget_loop()
+        if self.limit is not None:
+            self.limit.forget_loop()
+
+    async def close_idle(self) -> None:
+        if self.queue is not None:
+            await self.queue.limiter.close_idle()
+
+    async def aclose(self) -> None:
+        if self.queue is not None:
+            await self.queue.aclose()
+
     def __repr__(self) -> str:
         return f"ToolRunner({self.name!r}, queue={self.queue!r}, limit={self.limit!r})"
 
 
 def _limit(options: ToolOptions, clock: Clock) -> ConcurrencyLimit | None:
-    if options.concurrency is None:
+    bounds = options.concurrency_bounds
+    if options.concurrency is None or bounds is None:
         return None
     if options.concurrency == "auto":
-        return AdaptiveLimit(_AUTO_INITIAL, clock=clock)
+        low, high = bounds
+        initial = min(max(_AUTO_INITIAL, low), high)
+        return AdaptiveLimit(initial, min_limit=low, max_limit=high, clock=clock)
     return FixedLimit(options.concurrency, clock=clock)

@@ -23,76 +23,51 @@ import asyncio
 import functools
 import hashlib
 import inspect
-import random
-from collections.abc import Callable, Coroutine, Hashable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Hashable
 from typing import Any, ParamSpec, TypeVar, cast
 
-from .._clock import Clock, SystemClock
 from .._errors import RequestError
-from .._home import HomeLoop
 from .._json import dumps_canonical
-from ..cache import CacheStage, MemoryCache, TieredCache
-from ..config import ToolConfig
-from ..flow import RetryBudget
-from ..monitor import Counter, Histogram, Metrics
+from ..monitor import Counter, Histogram
 from ..monitor.names import TOOL_CALLS, TOOL_DURATION
+from ._box import Toolbox
 from ._options import ToolOptions
 from ._runner import ToolRunner
 
-__all__ = ["ToolParts", "runner_of", "tool"]
+__all__ = ["runner_of", "tool"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-Submit = Callable[[Coroutine[Any, Any, Any]], "Any"]
-_OWN_CACHE_BYTES = 64 * 1024 * 1024
-
-
-@dataclass(slots=True)
-class ToolParts:
-    """What a tool borrows from its engine; a bare ``ToolParts()`` makes its own.
-
-    ``submit`` runs a sync caller's work on the engine's loop; with one (on
-    an engine) a ``stage`` of None means its cache is off, and a tool asking
-    for a cache is refused; without one a cached tool gets a memory cache.
-    """
-
-    clock: Clock = field(default_factory=SystemClock)
-    metrics: Metrics | None = None
-    stage: CacheStage[Any] | None = None
-    namespace: str = ""
-    entries: Sequence[ToolConfig] = ()
-    rng: random.Random = field(default_factory=random.Random)
-    submit: Submit | None = None
-    budget: tuple[float, float] = (0.2, 1.0)  # [retry] budget_ratio, budget_min_per_second
 
 
 def tool(
-    name: str | None = None, *, parts: ToolParts | None = None, **options: Any
+    name: str | None = None, *, box: Toolbox | None = None, **options: Any
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Decorate a tool function; ``options`` are :meth:`ToolOptions.of`'s.
 
-    ``rpm``/``rps`` pace it (calls wait their turn, at most ``queue_timeout``;
-    each tool has its queue of its own, so ``priority`` orders nothing yet),
-    ``concurrency`` bounds it (an int or ``"auto"``),
+    ``rpm``/``rps`` pace it (calls wait their turn, at most ``queue_timeout``,
+    higher ``priority`` first), ``concurrency`` bounds it (an int or
+    ``"auto"``; ``max_concurrency`` is how far the optimizer may raise it),
     ``timeout`` bounds each attempt, ``retry`` names the exceptions retried
     (and ``TimeoutError`` with a timeout) up to ``attempts`` in all, and
     ``cache`` (a TTL) caches answers and coalesces identical calls in flight.
-    The ``[[tools]]`` entry of its name gives what ``options`` leave out.
+    The ``[[tools]]`` entry of its name gives what ``options`` leave out;
+    functions decorated under one name share its limits (see ``_box.py``).
+    ``box`` is where the tool's runner lives: an engine's (``od.tool``), or
+    one of its own.
     """
-    parts = parts or ToolParts()
+    box = box or Toolbox()
     ToolOptions.of(None, **options)  # a bad option fails here, not at the first call
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         label = name or fn.__name__
-        entry = next((e for e in parts.entries if e.name == label), None)
-        settled = ToolOptions.of(entry, **options)
-        runner = _runner(label, settled, parts)
-        keys = _Keys(parts.namespace, label, fn) if settled.cache is not None else None
+        settled = ToolOptions.of(box.entry(label), **options)
+        runner = box.runner(label, settled)
+        keys = _Keys(box.namespace, label, fn) if settled.cache is not None else None
         wrapper: Any = (
-            _async_wrapper(fn, runner, keys)
+            _async_wrapper(fn, runner, keys, box, settled.priority)
             if inspect.iscoroutinefunction(fn)
-            else _sync_wrapper(fn, runner, keys, parts)
+            else _sync_wrapper(fn, runner, keys, box, settled.priority)
         )
         functools.update_wrapper(wrapper, fn)
         wrapper.tool = runner
@@ -116,27 +91,6 @@ def runner_of(fn: Callable[..., Any]) -> ToolRunner:
     return runner
 
 
-def _runner(name: str, options: ToolOptions, parts: ToolParts) -> ToolRunner:
-    stage = parts.stage
-    if options.cache is not None and stage is None:
-        if parts.submit is not None:
-            raise RequestError("cache", "the engine's cache is disabled ([cache] enabled = false)")
-        stage = CacheStage(TieredCache(MemoryCache(_OWN_CACHE_BYTES, clock=parts.clock)))
-    if parts.metrics is None:
-        parts.metrics = Metrics(clock=parts.clock)
-    ratio, floor = parts.budget
-    budget = RetryBudget(ratio, floor, clock=parts.clock)
-    return ToolRunner(
-        name,
-        options,
-        clock=parts.clock,
-        metrics=parts.metrics,
-        stage=stage,
-        budget=budget,
-        rng=parts.rng,
-    )
-
-
 class _Keys:
     """Cache keys of one tool: its namespace, name and arguments (``self`` left out)."""
 
@@ -157,29 +111,49 @@ class _Keys:
 
 
 def _async_wrapper(
-    fn: Callable[..., Any], runner: ToolRunner, keys: _Keys | None
+    fn: Callable[..., Any], runner: ToolRunner, keys: _Keys | None, box: Toolbox, priority: int
 ) -> Callable[..., Any]:
     if runner.options.plain:
         return _plain_async(fn, runner)
+    home = box.home
 
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         key = None if keys is None else keys.of(args, kwargs)
-        return await runner.call(lambda: fn(*args, **kwargs), key)
+        # One compare on the fast path; a loop other than the tools' home: see below.
+        if asyncio.get_running_loop() is home.loop or await home.arrive():
+            return await runner.call(lambda: fn(*args, **kwargs), key, priority)
+        caller = asyncio.get_running_loop()
+        attempt = functools.partial(_on_loop, caller, fn, args, kwargs)
+        return await home.forward(lambda: runner.call(attempt, key, priority))
 
     return wrapper
 
 
+async def _on_loop(
+    loop: asyncio.AbstractEventLoop,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """``fn`` run on the caller's ``loop`` while the limits wait on the home loop.
+
+    A tool's coroutine may hold the caller's loop-bound things (a session, a
+    lock), so it runs there; cancelling this (a timeout) cancels it there.
+    """
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(fn(*args, **kwargs), loop))
+
+
 def _sync_wrapper(
-    fn: Callable[..., Any], runner: ToolRunner, keys: _Keys | None, parts: ToolParts
+    fn: Callable[..., Any], runner: ToolRunner, keys: _Keys | None, box: Toolbox, priority: int
 ) -> Callable[..., Any]:
     if runner.options.plain:
         return _plain_sync(fn, runner)
-    submit = parts.submit or HomeLoop().submit  # without an engine: a loop thread of its own
+    submit = box.home.submit  # the engine's loop, or a loop thread of the box's own
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         key = None if keys is None else keys.of(args, kwargs)
         attempt = functools.partial(asyncio.to_thread, fn, *args, **kwargs)
-        return submit(runner.call(attempt, key)).result()
+        return submit(runner.call(attempt, key, priority)).result()
 
     return wrapper
 
