@@ -36,7 +36,7 @@ from .distribute import DistributedRun, TaskFn, distribute
 from .doors import Answer, Flavour, Passage, UnknownPaths, cached, make_client
 from .monitor import Measure, prometheus_text
 from .optimize import Analysis, Optimizer, analyse, tool_tunables
-from .tools import Toolbox, ToolRunner, tool
+from .tools import McpSession, McpTools, Toolbox, ToolRunner, tool
 from .upstream import Upstream, falls_back
 
 if TYPE_CHECKING:
@@ -171,6 +171,21 @@ class Overdrive:
         its knobs join ``od.tunables`` as ``tool.<name>.*``.
         """
         return tool(name, box=self._tools, **options)
+
+    @property
+    def tools(self) -> Toolbox:
+        """The engine's tools: their runners by name (``od.tools.runners``)."""
+        return self._tools
+
+    def mcp(self, session: McpSession, *, server: str, **options: Any) -> McpTools:
+        """An MCP client session whose tool calls go through this engine's tool door.
+
+        >>> docs = od.mcp(session, server="docs", rpm=120, concurrency=4)  # doctest: +SKIP
+        >>> await docs.call_tool("search", {"query": "retry budget"})  # doctest: +SKIP
+
+        See :class:`overdrive.tools.McpTools` for what is cached and how it is paced.
+        """
+        return McpTools(session, box=self._tools, server=server, **options)
 
     def _tune_tool(self, runner: ToolRunner) -> None:
         for knob in tool_tunables(runner):

@@ -12,8 +12,9 @@
 from __future__ import annotations
 
 from ._box import Toolbox
+from ._mcp import McpSession, McpTools
 from ._options import ToolOptions
 from ._runner import ToolRunner
 from ._tool import runner_of, tool
 
-__all__ = ["ToolOptions", "ToolRunner", "Toolbox", "runner_of", "tool"]
+__all__ = ["McpSession", "McpTools", "ToolOptions", "ToolRunner", "Toolbox", "runner_of", "tool"]

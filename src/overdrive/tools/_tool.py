@@ -34,7 +34,7 @@ from ._box import Toolbox
 from ._options import ToolOptions
 from ._runner import ToolRunner
 
-__all__ = ["runner_of", "tool"]
+__all__ = ["runner_of", "tool", "tool_key"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -94,20 +94,25 @@ def runner_of(fn: Callable[..., Any]) -> ToolRunner:
 class _Keys:
     """Cache keys of one tool: its namespace, name and arguments (``self`` left out)."""
 
-    __slots__ = ("_prefix", "_skip_self")
+    __slots__ = ("_name", "_namespace", "_skip_self")
 
     def __init__(self, namespace: str, name: str, fn: Callable[..., Any]) -> None:
-        self._prefix = [namespace, "tool", name]
+        self._namespace, self._name = namespace, name
         params = list(inspect.signature(fn).parameters)
         self._skip_self = bool(params) and params[0] in ("self", "cls") and "." in fn.__qualname__
 
     def of(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable:
         shown = args[1:] if self._skip_self else args
-        try:
-            material = dumps_canonical([*self._prefix, list(shown), kwargs])
-        except TypeError as exc:
-            raise RequestError("cache", f"tool arguments cannot form a cache key ({exc})") from None
-        return hashlib.blake2b(material, digest_size=16).digest()
+        return tool_key(self._namespace, self._name, list(shown), kwargs)
+
+
+def tool_key(namespace: str, name: str, args: list[Any], kwargs: dict[str, Any]) -> bytes:
+    """The cache and coalescing key of one call of tool ``name`` in ``namespace``."""
+    try:
+        material = dumps_canonical([namespace, "tool", name, args, kwargs])
+    except TypeError as exc:
+        raise RequestError("cache", f"tool arguments cannot form a cache key ({exc})") from None
+    return hashlib.blake2b(material, digest_size=16).digest()
 
 
 def _async_wrapper(

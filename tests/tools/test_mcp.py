@@ -1,0 +1,202 @@
+"""``od.mcp(session)``: a real MCP server over stdio, a real client session, through the door.
+
+The server (``mcp_server.py``) runs as a subprocess speaking MCP on stdio;
+its ``calls`` tool says how often each tool ran, read through the bare
+session so the wrapper cannot shape the count. Pacing waits on the
+engine's fake clock; only the round trips to the server take real time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import ClientSession, StdioServerParameters, stdio_client
+
+from overdrive import ConfigError, Overdrive
+from overdrive.monitor.names import TOOL_CALLS, TOOL_ERRORS
+from overdrive.testing import FakeClock
+from overdrive.tools import McpTools
+
+SERVER = Path(__file__).with_name("mcp_server.py")
+UPSTREAM = {"name": "a", "base_url": "http://127.0.0.1:1/v1", "models": ["m"]}
+# Real seconds a test waits for the server to show a call, at most.
+_SETTLE_S = 10.0
+
+
+@contextlib.asynccontextmanager
+async def connected() -> AsyncIterator[ClientSession]:
+    params = StdioServerParameters(command=sys.executable, args=[str(SERVER)])
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        yield session
+
+
+@contextlib.asynccontextmanager
+async def engine(**config: Any) -> AsyncIterator[tuple[Overdrive, FakeClock]]:
+    clock = FakeClock()
+    od = Overdrive.from_config({"upstreams": [UPSTREAM], **config}, clock=clock)
+    try:
+        yield od, clock
+    finally:
+        await od.aclose()
+
+
+async def ran(session: ClientSession, tool: str) -> int:
+    """How many times ``tool`` ran on the server, asked past the wrapper."""
+    result = await session.call_tool("calls", {"tool": tool})
+    assert result.structured_content is not None
+    return int(result.structured_content["result"])
+
+
+async def settles_at(session: ClientSession, tool: str, count: int) -> None:
+    """Wait (real time, bounded) until the server has run ``tool`` ``count`` times."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _SETTLE_S
+    while (seen := await ran(session, tool)) < count:
+        assert loop.time() < deadline, f"{tool} ran {seen} times, never {count}"
+        await asyncio.sleep(0.01)
+    assert seen == count  # and not more
+
+
+def text(result: Any) -> str:
+    return str(result.content[0].text)
+
+
+async def test_a_read_only_tool_is_coalesced_then_cached() -> None:
+    async with connected() as session, engine() as (od, _):
+        docs = od.mcp(session, server="docs")
+        answers = await asyncio.gather(
+            *(docs.call_tool("search", {"query": "q", "delay": 0.3}) for _ in range(5))
+        )
+        assert {text(a) for a in answers} == {"results for q"}
+        assert await ran(session, "search") == 1  # five callers, one call reached the server
+        again = await docs.call_tool("search", {"query": "q", "delay": 0.3})
+        assert text(again) == "results for q"
+        assert await ran(session, "search") == 1  # answered from the cache
+        other = await docs.call_tool("search", {"query": "other"})
+        assert text(other) == "results for other"
+        assert await ran(session, "search") == 2  # other arguments, another call
+        metrics = od.metrics
+        assert metrics.value(TOOL_CALLS, tool="docs.search", outcome="coalesced") == 4.0
+        assert metrics.value(TOOL_CALLS, tool="docs.search", outcome="cached") == 1.0
+        assert metrics.value(TOOL_CALLS, tool="docs.search", outcome="ok") == 2.0
+
+
+async def test_an_idempotent_tool_said_not_destructive_is_cached() -> None:
+    async with connected() as session, engine() as (od, _):
+        docs = od.mcp(session, server="docs")
+        for _ in range(3):
+            assert text(await docs.call_tool("lookup", {"key": "k"})) == "K"
+        assert await ran(session, "lookup") == 1
+
+
+async def test_a_destructive_tool_is_never_cached_even_when_named_cacheable() -> None:
+    async with connected() as session, engine() as (od, _):
+        docs = od.mcp(session, server="docs", cacheable=["delete_note", "plain"])
+        await asyncio.gather(*(docs.call_tool("delete_note", {"note": "n"}) for _ in range(3)))
+        assert await ran(session, "delete_note") == 3  # each call ran: none joined, none cached
+        for _ in range(2):
+            await docs.call_tool("plain", {"value": "v"})
+        assert await ran(session, "plain") == 1  # no hints, but the caller said so
+
+
+async def test_a_tool_without_hints_is_not_cached_unless_named() -> None:
+    async with connected() as session, engine() as (od, _):
+        docs = od.mcp(session, server="docs")
+        for _ in range(2):
+            await docs.call_tool("plain", {"value": "v"})
+        assert await ran(session, "plain") == 2
+
+
+async def test_an_error_answer_is_handed_back_and_never_stored() -> None:
+    async with connected() as session, engine() as (od, _):
+        docs = od.mcp(session, server="docs")
+        for _ in range(2):
+            result = await docs.call_tool("broken", {"value": "v"})
+            assert result.is_error
+            assert "cannot do v" in text(result)
+        assert await ran(session, "broken") == 2
+        assert od.metrics.value(TOOL_ERRORS, tool="docs.broken", error="McpToolError") == 2.0
+
+
+async def test_per_tool_pacing_holds_on_the_clock() -> None:
+    tools = [{"name": "docs.plain", "rpm": 60}]
+    async with connected() as session, engine(tools=tools) as (od, clock):
+        docs = od.mcp(session, server="docs")
+        calls = [
+            asyncio.ensure_future(docs.call_tool("plain", {"value": str(i)})) for i in range(3)
+        ]
+        for second in range(3):
+            await settles_at(session, "plain", second + 1)
+            await asyncio.sleep(0.05)  # a later call that jumped its turn would show by now
+            assert await ran(session, "plain") == second + 1
+            clock.advance(1.0)
+        await asyncio.gather(*calls)
+
+
+async def test_the_servers_pacing_holds_over_all_its_tools() -> None:
+    async with connected() as session, engine() as (od, clock):
+        docs = od.mcp(session, server="docs", rpm=60)
+        calls = [
+            asyncio.ensure_future(docs.call_tool("plain", {"value": "p"})),
+            asyncio.ensure_future(docs.call_tool("delete_note", {"note": "n"})),
+        ]
+        await asyncio.sleep(0.2)
+        assert await ran(session, "plain") + await ran(session, "delete_note") == 1
+        clock.advance(1.0)
+        await asyncio.gather(*calls)
+        assert await ran(session, "plain") + await ran(session, "delete_note") == 2
+
+
+async def test_listings_are_kept_briefly_and_joined() -> None:
+    async with connected() as session, engine() as (od, clock):
+        docs = od.mcp(session, server="docs", list_ttl="10s")
+        first, second = await asyncio.gather(docs.list_tools(), docs.list_tools())
+        assert first is second  # joined in flight
+        assert await docs.list_tools() is first  # kept
+        clock.advance(11.0)
+        assert await docs.list_tools() is not first  # expired: listed anew
+        names = {tool.name for tool in first.tools}
+        assert {"search", "lookup", "delete_note", "plain"} <= names
+
+
+async def test_unlisted_tool_names_share_one_runner() -> None:
+    async with connected() as session, engine() as (od, _):
+        docs = od.mcp(session, server="docs")
+        for name in ("nope_1", "nope_2", "nope_3"):
+            with contextlib.suppress(Exception):
+                await docs.call_tool(name, {})
+        assert sorted(od.tools.runners) == ["docs", "docs.<unlisted>"]
+
+
+class Unconnected:
+    """Has a session's two methods; the checks fail before either is called."""
+
+    async def call_tool(self, name: str, arguments: dict[str, Any] | None = None) -> Any:
+        raise AssertionError("not called")
+
+    async def list_tools(self) -> Any:
+        raise AssertionError("not called")
+
+
+def test_a_bad_server_name_option_or_session_is_refused_clearly() -> None:
+    od = Overdrive.from_config({"upstreams": [UPSTREAM]})
+    with pytest.raises(ConfigError) as caught:
+        od.mcp(Unconnected(), server="a.b")
+    assert caught.value.field == "server"
+    with pytest.raises(ConfigError) as caught:
+        od.mcp(Unconnected(), server="docs", tools={"search": {"rpm": 0}})
+    assert caught.value.field == "rpm"
+    not_a_session: Any = object()
+    with pytest.raises(TypeError, match="expected an MCP client session"):
+        od.mcp(not_a_session, server="docs")
+    wrapped = od.mcp(Unconnected(), server="docs")
+    assert isinstance(wrapped, McpTools)
+    with pytest.raises(AttributeError):
+        _ = wrapped.no_such_thing  # the session's attributes pass through, missing ones too
