@@ -201,6 +201,7 @@ class ToolRunner:
     async def aclose(self) -> None:
         if self.queue is not None:
             await self.queue.aclose()
+            await self.queue.limiter.aclose()  # a Redis limiter's connections
 
     def __repr__(self) -> str:
         return f"ToolRunner({self.name!r}, queue={self.queue!r}, limit={self.limit!r})"
