@@ -10,6 +10,7 @@ from typing import Any
 
 import anthropic
 import httpx
+import mcp
 import openai
 
 from overdrive import Overdrive
@@ -57,3 +58,16 @@ def httpx_flavour() -> None:
 
 if __name__ == "__main__":
     asyncio.run(main())
+
+
+# README "MCP servers": a ClientSession, and the high-level Client, are both accepted.
+async def ask_docs(session: mcp.ClientSession) -> None:
+    docs = od.mcp(session, server="docs", rpm=120, concurrency=4)
+    result = await docs.call_tool("search", {"query": "retry budget"})
+    print(result.content)
+
+
+async def ask_with_client(client: mcp.Client) -> None:
+    docs = od.mcp(client, server="docs")
+    listing = await docs.list_tools()
+    print([tool.name for tool in listing.tools])
