@@ -1,4 +1,6 @@
-"""A real MCP server for the tool door's tests, run over stdio: ``python mcp_server.py``.
+"""A real MCP server for the tool door's tests: ``python mcp_server.py [PORT]``.
+
+On stdio by default; given a port, over streamable HTTP at ``/mcp`` on loopback.
 
 Its tools carry the annotations the wrapper reads; ``calls`` reports how
 many times each tool ran, so a test sees what reached the server.
@@ -7,6 +9,7 @@ many times each tool ran, so a test sees what reached the server.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections import Counter
 
 from mcp.server import MCPServer
@@ -63,4 +66,7 @@ def calls(tool: str) -> int:
 
 
 if __name__ == "__main__":
-    server.run()
+    if len(sys.argv) > 1:
+        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[1]))
+    else:
+        server.run()

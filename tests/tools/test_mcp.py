@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import subprocess
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp import Client, ClientSession, StdioServerParameters, stdio_client
 
 from overdrive import ConfigError, Overdrive
+from overdrive._asgi_server import free_port
 from overdrive.monitor.names import TOOL_CALLS, TOOL_ERRORS
 from overdrive.testing import FakeClock
 from overdrive.tools import McpTools
@@ -86,6 +90,49 @@ async def test_a_read_only_tool_is_coalesced_then_cached() -> None:
         assert metrics.value(TOOL_CALLS, tool="docs.search", outcome="coalesced") == 4.0
         assert metrics.value(TOOL_CALLS, tool="docs.search", outcome="cached") == 1.0
         assert metrics.value(TOOL_CALLS, tool="docs.search", outcome="ok") == 2.0
+
+
+@contextlib.contextmanager
+def http_server() -> Iterator[str]:
+    """The same server over streamable HTTP in a subprocess; its URL once it listens."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(SERVER), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, _SETTLE_S)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def wait_for_port(port: int, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        assert time.monotonic() < deadline, f"the MCP server never listened on {port}"
+        time.sleep(0.05)
+
+
+async def test_an_mcp_client_over_streamable_http_goes_through_the_door() -> None:
+    with http_server() as url:
+        async with Client(url) as client, engine() as (od, _):
+            docs = od.mcp(client, server="docs")
+            answers = await asyncio.gather(
+                *(docs.call_tool("lookup", {"key": "k"}) for _ in range(3))
+            )
+            assert {text(a) for a in answers} == {"K"}
+            await docs.call_tool("delete_note", {"note": "n"})
+            await docs.call_tool("delete_note", {"note": "n"})
+            lookups = await client.call_tool("calls", {"tool": "lookup"})
+            deletes = await client.call_tool("calls", {"tool": "delete_note"})
+            assert lookups.structured_content == {"result": 1}
+            assert deletes.structured_content == {"result": 2}
 
 
 async def test_an_idempotent_tool_said_not_destructive_is_cached() -> None:
