@@ -3,7 +3,7 @@
 ``analyse`` reads a :class:`Sample` (the engine's metric windows and state, live
 or saved by ``overdrive demo``), splits the requests' wall time by stage and
 ranks :class:`Finding` s by the share of it they explain; the first is the
-bottleneck. ``overdrive report`` prints it.
+bottleneck. ``overdrive report`` prints it (:func:`render`, in :mod:`._report`).
 
 >>> from overdrive.monitor import Metrics
 >>> metrics = Metrics()
@@ -22,27 +22,32 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from .._errors import ConfigError
 from .._json import dumps, loads
 from ..monitor import Metrics
 from ..monitor.names import CACHE_HITS, COALESCED, REQUESTS
-from ._findings import RULES, Finding, Stages
+from ._findings import RULES, Finding
+from ._report import render
+from ._stages import Stages
+from ._tool_findings import TOOL_RULES, tool_breakdown
 
-if TYPE_CHECKING:
-    from rich.console import RenderableType
-
-__all__ = ["LAST_RUN", "Analysis", "Dist", "Point", "Sample", "analyse", "load_sample", "save_run"]
+__all__ = [
+    "LAST_RUN",
+    "Analysis",
+    "Dist",
+    "Point",
+    "Sample",
+    "analyse",
+    "load_sample",
+    "render",
+    "save_run",
+]
 
 Labels = tuple[tuple[str, str], ...]
 # Where ``overdrive demo`` leaves its run and ``overdrive report`` looks for it.
 LAST_RUN = Path(".overdrive") / "last-run.json"
-_STAGE_NAMES = {
-    "queue": "admission queue",
-    "upstream": "upstream",
-    "other": "batching, coalescing & overhead",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,9 +215,12 @@ def _has(labels: Labels, wanted: Mapping[str, str]) -> bool:
 class Analysis:
     """Where the requests' time went, and the findings ranked by how much of it they explain.
 
-    ``stages`` are shares of request wall time (summing to 1 when there was
-    any); ``served_locally`` is the share of requests answered by the cache or
-    by joining an identical call in flight.
+    ``stages`` are shares of wall time (summing to 1 when there was any): the
+    model requests' ``queue``, ``upstream`` and ``other``, and, when a tool
+    was called, the tools' ``tool_queue`` and ``tool_running``.
+    ``served_locally`` is the share of requests answered by the cache or by
+    joining an identical call in flight; ``tools`` breaks the tools down, one
+    row per tool (see :func:`._tool_findings.tool_breakdown`).
     """
 
     seconds: float
@@ -221,6 +229,7 @@ class Analysis:
     stages: dict[str, float]
     served_locally: dict[str, float]
     findings: tuple[Finding, ...]
+    tools: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def bottleneck(self) -> Finding | None:
@@ -228,7 +237,7 @@ class Analysis:
         return self.findings[0] if self.findings else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        found = {
             "seconds": round(self.seconds, 3),
             "requests": self.requests,
             "wall_seconds": round(self.wall_seconds, 3),
@@ -237,6 +246,11 @@ class Analysis:
             "bottleneck": None if self.bottleneck is None else self.bottleneck.name,
             "findings": [f.to_dict() for f in self.findings],
         }
+        if self.tools:  # a run without tools reads as it did before tools were measured
+            found["tools"] = {
+                name: {k: round(v, 4) for k, v in row.items()} for name, row in self.tools.items()
+            }
+        return found
 
 
 class _Engine(Protocol):
@@ -258,8 +272,8 @@ def analyse(
     """
     sample = _sample_of(source, stats, seconds)
     stages = Stages.of(sample)
-    findings = [f for rule in RULES for f in rule(sample, stages)]
-    # Ties keep rule order (queueing first): deterministic for the same sample.
+    findings = [f for rule in (*RULES, *TOOL_RULES) for f in rule(sample, stages)]
+    # Ties keep rule order (models' queueing first): deterministic for the same sample.
     findings.sort(key=lambda f: -f.explains)
     return Analysis(
         sample.seconds,
@@ -268,6 +282,7 @@ def analyse(
         stages.shares(),
         _served_locally(sample),
         tuple(findings),
+        tool_breakdown(sample, stages),
     )
 
 
@@ -313,39 +328,3 @@ def save_run(engine: _Engine, path: Path | str = LAST_RUN) -> Path | None:
 def load_sample(path: Path | str = LAST_RUN) -> Sample:
     """Read a sample :func:`save_run` wrote (FileNotFoundError if there is none)."""
     return Sample.from_dict(loads(Path(path).read_bytes()))
-
-
-def render(analysis: Analysis) -> RenderableType:
-    """The analysis as a rich table of stages and a list of findings, bottleneck first."""
-    from rich.console import Group
-    from rich.table import Table
-
-    stages = Table(
-        title=f"Where {analysis.requests:.0f} requests spent "
-        f"{analysis.wall_seconds:.1f} request-seconds"
-    )
-    stages.add_column("stage")
-    stages.add_column("share of time", justify="right")
-    for key, share in analysis.stages.items():
-        stages.add_row(_STAGE_NAMES.get(key, key), f"{share:.0%}")
-    local = analysis.served_locally
-    stages.caption = (
-        f"served locally: cache {local['cache']:.0%}, coalesced {local['coalesced']:.0%}"
-    )
-    return Group(stages, *_finding_lines(analysis))
-
-
-def _finding_lines(analysis: Analysis) -> list[str]:
-    if not analysis.findings:
-        return ["No bottleneck: nothing explains a notable share of the time."]
-    lines = []
-    for rank, finding in enumerate(analysis.findings):
-        label = "[bold]Bottleneck[/bold]" if rank == 0 else f"[dim]{finding.severity}[/dim]"
-        knob = f" ([cyan]{finding.tunable}[/cyan]" if finding.tunable else ""
-        if knob and finding.suggested is not None:
-            knob += f" → {finding.suggested:g}"
-        lines.append(
-            f"{label} {finding.name}: {finding.summary}: "
-            f"{finding.recommendation}{knob + ')' if knob else ''}"
-        )
-    return lines

@@ -1,7 +1,7 @@
-"""Where request time goes, and the rules that turn it into named findings.
+"""The rules that turn where request time goes into named findings.
 
-:class:`Stages` splits the requests' wall time between the admission queue and
-the upstream (the rest is batching, coalescing and overhead). Each rule reads
+:class:`Stages` (in :mod:`._stages`) splits the wall time between the
+admission queue, the upstream, the rest, and the tools. Each rule reads
 a sample and its stages and returns findings with evidence, a recommendation
 and, when one knob fixes it, the tunable and a suggested value. A finding's
 ``explains`` is the share of wall time behind it; the analyser ranks by it.
@@ -18,7 +18,6 @@ from ..monitor.names import (
     BATCH_SIZE,
     CACHE_HITS,
     COALESCED,
-    QUEUE_WAIT,
     REQUEST_DURATION,
     REQUESTS,
     RETRIES,
@@ -26,6 +25,7 @@ from ..monitor.names import (
     UPSTREAM_RATE_LIMITED,
     UPSTREAM_REQUESTS,
 )
+from ._stages import Stages
 
 if TYPE_CHECKING:
     from ._analyser import Sample
@@ -38,15 +38,14 @@ _REQUESTS = REQUESTS
 _DURATION = REQUEST_DURATION
 _SENT = UPSTREAM_REQUESTS
 _UPSTREAM = UPSTREAM_DURATION
-_QUEUE = QUEUE_WAIT
 _HITS = CACHE_HITS
 _COALESCED = COALESCED
 
 # Below these a finding is noise, not a bottleneck.
-_MIN_SHARE = 0.10
-_MIN_RATIO = 0.05
+MIN_SHARE = 0.10
+MIN_RATIO = 0.05
 # Sending at this share of the configured rpm means the limit is what holds calls.
-_SATURATED = 0.8
+SATURATED = 0.8
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,78 +74,11 @@ class Finding:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class Stages:
-    """Request-seconds spent queued (per upstream) and upstream (per op), and the total.
-
-    An upstream call serves every request batched or coalesced onto it, so its
-    seconds count once per request that waited on it (``fan_out``).
-    """
-
-    wall: float
-    queue: dict[str, float]
-    queue_by_op: dict[str, float]
-    upstream: dict[str, float]
-
-    @classmethod
-    def of(cls, sample: Sample) -> Stages:
-        queue: dict[str, float] = {}
-        queue_by_op: dict[str, float] = {}
-        upstream: dict[str, float] = {}
-        for op in sample.label_values(_REQUESTS, "op") or sample.label_values(_SENT, "op"):
-            fan_out = _fan_out(sample, op)
-            waited = 0.0
-            for name in sample.label_values(_SENT, "upstream"):
-                share = _queue_seconds(sample, name, op) * fan_out
-                queue[name] = queue.get(name, 0.0) + share
-                waited += share / fan_out
-            queue_by_op[op] = waited * fan_out
-            # The upstream duration includes the admission wait; take it out.
-            answered = sample.dist(_UPSTREAM, op=op).sum - waited
-            upstream[op] = max(0.0, answered) * fan_out
-        wall = sample.dist(_DURATION).sum
-        return cls(
-            max(wall, sum(queue.values()) + sum(upstream.values())), queue, queue_by_op, upstream
-        )
-
-    def share(self, seconds: float) -> float:
-        return seconds / self.wall if self.wall > 0 else 0.0
-
-    def shares(self) -> dict[str, float]:
-        """Queue, upstream and the rest, as shares of wall time summing to 1."""
-        queue, upstream = (
-            self.share(sum(self.queue.values())),
-            self.share(sum(self.upstream.values())),
-        )
-        if self.wall <= 0:
-            return {"queue": 0.0, "upstream": 0.0, "other": 0.0}
-        return {"queue": queue, "upstream": upstream, "other": max(0.0, 1.0 - queue - upstream)}
-
-
-def _fan_out(sample: Sample, op: str) -> float:
-    """Requests that waited on an upstream call of ``op``, per such call (at least 1)."""
-    calls = sample.dist(_UPSTREAM, op=op).count
-    waited = sample.total(_REQUESTS, op=op) - sample.total(_HITS, op=op)
-    return max(1.0, waited / calls) if calls else 1.0
-
-
-def _queue_seconds(sample: Sample, upstream: str, op: str) -> float:
-    """The queue wait at ``upstream`` booked to ``op`` (the histogram has no op label)."""
-    sent = sample.total(_SENT, upstream=upstream)
-    if not sent:
-        return 0.0
-    return (
-        sample.dist(_QUEUE, upstream=upstream).sum
-        * sample.total(_SENT, upstream=upstream, op=op)
-        / sent
-    )
-
-
 def severity(explains: float) -> Severity:
     return "critical" if explains >= 0.4 else "warning" if explains >= 0.15 else "info"
 
 
-def _per_minute(sample: Sample, count: float) -> float:
+def per_minute(sample: Sample, count: float) -> float:
     return count / sample.seconds * 60 if sample.seconds > 0 else 0.0
 
 
@@ -157,11 +89,11 @@ def queueing(sample: Sample, stages: Stages) -> Iterator[Finding]:
     """Time queued at an upstream: behind its rate limit, or for a concurrency slot."""
     for name, seconds in stages.queue.items():
         share = stages.share(seconds)
-        if share < _MIN_SHARE:
+        if share < MIN_SHARE:
             continue
-        sent = _per_minute(sample, sample.total(_SENT, upstream=name))
+        sent = per_minute(sample, sample.total(_SENT, upstream=name))
         rpm = sample.tunables.get(f"upstream.{name}.rpm")
-        if rpm and sent >= _SATURATED * rpm:
+        if rpm and sent >= SATURATED * rpm:
             yield _rate_limit(name, share, sent, rpm)
         else:
             yield _concurrency(sample, name, share, sent)
@@ -215,7 +147,7 @@ def caching(sample: Sample, stages: Stages) -> Iterator[Finding]:
     for op in sample.label_values(_REQUESTS, "op"):
         requests = sample.total(_REQUESTS, op=op)
         repeats = sample.total(_HITS, op=op) + sample.total(_COALESCED, op=op)
-        if not requests or repeats / requests < _MIN_SHARE or (ttl is not None and ttl >= 600):
+        if not requests or repeats / requests < MIN_SHARE or (ttl is not None and ttl >= 600):
             continue
         # Coalesced repeats still waited a whole call; a cache would have answered at once.
         waited = sample.total(_COALESCED, op=op) * sample.dist(_DURATION, op=op).mean
@@ -285,13 +217,13 @@ def rejections(sample: Sample, stages: Stages) -> Iterator[Finding]:
             (RETRIES, "retry"),
         ):
             ratio = sample.total(counter, upstream=name) / sent if sent else 0.0
-            if ratio >= _MIN_RATIO:
+            if ratio >= MIN_RATIO:
                 yield _rejection(sample, name, what, ratio, ratio * upstream_share)
 
 
 def _rejection(sample: Sample, name: str, what: str, ratio: float, share: float) -> Finding:
     if what == "429":
-        sent = _per_minute(sample, sample.total(_SENT, upstream=name) * (1 - ratio))
+        sent = per_minute(sample, sample.total(_SENT, upstream=name) * (1 - ratio))
         return Finding(
             "rate_limited",
             severity(share),
@@ -321,7 +253,7 @@ def latency(sample: Sample, stages: Stages) -> Iterator[Finding]:
         if not (_batches(op) and _unbatched(sample) is not None)
     }
     share = stages.share(sum(ops.values()))
-    if share < _MIN_SHARE:
+    if share < MIN_SHARE:
         return
     slowest = max(ops, key=lambda op: ops[op])
     p50 = sample.dist(_UPSTREAM, op=slowest).p50

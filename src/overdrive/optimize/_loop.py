@@ -1,13 +1,13 @@
 """The optimizer loop: one change at a time, measured, kept or rolled back.
 
 Every ``window`` seconds the loop reads the analysis of the last window. If a
-change is in flight it is judged first: kept when throughput rose by at least
-``min_gain`` without p95 latency growing past ``max_p95_ratio``, otherwise set
-back, and that tunable may not move that way again for ``cooldown`` seconds
-(the next try takes a smaller step). Then the most explaining finding that
-names a tunable becomes the next change, one safe step toward its suggestion
-(:mod:`._policies`), never past the tunable's bounds, which come from the
-configuration.
+change is in flight it is judged first: kept when throughput (model requests
+and tool calls finished per second) rose by at least ``min_gain`` without p95
+latency growing past ``max_p95_ratio``, otherwise set back, and that tunable
+may not move that way again for ``cooldown`` seconds (the next try takes a
+smaller step). Then the most explaining finding that names a tunable becomes
+the next change, one safe step toward its suggestion (:mod:`._policies`),
+never past the tunable's bounds, which come from the configuration.
 
 Every decision is a :class:`Decision` with the figures before and after, kept
 in :attr:`Optimizer.decisions`, logged at INFO on ``overdrive.optimize`` and
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from .._clock import Clock, SystemClock
 from .._errors import ConfigError
 from .._validate import check_duration
-from ..monitor.names import OPTIMIZER_DECISIONS, REQUEST_DURATION, TUNABLE_VALUE
+from ..monitor.names import OPTIMIZER_DECISIONS, REQUEST_DURATION, TOOL_CALLS, TUNABLE_VALUE
 from ._analyser import Analysis, analyse
 from ._policies import Proposal, propose
 
@@ -211,7 +211,7 @@ class Optimizer:
     # -- figures, cool-downs, records ------------------------------------------
 
     def _figures(self) -> Figures:
-        """Completed requests per second since the last cycle, and the window's p95 latency."""
+        """Requests and tool calls done per second since the last cycle, and the window's p95."""
         now, done = self._clock.now(), _completed(self.metrics)
         since, before = self._mark
         self._mark = (now, done)
@@ -293,11 +293,16 @@ def _engine_analysis(engine: _Engine) -> Callable[[float], Analysis]:
 
 
 def _completed(metrics: Metrics) -> float:
-    """Requests finished so far: the observations of the request-duration histograms."""
+    """Work finished so far: model requests (their duration's observations) and tool calls.
+
+    Tool calls count too, or a change to a tool's knob in an agent that calls
+    tools more than models would always look like no gain.
+    """
+    requests = 0.0
     for family in metrics.collect():
         if family.name == REQUEST_DURATION:
-            return float(sum(getattr(series, "count", 0) for _, series in family.series))
-    return 0.0
+            requests = float(sum(getattr(series, "count", 0) for _, series in family.series))
+    return requests + metrics.value(TOOL_CALLS)
 
 
 def _show(figures: Figures) -> str:
