@@ -374,6 +374,7 @@ class Result:
     failed: int
     cpu_s: float
     server: ServerStats = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)  # by what was raised
     notes: str = ""
 
     def upstream(self, key: str) -> int:
@@ -391,13 +392,17 @@ class Result:
         }
 
 
-async def run_agent(agent: Agent, contender: Contender) -> int:
-    """Run ``agent``'s steps in order; the number of its calls that raised."""
-    failed = 0
+async def run_agent(agent: Agent, contender: Contender) -> list[str]:
+    """Run ``agent``'s steps in order; what each of its calls that raised raised."""
+    failed: list[str] = []
     for step in agent:
         answers = await asyncio.gather(*(contender.call(c) for c in step), return_exceptions=True)
-        failed += sum(isinstance(answer, BaseException) for answer in answers)
+        failed += [_failure(a) for a in answers if isinstance(a, BaseException)]
     return failed
+
+
+def _failure(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"[:200]
 
 
 async def run_contender(
@@ -415,7 +420,8 @@ async def run_contender(
         finally:
             await contender.aclose()
     calls = len(workload.calls())
-    return Result(name, makespan, calls, sum(failed), cpu, notes=notes)
+    failures = Counter(error for errors in failed for error in errors)
+    return Result(name, makespan, calls, failures.total(), cpu, failures=dict(failures), notes=notes)
 
 
 def measure_run(
@@ -523,6 +529,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         results = measure_run(workload, TOOLS, args.seed + number, CONTENDERS)
         notes = "; ".join(f"{r.name}: {r.notes}" for r in results if r.notes)
         print(f"run {number + 1}: " + notes, flush=True)
+        for result in results:
+            if result.failures and result.name != "plain":  # plain's are the point
+                print(f"  {result.name} failed calls: {result.failures}", flush=True)
         runs.append(results)
     table = medians(runs, bound)
     print_table(table)

@@ -7,6 +7,7 @@ import itertools
 import threading
 from typing import Any
 
+import httpx
 import pytest
 
 from overdrive import ConfigError, QueueTimeoutError
@@ -360,3 +361,49 @@ async def test_auto_concurrency_uses_the_adaptive_limit() -> None:
 
     assert await work() == 1
     assert type(runner_of(work).limit).__name__ == "AdaptiveLimit"
+
+
+class Refused(Exception):
+    """A 429 with ``Retry-After``, as a tool's client may raise it."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("429")
+        self.retry_after = retry_after
+
+
+async def test_a_failure_that_says_retry_after_is_waited_out_by_every_call() -> None:
+    clock = FakeClock()
+    started: list[tuple[str, float]] = []
+    refusals = [Refused(5.0)]
+
+    @tool("quota", rpm=600, retry=Refused, box=box_on(clock))
+    async def quota(tag: str) -> str:
+        started.append((tag, clock.now()))
+        if refusals:
+            raise refusals.pop()
+        return tag
+
+    first = asyncio.ensure_future(quota("first"))
+    await finish(clock, asyncio.sleep(0.05))  # first was refused and holds the limit
+    assert await finish(clock, asyncio.gather(first, quota("second"))) == ["first", "second"]
+    retried = [t for tag, t in started if tag == "first"][1]
+    second = next(t for tag, t in started if tag == "second")
+    assert retried >= 5.0  # waited the 5 s it was told, not the backoff's fraction of one
+    assert second >= 5.0  # the other call was held too, though it never saw the 429
+
+
+async def test_an_http_status_error_with_a_retry_after_header_is_waited_out() -> None:
+    clock = FakeClock()
+    started: list[float] = []
+    request = httpx.Request("GET", "http://tools.invalid/search")
+    response = httpx.Response(503, headers={"retry-after": "3"}, request=request)
+
+    @tool(retry=httpx.HTTPStatusError, box=box_on(clock))
+    async def search() -> str:
+        started.append(clock.now())
+        if len(started) == 1:
+            raise httpx.HTTPStatusError("unavailable", request=request, response=response)
+        return "found"
+
+    assert await finish(clock, search()) == "found"
+    assert started[1] - started[0] >= 3.0

@@ -12,7 +12,7 @@ shared, as a tool may have side effects.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Hashable
+from collections.abc import Callable, Coroutine, Hashable, Mapping
 from typing import Any
 
 from .._clock import Clock
@@ -28,6 +28,7 @@ from ..flow import (
     Outcome,
     Permit,
     RetryBudget,
+    retry_after,
     settled_within,
 )
 from ..monitor import Metrics
@@ -131,9 +132,26 @@ class ToolRunner:
                 spent = number + 1 >= tries or isinstance(exc, AdmissionError)
                 if spent or not self._budget.try_spend():
                     raise
+                failure: BaseException = exc
             self.metrics.counter(TOOL_RETRIES, tool=self.name).inc()
-            await self.clock.sleep(self._backoff.delay(number))
+            await self._pause(number, failure)
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _pause(self, number: int, failure: BaseException) -> None:
+        """The backoff before retry ``number``, or longer if the failure said how long to wait.
+
+        A tool that answered 429 or 503 with ``Retry-After`` (an exception with a
+        ``retry_after`` in seconds, or a ``response`` with the header, as
+        ``httpx.HTTPStatusError`` has) is waited out, and a paced tool's limit
+        held that long, so its other calls do not walk into the same refusal.
+        """
+        delay = self._backoff.delay(number)
+        told = _told_to_wait(failure)
+        if told is not None:
+            if self.queue is not None:
+                await self.queue.limiter.hold(told)
+            delay = max(delay, told)
+        await self.clock.sleep(delay)
 
     async def _once(self, attempt: Attempt, priority: int) -> Any:
         clock = self.clock
@@ -205,6 +223,15 @@ class ToolRunner:
 
     def __repr__(self) -> str:
         return f"ToolRunner({self.name!r}, queue={self.queue!r}, limit={self.limit!r})"
+
+
+def _told_to_wait(failure: BaseException) -> float | None:
+    """Seconds a failure asked to wait: its ``retry_after``, or its response's header."""
+    given = getattr(failure, "retry_after", None)
+    if isinstance(given, int | float) and not isinstance(given, bool):
+        return retry_after({"retry-after": str(given)})
+    headers = getattr(getattr(failure, "response", None), "headers", None)
+    return retry_after(headers) if isinstance(headers, Mapping) else None
 
 
 def _limit(options: ToolOptions, clock: Clock) -> ConcurrencyLimit | None:
