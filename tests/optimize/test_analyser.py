@@ -184,5 +184,6 @@ def test_after_the_demo_the_report_names_the_rate_limit(
     run_phase(build_workload(60), through_overdrive=True)
     assert main(["report", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["bottleneck"] == "rate_limit"
+    # The run is in real time: on a loaded machine, say what the analyser saw instead.
+    assert report["bottleneck"] == "rate_limit", report["findings"][:2]
     assert report["findings"][0]["tunable"] == "upstream.sim.rpm"

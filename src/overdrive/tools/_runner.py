@@ -47,6 +47,10 @@ class ToolRunner:
     __slots__ = (
         "_backoff",
         "_budget",
+        "_outcomes",
+        "_queued",
+        "_ran",
+        "_retries",
         "_retryable",
         "_stage",
         "clock",
@@ -80,6 +84,14 @@ class ToolRunner:
         if limiter is not None:
             self.queue = AdmissionQueue(limiter, clock, name=f"tool {name}")
         self.limit = _limit(options, clock)
+        # Looked up once: a label lookup per call would cost every call of the tool.
+        self._outcomes = {
+            outcome: metrics.counter(TOOL_CALLS, tool=name, outcome=outcome)
+            for outcome in ("ok", "error", "cached", "coalesced")
+        }
+        self._retries = metrics.counter(TOOL_RETRIES, tool=name)
+        self._queued = metrics.histogram(TOOL_QUEUE_WAIT, tool=name)
+        self._ran = metrics.histogram(TOOL_DURATION, tool=name)
 
     async def call(
         self, attempt: Attempt, key: Hashable | None = None, priority: int | None = None
@@ -97,9 +109,9 @@ class ToolRunner:
             else:
                 value, outcome = await self._cached(stage, attempt, key, rank)
         except BaseException:
-            self.metrics.counter(TOOL_CALLS, tool=self.name, outcome="error").inc()
+            self._outcomes["error"].inc()
             raise
-        self.metrics.counter(TOOL_CALLS, tool=self.name, outcome=outcome).inc()
+        self._outcomes[outcome].inc()
         return value
 
     async def _cached(
@@ -133,7 +145,7 @@ class ToolRunner:
                 if spent or not self._budget.try_spend():
                     raise
                 failure: BaseException = exc
-            self.metrics.counter(TOOL_RETRIES, tool=self.name).inc()
+            self._retries.inc()
             await self._pause(number, failure)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -158,7 +170,7 @@ class ToolRunner:
         started = clock.now()
         permits = await self._admit(priority)
         running = clock.now()
-        self.metrics.histogram(TOOL_QUEUE_WAIT, tool=self.name).observe(running - started)
+        self._queued.observe(running - started)
         try:
             value = await self._timed(attempt)
         except BaseException as exc:
@@ -168,7 +180,7 @@ class ToolRunner:
                 permit.release(outcome)
             raise
         finally:
-            self.metrics.histogram(TOOL_DURATION, tool=self.name).observe(clock.now() - running)
+            self._ran.observe(clock.now() - running)
         for permit in permits:
             permit.release()
         return value
