@@ -421,7 +421,8 @@ async def run_contender(
             await contender.aclose()
     calls = len(workload.calls())
     failures = Counter(error for errors in failed for error in errors)
-    return Result(name, makespan, calls, failures.total(), cpu, failures=dict(failures), notes=notes)
+    raised = dict(failures)
+    return Result(name, makespan, calls, failures.total(), cpu, failures=raised, notes=notes)
 
 
 def measure_run(
