@@ -385,7 +385,7 @@ async def test_a_failure_that_says_retry_after_is_waited_out_by_every_call() -> 
 
     first = asyncio.ensure_future(quota("first"))
     await finish(clock, asyncio.sleep(0.05))  # first was refused and holds the limit
-    assert await finish(clock, asyncio.gather(first, quota("second"))) == ["first", "second"]
+    assert list(await finish(clock, asyncio.gather(first, quota("second")))) == ["first", "second"]
     retried = [t for tag, t in started if tag == "first"][1]
     second = next(t for tag, t in started if tag == "second")
     assert retried >= 5.0  # waited the 5 s it was told, not the backoff's fraction of one
