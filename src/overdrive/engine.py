@@ -399,13 +399,14 @@ class Overdrive:
         return served + [name for name in self._aliases if name not in served]
 
     def stats(self) -> dict[str, Any]:
-        """A plain-data snapshot: metrics, cache and coalescing state."""
+        """A plain-data snapshot: metrics, cache, upstream and tool state."""
         cache = self._cache
         return {
             "metrics": self.metrics.snapshot(),
             "cache": cache.summary() if self._cache_switch.on else None,
             "in_flight": {u.name: u.in_flight for u in self._upstreams},
             "waiting": {q.name: q.waiting for u in self._upstreams for q in u.queues().values()},
+            "tools": self._tools.stats(),
             "tunables": {name: knob.value for name, knob in self.tunables.items()},
             "balancer": self._router.balancer,
             "health": self._router.health(),

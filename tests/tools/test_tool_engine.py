@@ -106,3 +106,27 @@ def test_a_standalone_paced_tool_survives_one_asyncio_run_after_another() -> Non
 
     assert asyncio.run(burst()) == [0, 1, 2, 3]
     assert asyncio.run(burst()) == [0, 1, 2, 3]  # a new loop: the old one's waiters forgotten
+
+
+async def test_stats_show_each_tools_calls_running_and_waiting() -> None:
+    clock = FakeClock()
+    od = engine_on(clock)
+    gate = asyncio.Event()
+    try:
+
+        @od.tool("slow", concurrency=2, rpm=6000)
+        async def slow() -> None:
+            await gate.wait()
+
+        calls = [asyncio.ensure_future(slow()) for _ in range(3)]
+        for _ in range(3):  # each admission is a GCRA slot 10 ms after the last
+            await asyncio.sleep(0)
+            clock.advance(0.01)
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert od.stats()["tools"]["slow"] == {"waiting": 1, "in_flight": 2, "concurrency": 2}
+        gate.set()
+        await asyncio.gather(*calls)
+        assert od.stats()["tools"]["slow"] == {"waiting": 0, "in_flight": 0, "concurrency": 2}
+    finally:
+        await od.aclose()

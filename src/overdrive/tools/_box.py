@@ -143,6 +143,10 @@ class Toolbox:
             clock=self.clock,
         )
 
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Each runner's :meth:`~overdrive.tools.ToolRunner.stats`, by tool name."""
+        return {name: runner.stats() for name, runner in self.runners.items()}
+
     def forget_loop(self) -> None:
         """The event loop the runners' waiters and connections were on is gone: drop them."""
         for runner in self.runners.values():

@@ -217,6 +217,14 @@ class ToolRunner:
             raise TimeoutError(f"tool {self.name!r}: an attempt ran past its timeout {timeout:g}s")
         return task.result()
 
+    def stats(self) -> dict[str, int]:
+        """What it holds now: calls running (under a limit), calls waiting, and the limit."""
+        found = {"waiting": 0 if self.queue is None else self.queue.waiting}
+        if self.limit is not None:
+            found["in_flight"], found["concurrency"] = self.limit.in_flight, self.limit.limit
+            found["waiting"] += self.limit.waiting
+        return found
+
     def forget_loop(self) -> None:
         """The loop its waiters were on is gone: drop them (the slots they held are freed)."""
         if self.queue is not None:
