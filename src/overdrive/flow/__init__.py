@@ -12,7 +12,7 @@ from ._feedback import apply_feedback
 from ._hedge import HedgeDelay
 from ._limiter import Limiter, LimitSpec
 from ._ratelimit import GCRA, LocalLimiter
-from ._redis_limiter import RedisLimiter
+from ._redis_limiter import RedisLimiter, limiter_for
 from ._retry import RETRYABLE_STATUSES, Backoff, retry_after
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "RetryBudget",
     "apply_feedback",
     "batched",
+    "limiter_for",
     "retry_after",
     "settled_within",
 ]

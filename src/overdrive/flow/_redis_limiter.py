@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 from .._clock import Clock, SystemClock
 from .._errors import ConfigError
-from ._limiter import LimitSpec
+from ._limiter import Limiter, LimitSpec
 from ._ratelimit import LocalLimiter
 
 if TYPE_CHECKING:
@@ -370,3 +370,18 @@ def _client_for(url: str | None, client: Redis | None, timeout: float) -> tuple[
         return client, describe(client)
     assert url is not None
     return connect(url, timeout), safe_url(url)
+
+
+def limiter_for(
+    spec: LimitSpec, clock: Clock, *, name: str, redis_url: str | None, namespace: str
+) -> Limiter:
+    """One limit in memory, or held in Redis under ``name`` when a Redis is configured.
+
+    Every process configured alike names the limit alike, so they all draw
+    from one budget (an empty ``namespace`` is the default ``overdrive``).
+    """
+    if redis_url is None:
+        return LocalLimiter(spec, clock)
+    return RedisLimiter(
+        spec, name=name, url=redis_url, namespace=namespace or "overdrive", clock=clock
+    )

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from .._errors import KeyLimitError, ModelNotAllowedError
 from .._json import JSONDecodeError, loads
-from ..flow import LimitSpec, LocalLimiter, RedisLimiter
+from ..flow import LimitSpec, limiter_for
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -145,12 +145,9 @@ def _limiter(key: GatewayKey, config: Config, clock: Clock) -> Limiter | None:
     spec = LimitSpec(key.rpm, key.tpm, key.burst)
     if not spec.limited:
         return None
-    if config.redis_url is None:
-        return LocalLimiter(spec, clock)
     # One name for the key in every replica: they all draw from one budget.
-    namespace = config.namespace or "overdrive"
-    return RedisLimiter(
-        spec, name=f"key:{key.name}", url=config.redis_url, namespace=namespace, clock=clock
+    return limiter_for(
+        spec, clock, name=f"key:{key.name}", redis_url=config.redis_url, namespace=config.namespace
     )
 
 

@@ -22,7 +22,7 @@ from .._errors import ConfigError, RequestError
 from .._home import HomeLoop
 from ..cache import CacheStage, MemoryCache, TieredCache
 from ..config import RetryConfig, ToolConfig
-from ..flow import Backoff, Limiter, LimitSpec, LocalLimiter, RedisLimiter, RetryBudget
+from ..flow import Backoff, Limiter, LimitSpec, RetryBudget, limiter_for
 from ..monitor import Metrics
 from ._options import ToolOptions
 from ._runner import ToolRunner
@@ -132,15 +132,9 @@ class Toolbox:
             return None
         # Burst of one interval: calls go evenly spaced, never two at once.
         spec = LimitSpec(options.rpm, None, 0.0)
-        if self.redis_url is None or not options.shared:
-            return LocalLimiter(spec, self.clock)
-        # One name in every process configured alike: they all draw from one limit.
-        return RedisLimiter(
-            spec,
-            name=f"tool:{name}",
-            url=self.redis_url,
-            namespace=self.namespace or "overdrive",
-            clock=self.clock,
+        redis_url = self.redis_url if options.shared else None
+        return limiter_for(
+            spec, self.clock, name=f"tool:{name}", redis_url=redis_url, namespace=self.namespace
         )
 
     def stats(self) -> dict[str, dict[str, int]]:

@@ -23,7 +23,7 @@ from ..flow import (
     LocalLimiter,
     Outcome,
     Permit,
-    RedisLimiter,
+    limiter_for,
     settled_within,
 )
 from ._client import AnswerBounds, UpstreamClient
@@ -281,29 +281,17 @@ def local_limiters(config: UpstreamConfig, clock: Clock) -> dict[str | None, Lim
     return {model: LocalLimiter(spec, clock) for model, spec in limit_specs(config).items()}
 
 
-def shared_limiters(
-    config: UpstreamConfig, clock: Clock, redis_url: str, namespace: str
-) -> dict[str | None, Limiter]:
-    """Limiters held in Redis, so every process configured alike shares one limit."""
-    return {
-        model: RedisLimiter(
-            spec,
-            name=_queue_name(config, model),
-            url=redis_url,
-            namespace=namespace or "overdrive",
-            clock=clock,
-        )
-        for model, spec in limit_specs(config).items()
-    }
-
-
 def limiters_for(
     config: UpstreamConfig, clock: Clock, redis_url: str | None, namespace: str
 ) -> dict[str | None, Limiter]:
     """Shared limiters when a Redis is configured and ``shared_limits`` is on, else local."""
-    if redis_url and config.shared_limits:
-        return shared_limiters(config, clock, redis_url, namespace)
-    return local_limiters(config, clock)
+    shared = redis_url if config.shared_limits else None
+    return {
+        model: limiter_for(
+            spec, clock, name=_queue_name(config, model), redis_url=shared, namespace=namespace
+        )
+        for model, spec in limit_specs(config).items()
+    }
 
 
 def limit_specs(config: UpstreamConfig) -> dict[str | None, LimitSpec]:
