@@ -21,6 +21,7 @@ import httpx
 from ._clock import Clock
 from ._errors import OverdriveError
 from ._json import JSONDecodeError, loads
+from .apis import shaped_for
 from .doors import Answer, Passage, error_answer
 from .monitor import OpMeterBook
 from .upstream import Upstream, auth_headers, read_within
@@ -54,7 +55,7 @@ class Forwarder:
     async def forward(self, passage: Passage) -> Answer:
         if _relative(passage.path) is None:
             message = f"The path of {passage.what!r} cannot be sent on: not a plain URL path."
-            return error_answer(400, message, "invalid_request_error")
+            return error_answer(400, message, "invalid_request_error", api=shaped_for(passage.path))
         model = _model_of(passage.body)
         upstream = self.upstream_for(model)
         if upstream is None:
@@ -77,11 +78,11 @@ class Forwarder:
             answered = True
         except httpx.InvalidURL:  # a query string httpx will not send
             message = f"The query of {passage.what!r} cannot be sent on: not a plain URL query."
-            return error_answer(400, message, "invalid_request_error")
+            return error_answer(400, message, "invalid_request_error", api=shaped_for(passage.path))
         except (httpx.HTTPError, OverdriveError) as exc:
             failure = type(exc).__name__
             message = f"The upstream {upstream.name!r} failed on {passage.what}: {failure}."
-            return error_answer(502, message, "upstream_error")
+            return error_answer(502, message, "upstream_error", api=shaped_for(passage.path))
         finally:
             permit.release("ok" if answered else "ignored")
         self._meters.of(OP).upstream_duration(upstream.name).observe(self._clock.now() - sent)
@@ -181,4 +182,4 @@ def _nowhere(passage: Passage, model: str | None) -> Answer:
         f"No API adapter handles {passage.what}, and {why}; "
         "overdrive sends unknown paths only to its configured upstreams."
     )
-    return error_answer(404, message, "unknown_url")
+    return error_answer(404, message, "unknown_url", api=shaped_for(passage.path))

@@ -77,6 +77,25 @@ async def test_reject_answers_404_naming_the_path(clock: FakeClock) -> None:
     assert fake.calls == []
 
 
+async def test_an_unknown_path_under_messages_is_refused_in_anthropics_shape(
+    clock: FakeClock,
+) -> None:
+    async with (
+        FakeUpstream(clock) as fake,
+        engine(fake, clock) as od,
+        od.http_client(unknown_paths="reject") as http,
+    ):
+        under = await http.get("http://x.invalid/v1/messages/")
+        elsewhere = await http.get("http://x.invalid/v1/files")
+    assert under.status_code == elsewhere.status_code == 404
+    error = under.json()
+    assert error["type"] == "error"  # what the anthropic SDK reads
+    assert error["error"]["type"] == "not_found_error"  # Anthropic's name for a 404
+    assert "GET /v1/messages/" in error["error"]["message"]
+    assert "type" not in elsewhere.json()  # OpenAI's shape for the rest
+    assert elsewhere.json()["error"]["type"] == "unknown_url"
+
+
 async def test_reject_is_configurable_in_the_doors_section(clock: FakeClock) -> None:
     async with FakeUpstream(clock) as fake:
         config = {

@@ -33,6 +33,7 @@ __all__ = [
     "named",
     "register",
     "registered",
+    "shaped_for",
     "unregister",
 ]
 
@@ -49,6 +50,20 @@ def for_request(method: str, path: str) -> Api | None:
         if path.endswith(suffix):
             return api
     return None
+
+
+def shaped_for(path: str) -> Api:
+    """The adapter whose errors fit a request under ``path``, known or not (CHAT's if none).
+
+    A client of an API reads that API's error shape, also for a path the
+    doors do not serve (``GET /v1/messages/`` gets Anthropic's).
+
+    >>> shaped_for("/v1/messages/x").name, shaped_for("/v1/files").name
+    ('messages', 'chat')
+    """
+    within = path.rstrip("/") + "/"
+    found = [api for api in _BY_NAME.values() if api.suffix + "/" in within]
+    return max(found, key=lambda api: len(api.suffix), default=CHAT)
 
 
 def named(name: str) -> Api | None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from .._json import dumps
+from ..apis import shaped_for
 from ._answer import Answer, Gate, answer, error_answer, route
 
 if TYPE_CHECKING:
@@ -117,7 +118,7 @@ async def unknown_path(
             f"No API adapter handles {passage.what}; this overdrive is configured "
             '([doors] unknown_paths = "reject") to send nothing else upstream.'
         )
-        return error_answer(404, message, "unknown_url")
+        return error_answer(404, message, "unknown_url", api=shaped_for(passage.path))
     return await engine.forward(passage)
 
 

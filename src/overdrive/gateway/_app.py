@@ -22,7 +22,7 @@ from .._clock import SystemClock
 from .._errors import OverdriveError
 from .._json import dumps
 from .._validate import check_int
-from ..apis import CHAT, Api, registered
+from ..apis import CHAT, Api, registered, shaped_for
 from ..config import GatewayConfig
 from ..doors import (
     MODELS,
@@ -405,7 +405,7 @@ def _headers(scope: Scope) -> dict[str, str]:
 
 
 def _unknown_url(path: str) -> Answer:
-    return error_answer(404, f"Unknown request URL: {path}", "unknown_url")
+    return error_answer(404, f"Unknown request URL: {path}", "unknown_url", api=shaped_for(path))
 
 
 def _not_allowed(method: str, path: str, methods: Mapping[str, Handler | Kind]) -> Answer:
