@@ -53,6 +53,10 @@ class ApiFamily(Protocol):
 
     def key_fields(self, body: Mapping[str, Any], *, streamed: bool = False) -> dict[str, Any]: ...
 
+    def semantic_split(
+        self, body: Mapping[str, Any], *, streamed: bool = False
+    ) -> tuple[dict[str, Any], str] | None: ...
+
     def sampled(self, call: Call) -> bool: ...
 
     def shares(self, call: Call) -> bool: ...
@@ -153,7 +157,7 @@ class Call:
 
 @dataclass(slots=True, frozen=True)
 class Result:
-    """A complete response: ``source`` is "upstream", "cache", "stale" or "coalesced".
+    """A complete response: ``source`` is "upstream", "cache", "stale", "semantic" or "coalesced".
 
     ``model`` is the model that served it: the one the call went as (an
     alias's target) or the fallback that answered.
@@ -168,6 +172,8 @@ class Result:
     queued_s: float = 0.0
     # The model that served it: the call's own, or the fallback that answered.
     model: str = ""
+    # A semantic hit's cosine similarity to the cached question it answered.
+    similarity: float | None = None
 
     @property
     def ok(self) -> bool:

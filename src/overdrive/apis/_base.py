@@ -13,6 +13,7 @@ name; it asks the call's adapter (``call.api``):
 ``call(body)``           check a parsed body and price it in tokens: a :class:`Call`
 ``ignored_fields(...)``  the body fields left out of the cache key
 ``key_fields(body)``     the body fields that make the cache key
+``semantic_split(...)``  its key fields with the last user text set apart, or None
 ``sampled(call)``        whether the call asks the model to sample (a fresh answer)
 ``shares(call)``         whether its answer may be shared at all (cached, coalesced)
 ``batches``              whether any of its calls may be batched
@@ -56,6 +57,7 @@ from typing import Any
 
 from .._calls import Call
 from .._errors import RequestError
+from ._semantic import Split
 
 __all__ = ["Api", "model_of"]
 
@@ -108,6 +110,14 @@ class Api:
         """
         ignored = self.ignored_fields(streamed=streamed)
         return {k: v for k, v in body.items() if k not in ignored and v is not None}
+
+    def semantic_split(self, body: Mapping[str, Any], *, streamed: bool = False) -> Split | None:
+        """The key fields with the last user turn's text taken out, and that text; or None.
+
+        The semantic cache matches the text by meaning and the rest exactly.
+        None (the default) means no call of this API is matched by meaning.
+        """
+        return None
 
     def sampled(self, call: Call) -> bool:
         """Whether ``call`` asks the model to sample, so a repeat may answer differently."""

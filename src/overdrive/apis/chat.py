@@ -30,6 +30,7 @@ from .._errors import RequestError
 from .._json import JSONDecodeError, loads
 from .._tokens import estimate_messages_tokens
 from ._base import Api, model_of
+from ._semantic import Split, split_messages
 from ._sse import sse_events
 
 __all__ = ["CHAT", "DEFAULT_OUTPUT_TOKENS", "ChatApi", "chat_stream_complete", "is_error_event"]
@@ -39,6 +40,7 @@ __all__ = ["CHAT", "DEFAULT_OUTPUT_TOKENS", "ChatApi", "chat_stream_complete", "
 DEFAULT_OUTPUT_TOKENS = 256
 
 _DONE = b"[DONE]"
+_TEXT_PARTS = frozenset({"text"})
 _NUMBER = (int, float)
 
 
@@ -72,6 +74,10 @@ class ChatApi(Api):
             raise RequestError("stream", f"expected true or false, got {stream!r}")
         tokens = estimate_messages_tokens(messages) + _output_budget(body)
         return Call(self.name, body, model, stream, tokens, self)
+
+    def semantic_split(self, body: Mapping[str, Any], *, streamed: bool = False) -> Split | None:
+        """The last message, when it is the user's text, set apart from the rest of the key."""
+        return split_messages(self.key_fields(body, streamed=streamed), "messages", _TEXT_PARTS)
 
     def sampled(self, call: Call) -> bool:
         """True unless ``temperature`` is 0: OpenAI's default is 1, so a call without one samples.

@@ -42,6 +42,7 @@ from .._errors import RequestError
 from .._json import JSONDecodeError, dumps, loads
 from .._tokens import estimate_tokens
 from ._base import Api, model_of
+from ._semantic import Split, split_messages
 from ._sse import sse_events
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
 
 _ROLES = frozenset({"user", "assistant"})
 _NUMBER = (int, float)
+_TEXT_BLOCKS = frozenset({"text"})
 # Each turn costs a few tokens of framing, as a chat message does.
 _TURN_OVERHEAD = 4
 # An image costs at most about this many tokens (Anthropic: width * height / 750).
@@ -162,6 +164,10 @@ class MessagesApi(_AnthropicApi):
         if isinstance(metadata, dict) and metadata.keys() <= {"user_id"}:
             del fields["metadata"]
         return fields
+
+    def semantic_split(self, body: Mapping[str, Any], *, streamed: bool = False) -> Split | None:
+        """The last message, when it is the user's text, set apart from the rest of the key."""
+        return split_messages(self.key_fields(body, streamed=streamed), "messages", _TEXT_BLOCKS)
 
     def sampled(self, call: Call) -> bool:
         """True unless ``temperature`` is 0: Anthropic's default is 1.0."""

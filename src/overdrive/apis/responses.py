@@ -48,12 +48,14 @@ from .._errors import RequestError
 from .._json import JSONDecodeError, dumps, loads
 from .._tokens import estimate_messages_tokens, estimate_tokens
 from ._base import Api, _count, model_of
+from ._semantic import QUERY, Split, split_messages
 from ._sse import sse_events
 from .chat import DEFAULT_OUTPUT_TOKENS
 
 __all__ = ["RESPONSES", "ResponsesApi", "is_error_event", "responses_stream_complete"]
 
 _NUMBER = (int, float)
+_TEXT_PARTS = frozenset({"input_text"})
 # An item other than a message costs a few tokens of framing, as a message does.
 _ITEM_OVERHEAD = 4
 _TOOL_CHOICES = frozenset({"none", "auto", "required"})
@@ -89,6 +91,18 @@ class ResponsesApi(Api):
         _check_context(body)
         tokens = _input_tokens(body) + _tools_tokens(body) + _output_budget(body)
         return Call(self.name, body, model, stream, tokens, self)
+
+    def semantic_split(self, body: Mapping[str, Any], *, streamed: bool = False) -> Split | None:
+        """A string ``input``, or a last input item that is the user's text, set apart.
+
+        >>> RESPONSES.semantic_split({"model": "m", "input": "hi", "stream": True})[1]
+        'hi'
+        """
+        fields = self.key_fields(body, streamed=streamed)
+        text = fields.get("input")
+        if isinstance(text, str):
+            return ({**fields, "input": QUERY}, text) if text.strip() else None
+        return split_messages(fields, "input", _TEXT_PARTS)
 
     def sampled(self, call: Call) -> bool:
         """True unless ``temperature`` is 0: the default is 1, so a call without one samples."""

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from ..config import CacheConfig
     from ._tier import Tier
 
-__all__ = ["build_cache"]
+__all__ = ["build_cache", "exact_memory"]
 
 
 def build_cache(
@@ -28,7 +28,7 @@ def build_cache(
     With Redis, identical misses in different processes also compute once
     (a Redis lease whose waiters are woken by pub/sub).
     """
-    memory: MemoryCache[Any] = MemoryCache(config.memory, clock, policy=config.policy)
+    memory: MemoryCache[Any] = MemoryCache(exact_memory(config), clock, policy=config.policy)
     tiers: list[Tier] = []
     lease = None
     if config.disk:
@@ -41,3 +41,14 @@ def build_cache(
         tiers.append(RedisTier(redis_url, namespace=namespace))
         lease = RedisLease(redis_url, namespace=namespace)
     return TieredCache(memory, tiers, Codec(config.secret()), lease=lease)
+
+
+def exact_memory(config: CacheConfig) -> int:
+    """The memory tier's bytes: ``[cache] memory``, less the semantic tier's share when it is on.
+
+    >>> from overdrive.config import CacheConfig
+    >>> exact_memory(CacheConfig(memory="256MB", semantic={"enabled": True, "memory": "32MB"}))
+    224000000
+    """
+    semantic = config.semantic
+    return config.memory - (semantic.memory if semantic.enabled else 0)

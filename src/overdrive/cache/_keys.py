@@ -10,7 +10,7 @@ from .._calls import Call
 from .._errors import RequestError
 from .._json import dumps_canonical
 
-__all__ = ["call_key", "request_key"]
+__all__ = ["call_key", "request_key", "semantic_scope"]
 
 
 def call_key(call: Call, namespace: str = "") -> bytes:
@@ -30,6 +30,29 @@ def call_key(call: Call, namespace: str = "") -> bytes:
     if call.namespace:
         namespace = f"{namespace}/{call.namespace}"
     return request_key(op, call.api.key_fields(call.body, streamed=call.stream), namespace)
+
+
+def semantic_scope(call: Call, namespace: str = "") -> tuple[bytes, str] | None:
+    """``(scope, text)``: what must match exactly, and the last user text matched by meaning.
+
+    None when the call's API or its last turn has no such text. The scope is
+    keyed like :func:`call_key`, with the text left out, in the same namespace.
+
+    >>> from overdrive._calls import chat_call
+    >>> def ask(text):
+    ...     return chat_call({"model": "m", "messages": [{"role": "user", "content": text}]})
+    >>> first, second = semantic_scope(ask("hi there")), semantic_scope(ask("hello"))
+    >>> first[0] == second[0], first[1]
+    (True, 'hi there')
+    """
+    split = call.api.semantic_split(call.body, streamed=call.stream)
+    if split is None:
+        return None
+    fields, text = split
+    op = f"{call.op}.stream" if call.stream else call.op
+    if call.namespace:
+        namespace = f"{namespace}/{call.namespace}"
+    return request_key(f"{op}~semantic", fields, namespace), text
 
 
 def request_key(op: str, params: Mapping[str, Any], namespace: str = "") -> bytes:

@@ -38,20 +38,33 @@ class _Origin:
 
 
 def replay(
-    chunks: list[bytes], upstream: str, media_type: str = "text/event-stream", model: str = ""
+    chunks: list[bytes],
+    upstream: str,
+    media_type: str = "text/event-stream",
+    model: str = "",
+    *,
+    similarity: float | None = None,
 ) -> StreamReply:
-    """A reply that plays a stored streamed body back chunk by chunk."""
+    """A reply that plays a stored streamed body back chunk by chunk.
+
+    With ``similarity`` it is a semantic hit: the answer to a question that
+    meant the same (``source`` "semantic").
+    """
     headers = {"content-type": media_type}
-    return StreamReply(_Origin(200, headers, upstream, None, chunks, model=model), "cache")
+    origin = _Origin(200, headers, upstream, None, chunks, model=model)
+    reply = StreamReply(origin, "cache" if similarity is None else "semantic")
+    reply.similarity = similarity
+    return reply
 
 
 class StreamReply:
     """One caller's streamed answer: status, headers, then the body chunk by chunk.
 
     ``source`` is "upstream" for the caller whose request went out,
-    "coalesced" for one that joined it and "cache" for a stored stream played
-    back. ``model`` is the model that served it. Always ``aclose`` it (iterating to
-    the end does too).
+    "coalesced" for one that joined it, "cache" for a stored stream played
+    back and "semantic" for one stored for a question that meant the same
+    (``similarity`` says how close). ``model`` is the model that served it.
+    Always ``aclose`` it (iterating to the end does too).
     """
 
     __slots__ = (
@@ -60,6 +73,7 @@ class StreamReply:
         "headers",
         "model",
         "queued_s",
+        "similarity",
         "source",
         "status",
         "upstream",
@@ -71,6 +85,7 @@ class StreamReply:
         self.upstream = origin.upstream
         self.model = origin.model
         self.source = source
+        self.similarity: float | None = None
         # Only the caller whose request went out waited for admission.
         self.queued_s = origin.queued_s if source == "upstream" else 0.0
         self._stored = origin.chunks

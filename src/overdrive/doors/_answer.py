@@ -272,19 +272,24 @@ def _call(api: Api, headers: Mapping[str, str], body: bytes, gate: Gate | None) 
     return dataclasses.replace(call, cache=mode, max_age=max_age, namespace=namespace)
 
 
-_CACHE_MARKS = {"cache": "HIT", "stale": "STALE"}
+_CACHE_MARKS = {"cache": "HIT", "stale": "STALE", "semantic": "SEMANTIC"}
+# A semantic hit's cosine similarity to the cached question whose answer it got.
+SIMILARITY_HEADER = "x-overdrive-similarity"
 
 
 def _marks(
     content_type: str, served: Result | StreamReply, model: str, queued_s: float
 ) -> dict[str, str]:
-    return {
+    marks = {
         "content-type": content_type,
         "x-overdrive-cache": _CACHE_MARKS.get(served.source, "MISS"),
         "x-overdrive-upstream": served.upstream,
         MODEL_HEADER: model,
         "x-overdrive-queue-ms": f"{queued_s * 1000:.1f}",
     }
+    if served.similarity is not None:
+        marks[SIMILARITY_HEADER] = f"{served.similarity:.4f}"
+    return marks
 
 
 def _admission_from(

@@ -1,7 +1,7 @@
 """The gateway's access log: one line per request on the ``overdrive.access`` logger.
 
 Each line names the time, method, path, status, the key's *name*, the model,
-the upstream, the cache result (``HIT``, ``MISS``, ``STALE`` or ``-``), the
+the upstream, the cache result (``HIT``, ``MISS``, ``STALE``, ``SEMANTIC`` or ``-``), the
 milliseconds the call queued and the milliseconds the whole request took.
 Never a key, a prompt or a body: what a caller sent stays out of the log,
 except the path and the model name, which are escaped and cut short so a

@@ -161,8 +161,16 @@ _SCHEMAS: dict[str, Any] = {
 }
 _OVERDRIVE_HEADERS = {
     "x-overdrive-cache": {
-        "description": "HIT when the answer came from the cache, MISS otherwise.",
-        "schema": {"type": "string", "enum": ["HIT", "MISS"]},
+        "description": (
+            "HIT when the answer came from the cache, STALE when it was served past its TTL "
+            "while it is refreshed, SEMANTIC when it was cached for a question that means "
+            "the same (see x-overdrive-similarity), MISS otherwise."
+        ),
+        "schema": {"type": "string", "enum": ["HIT", "STALE", "SEMANTIC", "MISS"]},
+    },
+    "x-overdrive-similarity": {
+        "description": "On a SEMANTIC hit: the cosine similarity of the two questions.",
+        "schema": {"type": "string"},
     },
     "x-overdrive-upstream": {
         "description": "The upstream that produced the answer.",

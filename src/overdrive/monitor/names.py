@@ -41,6 +41,8 @@ __all__ = [
     "RETRIES",
     "RETRY_BUDGET_SPENT",
     "REVALIDATION_ERRORS",
+    "SEMANTIC_DURATION",
+    "SEMANTIC_LOOKUPS",
     "STREAMS_NOT_STORED",
     "TOKENS",
     "TOOL_CALLS",
@@ -71,6 +73,9 @@ STREAMS_NOT_STORED = "overdrive_streams_not_stored_total"
 REVALIDATION_ERRORS = "overdrive_revalidation_errors_total"
 # Model fallbacks ([[models]] fallbacks): {op, from_model, to_model}.
 FALLBACKS = "overdrive_fallbacks_total"
+# The semantic tier ([cache.semantic]): {op}; lookups also {outcome}: hit or miss.
+SEMANTIC_LOOKUPS = "overdrive_semantic_lookups_total"
+SEMANTIC_DURATION = "overdrive_semantic_lookup_seconds"
 # The cache tiers: {tier, op}.
 CACHE_TIER_ERRORS = "overdrive_cache_tier_errors_total"
 # The upstreams: {upstream}; requests and durations also {op}, responses {status}.
@@ -108,6 +113,8 @@ METRIC_HELP: Mapping[str, str] = {
     TOKENS: "Tokens reported by upstreams.",
     BATCH_SIZE: "Items per upstream batch.",
     HEDGES: "Second requests sent to another deployment when the first was slow to answer.",
+    SEMANTIC_LOOKUPS: "Lookups of the semantic tier after an exact miss, by outcome: hit or miss.",
+    SEMANTIC_DURATION: "Time a semantic lookup took: reading shared entries, embedding, guard.",
     STREAMS_NOT_STORED: "Streams that ended but were not cached: truncated or an error event.",
     REVALIDATION_ERRORS: "Background refreshes of stale cache entries that failed.",
     FALLBACKS: "Calls sent on to their next model once the previous model's attempts were spent.",
