@@ -35,7 +35,9 @@ def test_two_questions_in_one_conversation_share_a_scope_but_not_the_earlier_tur
             {"role": "user", "content": "b"},
         )
     )
-    assert first is not None and second is not None and earlier is not None
+    assert first is not None
+    assert second is not None
+    assert earlier is not None
     assert first[0] == second[0] != earlier[0]
 
 
@@ -43,7 +45,9 @@ def test_delivery_fields_stay_out_of_the_scope_as_they_stay_out_of_the_key() -> 
     plain = CHAT.semantic_split(chat({"role": "user", "content": "a"}))
     tagged = CHAT.semantic_split(chat({"role": "user", "content": "a"}, user="ann", timeout=3))
     hot = CHAT.semantic_split(chat({"role": "user", "content": "a"}, temperature=1.5))
-    assert plain is not None and tagged is not None and hot is not None
+    assert plain is not None
+    assert tagged is not None
+    assert hot is not None
     assert plain[0] == tagged[0] != hot[0]
 
 
@@ -65,7 +69,8 @@ def test_a_last_turn_that_is_not_only_user_text_is_not_matched(last: dict[str, A
 def test_text_parts_are_joined() -> None:
     parts = [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}]
     split = CHAT.semantic_split(chat({"role": "user", "content": parts}))
-    assert split is not None and split[1] == "one\ntwo"
+    assert split is not None
+    assert split[1] == "one\ntwo"
 
 
 def test_responses_input_string_or_last_user_item() -> None:
@@ -74,7 +79,8 @@ def test_responses_input_string_or_last_user_item() -> None:
     assert as_text == ({"model": "m", "input": QUERY, "instructions": "Be kind."}, "hi")
     item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}
     as_item = RESPONSES.semantic_split({"model": "m", "input": [item]})
-    assert as_item is not None and as_item[1] == "hi"
+    assert as_item is not None
+    assert as_item[1] == "hi"
     output = {"type": "function_call_output", "call_id": "c", "output": "{}"}
     assert RESPONSES.semantic_split({"model": "m", "input": [item, output]}) is None
 
@@ -89,7 +95,8 @@ def test_messages_last_user_text_blocks() -> None:
     split = MESSAGES.semantic_split(body)
     assert split is not None
     scope, text = split
-    assert text == "hello" and scope["system"] == "Be brief."
+    assert text == "hello"
+    assert scope["system"] == "Be brief."
     with_image = {**body, "messages": [{"role": "user", "content": [{"type": "image"}]}]}
     assert MESSAGES.semantic_split(with_image) is None
 

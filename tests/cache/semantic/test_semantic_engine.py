@@ -64,10 +64,12 @@ async def test_a_paraphrase_is_answered_from_the_cache(sim: SimServer) -> None:
         again = await od.request(ask("How can I reset my password?"))
         assert again.source == "semantic"
         assert again.body == first.body
-        assert again.similarity is not None and 0.8 < again.similarity < 1.0
+        assert again.similarity is not None
+        assert 0.8 < again.similarity < 1.0
         assert chats(sim) == 1
         stats = od.stats()["semantic"]
-        assert stats["hits"] == 1 and stats["entries"] == 1
+        assert stats["hits"] == 1
+        assert stats["entries"] == 1
 
 
 async def test_a_near_miss_goes_upstream(sim: SimServer) -> None:
@@ -193,18 +195,19 @@ async def test_the_upstream_embedder_embeds_through_the_engine(sim: SimServer) -
             {"model": CHAT, "messages": [SYSTEM, {"role": "user", "content": parts}]}
         )
         result = await od.request(same_text)  # another exact key, the same question
-        assert result.source == "semantic" and result.similarity == pytest.approx(1.0, abs=1e-5)
+        assert result.source == "semantic"
+        assert result.similarity == pytest.approx(1.0, abs=1e-5)
         assert sim.stats()["requests"].get("/v1/embeddings", 0) >= 1
         assert chats(sim) == 1
 
 
 def test_an_upstream_embedder_must_be_served(sim: SimServer) -> None:
-    with pytest.raises(ConfigError, match="cache.semantic.model"):
+    with pytest.raises(ConfigError, match=r"cache\.semantic.model"):
         engine(sim, embedder="upstream", model="no-such-embedder")
 
 
 def test_a_local_model_that_is_not_there_names_the_field(sim: SimServer, tmp_path: Any) -> None:
-    with pytest.raises(ConfigError, match="cache.semantic.model.*nothing is downloaded"):
+    with pytest.raises(ConfigError, match=r"cache\.semantic.model.*nothing is downloaded"):
         engine(sim, model=str(tmp_path / "missing"))
 
 
@@ -216,7 +219,7 @@ def test_an_unknown_check_names_the_field(sim: SimServer) -> None:
 def test_the_tier_must_fit_in_the_cache_memory(sim: SimServer) -> None:
     upstream = {"name": "sim", "base_url": sim.base_url, "models": [CHAT]}
     cache = {"memory": "16MB", "semantic": {"enabled": True, "memory": "32MB"}}
-    with pytest.raises(ConfigError, match="cache.semantic.memory"):
+    with pytest.raises(ConfigError, match=r"cache\.semantic.memory"):
         Overdrive.from_config({"upstreams": [upstream], "cache": cache})
 
 
@@ -233,7 +236,8 @@ def test_the_gateway_marks_a_semantic_hit_and_honours_no_cache(sim: SimServer) -
 
         first = ask_gateway("Where can I buy a metro ticket?")
         engine = app.engine
-        assert engine is not None and engine.semantic is not None
+        assert engine is not None
+        assert engine.semantic is not None
         engine.submit(engine.semantic.settle()).result(timeout=30)
         hit = ask_gateway("Where can I buy a ticket for the metro?")
         # The question that just hit, again: only no-cache keeps it from hitting.
@@ -258,7 +262,7 @@ def test_the_readme_config_block_loads_as_written() -> None:
     block = readme.split("```toml\n[cache.semantic]\n", 1)[1].split("```", 1)[0]
     settings = tomllib.loads(block)
     assert settings == {"enabled": True}
-    commented = {}
+    commented: dict[str, Any] = {}
     for line in block.splitlines():
         if line.startswith("# ") and " = " in line and ";" not in line:
             commented |= tomllib.loads(line[2:].split("   #")[0].split("  #")[0])
@@ -276,5 +280,6 @@ def test_the_tier_memory_is_carved_out_of_the_cache_memory(sim: SimServer) -> No
     cache = {"memory": "64MB", "semantic": {"enabled": True, "memory": "16MB"}}
     od = Overdrive.from_config({"upstreams": [upstream], "cache": cache})
     assert od.stats()["cache"]["max_bytes"] == parse_bytes("48MB")
-    assert od.semantic is not None and od.semantic.memory == parse_bytes("16MB")
+    assert od.semantic is not None
+    assert od.semantic.memory == parse_bytes("16MB")
     od.close()

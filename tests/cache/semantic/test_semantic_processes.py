@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,8 @@ async def test_a_paraphrase_stored_by_one_process_is_a_semantic_hit_in_another(
 ) -> None:
     config = SimConfig(seed=2, ttft_s=0.0, per_token_s=0.0, jitter=0.0, models=("gpt-4o-mini",))
     with SimServer(config) as sim:
-        child = subprocess.run(
+        child = await asyncio.to_thread(
+            subprocess.run,
             [
                 sys.executable,
                 "-m",
@@ -38,6 +40,8 @@ async def test_a_paraphrase_stored_by_one_process_is_a_semantic_hit_in_another(
             "cache": {"redis_url": redis_server.url, "semantic": {"enabled": True}},
         }
         async with Overdrive.from_config(config_here) as od:
+            assert od.semantic is not None
+            await od.semantic.warm()  # until the model is loaded, a lookup is a miss
             ask = {"role": "user", "content": "How can I reset my password?"}
             client = od.http_client()
             reply = await client.post(

@@ -115,5 +115,5 @@ async def test_redis_gone_costs_sharing_not_lookups(
 def test_a_bad_url_names_the_field(bad: str) -> None:
     from overdrive import ConfigError
 
-    with pytest.raises(ConfigError, match="cache.redis_url"):
+    with pytest.raises(ConfigError, match=r"cache\.redis_url"):
         SharedLog(bad, namespace="", model="toy", max_entries=10)

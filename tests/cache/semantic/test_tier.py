@@ -200,10 +200,37 @@ async def test_a_failing_model_makes_every_waiting_lookup_miss(wall: FakeWall) -
     tier = SemanticTier(BatchedEncoder(encode, name="flaky"), Guard(0.9), wall=wall)
     await remember(tier, "capital", b"k1")
     assert await tier.lookup(probe(tier, "capital?")) == []
-    assert tier.errors == 1 and tier.outcomes.skipped == 1
+    assert tier.errors == 1
+    assert tier.outcomes.skipped == 1
     await tier.aclose()
 
 
 def test_unit_rows_refuses_what_is_not_one_vector_per_text() -> None:
     with pytest.raises(CacheError, match="one vector per text"):
         unit_rows(np.ones(3))
+
+
+async def test_while_the_model_loads_a_lookup_misses_instead_of_waiting(wall: FakeWall) -> None:
+    import threading
+
+    loaded = threading.Event()
+    model = ToyModel()
+
+    def slow_to_load(texts: list[str]) -> Vectors:
+        loaded.wait(30)  # the first (warming) encode holds the worker until the test lets it
+        return model(texts)
+
+    encoder = BatchedEncoder(slow_to_load, name="slow", warm=True)
+    tier = SemanticTier(encoder, Guard(0.9), wall=wall)
+    vector = unit_rows(np.array([[1.0, 0, 0, 0, 0.05]]))[0]
+    tier.remember(Probe(b"scope", "capital", vector=vector), b"k1", ttl=60)
+    await tier.settle()
+    assert not encoder.ready
+    assert await tier.lookup(probe(tier, "capital?")) == []
+    assert tier.outcomes.skipped == 1
+    assert model.batches == []
+    loaded.set()
+    await tier.warm()
+    assert [c.key for c in await tier.lookup(probe(tier, "capital?"))] == [b"k1"]
+    assert model.batches == [["warm up"], ["capital?"]]
+    await tier.aclose()

@@ -62,4 +62,5 @@ def _embedder(config: Config, embed: EmbedCall) -> Embedder:
         name=f"local:{settings.model}",
         max_batch=settings.max_batch,
         max_pending=settings.max_pending,
+        warm=True,
     )

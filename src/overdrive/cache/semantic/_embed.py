@@ -68,8 +68,17 @@ class Embedder(Protocol):
         """Names the vector space: entries made by another model are never compared."""
         ...
 
+    @property
+    def ready(self) -> bool:
+        """False while the model is still loading: a lookup then misses rather than waits."""
+        ...
+
     async def embed(self, texts: list[str]) -> Vectors:
         """One unit row per text, in order; :class:`~overdrive.CacheError` if it cannot."""
+        ...
+
+    async def wait_ready(self) -> None:
+        """Return once the model is loaded (at once if it needs no loading)."""
         ...
 
     async def aclose(self) -> None: ...
@@ -94,7 +103,9 @@ class BatchedEncoder:
     """A blocking ``encode`` on one worker thread, its concurrent callers batched together.
 
     ``encode`` takes a list of texts and returns one row per text; rows are
-    normalised here. ``max_batch`` texts go to one encode at most.
+    normalised here. ``max_batch`` texts go to one encode at most. With
+    ``warm``, a first encode starts on the worker thread at once, so a model
+    that loads on its first call is loading before any caller needs it.
     """
 
     __slots__ = (
@@ -102,6 +113,7 @@ class BatchedEncoder:
         "_executor",
         "_queue",
         "_waiting",
+        "_warming",
         "_worker",
         "encodes",
         "max_batch",
@@ -110,7 +122,13 @@ class BatchedEncoder:
     )
 
     def __init__(
-        self, encode: Encode, *, name: str, max_batch: int = 64, max_pending: int = 1024
+        self,
+        encode: Encode,
+        *,
+        name: str,
+        max_batch: int = 64,
+        max_pending: int = 1024,
+        warm: bool = False,
     ) -> None:
         self.name = name
         self.max_batch = max_batch
@@ -121,6 +139,17 @@ class BatchedEncoder:
         self._waiting = 0
         self._worker: asyncio.Task[None] | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._warming: concurrent.futures.Future[Vectors] | None = None
+        if warm:
+            self._warming = self._pool().submit(encode, ["warm up"])
+
+    @property
+    def ready(self) -> bool:
+        return self._warming is None or self._warming.done()
+
+    async def wait_ready(self) -> None:
+        if self._warming is not None:
+            await asyncio.wait([asyncio.wrap_future(self._warming)])
 
     async def embed(self, texts: list[str]) -> Vectors:
         if self._waiting + len(texts) > self.max_pending:
@@ -222,6 +251,13 @@ class EngineEmbedder:
     @property
     def name(self) -> str:
         return f"upstream:{self.model}"
+
+    @property
+    def ready(self) -> bool:
+        return True  # nothing to load here
+
+    async def wait_ready(self) -> None:
+        """Nothing to load: the upstream's model is always there."""
 
     async def embed(self, texts: list[str]) -> Vectors:
         if self._in_flight + len(texts) > self.max_pending:

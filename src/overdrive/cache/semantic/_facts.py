@@ -10,7 +10,7 @@ content words.
 
 >>> facts = facts_of("Turn off dark mode on the iPhone before 5 pm on March 3rd")
 >>> facts.negations, facts.numbers, sorted(facts.dates), sorted(facts.polar)
-(0, (), ['#3', 'march', 't5'], ['power-', 'time-'])
+(0, (), ['d3', 'march', 't5'], ['power-', 'time-'])
 >>> sorted(facts.entities), facts_of("Is it not safe to cut five of them?").negations
 (['iphone'], 1)
 """

@@ -6,7 +6,8 @@ key its answer is stored under, and when it expires. A lookup:
 
 1. reads the entries other processes shared (when a Redis is configured);
 2. returns at once when the scope holds no entry: nothing is embedded, so a
-   call in a new conversation costs a dictionary lookup;
+   call in a new conversation costs a dictionary lookup; nor while the model
+   is still loading (a miss, not seconds of waiting: see :meth:`warm`);
 3. embeds the question (batched with concurrent lookups), finds the
    ``candidates`` nearest entries of its scope, and returns those the guard
    passes, best first. The caller serves the first whose answer is still
@@ -175,6 +176,9 @@ class SemanticTier:
         if index is None or not index.scope_size(probe.scope):
             self.outcomes.empty_scope += 1
             return []
+        if not self.embedder.ready:  # the model is loading: a miss now beats seconds of waiting
+            self.outcomes.skipped += 1
+            return []
         try:
             vector = await self._vector_of(probe)
         except CacheError as exc:  # the embedder is busy or failed: a miss, not an error
@@ -202,6 +206,10 @@ class SemanticTier:
         if not passed:
             self.outcomes.misses += 1
         return passed
+
+    async def warm(self) -> None:
+        """Wait until the embedding model is loaded (it loads in the background from the start)."""
+        await self.embedder.wait_ready()
 
     def served(self) -> None:
         """A candidate's answer was served: count the hit."""
