@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 
@@ -117,3 +119,31 @@ def test_a_bad_url_names_the_field(bad: str) -> None:
 
     with pytest.raises(ConfigError, match=r"cache\.redis_url"):
         SharedLog(bad, namespace="", model="toy", max_entries=10)
+
+
+async def test_shared_records_of_another_size_never_break_this_process(
+    redis_server: RedisServer, wall: FakeWall
+) -> None:
+    stranger = SharedLog(redis_server.url, namespace="", model="toy", max_entries=100)
+    odd = Record(b"scope", b"k9", "capital", np.ones(3, dtype=np.float32), wall() + 60)
+    await stranger.publish(odd)  # read first, before this process has a vector of its own
+    tier = shared_tier(redis_server.url, wall)
+    assert await tier.lookup(probe(tier, "capital")) == []  # its 5-d vector beats the 3-d index
+    await remember(tier, "capital city", b"k1")
+    assert [c.key for c in await tier.lookup(probe(tier, "the capital city"))] == [b"k1"]
+    await stranger.aclose()
+    await tier.aclose()
+
+
+async def test_concurrent_lookups_share_one_read_of_the_stream(
+    redis_server: RedisServer, wall: FakeWall
+) -> None:
+    writer, reader = shared_tier(redis_server.url, wall), shared_tier(redis_server.url, wall)
+    await remember(writer, "capital of France", b"k1")
+    found = await asyncio.gather(
+        *(reader.lookup(probe(reader, "the capital of France")) for _ in range(5))
+    )
+    assert [len(f) for f in found] == [1] * 5
+    assert len(reader) == 1
+    await writer.aclose()
+    await reader.aclose()

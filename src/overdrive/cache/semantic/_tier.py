@@ -110,6 +110,7 @@ class SemanticTier:
     __slots__ = (
         "_by_key",
         "_bytes",
+        "_catching",
         "_dim",
         "_entries",
         "_ids",
@@ -156,6 +157,7 @@ class SemanticTier:
         self._index_backend: IndexBackend = index
         self._index: ScopedIndex | None = None  # made at the first vector: it knows the size
         self._dim: int | None = None
+        self._catching: asyncio.Future[None] | None = None
         self._entries: OrderedDict[int, _Entry] = OrderedDict()  # oldest first
         self._by_key: dict[tuple[bytes, bytes], int] = {}
         self._ids = itertools.count(1)
@@ -184,6 +186,10 @@ class SemanticTier:
         except CacheError as exc:  # the embedder is busy or failed: a miss, not an error
             self.outcomes.skipped += 1
             self._failed(exc)
+            return []
+        if int(vector.shape[0]) != self._dim:  # the index came from records of another size
+            self.clear()
+            self.outcomes.misses += 1
             return []
         return self._judged(probe, index.search(probe.scope, vector, self.candidates))
 
@@ -237,18 +243,28 @@ class SemanticTier:
         expires_at = self._wall() + ttl
         if probe.facts is None:
             probe.facts = facts_of(probe.text)
-        self._add(probe.scope, key, probe.text, probe.facts, vector, expires_at)
+        self._add(probe.scope, key, probe.text, probe.facts, vector, expires_at, local=True)
         if self.shared is not None:
             record = Record(probe.scope, key, probe.text, vector, expires_at)
             await self._guarded(self.shared.publish(record))
 
     def _add(
-        self, scope: bytes, key: bytes, text: str, facts: Facts, vector: Vectors, expires: float
+        self,
+        scope: bytes,
+        key: bytes,
+        text: str,
+        facts: Facts,
+        vector: Vectors,
+        expires: float,
+        *,
+        local: bool,
     ) -> None:
+        index = self._index_for(vector, local=local)
+        if index is None:  # a shared record of another size than this model's vectors
+            return
         old = self._by_key.get((scope, key))
         if old is not None:
             self.forget(old)
-        index = self._index_for(vector)
         ident = next(self._ids)
         entry = _Entry(scope, key, text, facts, expires)
         entry.size = _ENTRY_OVERHEAD + deep_sizeof((scope, key, text, facts))
@@ -258,11 +274,30 @@ class SemanticTier:
         self._bytes += entry.size
         self._evict()
 
-    def _index_for(self, vector: Vectors) -> ScopedIndex:
+    def _index_for(self, vector: Vectors, *, local: bool) -> ScopedIndex | None:
+        """The index for vectors of this size; this process's model decides the size.
+
+        An index begun from shared records of another size (a writer with
+        another model under the same name, or a damaged stream) is dropped
+        when the first local vector says otherwise.
+        """
+        dim = int(vector.shape[0])
+        if self._index is not None and dim != self._dim:
+            if not local:
+                return None
+            self.clear()
         if self._index is None:
-            self._dim = int(vector.shape[0])
-            self._index = ScopedIndex(self._dim, backend=self._index_backend)
+            self._dim = dim
+            self._index = ScopedIndex(dim, backend=self._index_backend)
         return self._index
+
+    def clear(self) -> None:
+        """Forget every entry of this process (shared ones are read again only if new)."""
+        self._entries.clear()
+        self._by_key.clear()
+        self._bytes = 0
+        self._index = None
+        self._dim = None
 
     def forget(self, ident: int) -> None:
         """Drop an entry: it expired, or its answer is gone from the exact tiers."""
@@ -283,13 +318,25 @@ class SemanticTier:
     # -- sharing -----------------------------------------------------------------
 
     async def _catch_up(self) -> None:
+        """Take up what other processes shared; concurrent lookups share one read."""
         if self.shared is None:
             return
-        records = await self._guarded(self.shared.read_new(self._dim, self._wall))
+        if self._catching is None or self._catching.done():
+            self._catching = asyncio.ensure_future(self._read_shared(self.shared))
+        await asyncio.shield(self._catching)
+
+    async def _read_shared(self, shared: SharedLog) -> None:
+        records = await self._guarded(shared.read_new(self._dim, self._wall))
         for record in records or ():
             facts = facts_of(record.text)
             self._add(
-                record.scope, record.key, record.text, facts, record.vector, record.expires_at
+                record.scope,
+                record.key,
+                record.text,
+                facts,
+                record.vector,
+                record.expires_at,
+                local=False,
             )
 
     async def _guarded(self, work: Any) -> Any:
@@ -313,6 +360,7 @@ class SemanticTier:
 
     def forget_loop(self) -> None:
         self._pending.clear()
+        self._catching = None
         forget = getattr(self.embedder, "forget_loop", None)
         if forget is not None:
             forget()
