@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from .._errors import ConfigError
 from .._json import dumps, loads
 from ..monitor import Metrics
-from ..monitor.names import CACHE_HITS, COALESCED, REQUESTS
+from ..monitor.names import CACHE_HITS, COALESCED, REQUESTS, SEMANTIC_LOOKUPS
 from ._findings import RULES, Finding
 from ._report import render
 from ._stages import Stages
@@ -219,8 +219,10 @@ class Analysis:
     model requests' ``queue``, ``upstream`` and ``other``, and, when a tool
     was called, the tools' ``tool_queue`` and ``tool_running``.
     ``served_locally`` is the share of requests answered by the cache or by
-    joining an identical call in flight; ``tools`` breaks the tools down, one
-    row per tool (see :func:`._tool_findings.tool_breakdown`).
+    joining an identical call in flight (with the semantic tier on, also the
+    share of ``semantic`` hits, which the cache's share includes); ``tools``
+    breaks the tools down, one row per tool (see
+    :func:`._tool_findings.tool_breakdown`).
     """
 
     seconds: float
@@ -300,10 +302,13 @@ def _served_locally(sample: Sample) -> dict[str, float]:
     requests = sample.total(REQUESTS)
     if not requests:
         return {"cache": 0.0, "coalesced": 0.0}
-    return {
+    served = {
         "cache": sample.total(CACHE_HITS) / requests,
         "coalesced": sample.total(COALESCED) / requests,
     }
+    if sample.total(SEMANTIC_LOOKUPS):  # of the cache's share: questions asked in other words
+        served["semantic"] = sample.total(SEMANTIC_LOOKUPS, outcome="hit") / requests
+    return served
 
 
 # -- a run saved for `overdrive report` ----------------------------------------

@@ -51,8 +51,10 @@ def _stages_table(analysis: Analysis) -> Table:
     for key, share in analysis.stages.items():
         stages.add_row(_STAGE_NAMES.get(key, key), f"{share:.0%}")
     local = analysis.served_locally
+    semantic = f" (semantic {local['semantic']:.0%})" if "semantic" in local else ""
     stages.caption = (
-        f"served locally: cache {local['cache']:.0%}, coalesced {local['coalesced']:.0%}"
+        f"served locally: cache {local['cache']:.0%}{semantic}, "
+        f"coalesced {local['coalesced']:.0%}"
     )
     return stages
 

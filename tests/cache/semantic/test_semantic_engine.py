@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from rich.console import Console
 
 from overdrive import ConfigError, Overdrive
 from overdrive._calls import chat_call
@@ -22,6 +23,7 @@ from overdrive.apis import MESSAGES, RESPONSES
 from overdrive.coalesce import StreamReply
 from overdrive.gateway import GatewayApp
 from overdrive.gateway._server import GatewayServer
+from overdrive.optimize import render
 from overdrive.sim import SimConfig, SimServer
 
 CHAT, EMBED, CLAUDE = "gpt-4o-mini", "text-embedding-3-small", "claude-sonnet-4-5"
@@ -283,3 +285,20 @@ def test_the_tier_memory_is_carved_out_of_the_cache_memory(sim: SimServer) -> No
     assert od.semantic is not None
     assert od.semantic.memory == parse_bytes("16MB")
     od.close()
+
+
+async def test_the_analysis_tells_the_semantic_share_of_the_cache(sim: SimServer) -> None:
+    sim.reset()
+    async with engine(sim) as od:
+        await od.request(ask("How do I reset my password?"))
+        await od.request(ask("How do I reset my password?"))  # an exact hit
+        assert od.semantic is not None
+        await od.semantic.settle()
+        await od.request(ask("How can I reset my password?"))  # a semantic hit
+        await od.request(ask("Which museums open late on Fridays?"))  # a semantic miss
+        served = od.analyse().served_locally
+        assert served["cache"] == pytest.approx(2 / 4)
+        assert served["semantic"] == pytest.approx(1 / 4)
+        console = Console(width=120, record=True)
+        console.print(render(od.analyse()))
+        assert "cache 50% (semantic 25%)" in console.export_text()

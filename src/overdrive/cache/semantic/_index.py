@@ -4,7 +4,8 @@ A scope (one model and its parameters, say) starts small, and a small scope is
 cheapest searched exactly: its vectors sit in one float32 matrix and a query is
 one ``matrix @ vector``. That cost grows with the scope, a graph's (usearch's
 HNSW) with its logarithm, so at ``exact_below`` vectors a scope moves to a
-usearch index, and back to a matrix if it shrinks below half its peak.
+usearch index (filled a few vectors per add, searched exactly until then), and
+back to a matrix if it shrinks below half its peak.
 
 >>> import numpy as np
 >>> index = ScopedIndex(3, exact_below=1000)
@@ -17,7 +18,7 @@ usearch index, and back to a matrix if it shrinks below half its peak.
 >>> index.remove(2), index.search(b"gpt", query, k=1)[0][0], index.scope_size(b"gpt")
 (True, 1, 1)
 >>> index
-ScopedIndex(dim=3, entries=2, scopes=2, on_usearch=0, exact_below=1000, backend='auto')
+ScopedIndex(dim=3, entries=2, scopes=2, on_usearch=0, moving=0, exact_below=1000, backend='auto')
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ Backend = Literal["auto", "numpy", "usearch"]
 EXACT_BELOW = 4096
 
 _INITIAL_ROWS = 16
+# Vectors moved into a new graph per add: one graph insert costs up to ~1 ms at dim 384, and a
+# batch of 8,192 took 6.7 s on a 2-core box, a stall no add on an event loop may cause.
+_MOVE_STEP = 8
 _INT_BYTES = sys.getsizeof(2**40)  # an ident or a row number: one int object per entry
 _MAX_IDENT = 2**63  # idents are stored as int64 (numpy) and uint64 (usearch keys)
 _INSTALL_HINT = (
@@ -146,6 +150,10 @@ class _Exact:
     def rows(self) -> tuple[npt.NDArray[np.int64], Vector]:
         return self._idents[: self._count], self._matrix[: self._count]
 
+    def get(self, ident: int) -> Vector | None:
+        row = self._row_of.get(ident)
+        return None if row is None else self._matrix[row]
+
     def _resize(self, rows: int) -> None:
         rows = max(rows, _INITIAL_ROWS)
         matrix = np.empty((rows, self._matrix.shape[1]), dtype=np.float32)
@@ -160,10 +168,10 @@ class _Approximate:
 
     __slots__ = ("_graph", "_holes")
 
-    def __init__(self, graph: _Graph) -> None:
+    def __init__(self, graph: _Graph, holes: int = 0) -> None:
         self._graph = graph
         # usearch only marks a removed key: holes slow searches until an add fills them.
-        self._holes = 0
+        self._holes = holes
 
     def __len__(self) -> int:
         return len(self._graph)
@@ -198,16 +206,79 @@ class _Approximate:
         return keys.astype(np.int64), vectors
 
 
-_Block = _Exact | _Approximate
+class _Moving:
+    """A scope on its way into a graph: searched exactly until the graph holds all of it.
+
+    New vectors go into both; each add also moves ``_MOVE_STEP`` old ones, so the move
+    is done by the time the scope has grown by an eighth, and no add pays for all of it.
+    """
+
+    __slots__ = ("_exact", "_graph", "_holes", "_order", "_pending")
+
+    def __init__(self, exact: _Exact, graph: _Graph) -> None:
+        self._exact = exact
+        self._graph = graph
+        self._order = exact.rows()[0].tolist()  # popped from the end: O(1) a step
+        self._pending = set(self._order)  # still to move; an ident removed meanwhile leaves it
+        self._holes = 0
+
+    def __len__(self) -> int:
+        return len(self._exact)
+
+    @property
+    def nbytes(self) -> int:
+        pending = sys.getsizeof(self._order) + sys.getsizeof(self._pending)
+        return self._exact.nbytes + self._graph.memory_usage + pending
+
+    @property
+    def exact(self) -> _Exact:
+        return self._exact
+
+    @property
+    def done(self) -> bool:
+        return not self._pending
+
+    def finished(self) -> _Approximate:
+        return _Approximate(self._graph, self._holes)
+
+    def add(self, ident: int, vector: Vector) -> None:
+        self._exact.add(ident, vector)
+        self._graph.add(ident, vector)
+        for _ in range(_MOVE_STEP):
+            self._move_one()
+
+    def remove(self, ident: int) -> None:
+        self._exact.remove(ident)
+        if ident in self._pending:
+            self._pending.discard(ident)
+        else:
+            self._graph.remove(ident)
+            self._holes += 1
+
+    def search(self, vector: Vector, k: int) -> list[tuple[int, float]]:
+        return self._exact.search(vector, k)
+
+    def _move_one(self) -> None:
+        while self._order:
+            ident = self._order.pop()
+            vector = self._exact.get(ident) if ident in self._pending else None
+            if vector is not None:
+                self._pending.discard(ident)
+                self._graph.add(ident, vector)
+                return
+
+
+_Block = _Exact | _Moving | _Approximate
 
 
 class ScopedIndex:
     """Unit vectors grouped by scope; nearest neighbours by cosine similarity within one scope.
 
     ``backend="auto"`` searches a scope exactly while it holds fewer than
-    ``exact_below`` vectors and with usearch from then on; ``"numpy"`` always
-    exactly, ``"usearch"`` always with usearch. Idents are unique across scopes:
-    adding one again replaces its vector (and its scope). Not thread-safe.
+    ``exact_below`` vectors and with usearch from then on (once the graph, filled
+    a few vectors per add, holds them all); ``"numpy"`` always exactly,
+    ``"usearch"`` always with usearch. Idents are unique across scopes: adding
+    one again replaces its vector (and its scope). Not thread-safe.
     """
 
     __slots__ = ("_backend", "_blocks", "_dim", "_exact_below", "_graph_factory", "_scope_of")
@@ -238,7 +309,9 @@ class ScopedIndex:
         block.add(ident, vector)
         self._scope_of[ident] = scope
         if isinstance(block, _Exact) and self._outgrown(block):
-            self._blocks[scope] = self._to_graph(block)
+            self._blocks[scope] = _Moving(block, self._new_graph())
+        elif isinstance(block, _Moving) and block.done:
+            self._blocks[scope] = block.finished()
 
     def remove(self, ident: int) -> bool:
         """Forget ``ident``; True if it was there."""
@@ -251,6 +324,8 @@ class ScopedIndex:
             del self._blocks[scope]  # entries come and go: an empty scope must not linger
         elif isinstance(block, _Approximate) and block.hollow:
             self._blocks[scope] = self._rebuilt(block)
+        elif isinstance(block, _Moving) and self._shrunk(block):
+            self._blocks[scope] = block.exact  # shrank on the way: the graph is not worth it
         return True
 
     def search(self, scope: bytes, vector: Vector, k: int) -> list[tuple[int, float]]:
@@ -283,10 +358,12 @@ class ScopedIndex:
         self._scope_of.clear()
 
     def __repr__(self) -> str:
-        on_usearch = sum(isinstance(block, _Approximate) for block in self._blocks.values())
+        blocks = self._blocks.values()
+        on_usearch = sum(isinstance(block, _Approximate) for block in blocks)
+        moving = sum(isinstance(block, _Moving) for block in blocks)
         return (
             f"ScopedIndex(dim={self._dim}, entries={len(self)}, scopes={len(self._blocks)}, "
-            f"on_usearch={on_usearch}, exact_below={self._exact_below}, "
+            f"on_usearch={on_usearch}, moving={moving}, exact_below={self._exact_below}, "
             f"backend={self._backend!r})"
         )
 
@@ -307,17 +384,14 @@ class ScopedIndex:
     def _outgrown(self, block: _Exact) -> bool:
         return self._backend == "auto" and len(block) >= self._exact_below
 
-    def _to_graph(self, block: _Block) -> _Approximate:
-        # One batch add: usearch builds it on all cores, far faster than one add per row.
-        graph = self._new_graph()
-        idents, matrix = block.rows()
-        graph.add(idents.astype(np.uint64), matrix)
-        return _Approximate(graph)
+    def _shrunk(self, block: _Moving) -> bool:
+        return self._backend == "auto" and 2 * len(block) < self._exact_below
 
     def _rebuilt(self, block: _Approximate) -> _Block:
-        if self._backend == "usearch" or len(block) >= self._exact_below:
-            return self._to_graph(block)
-        return _Exact.of_rows(*block.rows())  # shrunk below half its peak and exact_below
+        exact = _Exact.of_rows(*block.rows())  # one copy of the rows: milliseconds, no graph
+        if self._backend == "usearch" or len(exact) >= self._exact_below:
+            return _Moving(exact, self._new_graph())  # a fresh graph, filled a step per add
+        return exact  # shrunk below half its peak and below exact_below
 
     def _new_graph(self) -> _Graph:
         if self._graph_factory is None:
