@@ -53,8 +53,7 @@ def _stages_table(analysis: Analysis) -> Table:
     local = analysis.served_locally
     semantic = f" (semantic {local['semantic']:.0%})" if "semantic" in local else ""
     stages.caption = (
-        f"served locally: cache {local['cache']:.0%}{semantic}, "
-        f"coalesced {local['coalesced']:.0%}"
+        f"served locally: cache {local['cache']:.0%}{semantic}, coalesced {local['coalesced']:.0%}"
     )
     return stages
 
