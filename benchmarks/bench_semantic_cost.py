@@ -190,7 +190,7 @@ async def run(sizes: list[int], lookups: int, calls: int) -> dict[str, Any]:
 def report(figures: dict[str, Any]) -> None:
     print(
         f"{'entries in one scope':>22} {'lookup p50':>11} {'lookup p99':>11}"
-        f" {'booked B/entry':>15} {'measured B/entry':>17}"
+        f" {'booked B/entry':>15} {'resident B/entry':>17}"
     )
     for size, row in figures["sizes"].items():
         print(

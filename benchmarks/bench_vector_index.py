@@ -23,16 +23,18 @@ fills them); hnswlib and faiss get one batch ``add`` (their usual way, on every
 core), so their build time is a lower bound for one-at-a-time use. Figures per
 contender and size: build time per vector; single-query top-5 latency p50 and
 p99 (µs, every query timed alone, contenders interleaved query by query so
-machine noise hits them alike); recall@1 against exact brute force; bytes per
-vector (``reported``: numpy arrays' ``nbytes`` / ScopedIndex's ``nbytes``, which
-for usearch is its ``memory_usage``; ``rss``: the process's resident-set growth
-over the build, from /proc/self/statm, the only figure for hnswlib and faiss);
-and whether it can remove a vector. Ratios are the contender's figure over
-numpy's.
+machine noise hits them alike; the median over ``--rounds`` of each round's
+percentile); recall@1 against exact brute force (all queries, paraphrases,
+fresh draws); bytes per vector, twice: as reported (ScopedIndex's ``nbytes``:
+numpy arrays' ``nbytes``, usearch's ``memory_usage``; hnswlib's serialised
+size; faiss's own arrays) and as the process's resident-set growth over the
+build (/proc/self/statm); and whether it can remove a vector. Ratios are the
+contender's figure over numpy's.
 
 The crossover: one numpy and one usearch ScopedIndex grown together through
-sizes 256, 512, ... (to 32,768; ``--quick``: to 4,096), p99 measured at each;
-printed is the first size from which usearch's p99 stays below numpy's. That
+sizes 256 to 32,768 (doubling, in 1.5x steps from 4,096 to 16,384; ``--quick``:
+256 to 4,096), p99 measured at each; printed is the first size from which
+usearch's p99 stays below numpy's. That
 figure is what ``EXACT_BELOW`` in ``overdrive/cache/semantic/_index.py`` comes
 from. ``--quick`` (sizes 1,000 and 5,000, 300 queries) is a smoke test.
 """
@@ -69,7 +71,8 @@ DIM = 384
 TOP_K = 5
 CENTRES = 2_000
 SCOPE = b"bench"
-SWEEP_FULL = [256 * 2**i for i in range(8)]  # 256 .. 32,768
+# Finer where the crossover fell on earlier runs (4k .. 16k).
+SWEEP_FULL = [256, 512, 1024, 2048, 4096, 6144, 8192, 12288, 16384, 32768]
 SWEEP_QUICK = [256 * 2**i for i in range(5)]  # 256 .. 4,096
 
 
@@ -300,7 +303,13 @@ def sweep(
         queries = queries_for(rng, data[:size], n_queries)
         (numpy, usearch), _ = percentiles([contender.query for contender in pair], queries, rounds)
         points.append(
-            {"size": size, "numpy_p99_us": numpy.p99_us, "usearch_p99_us": usearch.p99_us}
+            {
+                "size": size,
+                "numpy_p50_us": numpy.p50_us,
+                "numpy_p99_us": numpy.p99_us,
+                "usearch_p50_us": usearch.p50_us,
+                "usearch_p99_us": usearch.p99_us,
+            }
         )
     return points
 
@@ -373,6 +382,7 @@ def print_sweep(points: list[dict[str, float]], cross: int | None) -> None:
             f"  {point['size']:>7,.0f}  numpy {point['numpy_p99_us']:>9.1f}"
             f"  usearch {point['usearch_p99_us']:>9.1f}"
             f"  usearch/numpy {point['usearch_p99_us'] / point['numpy_p99_us']:.2f}x"
+            f"   (p50 {point['numpy_p50_us']:.1f} vs {point['usearch_p50_us']:.1f})"
         )
     print(
         f"crossover: usearch p99 < numpy p99 from {cross} vectors on (EXACT_BELOW = {EXACT_BELOW})"

@@ -107,9 +107,16 @@ def test_the_switch_to_usearch_happens_at_exact_below_and_back_when_it_shrinks()
     index = filled("auto", matrix[:49], exact_below=50)
     assert "on_usearch=0" in repr(index)
     index.add(b"s", 49, matrix[49])
-    assert "on_usearch=1" in repr(index)
-    for ident in range(50, 60):
+    assert "on_usearch=0, moving=1" in repr(index)  # the graph fills 8 vectors per add
+    assert index.search(b"s", matrix[7], 1)[0][0] == 7
+    index.remove(7)  # leaves the vectors still to move, and the graph never sees it
+    index.add(b"s", 7, matrix[7])
+    for ident in range(50, 55):  # 6 adds move 48 of the 49 left
         index.add(b"s", ident, matrix[ident])
+    assert "on_usearch=0, moving=1" in repr(index)
+    for ident in range(55, 60):
+        index.add(b"s", ident, matrix[ident])
+    assert "on_usearch=1, moving=0" in repr(index)
     for ident, vector in enumerate(matrix):  # every vector is its own nearest, across the switch
         assert index.search(b"s", vector, 1)[0][0] == ident
     for ident in range(31):  # more holes than live vectors: rebuilt, and small again
@@ -127,9 +134,14 @@ def test_a_hollow_usearch_scope_is_rebuilt_and_stays_right() -> None:
     before = index.nbytes
     for ident in range(80):
         index.remove(ident)
-    assert "on_usearch=1" in repr(index)
-    assert index.nbytes <= before
+    assert "moving=1" in repr(index)  # more holes than vectors: a fresh graph, filled per add
     for ident in range(80, 100):
+        assert index.search(b"s", matrix[ident], 1)[0][0] == ident
+    for ident in range(3):  # 3 adds move 3 x 8 >= the 20 left
+        index.add(b"s", ident, matrix[ident])
+    assert "on_usearch=1, moving=0" in repr(index)
+    assert index.nbytes <= before
+    for ident in [*range(3), *range(80, 100)]:
         assert index.search(b"s", matrix[ident], 1)[0][0] == ident
 
 
@@ -224,3 +236,26 @@ def test_numpy_backend_matches_a_dict_of_vectors(ops: list[tuple[bool, int, int]
             assert scores == sorted(scores, reverse=True)
             expected = [float(vectors[model[ident][1]] @ vectors[0]) for ident, _ in got]
             np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(_OPS)
+def test_auto_backend_keeps_every_vector_findable_across_switches(
+    ops: list[tuple[bool, int, int]],
+) -> None:
+    """Scopes cross exact_below both ways (moving, on usearch, rebuilt, exact again)."""
+    vectors = unit_rows(np.random.default_rng(13), 41)
+    index = ScopedIndex(DIM, exact_below=6)
+    model: dict[int, bytes] = {}
+    for add, scope_number, ident in ops:
+        if add:
+            index.add(bytes([scope_number]), ident, vectors[ident])
+            model[ident] = bytes([scope_number])
+        else:
+            assert index.remove(ident) == (model.pop(ident, None) is not None)
+    assert len(index) == len(model)
+    for ident, scope in model.items():
+        assert index.search(scope, vectors[ident], 1)[0][0] == ident
+    for scope_number in range(3):
+        scope = bytes([scope_number])
+        assert index.scope_size(scope) == sum(where == scope for where in model.values())

@@ -57,7 +57,7 @@ __all__ = ["Candidate", "IndexBackend", "Outcomes", "Probe", "SemanticTier"]
 
 IndexBackend = Literal["auto", "numpy", "usearch"]
 
-# What one entry costs beside the deep size of its question, facts and keys
+# What one entry costs beside the deep size of its question and keys
 # (and its vector, which the index counts): the entry object and the two maps
 # that find it.
 _ENTRY_OVERHEAD = 300
@@ -88,7 +88,6 @@ class _Entry:
     scope: bytes
     key: bytes
     text: str
-    facts: Facts
     expires_at: float
     size: int = field(default=0)
 
@@ -194,8 +193,6 @@ class SemanticTier:
         return self._judged(probe, index.search(probe.scope, vector, self.candidates))
 
     def _judged(self, probe: Probe, nearest: list[tuple[int, float]]) -> list[Candidate]:
-        if probe.facts is None:
-            probe.facts = facts_of(probe.text)
         now = self._wall()
         passed: list[Candidate] = []
         for ident, similarity in nearest:
@@ -203,7 +200,7 @@ class SemanticTier:
             if entry is None or entry.expires_at <= now:
                 self.forget(ident)
                 continue
-            refusal = self.guard.judge(similarity, probe.facts, entry.facts)
+            refusal = self._judge(probe, similarity, entry.text)
             if refusal is None:
                 passed.append(Candidate(ident, entry.key, similarity, entry.text))
             else:
@@ -216,6 +213,19 @@ class SemanticTier:
     async def warm(self) -> None:
         """Wait until the embedding model is loaded (it loads in the background from the start)."""
         await self.embedder.wait_ready()
+
+    def _judge(self, probe: Probe, similarity: float, cached: str) -> str | None:
+        """The guard's verdict; facts are drawn only for a candidate similar enough.
+
+        An entry keeps its question, not its facts: drawing them again costs
+        tens of microseconds for the few candidates a lookup judges, and
+        keeping them would cost kilobytes for every entry.
+        """
+        if similarity < self.guard.threshold:
+            return "similarity"
+        if probe.facts is None:
+            probe.facts = facts_of(probe.text)
+        return self.guard.judge(similarity, probe.facts, facts_of(cached))
 
     def served(self) -> None:
         """A candidate's answer was served: count the hit."""
@@ -241,9 +251,7 @@ class SemanticTier:
             self._failed(exc)
             return
         expires_at = self._wall() + ttl
-        if probe.facts is None:
-            probe.facts = facts_of(probe.text)
-        self._add(probe.scope, key, probe.text, probe.facts, vector, expires_at, local=True)
+        self._add(probe.scope, key, probe.text, vector, expires_at, local=True)
         if self.shared is not None:
             record = Record(probe.scope, key, probe.text, vector, expires_at)
             await self._guarded(self.shared.publish(record))
@@ -253,7 +261,6 @@ class SemanticTier:
         scope: bytes,
         key: bytes,
         text: str,
-        facts: Facts,
         vector: Vectors,
         expires: float,
         *,
@@ -266,8 +273,8 @@ class SemanticTier:
         if old is not None:
             self.forget(old)
         ident = next(self._ids)
-        entry = _Entry(scope, key, text, facts, expires)
-        entry.size = _ENTRY_OVERHEAD + deep_sizeof((scope, key, text, facts))
+        entry = _Entry(scope, key, text, expires)
+        entry.size = _ENTRY_OVERHEAD + deep_sizeof((scope, key, text))
         index.add(scope, ident, vector)
         self._entries[ident] = entry
         self._by_key[(scope, key)] = ident
@@ -328,12 +335,10 @@ class SemanticTier:
     async def _read_shared(self, shared: SharedLog) -> None:
         records = await self._guarded(shared.read_new(self._dim, self._wall))
         for record in records or ():
-            facts = facts_of(record.text)
             self._add(
                 record.scope,
                 record.key,
                 record.text,
-                facts,
                 record.vector,
                 record.expires_at,
                 local=False,
@@ -383,7 +388,7 @@ class SemanticTier:
 
     @property
     def bytes_used(self) -> int:
-        """The entries (questions, facts, keys) and the index with its vectors, in bytes."""
+        """The entries (questions, keys) and the index with its vectors, in bytes."""
         return self._bytes + (0 if self._index is None else self._index.nbytes)
 
     def summary(self) -> dict[str, Any]:
