@@ -31,6 +31,7 @@ class RelayedReply(StreamReply):
         # The head is plain data: copied, not fetched.
         self.status, self.headers, self.upstream = inner.status, inner.headers, inner.upstream
         self.source, self.queued_s, self.model = inner.source, inner.queued_s, inner.model
+        self.similarity = inner.similarity
         self._stored: list[bytes] = []
         self._reader = None
         self._inner = inner
