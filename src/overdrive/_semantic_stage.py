@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ._calls import Call
-from .cache import StoredAnswer
-from .cache._keys import semantic_scope
+from .cache import StoredAnswer, semantic_scope
 from .monitor.names import SEMANTIC_DURATION, SEMANTIC_LOOKUPS
 
 if TYPE_CHECKING:

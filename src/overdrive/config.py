@@ -202,7 +202,8 @@ class SemanticConfig(_Section):
     model: str = "all-MiniLM-L6-v2"
     # Cosine similarity a hit needs at least; unset: the guard's tuned default.
     threshold: float | None = Field(default=None, gt=0, le=1)
-    # The guard's checks by name; unset: all of them. [] leaves cosine alone.
+    # The guard's checks by name (checked when the engine is built); unset:
+    # all of them. [] leaves cosine alone.
     checks: list[str] | None = None
     # Nearest cached questions the guard judges per lookup.
     candidates: int = Field(default=4, ge=1, le=64)
@@ -218,18 +219,6 @@ class SemanticConfig(_Section):
     index: Literal["auto", "numpy", "usearch"] = "auto"
     # Share entries through the cache's Redis, so replicas share semantic hits.
     shared: bool = True
-
-    @field_validator("checks")
-    @classmethod
-    def _known_checks(cls, value: list[str] | None) -> list[str] | None:
-        if value is None:
-            return None
-        from .cache.semantic import CHECKS  # the guard names its checks: import it only here
-
-        unknown = [name for name in value if name not in CHECKS]
-        if unknown:
-            raise ValueError(f"unknown check {unknown[0]!r}; known: {', '.join(CHECKS)}")
-        return value
 
 
 class CacheConfig(_Section):

@@ -167,6 +167,16 @@ def test_oversize_bodies_get_413_declared_or_chunked(http: httpx.Client) -> None
     assert http.get("/v1/models").status_code == 200
 
 
+def test_an_oversize_body_to_the_messages_api_gets_anthropics_error_shape(
+    http: httpx.Client,
+) -> None:
+    big = json.dumps({"model": "claude", "max_tokens": 5, "messages": ["x" * 100_000]}).encode()
+    response = http.post("/v1/messages", content=big)
+    assert response.status_code == 413
+    assert response.json()["type"] == "error"
+    assert response.json()["error"]["type"] == "request_too_large"
+
+
 def test_wrong_paths_and_methods(http: httpx.Client) -> None:
     assert_openai_error(http.get("/v1/nothing"), 404, "unknown_url")
     wrong = http.get("/v1/chat/completions")

@@ -7,7 +7,7 @@ loads redis-py only when a ``redis_url`` asks for it.
 from __future__ import annotations
 
 from ._build import build_cache
-from ._keys import call_key
+from ._keys import call_key, semantic_scope
 from ._memory import CachedItem, MemoryCache
 from ._stage import CacheStage, StoredAnswer
 from ._tiered import TieredCache
@@ -20,4 +20,5 @@ __all__ = [
     "TieredCache",
     "build_cache",
     "call_key",
+    "semantic_scope",
 ]

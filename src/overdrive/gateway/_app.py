@@ -208,7 +208,7 @@ class GatewayApp:
         try:
             body = await read_body(scope, receive, self._max_body)
         except BodyTooLarge:
-            return await _respond(send, self.too_large())
+            return await _respond(send, self.too_large(scope["path"]))
         except ClientGone:
             return
         started = time.perf_counter()
@@ -247,11 +247,11 @@ class GatewayApp:
             _log.exception("gateway: %s %s failed", method, path)
             return error_answer(500, "Internal server error.", "server_error")
 
-    def too_large(self) -> Answer:
-        """The 413 for a body over ``max_body_bytes``."""
+    def too_large(self, path: str) -> Answer:
+        """The 413 for a body over ``max_body_bytes``, in the shape of the API under ``path``."""
         limit = self._max_body
         message = f"The request body is larger than the {limit} bytes this server accepts."
-        return error_answer(413, message, "request_too_large")
+        return error_answer(413, message, "request_too_large", api=shaped_for(path))
 
     # --- the OpenAI routes ------------------------------------------------------
 

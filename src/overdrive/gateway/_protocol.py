@@ -451,7 +451,7 @@ class GatewayProtocol(asyncio.Protocol):
         reply: Answer | None = None
         try:
             if request.refused:
-                reply = self._app.too_large()
+                reply = self._app.too_large(request.path)
             else:
                 body = request.body[0] if len(request.body) == 1 else b"".join(request.body)
                 reply = await self._app.serve(request.method, request.path, request.headers, body)

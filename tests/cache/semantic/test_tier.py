@@ -96,10 +96,37 @@ async def test_the_vector_of_a_miss_is_reused_when_its_answer_is_remembered(
 
 
 async def test_far_questions_are_refused_by_similarity(wall: FakeWall) -> None:
-    tier = make_tier(ToyModel(), wall)
+    tier = SemanticTier(BatchedEncoder(ToyModel(), name="toy"), Guard(0.9, checks=()), wall=wall)
     await remember(tier, "capital of France", b"k1")
     assert await tier.lookup(probe(tier, "weather in France")) == []
     assert tier.outcomes.refused == {"similarity": 1}
+    await tier.aclose()
+
+
+async def test_a_question_sharing_too_few_content_words_is_not_even_embedded(
+    wall: FakeWall,
+) -> None:
+    model = ToyModel()
+    tier = make_tier(model, wall)
+    await remember(tier, "capital of France", b"k1")
+    model.batches.clear()
+    assert await tier.lookup(probe(tier, "weather in France")) == []  # half its words are new
+    assert model.batches == []
+    assert tier.outcomes.refused == {"content": 1}
+    assert [c.key for c in await tier.lookup(probe(tier, "the capital of France?"))] == [b"k1"]
+    assert model.batches == [["the capital of France?"]]
+    await tier.aclose()
+
+
+async def test_without_the_content_gate_every_lookup_is_embedded(wall: FakeWall) -> None:
+    model = ToyModel()
+    tier = SemanticTier(
+        BatchedEncoder(model, name="toy"), Guard(0.9, checks=("numbers",)), wall=wall
+    )
+    await remember(tier, "capital of France", b"k1")
+    model.batches.clear()
+    await tier.lookup(probe(tier, "weather in France"))
+    assert model.batches == [["weather in France"]]
     await tier.aclose()
 
 
@@ -169,7 +196,7 @@ async def test_concurrent_lookups_share_one_encode(wall: FakeWall) -> None:
     texts = ["capital?", "the capital", "the capital?", "weather"]
     found = await asyncio.gather(*(tier.lookup(probe(tier, text)) for text in texts))
     assert [len(f) for f in found] == [1, 1, 1, 0]
-    assert model.batches == [texts]
+    assert model.batches == [texts[:3]]  # "weather" shares no word: refused unembedded
     await tier.aclose()
 
 

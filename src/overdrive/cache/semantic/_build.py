@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..._errors import ConfigError
 from ._embed import BatchedEncoder, Embedder, EngineEmbedder, local_encoder
-from ._guard import DEFAULT_THRESHOLD, Guard
+from ._guard import CHECKS, DEFAULT_THRESHOLD, Guard
 from ._shared import SharedLog
 from ._tier import SemanticTier
 
@@ -29,7 +30,7 @@ def build_semantic(
     settings = config.cache.semantic
     embedder = _embedder(config, embed)
     threshold = DEFAULT_THRESHOLD if settings.threshold is None else settings.threshold
-    checks = None if settings.checks is None else tuple(settings.checks)
+    checks = None if settings.checks is None else _known(settings.checks)
     redis_url = config.cache.redis_url or config.redis_url
     shared = None
     if settings.shared and redis_url:
@@ -51,6 +52,14 @@ def build_semantic(
         shared=shared,
         wall=wall,
     )
+
+
+def _known(checks: list[str]) -> tuple[str, ...]:
+    unknown = [name for name in checks if name not in CHECKS]
+    if unknown:
+        problem = f"unknown check {unknown[0]!r}; known: {', '.join(CHECKS)}"
+        raise ConfigError("cache.semantic.checks", problem)
+    return tuple(checks)
 
 
 def _embedder(config: Config, embed: EmbedCall) -> Embedder:

@@ -6,8 +6,10 @@ key its answer is stored under, and when it expires. A lookup:
 
 1. reads the entries other processes shared (when a Redis is configured);
 2. returns at once when the scope holds no entry: nothing is embedded, so a
-   call in a new conversation costs a dictionary lookup; nor while the model
-   is still loading (a miss, not seconds of waiting: see :meth:`warm`);
+   call in a new conversation costs a dictionary lookup; nor when no entry
+   shares enough of the question's content words to pass the guard's
+   content gate (see ``_words.py``); nor while the model is still loading (a
+   miss, not seconds of waiting: see :meth:`warm`);
 3. embeds the question (batched with concurrent lookups), finds the
    ``candidates`` nearest entries of its scope, and returns those the guard
    passes, best first. The caller serves the first whose answer is still
@@ -52,6 +54,7 @@ from ._facts import Facts, facts_of
 from ._guard import Guard
 from ._index import ScopedIndex
 from ._shared import Record, SharedLog
+from ._words import ContentWords
 
 __all__ = ["Candidate", "IndexBackend", "Outcomes", "Probe", "SemanticTier"]
 
@@ -117,6 +120,7 @@ class SemanticTier:
         "_index_backend",
         "_pending",
         "_wall",
+        "_words",
         "candidates",
         "embedder",
         "errors",
@@ -157,6 +161,7 @@ class SemanticTier:
         self._index: ScopedIndex | None = None  # made at the first vector: it knows the size
         self._dim: int | None = None
         self._catching: asyncio.Future[None] | None = None
+        self._words = ContentWords()
         self._entries: OrderedDict[int, _Entry] = OrderedDict()  # oldest first
         self._by_key: dict[tuple[bytes, bytes], int] = {}
         self._ids = itertools.count(1)
@@ -176,6 +181,10 @@ class SemanticTier:
         index = self._index
         if index is None or not index.scope_size(probe.scope):
             self.outcomes.empty_scope += 1
+            return []
+        if not self._may_pass(probe):  # no entry shares its words: the guard would refuse all
+            self.outcomes.refused["content"] = self.outcomes.refused.get("content", 0) + 1
+            self.outcomes.misses += 1
             return []
         if not self.embedder.ready:  # the model is loading: a miss now beats seconds of waiting
             self.outcomes.skipped += 1
@@ -214,6 +223,15 @@ class SemanticTier:
         """Wait until the embedding model is loaded (it loads in the background from the start)."""
         await self.embedder.wait_ready()
 
+    def _may_pass(self, probe: Probe) -> bool:
+        """False when no entry of the scope could pass the content gate: nothing to embed for."""
+        guard = self.guard
+        if "content" not in guard.checks:
+            return True
+        if probe.facts is None:
+            probe.facts = facts_of(probe.text)
+        return self._words.could_pass(probe.scope, probe.facts.content, guard.max_content_change)
+
     def _judge(self, probe: Probe, similarity: float, cached: str) -> str | None:
         """The guard's verdict; facts are drawn only for a candidate similar enough.
 
@@ -251,7 +269,9 @@ class SemanticTier:
             self._failed(exc)
             return
         expires_at = self._wall() + ttl
-        self._add(probe.scope, key, probe.text, vector, expires_at, local=True)
+        if probe.facts is None:
+            probe.facts = facts_of(probe.text)
+        self._add(probe.scope, key, probe.text, probe.facts.content, vector, expires_at, local=True)
         if self.shared is not None:
             record = Record(probe.scope, key, probe.text, vector, expires_at)
             await self._guarded(self.shared.publish(record))
@@ -261,6 +281,7 @@ class SemanticTier:
         scope: bytes,
         key: bytes,
         text: str,
+        words: frozenset[str],
         vector: Vectors,
         expires: float,
         *,
@@ -274,8 +295,10 @@ class SemanticTier:
             self.forget(old)
         ident = next(self._ids)
         entry = _Entry(scope, key, text, expires)
-        entry.size = _ENTRY_OVERHEAD + deep_sizeof((scope, key, text))
+        # Each content word also costs a slot in its word's set of entries.
+        entry.size = _ENTRY_OVERHEAD + deep_sizeof((scope, key, text, words)) + 64 * len(words)
         index.add(scope, ident, vector)
+        self._words.add(scope, ident, words)
         self._entries[ident] = entry
         self._by_key[(scope, key)] = ident
         self._bytes += entry.size
@@ -302,6 +325,7 @@ class SemanticTier:
         """Forget every entry of this process (shared ones are read again only if new)."""
         self._entries.clear()
         self._by_key.clear()
+        self._words.clear()
         self._bytes = 0
         self._index = None
         self._dim = None
@@ -313,6 +337,7 @@ class SemanticTier:
             return
         self._by_key.pop((entry.scope, entry.key), None)
         self._bytes -= entry.size
+        self._words.remove(ident)
         if self._index is not None:
             self._index.remove(ident)
 
@@ -339,6 +364,7 @@ class SemanticTier:
                 record.scope,
                 record.key,
                 record.text,
+                facts_of(record.text).content,
                 record.vector,
                 record.expires_at,
                 local=False,
