@@ -152,7 +152,15 @@ async def embed_times(count: int) -> list[float]:
 # few words with any entry to pass the content gate (refused before embedding).
 FILL = "What does plan {} cost per month?"
 NEAR = "What does plan {} cost per month?"
-FAR = "Which museums in district {} stay open late?"
+FAR = "Which {} {} in the {} stays open late?"
+
+
+def far_question(index: int) -> str:
+    """A question whose content words no other question here uses (made-up words)."""
+    rng = random.Random(index)
+    words = ["".join(rng.choice("bcdfgklmnprstvz") + rng.choice("aeiou") for _ in range(3))]
+    words += [words[0] + suffix for suffix in ("ex", "ium")]
+    return FAR.format(*words)
 
 
 async def call_times(sim: SimServer, semantic: bool, miss: str, calls: int) -> list[float]:
@@ -163,7 +171,10 @@ async def call_times(sim: SimServer, semantic: bool, miss: str, calls: int) -> l
         if od.semantic is not None:
             await od.semantic.warm()
         fill = [FILL.format(index) for index in range(20)]
-        asked = [miss.format(1000 + index) for index in range(calls)]
+        asked = [
+            far_question(index) if miss == FAR else miss.format(1000 + index)
+            for index in range(calls)
+        ]
         for index, text in enumerate(fill + asked):
             body = {"model": CHAT, "messages": [{"role": "user", "content": text}]}
             started = time.perf_counter()

@@ -18,9 +18,12 @@ False
 from __future__ import annotations
 
 import math
-from collections import Counter
 
-__all__ = ["ContentWords"]
+__all__ = ["MAX_CANDIDATES", "ContentWords"]
+
+# Past this many entries to count, a lookup is embedded instead: counting
+# would cost more than the model (tens of microseconds per thousand).
+MAX_CANDIDATES = 2000
 
 
 class _Scope:
@@ -77,10 +80,14 @@ class ContentWords:
         needed = math.ceil((1.0 - limit) * len(words) - 1e-9)
         if needed <= 0:
             return True
-        shared: Counter[int] = Counter()
-        for word in words:
-            shared.update(held.by_word.get(word, ()))
-        return any(count >= needed for count in shared.values())
+        # An entry sharing `needed` of the words holds one of any len - needed + 1
+        # of them: only the rarest few are looked at, and each entry found once.
+        postings = sorted((held.by_word.get(word, frozenset()) for word in words), key=len)
+        seen = postings[: len(words) - needed + 1]
+        if sum(map(len, seen)) > MAX_CANDIDATES:
+            return True  # too common to count cheaply: let the embedding decide
+        candidates = set().union(*seen)
+        return any(len(words & self._words_of[ident][1]) >= needed for ident in candidates)
 
     def clear(self) -> None:
         self._scopes.clear()
