@@ -18,6 +18,7 @@ False
 from __future__ import annotations
 
 import math
+from collections.abc import Set as AbstractSet
 
 __all__ = ["MAX_CANDIDATES", "ContentWords"]
 
@@ -82,7 +83,9 @@ class ContentWords:
             return True
         # An entry sharing `needed` of the words holds one of any len - needed + 1
         # of them: only the rarest few are looked at, and each entry found once.
-        postings = sorted((held.by_word.get(word, frozenset()) for word in words), key=len)
+        postings: list[AbstractSet[int]] = sorted(
+            (held.by_word.get(word, frozenset()) for word in words), key=len
+        )
         seen = postings[: len(words) - needed + 1]
         if sum(map(len, seen)) > MAX_CANDIDATES:
             return True  # too common to count cheaply: let the embedding decide
