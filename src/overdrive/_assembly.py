@@ -22,7 +22,7 @@ from .monitor.names import REVALIDATION_ERRORS
 from .optimize import CacheSwitch, CacheTTL, Tunables, engine_tunables
 from .resources import ResourceManager, build_resources
 from .route import Alias, Router, aliases_of
-from .upstream import Dispatcher, Sender, Upstream, build_router, limiters_for
+from .upstream import CacheHints, Dispatcher, Sender, Upstream, build_router, limiters_for
 
 __all__ = ["CacheParts", "Parts", "SendParts", "assemble"]
 
@@ -114,8 +114,9 @@ def _send_parts(
     ]
     router = build_router(upstreams, config, clock, rng, probes_by_default=probes)
     backoff = Backoff(config.retry.base, config.retry.cap, rng)
-    dispatcher = Dispatcher(router, config.retry, clock, metrics, backoff)
-    sender = Sender(dispatcher, clock, meters, config.retry.rate_limited_attempts, metrics)
+    hints = CacheHints(config.routing.affinity)
+    dispatcher = Dispatcher(router, config.retry, clock, metrics, backoff, hints, meters)
+    sender = Sender(dispatcher, meters, config.retry.rate_limited_attempts, metrics)
     return SendParts(upstreams, router, dispatcher, sender, aliases_of(config.aliases))
 
 

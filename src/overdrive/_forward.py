@@ -69,9 +69,12 @@ class Forwarder:
             meters.duration.observe(self._clock.now() - started)
 
     async def _send(self, upstream: Upstream, model: str | None, passage: Passage) -> Answer:
+        waiting = self._clock.now()
         queued = await upstream.queue(model or "").admit(1, 0)
         permit = await upstream.concurrency.acquire()
         sent = self._clock.now()
+        meters = self._meters.of(OP)
+        meters.queue_wait(upstream.name).observe(sent - waiting)
         answered = False
         try:
             status, headers, body = await self._exchange(upstream, passage)
@@ -85,7 +88,7 @@ class Forwarder:
             return error_answer(502, message, "upstream_error", api=shaped_for(passage.path))
         finally:
             permit.release("ok" if answered else "ignored")
-        self._meters.of(OP).upstream_duration(upstream.name).observe(self._clock.now() - sent)
+        meters.upstream_duration(upstream.name).observe(self._clock.now() - sent)
         headers |= {"x-overdrive-upstream": upstream.name, "x-overdrive-cache": "MISS"}
         headers["x-overdrive-queue-ms"] = f"{queued * 1000:.1f}"
         return Answer(status, headers, body, model=model or "")

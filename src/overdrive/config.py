@@ -42,6 +42,7 @@ from ._errors import ConfigError
 from ._units import parse_bytes, parse_duration
 
 __all__ = [
+    "AffinityConfig",
     "BatchingConfig",
     "CacheConfig",
     "Config",
@@ -332,6 +333,32 @@ class HealthConfig(_Section):
         return self
 
 
+class AffinityConfig(_Section):
+    """Prefix affinity: a conversation's next turn goes where its prompt prefix is cached."""
+
+    # "prefix": to the deployment that served the longest prefix of the prompt
+    # (or the same prompt_cache_key); "off": the balancer alone decides.
+    mode: Literal["prefix", "off"] = "prefix"
+    # Shorter prefixes are no reason to prefer a deployment: providers cache
+    # none that short (OpenAI's minimum; an estimate, about 4 bytes a token).
+    min_tokens: int = Field(default=1024, ge=0)
+    # The affinity target is passed over for the balancer's pick when it has
+    # at least `balance_abs` more calls pending (per unit of weight) than the
+    # least loaded deployment and more than `balance_rel` times as many, or
+    # when its expected latency is over `slower` times the fastest one's.
+    balance_abs: int = Field(default=4, ge=1)
+    balance_rel: float = Field(default=1.5, ge=1)
+    slower: float = Field(default=2.0, gt=1)
+    # Prefix links remembered per model (least recently used forgotten first).
+    max_links: int = Field(default=65_536, ge=1)
+    # Opt-in: give OpenAI-style calls without a prompt_cache_key one derived
+    # from their conversation's opening, so the provider keeps them together too.
+    set_prompt_cache_key: bool = False
+    # Opt-in: mark the end of a long Anthropic prompt with a cache_control
+    # breakpoint when the caller set none, so the next turn reads it from cache.
+    anthropic_cache_control: bool = False
+
+
 class RoutingConfig(_Section):
     """How a call picks among the deployments (upstreams) serving its model."""
 
@@ -340,6 +367,7 @@ class RoutingConfig(_Section):
     # that was slow is trusted again.
     decay: Seconds = Field(default=10.0, gt=0)
     health: HealthConfig = HealthConfig()
+    affinity: AffinityConfig = AffinityConfig()
 
 
 class ResourcesConfig(_Section):

@@ -35,9 +35,9 @@ def record(
     for _ in range(calls):
         metrics.counter("overdrive_requests_total", op=op).inc()
         metrics.counter("overdrive_upstream_requests_total", upstream="a", op=op).inc()
-        metrics.histogram("overdrive_queue_wait_seconds", upstream="a").observe(queued_s)
+        metrics.histogram("overdrive_queue_wait_seconds", upstream="a", op=op).observe(queued_s)
         metrics.histogram("overdrive_upstream_duration_seconds", upstream="a", op=op).observe(
-            queued_s + answer_s
+            answer_s
         )
         metrics.histogram("overdrive_request_duration_seconds", op=op).observe(queued_s + answer_s)
     for _ in range(coalesced):

@@ -57,6 +57,7 @@ from typing import Any
 
 from .._calls import Call
 from .._errors import RequestError
+from ._prefix import PrefixChain, prefix_chain
 from ._semantic import Split
 
 __all__ = ["Api", "model_of"]
@@ -89,6 +90,16 @@ class Api:
     # adds a usage chunk), so the key of a stream keeps it.
     stream_delivery_fields: frozenset[str] = delivery_fields - {"stream_options"}
 
+    # Where a prompt's prefix lies (see ``apis/_prefix.py``): the fields read
+    # before its turns, the field of the turns (None: no prompt to cache), and
+    # a field that names the prefix outright.
+    # Where in ``usage`` an answer reports the prompt tokens read from the
+    # provider's prompt cache (a part of its prompt tokens); () for nowhere.
+    cached_path: tuple[str, ...] = ("prompt_tokens_details", "cached_tokens")
+    prefix_head: tuple[str, ...] = ()
+    prefix_turns: str | None = None
+    prefix_key: str | None = None
+
     @property
     def suffix(self) -> str:
         """The end of the door paths it answers on: its upstream path unless overridden."""
@@ -119,6 +130,18 @@ class Api:
         """
         return None
 
+    def prefix(self, body: Mapping[str, Any], min_tokens: int = 0) -> PrefixChain:
+        """The chain of ``body``'s prompt prefix, to route it where it is cached; () if none.
+
+        Only prefixes of at least ``min_tokens`` (estimated) are links.
+
+        >>> Api().prefix({"model": "m"})
+        ()
+        """
+        if self.prefix_turns is None:
+            return ()
+        return prefix_chain(body, self.prefix_head, self.prefix_turns, self.prefix_key, min_tokens)
+
     def sampled(self, call: Call) -> bool:
         """Whether ``call`` asks the model to sample, so a repeat may answer differently."""
         return False
@@ -145,6 +168,19 @@ class Api:
         if not isinstance(usage, dict):
             return None
         return _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
+
+    def cached_tokens(self, payload: Mapping[str, Any]) -> int:
+        """The prompt tokens an answer says the provider read from its prompt cache; 0 if none.
+
+        >>> Api().cached_tokens({"usage": {"prompt_tokens_details": {"cached_tokens": 1024}}})
+        1024
+        """
+        found: Any = payload.get("usage")
+        for name in self.cached_path:
+            if not isinstance(found, dict):
+                return 0
+            found = found.get(name)
+        return _count(found) if self.cached_path else 0
 
     def error_payload(self, message: str, kind: str, param: str | None = None) -> dict[str, Any]:
         """An error answer's body in this API's shape (OpenAI's unless overridden).

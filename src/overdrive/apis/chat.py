@@ -57,6 +57,10 @@ class ChatApi(Api):
 
     name = "chat"
     path = "/chat/completions"
+    # Tools, then the messages (system prompt first): the order OpenAI caches in.
+    prefix_head = ("tools",)
+    prefix_turns = "messages"
+    prefix_key = "prompt_cache_key"
 
     def call(self, body: Mapping[str, Any]) -> Call:
         model = model_of(body)

@@ -33,6 +33,7 @@ class EmbeddingsApi(Api):
 
     name = "embeddings"
     path = "/embeddings"
+    cached_path = ()
     batches = True
 
     def call(self, body: Mapping[str, Any]) -> Call:

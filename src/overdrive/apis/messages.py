@@ -136,6 +136,10 @@ class MessagesApi(_AnthropicApi):
 
     name = "messages"
     path = "/messages"
+    # Tools, then the system prompt, then the messages: Anthropic's cache order.
+    prefix_head = ("tools", "system")
+    cached_path = ("cache_read_input_tokens",)
+    prefix_turns = "messages"
     delivery_fields = frozenset({"stream"})
     stream_delivery_fields = delivery_fields
 

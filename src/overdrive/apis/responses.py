@@ -80,6 +80,10 @@ class ResponsesApi(Api):
 
     name = "responses"
     path = "/responses"
+    prefix_head = ("tools", "instructions")
+    cached_path = ("input_tokens_details", "cached_tokens")
+    prefix_turns = "input"
+    prefix_key = "prompt_cache_key"
     # Who asks, and the upstream's own prompt-cache routing, do not change the answer.
     delivery_fields = Api.delivery_fields | {"safety_identifier", "prompt_cache_key"}
     stream_delivery_fields = delivery_fields - {"stream_options"}

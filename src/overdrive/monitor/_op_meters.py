@@ -14,7 +14,9 @@ from ._series import Histogram
 from .names import (
     CACHE_HITS,
     CACHE_MISSES,
+    CACHED_TOKENS,
     COALESCED,
+    QUEUE_WAIT,
     REQUEST_DURATION,
     REQUESTS,
     TOKENS,
@@ -30,7 +32,8 @@ class OpMeters:
     __slots__ = (
         "_metrics",
         "_op",
-        "_upstream_durations",
+        "_upstream_series",
+        "cached_tokens",
         "coalesced",
         "completion_tokens",
         "duration",
@@ -43,7 +46,7 @@ class OpMeters:
     def __init__(self, metrics: Metrics, op: str) -> None:
         self._metrics = metrics
         self._op = op
-        self._upstream_durations: dict[str, Histogram] = {}
+        self._upstream_series: dict[tuple[str, str], Histogram] = {}
         self.requests = metrics.counter(REQUESTS, op=op)
         self.duration = metrics.histogram(REQUEST_DURATION, op=op)
         self.hits = metrics.counter(CACHE_HITS, op=op)
@@ -51,13 +54,21 @@ class OpMeters:
         self.coalesced = metrics.counter(COALESCED, op=op)
         self.prompt_tokens = metrics.counter(TOKENS, op=op, kind="prompt")
         self.completion_tokens = metrics.counter(TOKENS, op=op, kind="completion")
+        self.cached_tokens = metrics.counter(CACHED_TOKENS, op=op)
 
     def upstream_duration(self, upstream: str) -> Histogram:
-        """The op's upstream exchange times on ``upstream``."""
-        found = self._upstream_durations.get(upstream)
+        """The op's upstream exchange times on ``upstream``: sent to answered."""
+        return self._of_upstream(UPSTREAM_DURATION, upstream)
+
+    def queue_wait(self, upstream: str) -> Histogram:
+        """The op's admission waits at ``upstream``: its rate limit and a concurrency slot."""
+        return self._of_upstream(QUEUE_WAIT, upstream)
+
+    def _of_upstream(self, name: str, upstream: str) -> Histogram:
+        found = self._upstream_series.get((name, upstream))
         if found is None:
-            found = self._upstream_durations[upstream] = self._metrics.histogram(
-                UPSTREAM_DURATION, upstream=upstream, op=self._op
+            found = self._upstream_series[name, upstream] = self._metrics.histogram(
+                name, upstream=upstream, op=self._op
             )
         return found
 

@@ -23,6 +23,7 @@ from .._errors import ConfigError
 __all__ = [
     "ALERT_NOTIFICATIONS",
     "BATCH_SIZE",
+    "CACHED_TOKENS",
     "CACHE_HITS",
     "CACHE_MISSES",
     "CACHE_TIER_ERRORS",
@@ -67,6 +68,8 @@ CACHE_HITS = "overdrive_cache_hits_total"
 CACHE_MISSES = "overdrive_cache_misses_total"
 COALESCED = "overdrive_coalesced_total"
 TOKENS = "overdrive_tokens_total"
+# Prompt tokens the provider read from its prompt cache: {op} (a part of kind="prompt").
+CACHED_TOKENS = "overdrive_cached_prompt_tokens_total"
 BATCH_SIZE = "overdrive_batch_size"
 HEDGES = "overdrive_hedges_total"
 STREAMS_NOT_STORED = "overdrive_streams_not_stored_total"
@@ -78,7 +81,7 @@ SEMANTIC_LOOKUPS = "overdrive_semantic_lookups_total"
 SEMANTIC_DURATION = "overdrive_semantic_lookup_seconds"
 # The cache tiers: {tier, op}.
 CACHE_TIER_ERRORS = "overdrive_cache_tier_errors_total"
-# The upstreams: {upstream}; requests and durations also {op}, responses {status}.
+# The upstreams: {upstream}; requests, durations and queue waits also {op}, responses {status}.
 UPSTREAM_REQUESTS = "overdrive_upstream_requests_total"
 UPSTREAM_RESPONSES = "overdrive_upstream_responses_total"
 UPSTREAM_DURATION = "overdrive_upstream_duration_seconds"
@@ -111,6 +114,7 @@ METRIC_HELP: Mapping[str, str] = {
     CACHE_MISSES: "Calls the cache could not answer.",
     COALESCED: "Calls that shared an identical call already in flight.",
     TOKENS: "Tokens reported by upstreams.",
+    CACHED_TOKENS: "Prompt tokens upstreams read from their prompt cache (part of the prompt).",
     BATCH_SIZE: "Items per upstream batch.",
     HEDGES: "Second requests sent to another deployment when the first was slow to answer.",
     SEMANTIC_LOOKUPS: "Lookups of the semantic tier after an exact miss, by outcome: hit or miss.",
@@ -121,10 +125,10 @@ METRIC_HELP: Mapping[str, str] = {
     CACHE_TIER_ERRORS: "Cache tier operations that failed (the tier is skipped).",
     UPSTREAM_REQUESTS: "Requests sent to an upstream once admitted, every attempt counted.",
     UPSTREAM_RESPONSES: "Answers from an upstream, by HTTP status.",
-    UPSTREAM_DURATION: "Time an upstream took to answer.",
+    UPSTREAM_DURATION: "Time an upstream took to answer an attempt, from sending it (no queue).",
     UPSTREAM_RATE_LIMITED: "Answers of 429 from an upstream, waited out and retried.",
     UPSTREAM_ERRORS: "Upstream attempts that failed: a retryable status or no answer.",
-    QUEUE_WAIT: "Time a call waited for admission to its upstream.",
+    QUEUE_WAIT: "Time an attempt waited for its upstream's rate limit and a concurrency slot.",
     RETRIES: "Upstream attempts retried.",
     RETRY_BUDGET_SPENT: "Failed attempts not retried because the retry budget was spent.",
     TOOL_CALLS: "Tool calls finished, by outcome: ok, error, cached or coalesced.",

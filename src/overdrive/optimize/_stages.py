@@ -61,13 +61,11 @@ class Stages:
             fan_out = _fan_out(sample, op)
             waited = 0.0
             for name in sample.label_values(UPSTREAM_REQUESTS, "upstream"):
-                share = _queue_seconds(sample, name, op) * fan_out
+                share = sample.dist(QUEUE_WAIT, upstream=name, op=op).sum * fan_out
                 queue[name] = queue.get(name, 0.0) + share
-                waited += share / fan_out
-            queue_by_op[op] = waited * fan_out
-            # The upstream duration includes the admission wait; take it out.
-            answered = sample.dist(UPSTREAM_DURATION, op=op).sum - waited
-            upstream[op] = max(0.0, answered) * fan_out
+                waited += share
+            queue_by_op[op] = waited
+            upstream[op] = sample.dist(UPSTREAM_DURATION, op=op).sum * fan_out
         tools = tool_names(sample)
         tool_queue = {t: sample.dist(TOOL_QUEUE_WAIT, tool=t).sum for t in tools}
         tool_running = {t: sample.dist(TOOL_DURATION, tool=t).sum for t in tools}
@@ -116,15 +114,3 @@ def _fan_out(sample: Sample, op: str) -> float:
     calls = sample.dist(UPSTREAM_DURATION, op=op).count
     waited = sample.total(REQUESTS, op=op) - sample.total(CACHE_HITS, op=op)
     return max(1.0, waited / calls) if calls else 1.0
-
-
-def _queue_seconds(sample: Sample, upstream: str, op: str) -> float:
-    """The queue wait at ``upstream`` booked to ``op`` (the histogram has no op label)."""
-    sent = sample.total(UPSTREAM_REQUESTS, upstream=upstream)
-    if not sent:
-        return 0.0
-    return (
-        sample.dist(QUEUE_WAIT, upstream=upstream).sum
-        * sample.total(UPSTREAM_REQUESTS, upstream=upstream, op=op)
-        / sent
-    )

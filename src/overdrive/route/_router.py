@@ -35,7 +35,8 @@ from typing import Any, Generic, TypeVar
 
 from .._clock import Clock, SystemClock
 from .._errors import UnknownModelError
-from ..config import RoutingConfig
+from ..config import AffinityConfig, RoutingConfig
+from ._affinity import PrefixIndex
 from ._balancer import Balancer, balancer_for
 from ._deployment import DEFAULT_API, Deployment, Member, Named
 from ._probe import Prober
@@ -48,15 +49,23 @@ U = TypeVar("U", bound=Named)
 
 
 class _Pool(Generic[U]):
-    """One model's deployments and the balancer that picks among them."""
+    """One model's deployments, the balancer that picks among them, and their prefixes."""
 
-    __slots__ = ("allowed_ejected", "balancer", "members")
+    __slots__ = ("allowed_ejected", "balancer", "members", "prefixes")
 
-    def __init__(self, members: Sequence[Member[U]], balancer: Balancer, share: float) -> None:
+    def __init__(
+        self,
+        members: Sequence[Member[U]],
+        balancer: Balancer,
+        share: float,
+        prefixes: PrefixIndex | None,
+    ) -> None:
         self.members = tuple(members)
         self.balancer = balancer
         # Rounded down, so a model with one deployment never loses it.
         self.allowed_ejected = math.floor(share * len(self.members) + 1e-9)
+        # None with one deployment (nowhere else to go) or affinity off.
+        self.prefixes = prefixes if len(self.members) > 1 else None
 
 
 class Router(Generic[U]):
@@ -137,7 +146,9 @@ class Router(Generic[U]):
                 deployment.members[model] = member
                 members.append(member)
         balancer = balancer_for(self._settings.balancer, random.Random(rng.random()))
-        return _Pool(members, balancer, self._settings.health.max_ejected_share)
+        affinity = self._settings.affinity
+        prefixes = PrefixIndex(affinity.max_links) if affinity.mode == "prefix" else None
+        return _Pool(members, balancer, self._settings.health.max_ejected_share, prefixes)
 
     @property
     def balancer(self) -> str:
@@ -145,8 +156,19 @@ class Router(Generic[U]):
 
     # -- picking ---------------------------------------------------------------
 
-    def pick(self, model: str, avoid: U | None = None, api: str = DEFAULT_API) -> U:
-        """A deployment of ``api`` for the next call of ``model``, not ``avoid`` if possible."""
+    def pick(
+        self,
+        model: str,
+        avoid: U | None = None,
+        api: str = DEFAULT_API,
+        prefix: Sequence[int] = (),
+    ) -> U:
+        """A deployment of ``api`` for the next call of ``model``, not ``avoid`` if possible.
+
+        With a ``prefix`` chain (``Api.prefix``) and affinity on, the call goes
+        where the longest part of it was served, unless that deployment is
+        crowded or slow (``[routing.affinity]``); otherwise the balancer picks.
+        """
         pools = self._pools.get(api)
         pool = pools.get(model) if pools is not None else None
         if pool is None:
@@ -155,7 +177,51 @@ class Router(Generic[U]):
         candidates: Sequence[Member[U]] = pool.members
         if avoid is not None or self._unhealthy:
             candidates = self._candidates(pool, avoid, now)
+        if prefix and pool.prefixes is not None and len(candidates) > 1:
+            held = self._affine(pool, pool.prefixes, candidates, prefix, now)
+            if held is not None:
+                return held.upstream
         return pool.balancer.choose(candidates, now).upstream
+
+    @property
+    def affinity(self) -> AffinityConfig:
+        return self._settings.affinity
+
+    def affine(self, model: str, api: str = DEFAULT_API) -> bool:
+        """Whether calls of ``model`` through ``api`` are routed by their prompt prefix."""
+        pools = self._pools.get(api)
+        pool = pools.get(model) if pools is not None else None
+        return pool is not None and pool.prefixes is not None
+
+    def _affine(
+        self,
+        pool: _Pool[U],
+        prefixes: PrefixIndex,
+        candidates: Sequence[Member[U]],
+        prefix: Sequence[int],
+        now: float,
+    ) -> Member[U] | None:
+        """The candidate holding the deepest part of ``prefix``, if it is fit to take it."""
+        holders = prefixes.holders(prefix)
+        if not holders:
+            return None
+        held = [m for m in candidates if m.deployment.name in holders]
+        if not held or len(held) == len(candidates):  # nowhere, or everywhere: no preference
+            return None
+        target = held[0] if len(held) == 1 else pool.balancer.choose(held, now)
+        return None if self._unfit(target, candidates, now) else target
+
+    def _unfit(self, target: Member[U], candidates: Sequence[Member[U]], now: float) -> bool:
+        """Whether ``target`` is too much busier or slower than the rest for its cache to pay."""
+        settings = self._settings.affinity
+        load = target.deployment.pending / target.deployment.weight
+        least = min(m.deployment.pending / m.deployment.weight for m in candidates)
+        if load - least >= settings.balance_abs and load > settings.balance_rel * least:
+            return True
+        if not target.latency.observed:
+            return False
+        fastest = min(m.expected_latency(now, math.inf) for m in candidates if m.latency.observed)
+        return target.expected_latency(now, math.inf) > settings.slower * fastest
 
     def _candidates(self, pool: _Pool[U], avoid: U | None, now: float) -> Sequence[Member[U]]:
         """The available members other than ``avoid``; failing that, the best there is."""
@@ -165,9 +231,17 @@ class Router(Generic[U]):
         # doubtful deployment than none.
         return others or usable or pool.members
 
-    def attempt(self, upstream: U, model: str) -> Attempt:
-        """Start tracking one attempt of ``model`` on ``upstream`` (counted as pending)."""
-        return Attempt(self, self._by_name[upstream.name].members[model])
+    def attempt(self, upstream: U, model: str, prefix: Sequence[int] = ()) -> Attempt:
+        """Start tracking one attempt of ``model`` on ``upstream`` (counted as pending).
+
+        Once it is answered, ``prefix`` is recorded as held there.
+        """
+        deployment = self._by_name[upstream.name]
+        index = None
+        if prefix:
+            pool = self._pools[deployment.api][model]
+            index = pool.prefixes
+        return Attempt(self, deployment.members[model], prefix if index is not None else (), index)
 
     def serves(self, model: str, api: str | None = None) -> bool:
         """Whether a deployment of ``api`` (of any API, with None) serves ``model``."""
@@ -284,11 +358,19 @@ class Attempt:
     counts as having taken at least that long.
     """
 
-    __slots__ = ("_ended", "_member", "_router", "_sent_at", "_trial")
+    __slots__ = ("_ended", "_member", "_prefix", "_prefixes", "_router", "_sent_at", "_trial")
 
-    def __init__(self, router: Router[Any], member: Member[Any]) -> None:
+    def __init__(
+        self,
+        router: Router[Any],
+        member: Member[Any],
+        prefix: Sequence[int] = (),
+        prefixes: PrefixIndex | None = None,
+    ) -> None:
         self._router = router
         self._member = member
+        self._prefix = prefix
+        self._prefixes = prefixes
         self._sent_at: float | None = None
         self._ended = False
         deployment = member.deployment
@@ -319,8 +401,11 @@ class Attempt:
             return
         if status != 429:  # a 429 says nothing about health, nor latency
             self._router._succeeded(deployment, now)
-        if status < 400 and started is not None:
-            self._member.latency.observe(now - started, now)
+        if status < 400:
+            if started is not None:
+                self._member.latency.observe(now - started, now)
+            if self._prefixes is not None:  # the prompt is now cached there
+                self._prefixes.record(self._prefix, deployment.name)
 
     def failed(self) -> None:
         """No answer at all: counts against health, and its time as a lower bound."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._cache_hints import CacheHints
 from ._client import AnswerBounds, UpstreamClient, read_within
 from ._dispatch import Dispatcher, Exchange
 from ._routing import build_router
@@ -10,6 +11,7 @@ from ._upstream import Upstream, auth_headers, limiters_for
 
 __all__ = [
     "AnswerBounds",
+    "CacheHints",
     "Dispatcher",
     "Exchange",
     "Sender",

@@ -13,7 +13,7 @@ import httpx
 from .._calls import Call
 from .._clock import Clock
 from .._errors import UpstreamUnavailableError
-from ..config import RetryConfig
+from ..config import AffinityConfig, RetryConfig
 from ..flow import (
     RETRYABLE_STATUSES,
     Backoff,
@@ -24,10 +24,9 @@ from ..flow import (
     retry_after,
     settled_within,
 )
-from ..monitor import Counter, Histogram, Metrics
+from ..monitor import Counter, Metrics, OpMeterBook
 from ..monitor.names import (
     HEDGES,
-    QUEUE_WAIT,
     RETRIES,
     RETRY_BUDGET_SPENT,
     UPSTREAM_ERRORS,
@@ -36,6 +35,7 @@ from ..monitor.names import (
     UPSTREAM_RESPONSES,
 )
 from ..route import Attempt, Router
+from ._cache_hints import CacheHints
 from ._upstream import Lease, Upstream
 from ._wire_response import UpstreamResponse
 
@@ -84,12 +84,11 @@ class Exchange:
 class _Meters:
     """One upstream's per-call series, looked up once: a label lookup hashes a frozenset."""
 
-    __slots__ = ("_metrics", "_name", "_requests", "_responses", "queue_wait")
+    __slots__ = ("_metrics", "_name", "_requests", "_responses")
 
     def __init__(self, metrics: Metrics, name: str) -> None:
         self._metrics = metrics
         self._name = name
-        self.queue_wait: Histogram = metrics.histogram(QUEUE_WAIT, upstream=name)
         self._requests: dict[str, Counter] = {}
         self._responses: dict[int, Counter] = {}
 
@@ -111,14 +110,15 @@ class _Meters:
 
 
 class _Attempts:
-    """The retry state of one call."""
+    """The retry state of one call, and its prompt prefix (routed on at every attempt)."""
 
-    __slots__ = ("failures", "last", "limited")
+    __slots__ = ("failures", "last", "limited", "prefix")
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: tuple[int, ...]) -> None:
         self.failures = 0
         self.limited = 0
         self.last: Upstream | None = None
+        self.prefix = prefix
 
 
 class Dispatcher:
@@ -139,8 +139,10 @@ class Dispatcher:
         "_budgets",
         "_clock",
         "_hedges",
+        "_hints",
         "_meters",
         "_metrics",
+        "_op_meters",
         "_probing_on",
         "_retry",
         "_router",
@@ -153,8 +155,12 @@ class Dispatcher:
         clock: Clock,
         metrics: Metrics,
         backoff: Backoff,
+        hints: CacheHints | None = None,
+        meters: OpMeterBook | None = None,
     ) -> None:
         self._router = router
+        self._op_meters = meters or OpMeterBook(metrics)
+        self._hints = hints or CacheHints(AffinityConfig())
         self._probing_on: asyncio.AbstractEventLoop | None = None
         self._retry = retry
         self._clock = clock
@@ -176,12 +182,18 @@ class Dispatcher:
         if loop is not self._probing_on:  # once per event loop, not per call
             self._router.start_probes()
             self._probing_on = loop
+        api = call.api.upstream_api
+        prefix: tuple[int, ...] = ()
+        if self._router.affine(call.model, api):
+            prefix = call.api.prefix(call.body, self._router.affinity.min_tokens)
+        if prefix:
+            call = self._hints.applied(call, prefix)
         hedge = None if stream else self._hedges.get(call.op)
         if hedge is None or hedge.current is None:
             # Only deployments of the call's own API: a call is never translated.
-            upstream = self._router.pick(call.model, None, call.api.upstream_api)
-            return self._send_one(call, stream, upstream)
-        return self._hedged(call, hedge.current)
+            upstream = self._router.pick(call.model, None, api, prefix)
+            return self._send_one(call, stream, upstream, prefix)
+        return self._hedged(call, hedge.current, prefix)
 
     def budget(self, upstream: Upstream) -> RetryBudget:
         """The retry budget of ``upstream``, made on first use."""
@@ -199,39 +211,43 @@ class Dispatcher:
             meters = self._meters[upstream.name] = _Meters(self._metrics, upstream.name)
         return meters
 
-    async def _send_one(self, call: Call, stream: bool, upstream: Upstream) -> Exchange:
-        state = _Attempts()
+    async def _send_one(
+        self, call: Call, stream: bool, upstream: Upstream, prefix: tuple[int, ...]
+    ) -> Exchange:
+        state = _Attempts(prefix)
         self.budget(upstream).record_attempt()
         while True:
             exchange = await self._try(upstream, call, stream, state)
             if exchange is not None:
                 return exchange
-            upstream = self._router.pick(call.model, state.last, call.api.upstream_api)
+            upstream = self._router.pick(call.model, state.last, call.api.upstream_api, prefix)
 
-    async def _hedged(self, call: Call, delay: float) -> Exchange:
+    async def _hedged(self, call: Call, delay: float, prefix: tuple[int, ...]) -> Exchange:
         """Send; if no answer within ``delay``, send a copy elsewhere and take the first."""
-        primary = self._router.pick(call.model, None, call.api.upstream_api)
-        first = asyncio.ensure_future(self._send_one(call, False, primary))
+        api = call.api.upstream_api
+        primary = self._router.pick(call.model, None, api, prefix)
+        first = asyncio.ensure_future(self._send_one(call, False, primary, prefix))
         if await settled_within(first, delay, self._clock):
             return first.result()
-        spare = self._router.pick(call.model, primary, call.api.upstream_api)
+        spare = self._router.pick(call.model, primary, api)  # anywhere else: not by prefix
         if not self.budget(spare).try_spend():
             return await first
         self._metrics.counter(HEDGES, op=call.op).inc()
-        second = asyncio.ensure_future(self._send_one(call, False, spare))
+        second = asyncio.ensure_future(self._send_one(call, False, spare, prefix))
         return await first_success(first, second)
 
     async def _try(
         self, upstream: Upstream, call: Call, stream: bool, state: _Attempts
     ) -> Exchange | None:
-        attempt = self._router.attempt(upstream, call.model)
+        attempt = self._router.attempt(upstream, call.model, state.prefix)
         try:
             lease = await upstream.admit(call)
         except BaseException:
             attempt.end()
             raise
         meters = self._meters_of(upstream)
-        meters.queue_wait.observe(lease.queued_s)
+        stage = self._op_meters.of(call.op)
+        stage.queue_wait(upstream.name).observe(lease.queued_s)
         meters.requests(call.op).inc()
         started = self._clock.now()
         attempt.sent()
@@ -250,9 +266,11 @@ class Dispatcher:
             attempt.end()
             raise
         attempt.answered(response.status_code)
+        took = self._clock.now() - started
+        stage.upstream_duration(upstream.name).observe(took)
         hedge = self._hedges.get(call.op)
         if hedge is not None and response.status_code < 300:
-            hedge.observe(self._clock.now() - started)
+            hedge.observe(took)
         exchange = Exchange(upstream, response, lease, attempt, call.model)
         headers = response.headers
         if not _FEEDBACK_HEADERS.isdisjoint(headers):  # one pass over the (lower-case) names

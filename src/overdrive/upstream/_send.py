@@ -18,7 +18,6 @@ from __future__ import annotations
 from typing import Any
 
 from .._calls import Call, Result
-from .._clock import Clock
 from .._errors import (
     RateLimitedError,
     UpstreamProtocolError,
@@ -56,18 +55,16 @@ class Sender:
     the result into the JSON a library caller gets, or the error it raises.
     """
 
-    __slots__ = ("_clock", "_dispatcher", "_meters", "_metrics", "_rate_limited_attempts")
+    __slots__ = ("_dispatcher", "_meters", "_metrics", "_rate_limited_attempts")
 
     def __init__(
         self,
         dispatcher: Dispatcher,
-        clock: Clock,
         meters: OpMeterBook,
         rate_limited_attempts: int,
         metrics: Metrics,
     ) -> None:
         self._dispatcher = dispatcher
-        self._clock = clock
         self._meters = meters
         self._metrics = metrics  # counts the fallbacks
         # 429s the dispatcher waits out before it hands one back (see RetryConfig).
@@ -80,7 +77,6 @@ class Sender:
         """
         if call.fallbacks:
             return await self._falling_back(call)
-        started = self._clock.now()
         exchange = await self._dispatcher.send(call)
         try:
             response = exchange.response
@@ -97,8 +93,6 @@ class Sender:
                 await exchange.lease.limiter.adjust(refund)
         finally:
             exchange.release()  # the body is read whole: nothing is left to close
-        meters = self._meters.of(call.op)
-        meters.upstream_duration(result.upstream).observe(self._clock.now() - started)
         return result
 
     async def fall_back(self, call: Call) -> Result:
@@ -153,7 +147,8 @@ class Sender:
         Returns the tokens to book on the limiter beyond the call's estimate
         (negative: a refund), when the upstream charges by usage; else 0.
         """
-        usage = call.api.usage(parse_object(result.body, result.upstream))
+        payload = parse_object(result.body, result.upstream)
+        usage = call.api.usage(payload)
         if usage is None:
             return 0
         prompt, completion = usage
@@ -161,6 +156,9 @@ class Sender:
         meters = self._meters.of(call.op)
         meters.prompt_tokens.inc(prompt)
         meters.completion_tokens.inc(completion)
+        cached = call.api.cached_tokens(payload)
+        if cached:
+            meters.cached_tokens.inc(cached)
         if exchange.upstream.config.tokens_charged != "usage":
             return 0
         return prompt + completion - call.tokens
