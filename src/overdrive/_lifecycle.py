@@ -66,6 +66,7 @@ class Lifecycle:
         if self.optimizer is not None:
             await self.optimizer.aclose()
         await parts.send.router.aclose()  # stops the health probes
+        await parts.send.dispatcher.aclose()  # losing race copies still out
         if self.semantic is not None:  # before the upstreams: remembering may embed through them
             await self.semantic.aclose()
         await parts.batches.aclose()

@@ -368,6 +368,13 @@ class RoutingConfig(_Section):
     decay: Seconds = Field(default=10.0, gt=0)
     health: HealthConfig = HealthConfig()
     affinity: AffinityConfig = AffinityConfig()
+    # A deployment that has answered nothing yet is unknown (a fresh engine, a
+    # deployment just added): a call routed to it also goes to another
+    # deployment at once and the first answer wins; the unknown one's copy runs
+    # on, so its latency is learnt. At most `cold_races` calls per deployment;
+    # "off" trusts an unknown deployment blindly.
+    cold_start: Literal["race", "off"] = "race"
+    cold_races: int = Field(default=32, ge=1)
 
 
 class ResourcesConfig(_Section):

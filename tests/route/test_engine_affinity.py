@@ -61,7 +61,7 @@ async def engine(
         config = {
             "upstreams": upstreams,
             "cache": {"enabled": False},
-            "routing": {"affinity": affinity},
+            "routing": {"affinity": affinity, "cold_start": "off"},  # one attempt a call
         }
         async with Overdrive.from_config(config, clock=clock, rng=random.Random(3)) as od:
             yield od

@@ -39,7 +39,8 @@ async def engine(
             "upstreams": [{"name": n, "base_url": urls[n], "models": ["m"]} for n in names],
             "cache": {"enabled": False},
             "retry": {"base": "50ms", "cap": "200ms"},
-            "routing": routing,
+            # Each call one attempt where the balancer sends it: no cold-start races.
+            "routing": {"cold_start": "off", **routing},
         }
         async with Overdrive.from_config(config, clock=clock, rng=random.Random(1)) as od:
             yield od
@@ -180,7 +181,7 @@ async def test_sim_failing_deployment_is_ejected_streams_included(
         ],
         "cache": {"enabled": False},
         "retry": {"base": "1ms", "cap": "5ms"},
-        "routing": {"health": {"eject_after": 2, "probes": False}},
+        "routing": {"health": {"eject_after": 2, "probes": False}, "cold_start": "off"},
     }
     async with Overdrive.from_config(config) as od:
         answers = await asyncio.gather(*(od.chat(model="m", messages=ask(n)) for n in range(20)))

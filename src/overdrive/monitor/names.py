@@ -28,6 +28,7 @@ __all__ = [
     "CACHE_MISSES",
     "CACHE_TIER_ERRORS",
     "COALESCED",
+    "COLD_RACES",
     "DISTRIBUTE_RETRIES",
     "DISTRIBUTE_TASKS",
     "DISTRIBUTE_TASK_DURATION",
@@ -72,6 +73,7 @@ TOKENS = "overdrive_tokens_total"
 CACHED_TOKENS = "overdrive_cached_prompt_tokens_total"
 BATCH_SIZE = "overdrive_batch_size"
 HEDGES = "overdrive_hedges_total"
+COLD_RACES = "overdrive_cold_races_total"
 STREAMS_NOT_STORED = "overdrive_streams_not_stored_total"
 REVALIDATION_ERRORS = "overdrive_revalidation_errors_total"
 # Model fallbacks ([[models]] fallbacks): {op, from_model, to_model}.
@@ -117,6 +119,7 @@ METRIC_HELP: Mapping[str, str] = {
     CACHED_TOKENS: "Prompt tokens upstreams read from their prompt cache (part of the prompt).",
     BATCH_SIZE: "Items per upstream batch.",
     HEDGES: "Second requests sent to another deployment when the first was slow to answer.",
+    COLD_RACES: "Calls sent to two deployments at once because one had not answered yet.",
     SEMANTIC_LOOKUPS: "Lookups of the semantic tier after an exact miss, by outcome: hit or miss.",
     SEMANTIC_DURATION: "Time a semantic lookup took: reading shared entries, embedding, guard.",
     STREAMS_NOT_STORED: "Streams that ended but were not cached: truncated or an error event.",

@@ -64,7 +64,7 @@ class Member(Generic[U]):
     and a deployment that hangs is noticed before its calls finish.
     """
 
-    __slots__ = ("_headroom", "deployment", "latency", "model", "sending")
+    __slots__ = ("_headroom", "answers", "deployment", "latency", "model", "races", "sending")
 
     def __init__(
         self,
@@ -78,6 +78,8 @@ class Member(Generic[U]):
         self.latency = LatencyEstimate(decay)
         self.sending: dict[object, float] = {}
         self._headroom = headroom
+        self.answers = 0  # answered (below 400): none yet means nothing is known of it
+        self.races = 0  # calls also sent elsewhere while it was unknown
 
     @property
     def upstream(self) -> U:

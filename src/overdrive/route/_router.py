@@ -51,7 +51,7 @@ U = TypeVar("U", bound=Named)
 class _Pool(Generic[U]):
     """One model's deployments, the balancer that picks among them, and their prefixes."""
 
-    __slots__ = ("allowed_ejected", "balancer", "members", "prefixes")
+    __slots__ = ("allowed_ejected", "balancer", "members", "prefixes", "warming")
 
     def __init__(
         self,
@@ -66,6 +66,8 @@ class _Pool(Generic[U]):
         self.allowed_ejected = math.floor(share * len(self.members) + 1e-9)
         # None with one deployment (nowhere else to go) or affinity off.
         self.prefixes = prefixes if len(self.members) > 1 else None
+        # Until every member has answered once, some are unknown (see Router.race).
+        self.warming = len(self.members) > 1
 
 
 class Router(Generic[U]):
@@ -177,6 +179,8 @@ class Router(Generic[U]):
         candidates: Sequence[Member[U]] = pool.members
         if avoid is not None or self._unhealthy:
             candidates = self._candidates(pool, avoid, now)
+        if pool.warming:
+            candidates = self._known_enough(pool, candidates)
         if prefix and pool.prefixes is not None and len(candidates) > 1:
             held = self._affine(pool, pool.prefixes, candidates, prefix, now)
             if held is not None:
@@ -186,6 +190,26 @@ class Router(Generic[U]):
     @property
     def affinity(self) -> AffinityConfig:
         return self._settings.affinity
+
+    def race(self, upstream: U, model: str) -> bool:
+        """Whether a call of ``model`` routed to ``upstream`` should also go elsewhere.
+
+        True (and counted) while that deployment has answered nothing, within
+        ``cold_races`` (``[routing] cold_start``).
+        """
+        settings = self._settings
+        deployment = self._by_name[upstream.name]
+        member = deployment.members[model]
+        if settings.cold_start == "off" or member.answers or member.races >= settings.cold_races:
+            return False
+        if len(self._pools[deployment.api][model].members) < 2:
+            return False  # nowhere else to send it
+        member.races += 1
+        return True
+
+    def answered(self, upstream: U, model: str) -> bool:
+        """Whether ``upstream`` has answered a call of ``model`` (below 400) yet."""
+        return self._by_name[upstream.name].members[model].answers > 0
 
     def affine(self, model: str, api: str = DEFAULT_API) -> bool:
         """Whether calls of ``model`` through ``api`` are routed by their prompt prefix."""
@@ -222,6 +246,19 @@ class Router(Generic[U]):
             return False
         fastest = min(m.expected_latency(now, math.inf) for m in candidates if m.latency.observed)
         return target.expected_latency(now, math.inf) > settings.slower * fastest
+
+    def _known_enough(self, pool: _Pool[U], candidates: Sequence[Member[U]]) -> Sequence[Member[U]]:
+        """The candidates, less the unknown ones whose races are spent (while others remain).
+
+        A deployment that has answered nothing after ``cold_races`` raced calls
+        is slow or stuck: it gets no more calls until it answers one.
+        """
+        if self._settings.cold_start == "off" or all(m.answers for m in pool.members):
+            pool.warming = False
+            return candidates
+        budget = self._settings.cold_races
+        usable = [m for m in candidates if m.answers or m.races < budget]
+        return usable or candidates
 
     def _candidates(self, pool: _Pool[U], avoid: U | None, now: float) -> Sequence[Member[U]]:
         """The available members other than ``avoid``; failing that, the best there is."""
@@ -402,6 +439,7 @@ class Attempt:
         if status != 429:  # a 429 says nothing about health, nor latency
             self._router._succeeded(deployment, now)
         if status < 400:
+            self._member.answers += 1
             if started is not None:
                 self._member.latency.observe(now - started, now)
             if self._prefixes is not None:  # the prompt is now cached there

@@ -26,6 +26,7 @@ from ..flow import (
 )
 from ..monitor import Counter, Metrics, OpMeterBook
 from ..monitor.names import (
+    COLD_RACES,
     HEDGES,
     RETRIES,
     RETRY_BUDGET_SPENT,
@@ -138,6 +139,7 @@ class Dispatcher:
         "_backoff",
         "_budgets",
         "_clock",
+        "_finishing",
         "_hedges",
         "_hints",
         "_meters",
@@ -160,6 +162,7 @@ class Dispatcher:
     ) -> None:
         self._router = router
         self._op_meters = meters or OpMeterBook(metrics)
+        self._finishing: set[asyncio.Task[None]] = set()  # losing copies left to finish
         self._hints = hints or CacheHints(AffinityConfig())
         self._probing_on: asyncio.AbstractEventLoop | None = None
         self._retry = retry
@@ -192,6 +195,8 @@ class Dispatcher:
         if hedge is None or hedge.current is None:
             # Only deployments of the call's own API: a call is never translated.
             upstream = self._router.pick(call.model, None, api, prefix)
+            if call.api.shares(call) and self._router.race(upstream, call.model):
+                return self._raced(call, stream, upstream, prefix)
             return self._send_one(call, stream, upstream, prefix)
         return self._hedged(call, hedge.current, prefix)
 
@@ -235,6 +240,27 @@ class Dispatcher:
         self._metrics.counter(HEDGES, op=call.op).inc()
         second = asyncio.ensure_future(self._send_one(call, False, spare, prefix))
         return await first_success(first, second)
+
+    async def _raced(
+        self, call: Call, stream: bool, unknown: Upstream, prefix: tuple[int, ...]
+    ) -> Exchange:
+        """Send to a deployment not yet heard from and to another at once; the first answer wins.
+
+        The unknown one's copy is not cancelled if it loses: its answer is what
+        tells its latency (a cancelled copy only says "slower than the winner").
+        """
+        other = self._router.pick(call.model, unknown, call.api.upstream_api)
+        self._metrics.counter(COLD_RACES, op=call.op).inc()
+        first = asyncio.ensure_future(self._send_one(call, stream, unknown, prefix))
+        second = asyncio.ensure_future(self._send_one(call, stream, other, prefix))
+        unknown_too = () if self._router.answered(other, call.model) else (second,)
+        return await first_success(first, second, self._finishing, (first, *unknown_too))
+
+    async def aclose(self) -> None:
+        """Stop the losing copies of races still running."""
+        for task in list(self._finishing):
+            task.cancel()
+        await asyncio.gather(*self._finishing, return_exceptions=True)
 
     async def _try(
         self, upstream: Upstream, call: Call, stream: bool, state: _Attempts
@@ -334,12 +360,16 @@ class Dispatcher:
 
 
 async def first_success(
-    first: asyncio.Future[Exchange], second: asyncio.Future[Exchange]
+    first: asyncio.Future[Exchange],
+    second: asyncio.Future[Exchange],
+    finishing: set[asyncio.Task[None]] | None = None,
+    left_to_finish: tuple[asyncio.Future[Exchange], ...] = (),
 ) -> Exchange:
     """The first exchange to arrive; the other is cancelled, or closed if it also arrived.
 
     If one attempt fails, the other is awaited; only if both fail does the
-    first one's error propagate.
+    first one's error propagate. A loser in ``left_to_finish`` is not
+    cancelled but left to finish (then closed) in a task kept in ``finishing``.
     """
     attempts = (first, second)
     winner: asyncio.Future[Exchange] | None = None
@@ -351,12 +381,28 @@ async def first_success(
         return (winner or first).result()
     finally:
         for attempt in attempts:
-            if attempt is not winner:
+            if attempt is winner:
+                continue
+            if attempt in left_to_finish and finishing is not None and not attempt.done():
+                task = asyncio.ensure_future(_close_when_done(attempt))
+                finishing.add(task)
+                task.add_done_callback(finishing.discard)
+            else:
                 await _abandon(attempt)
 
 
 def _succeeded(attempt: asyncio.Future[Exchange]) -> bool:
     return attempt.done() and not attempt.cancelled() and attempt.exception() is None
+
+
+async def _close_when_done(attempt: asyncio.Future[Exchange]) -> None:
+    try:
+        exchange = await attempt
+    except BaseException:  # its failure was booked by its attempt; nobody waits for it
+        if not attempt.done():
+            attempt.cancel()
+        return
+    await exchange.aclose()
 
 
 async def _abandon(attempt: asyncio.Future[Exchange]) -> None:
