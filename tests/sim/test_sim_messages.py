@@ -365,3 +365,14 @@ def test_a_hostile_body_is_a_4xx_never_a_crash(
         return
     assert refused.status == 400
     assert loads(refused.body())["error"]["type"] == "invalid_request_error"
+
+
+async def test_an_unknown_path_under_messages_is_refused_in_anthropics_shape(
+    sim: httpx.AsyncClient,
+) -> None:
+    refused = await sim.get("/v1/messages/")
+    assert refused.status_code == 404
+    assert refused.json()["type"] == "error"
+    assert refused.json()["error"]["type"] == "not_found_error"
+    elsewhere = await sim.get("/v1/nothing")
+    assert elsewhere.json()["error"]["code"] == "unknown_url"  # OpenAI's shape

@@ -34,10 +34,21 @@ class ChatAnswer:
     """The deterministic answer to one chat request, in the shapes we send it.
 
     Text, or a call of the tool the request's ``tool`` names (its arguments
-    drawn from the same digest as the words would be).
+    drawn from the same digest as the words would be). ``cached_tokens`` is
+    set by the app when the deployment caches prompt prefixes: the usage then
+    reports them in ``prompt_tokens_details``, where OpenAI does.
     """
 
-    __slots__ = ("created", "finish_reason", "id", "request", "tokens", "tool_call", "words")
+    __slots__ = (
+        "cached_tokens",
+        "created",
+        "finish_reason",
+        "id",
+        "request",
+        "tokens",
+        "tool_call",
+        "words",
+    )
 
     def __init__(self, request: ChatRequest, cap: int | None) -> None:
         digest = chat_digest(request.model, request.messages, cap)
@@ -52,14 +63,18 @@ class ChatAnswer:
             self.finish_reason = "tool_calls"
         self.id = "chatcmpl-" + digest[:12].hex()
         self.created = int(time.time())
+        self.cached_tokens: int | None = None
 
-    def usage(self) -> dict[str, int]:
+    def usage(self) -> dict[str, Any]:
         prompt = self.request.prompt_tokens
-        return {
+        usage: dict[str, Any] = {
             "prompt_tokens": prompt,
             "completion_tokens": self.tokens,
             "total_tokens": prompt + self.tokens,
         }
+        if self.cached_tokens is not None:  # absent without a prefix cache, as it always was
+            usage["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
+        return usage
 
     def completion(self) -> bytes:
         message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None}

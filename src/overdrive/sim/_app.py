@@ -41,12 +41,14 @@ from overdrive.sim._messages import (
     MessagesAnswer,
     PromptCache,
     anthropic_errors,
+    as_anthropic,
     count_tokens_body,
     limit_headers,
     parse_count_tokens,
     parse_messages,
 )
 from overdrive.sim._messages import authorize as authorize_api_key
+from overdrive.sim._prefix_cache import Prefill, PrefixCache
 from overdrive.sim._requests import (
     ApiError,
     invalid,
@@ -90,7 +92,9 @@ class SimApp:
     call it in-process through ``httpx.ASGITransport``. ``clock`` drives the
     rate buckets and every simulated delay, so tests can step a ``FakeClock``.
     With ``capacity`` set, chat completions share an :class:`Accelerator`
-    that slows them all down past the knee.
+    that slows them all down past the knee. With ``prefix_cache_tokens`` set,
+    chat completions and Responses calls share one :class:`PrefixCache`: the
+    deployment's automatic prompt prefix cache.
 
     >>> app = SimApp(SimConfig(rpm=60))
     >>> app.stats()["in_flight"]
@@ -110,6 +114,7 @@ class SimApp:
         "_limiter",
         "_models",
         "_models_body",
+        "_prefix_cache",
         "_prompt_cache",
         "_routes",
         "_stats",
@@ -133,6 +138,7 @@ class SimApp:
         self._models_body = models_body(config.models or _DEFAULT_MODELS)
         self._auth = f"Bearer {config.api_key}".encode() if config.api_key else None
         self._prompt_cache = PromptCache()  # the prompt prefixes Messages calls cached
+        self._prefix_cache = _prefix_cache(config)  # the automatic one, for OpenAI's APIs
         self._routes = self._route_table()
         self._closed = False
         self._closing: asyncio.Future[None] | None = None
@@ -167,6 +173,8 @@ class SimApp:
         """Zero the counters, refill the rate buckets and forget the cached prompts."""
         self._stats.reset()
         self._prompt_cache.clear()
+        if self._prefix_cache is not None:
+            self._prefix_cache.clear()
         if self._limiter is not None:
             self._limiter.fill()
 
@@ -218,7 +226,7 @@ class SimApp:
         self._stats.count_request(path if methods is not None else "other")
         try:
             if methods is None:
-                raise ApiError(404, f"Unknown request URL: {path}", code="unknown_url")
+                raise _unknown_url(path)
             handler = methods.get(scope["method"])
             if handler is None:
                 raise _not_allowed(scope["method"], path, methods)
@@ -243,21 +251,21 @@ class SimApp:
             answer = ChatAnswer(request, request.max_tokens or self._config.default_max_tokens)
             headers = self._admit(request.prompt_tokens + (request.max_tokens or answer.tokens))
             await self._inject_faults(call)
+            prefill = self._prefill(answer)
             if request.stream:
-                await self._stream(send, call, answer, headers)
+                await self._stream(send, call, answer, headers, prefill)
             else:
-                await self._complete(send, call, answer, headers)
+                await self._complete(send, call, answer, headers, prefill)
 
     async def _complete(
-        self, send: Send, call: SimCall, answer: ChatAnswer, headers: Headers
+        self, send: Send, call: SimCall, answer: ChatAnswer, headers: Headers, prefill: Prefill
     ) -> None:
-        with self._generating():
-            await call.pause(self._ttft() + self._decode_pace() * answer.tokens, shared=True)
-        self._count_tokens(answer)
+        await self._generate(call, prefill, answer.tokens)
+        self._count_tokens(answer, prefill)
         await self._respond(send, 200, answer.completion(), headers)
 
     async def _stream(
-        self, send: Send, call: SimCall, answer: ChatAnswer, headers: Headers
+        self, send: Send, call: SimCall, answer: ChatAnswer, headers: Headers, prefill: Prefill
     ) -> None:
         # Headers go out at once, as real upstreams do; tokens follow at their pace.
         self._stats.count_response(200)
@@ -265,24 +273,50 @@ class SimApp:
         await send(start)
         try:
             with self._generating():
-                await self._stream_tokens(send, call, answer)
+                await self._stream_tokens(send, call, answer, prefill)
         except ApiError:  # shutting down: the status is sent, so just end the body
             await send({"type": "http.response.body", "body": b""})
             return
         await _event(send, answer.chunk({}, answer.finish_reason))
         if answer.request.include_usage:
             await _event(send, answer.usage_chunk())
-        self._count_tokens(answer)
+        self._count_tokens(answer, prefill)
         await send({"type": "http.response.body", "body": _DONE})
 
-    async def _stream_tokens(self, send: Send, call: SimCall, answer: ChatAnswer) -> None:
-        ttft, pace = self._ttft(), self._decode_pace()  # drawn in the same order as _complete
+    async def _stream_tokens(
+        self, send: Send, call: SimCall, answer: ChatAnswer, prefill: Prefill
+    ) -> None:
+        ttft, pace = self._ttft(prefill), self._decode_pace()  # drawn in _generate's order
         await call.pause(ttft, shared=True)
+        prefill.done()
         first, *rest = answer.deltas()  # the role (or the tool call's head), then a token each
         await _event(send, answer.chunk(first, None))
         for delta in rest:
             await call.pause(pace, shared=True)
             await _event(send, answer.chunk(delta, None))
+
+    async def _generate(self, call: SimCall, prefill: Prefill, tokens: int) -> None:
+        """Wait out a whole answer, sent at its end: the prompt's prefill, then ``tokens``."""
+        ttft, pace = self._ttft(prefill), self._decode_pace()
+        with self._generating():
+            if not prefill.stores:  # one wait, as before there was a prefix cache
+                await call.pause(ttft + pace * tokens, shared=True)
+                return
+            # Cached once the prompt is read, not once answered: a call arriving during
+            # this one's decode already hits, as on a real server.
+            await call.pause(ttft, shared=True)
+            prefill.done()
+            await call.pause(pace * tokens, shared=True)
+
+    def _prefill(self, answer: ChatAnswer | ResponsesAnswer) -> Prefill:
+        """How much of the prompt the prefix cache holds; the usage reports it, if there is one."""
+        request = answer.request
+        cache = self._prefix_cache
+        if cache is None:
+            return Prefill(request.prompt_tokens)
+        prefill = cache.look_up(request.prefix_tokens())
+        answer.cached_tokens = prefill.cached_tokens
+        return prefill
 
     def _generating(self) -> contextlib.AbstractContextManager[None]:
         """Count the call on the accelerator (if any) while it generates."""
@@ -290,9 +324,8 @@ class SimApp:
             return contextlib.nullcontext()
         return self._accelerator.occupy()
 
-    def _count_tokens(self, answer: ChatAnswer | ResponsesAnswer) -> None:
-        self._stats.prompt_tokens += answer.request.prompt_tokens
-        self._stats.completion_tokens += answer.tokens
+    def _count_tokens(self, answer: ChatAnswer | ResponsesAnswer, prefill: Prefill) -> None:
+        self._stats.count_tokens(answer.request.prompt_tokens, prefill.cached_tokens, answer.tokens)
 
     # --- /v1/embeddings -------------------------------------------------------
 
@@ -317,18 +350,18 @@ class SimApp:
             headers = limit_headers(self._admit(request.prompt_tokens + request.max_tokens))
             await self._inject_faults(call)
             answer = MessagesAnswer(request, self._prompt_cache)
+            # Its explicit cache_control cache was settled above; a read skips prefill too.
+            prefill = Prefill(answer.input_tokens, answer.usage["cache_read_input_tokens"])
+            count = functools.partial(self._count_message, answer, prefill)
             if request.stream:
-                count = functools.partial(self._count_message, answer)
-                await self._stream_events(send, call, answer, headers, count)
+                await self._stream_events(send, call, answer, headers, prefill, count)
                 return
-            with self._generating():
-                await call.pause(self._ttft() + self._decode_pace() * answer.tokens, shared=True)
-            self._count_message(answer)
+            await self._generate(call, prefill, answer.tokens)
+            count()
             await self._respond(send, 200, answer.message(), headers)
 
-    def _count_message(self, answer: MessagesAnswer) -> None:
-        self._stats.prompt_tokens += answer.input_tokens
-        self._stats.completion_tokens += answer.tokens
+    def _count_message(self, answer: MessagesAnswer, prefill: Prefill) -> None:
+        self._stats.count_tokens(answer.input_tokens, prefill.cached_tokens, answer.tokens)
 
     async def _count_message_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Not charged to the rpm/tpm buckets: Anthropic limits counting apart.
@@ -347,13 +380,13 @@ class SimApp:
             answer = ResponsesAnswer(request, budget or self._config.default_max_tokens)
             headers = self._admit(request.prompt_tokens + (budget or answer.tokens))
             await self._inject_faults(call)
+            prefill = self._prefill(answer)
+            count = functools.partial(self._count_tokens, answer, prefill)
             if request.stream:
-                count = functools.partial(self._count_tokens, answer)
-                await self._stream_events(send, call, answer, headers, count)
+                await self._stream_events(send, call, answer, headers, prefill, count)
                 return
-            with self._generating():
-                await call.pause(self._ttft() + self._decode_pace() * answer.tokens, shared=True)
-            self._count_tokens(answer)
+            await self._generate(call, prefill, answer.tokens)
+            count()
             await self._respond(send, 200, answer.body(), headers)
 
     async def _stream_events(
@@ -362,16 +395,18 @@ class SimApp:
         call: SimCall,
         answer: EventAnswer,
         headers: Headers,
+        prefill: Prefill,
         count: Callable[[], None],
     ) -> None:
         """A Responses or Messages stream: typed events at the decode pace, then its closing."""
         self._stats.count_response(200)
         start = {"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + headers}
         await send(start)
-        ttft, pace = self._ttft(), self._decode_pace()  # drawn in the same order as a whole one
+        ttft, pace = self._ttft(prefill), self._decode_pace()  # drawn in _generate's order
         try:
             with self._generating():
                 await call.pause(ttft, shared=True)
+                prefill.done()
                 await _more(send, answer.opening())
                 for delta in answer.deltas():
                     await call.pause(pace, shared=True)
@@ -452,8 +487,10 @@ class SimApp:
             self._stats.hung += 1
             await call.pause(self._config.hang_s)
 
-    def _ttft(self) -> float:
-        return self._delay(self._config.ttft_s)
+    def _ttft(self, prefill: Prefill) -> float:
+        """To the first token: the fixed part, then reading every prompt token not cached."""
+        config = self._config
+        return self._delay(config.ttft_s + config.prefill_per_token_s * prefill.uncached_tokens)
 
     def _decode_pace(self) -> float:
         """Seconds per token for one answer: one jitter draw per request, not per token."""
@@ -476,9 +513,10 @@ class SimApp:
     def __repr__(self) -> str:
         stats = self._stats
         accelerator = "" if self._accelerator is None else f", {self._accelerator!r}"
+        prefixes = "" if self._prefix_cache is None else f", {self._prefix_cache!r}"
         return (
             f"SimApp(in_flight={stats.in_flight}, limiter={self._limiter!r}, "
-            f"{self._faults!r}{accelerator})"
+            f"{self._faults!r}{accelerator}{prefixes})"
         )
 
 
@@ -512,6 +550,16 @@ def _not_allowed(method: str, path: str, methods: dict[str, Handler]) -> ApiErro
     return ApiError(405, message, code="method_not_allowed", headers=[(b"allow", allow)])
 
 
+def _prefix_cache(config: SimConfig) -> PrefixCache | None:
+    if config.prefix_cache_tokens is None:
+        return None
+    return PrefixCache(
+        config.prefix_cache_tokens,
+        block_tokens=config.prefix_block_tokens,
+        min_tokens=config.prefix_min_tokens,
+    )
+
+
 def _limiter(config: SimConfig, clock: Clock) -> RateLimiter | None:
     if config.rpm is None and config.tpm is None:
         return None
@@ -526,3 +574,9 @@ async def _lifespan(receive: Receive, send: Send) -> None:
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+def _unknown_url(path: str) -> ApiError:
+    """The 404 for ``path``, in Anthropic's shape under ``/messages`` as the real API answers."""
+    error = ApiError(404, f"Unknown request URL: {path}", code="unknown_url")
+    return as_anthropic(error) if "/messages" in path else error

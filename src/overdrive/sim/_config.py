@@ -31,6 +31,18 @@ class SimConfig:
     concurrency to run at), like a real inference server thrashing; 1 keeps it
     flat. ``None`` means unlimited: latency does not depend on load.
 
+    ``prefix_cache_tokens`` turns on the deployment's automatic prompt prefix
+    cache (chat completions and Responses), holding that many tokens: prompts
+    of ``prefix_min_tokens`` or more are cached in blocks of
+    ``prefix_block_tokens``, least recently used evicted first, and a later
+    prompt sharing a cached prefix reports it as ``cached_tokens`` in its
+    usage (see :mod:`overdrive.sim._prefix_cache`). ``None`` turns it off.
+    ``prefill_per_token_s`` is the time to read each prompt token not found
+    cached, before the first output token: the time to first token is
+    ``ttft_s + prefill_per_token_s * uncached_prompt_tokens`` (jittered as a
+    whole), so a long fresh prompt is slow and a cached one fast. Messages
+    calls count their ``cache_control`` reads as cached, automatic cache or not.
+
     >>> SimConfig(ttft_s=0.0, per_token_s=0.0, rpm=600).rpm
     600
     """
@@ -56,10 +68,20 @@ class SimConfig:
     default_max_tokens: int | None = None
     capacity: int | None = None
     overload_exponent: float = 1.5
+    prefix_cache_tokens: int | None = None
+    prefill_per_token_s: float = 0.0
+    prefix_min_tokens: int = 1024
+    prefix_block_tokens: int = 128
 
     def __post_init__(self) -> None:
         check_int("seed", self.seed, None)
-        for name in ("ttft_s", "per_token_s", "embed_base_s", "embed_per_item_s"):
+        for name in (
+            "ttft_s",
+            "per_token_s",
+            "embed_base_s",
+            "embed_per_item_s",
+            "prefill_per_token_s",
+        ):
             check_duration(name, getattr(self, name))
         check_float("jitter", self.jitter, 0.0, finite=True)
         for name in ("rpm", "tpm", "default_max_tokens", "capacity"):
@@ -78,6 +100,7 @@ class SimConfig:
         if self.api_key is not None and (not isinstance(self.api_key, str) or not self.api_key):
             raise ConfigError("api_key", "must be a non-empty string or None")
         check_faults(self.error_rate, self.hang_rate, self.slow_factor)
+        _prefix_cache(self.prefix_cache_tokens, self.prefix_block_tokens, self.prefix_min_tokens)
 
 
 class Faults:
@@ -114,6 +137,19 @@ def check_faults(error_rate: object, hang_rate: object, slow_factor: object) -> 
 
 def _positive(name: str, value: object) -> None:
     check_float(name, value, 0.0, open_low=True, finite=True)
+
+
+def _prefix_cache(capacity: object, block: object, minimum: object) -> None:
+    blocks = check_int("prefix_block_tokens", block, 1)
+    check_int("prefix_min_tokens", minimum, 0)
+    if capacity is None:
+        return
+    if check_int("prefix_cache_tokens", capacity, 1) < blocks:
+        # The cache holds whole blocks: less than one could hold nothing at all.
+        raise ConfigError(
+            "prefix_cache_tokens",
+            f"must be at least prefix_block_tokens ({blocks}), got {capacity!r}",
+        )
 
 
 def _models(models: object) -> None:

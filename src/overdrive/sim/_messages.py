@@ -47,6 +47,7 @@ __all__ = [
     "MessagesRequest",
     "PromptCache",
     "anthropic_errors",
+    "as_anthropic",
     "authorize",
     "count_tokens_body",
     "error_event",
@@ -95,10 +96,15 @@ def anthropic_errors() -> Iterator[None]:
     except MessagesError:
         raise
     except ApiError as error:
-        kind = _ERROR_TYPES.get(error.status, "api_error")
-        raise MessagesError(
-            error.status, error.message, kind=kind, headers=limit_headers(error.headers)
-        ) from None
+        raise as_anthropic(error) from None
+
+
+def as_anthropic(error: ApiError) -> MessagesError:
+    """``error`` in Anthropic's shape (its ratelimit headers renamed too)."""
+    kind = _ERROR_TYPES.get(error.status, "api_error")
+    return MessagesError(
+        error.status, error.message, kind=kind, headers=limit_headers(error.headers)
+    )
 
 
 def error_event(error: ApiError) -> bytes:

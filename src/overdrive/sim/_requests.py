@@ -15,10 +15,12 @@ overdrive.sim._requests.ApiError: 400 messages: must be a non-empty list of mess
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from overdrive._json import dumps
 from overdrive._tokens import estimate_messages_tokens, estimate_tokens
+from overdrive.sim._prefix_cache import PromptTokens, framing, padded
 from overdrive.sim._tools import ToolSpec, pick_tool, text_of
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "EmbeddingRequest",
     "check_model",
     "invalid",
+    "message_pieces",
     "object_body",
     "offered",
     "optional_bool",
@@ -73,7 +76,8 @@ def invalid(param: str | None, problem: str) -> ApiError:
 class ChatRequest:
     """The parts of a chat completion request that shape the answer.
 
-    ``tool`` is the offered tool the answer calls (see :func:`pick_tool`), or None for text.
+    ``tool`` is the offered tool the answer calls (see :func:`pick_tool`), or None for text;
+    ``tools`` the tool definitions as sent (they shape the prompt's tokens).
     """
 
     __slots__ = (
@@ -84,6 +88,7 @@ class ChatRequest:
         "prompt_tokens",
         "stream",
         "tool",
+        "tools",
     )
 
     def __init__(
@@ -94,6 +99,7 @@ class ChatRequest:
         stream: bool,
         include_usage: bool,
         tool: ToolSpec | None = None,
+        tools: list[Any] | None = None,
     ) -> None:
         self.model = model
         self.messages = messages
@@ -101,7 +107,16 @@ class ChatRequest:
         self.stream = stream
         self.include_usage = include_usage
         self.tool = tool
+        self.tools = tools or []
         self.prompt_tokens = estimate_messages_tokens(messages)
+
+    def prefix_tokens(self) -> PromptTokens:
+        """The prompt's tokens, for the prefix cache: each message's framing, then its text.
+
+        As many as ``prompt_tokens``; the model and the tools seed them, as the
+        tools open a real prompt (the sim prices them at nothing).
+        """
+        return PromptTokens((self.model, self.tools), message_pieces(self.messages))
 
     def __repr__(self) -> str:
         tool = "" if self.tool is None else f", tool={self.tool.name!r}"
@@ -137,7 +152,8 @@ def parse_chat(body: Any, models: frozenset[str] | None) -> ChatRequest:
     max_tokens = _max_tokens(body)
     stream = optional_bool(body, "stream")
     tool = _chat_tool(body, messages)
-    return ChatRequest(model, messages, max_tokens, stream, _include_usage(body), tool)
+    tools = body.get("tools")  # checked by _chat_tool
+    return ChatRequest(model, messages, max_tokens, stream, _include_usage(body), tool, tools)
 
 
 def parse_embeddings(body: Any, models: frozenset[str] | None) -> EmbeddingRequest:
@@ -179,6 +195,18 @@ def _messages(messages: Any) -> list[Any]:
         if not isinstance(message.get("role"), str):
             raise invalid(f"messages[{index}].role", "must be a string")
     return messages
+
+
+def message_pieces(messages: list[Any]) -> Iterator[str]:
+    """Each message's tokens as text, priced as :func:`estimate_messages_tokens` prices it."""
+    for message in messages:
+        yield framing(message)
+        content = message.get("content")
+        if isinstance(content, str):
+            yield padded(content)
+        elif isinstance(content, list):
+            texts = (part.get("text") for part in content if isinstance(part, dict))
+            yield from (padded(text) for text in texts if isinstance(text, str))
 
 
 def _chat_tool(body: dict[str, Any], messages: list[Any]) -> ToolSpec | None:

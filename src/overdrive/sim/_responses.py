@@ -26,16 +26,19 @@ arguments), then the ``.done`` events and ``response.completed``, or
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from overdrive._json import dumps
 from overdrive._tokens import estimate_messages_tokens, estimate_tokens
 from overdrive.sim._answers import ToolCall
 from overdrive.sim._content import chat_digest, completion_words, sentence, stream_pieces
+from overdrive.sim._prefix_cache import PromptTokens, framing, padded
 from overdrive.sim._requests import (
     ApiError,
     check_model,
     invalid,
+    message_pieces,
     object_body,
     offered,
     optional_bool,
@@ -103,6 +106,15 @@ class ResponsesRequest:
         self.tool = tool
         self.echo = echo
         self.prompt_tokens = _input_tokens(echo.get("instructions"), items)
+
+    def prefix_tokens(self) -> PromptTokens:
+        """The input's tokens, for the prefix cache: the instructions, then each item's.
+
+        As many as ``prompt_tokens``, and priced the same way; the model and
+        the tools seed them.
+        """
+        pieces = _item_pieces(self.echo.get("instructions"), self.items)
+        return PromptTokens((self.model, self.echo.get("tools")), pieces)
 
     def __repr__(self) -> str:
         tool = "" if self.tool is None else f", tool={self.tool.name!r}"
@@ -213,6 +225,24 @@ def _last_turn(items: list[Any]) -> tuple[str, bool]:
     return "", answered
 
 
+def _item_pieces(instructions: Any, items: list[Any]) -> Iterator[str]:
+    """The tokens of the input as text, as :func:`_input_tokens` prices them."""
+    if isinstance(instructions, str):
+        yield padded(instructions)  # no framing: it is priced as bare text
+    for item in items:
+        kind = item.get("type", "message")
+        if kind == "message":
+            yield from message_pieces([item])
+        elif kind == "function_call":
+            yield framing(item, ("name", "arguments"))
+            yield padded(item["name"] + item["arguments"])
+        elif kind == "function_call_output":
+            yield framing(item, ("output",))
+            yield padded(text_of(item["output"]))
+        else:
+            yield framing(item, ())
+
+
 def _input_tokens(instructions: Any, items: list[Any]) -> int:
     tokens = estimate_tokens(instructions) if isinstance(instructions, str) else 0
     for item in items:
@@ -241,6 +271,7 @@ class ResponsesAnswer:
 
     __slots__ = (
         "_item_id",
+        "cached_tokens",
         "capped",
         "created_at",
         "id",
@@ -264,6 +295,7 @@ class ResponsesAnswer:
         prefix = "msg_" if self.tool_call is None else "fc_"
         self._item_id = prefix + digest[:12].hex()
         self.created_at = int(time.time())
+        self.cached_tokens = 0  # the app sets it when the deployment caches prompt prefixes
 
     # -- the whole answer ------------------------------------------------------------
 
@@ -292,7 +324,7 @@ class ResponsesAnswer:
         prompt = self.request.prompt_tokens
         return {
             "input_tokens": prompt,
-            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "input_tokens_details": {"cached_tokens": self.cached_tokens, "cache_write_tokens": 0},
             "output_tokens": self.tokens,
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": prompt + self.tokens,

@@ -8,9 +8,15 @@ __all__ = ["SimStats"]
 
 
 class SimStats:
-    """Plain counters; the server's single event loop is the only writer."""
+    """Plain counters; the server's single event loop is the only writer.
+
+    ``cached_prompt_tokens`` are the prompt tokens served from a prefix cache
+    (the automatic one, or Messages' ``cache_control`` reads): their prefill
+    was skipped. Divided by ``prompt_tokens`` it is the cache's hit ratio.
+    """
 
     __slots__ = (
+        "cached_prompt_tokens",
         "completion_tokens",
         "embedding_inputs",
         "errors_injected",
@@ -36,6 +42,7 @@ class SimStats:
         self.hung = 0
         self.max_in_flight = self.in_flight
         self.prompt_tokens = 0
+        self.cached_prompt_tokens = 0
         self.completion_tokens = 0
         self.embedding_inputs = 0
 
@@ -46,6 +53,12 @@ class SimStats:
 
     def leave(self) -> None:
         self.in_flight -= 1
+
+    def count_tokens(self, prompt: int, cached: int, completion: int) -> None:
+        """One answered generation: its prompt (``cached`` of it from a cache) and its output."""
+        self.prompt_tokens += prompt
+        self.cached_prompt_tokens += cached
+        self.completion_tokens += completion
 
     def count_request(self, path: str) -> None:
         self.requests[path] = self.requests.get(path, 0) + 1
@@ -63,6 +76,7 @@ class SimStats:
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
             "prompt_tokens": self.prompt_tokens,
+            "cached_prompt_tokens": self.cached_prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "embedding_inputs": self.embedding_inputs,
         }
