@@ -1,50 +1,92 @@
-"""Redis, once: connecting, naming a server safely, and a circuit breaker.
+"""Redis, once: connecting, naming a server safely, key slots, a gate and a circuit breaker.
 
 Every part that shares state through Redis (the L2 cache tier, coalescing
-leases, the shared rate limiter) uses these, so they connect, redact and back
-off alike. redis-py is the optional extra ``overdrive[redis]``: this module
-imports it, and nothing imports this module until a Redis part is built.
+leases, the shared rate limiter, the semantic log) uses these, so they
+connect, redact and back off alike. redis-py is the optional extra
+``overdrive[redis]``: this module imports it, and nothing imports this module
+until a Redis part is built.
+
+A Redis Cluster is named by its scheme: ``redis+cluster://host:port[,host:port...]``
+(``rediss+cluster://`` for TLS); any of its nodes will do, the client finds the
+rest. Every multi-key command the parts send (a script, a transaction) keeps
+its keys in one hash slot through a ``{...}`` hash tag, which a single server
+ignores, so one key layout serves both.
 
 >>> safe_url("redis://app:s3cret@cache.internal:6379/0?password=s3cret")
 'redis://cache.internal:6379/0'
+>>> safe_url("redis+cluster://:s3cret@10.0.0.1:7000,10.0.0.2:7000")
+'redis+cluster://10.0.0.1:7000,10.0.0.2:7000'
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, Literal, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, ClassVar, Literal, TypeAlias, TypeVar, cast
+from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import SSLConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as Disconnected
-from redis.exceptions import RedisError
+from redis.exceptions import (
+    RedisClusterException,
+    RedisClusterUnreachableError,
+    RedisError,
+    SlotNotCoveredError,
+)
 
 from ._clock import Clock
 from ._errors import CacheError, ConfigError
 
 __all__ = [
+    "CLUSTER_SCHEMES",
+    "DISCOVERY_TIMEOUT",
     "FAILURES",
     "SCHEMES",
     "Breaker",
+    "Client",
     "Disconnected",
+    "ScanTarget",
     "close_idle",
     "connect",
     "describe",
+    "discovery",
     "forget_loop",
     "namespace_prefix",
     "safe_url",
+    "scan_page",
+    "scan_targets",
 ]
 
 T = TypeVar("T")
 
-# Failures worth backing off from: the server, the network or our own deadline.
-FAILURES: tuple[type[Exception], ...] = (RedisError, OSError, TimeoutError)
+# Either kind of client: the parts send the same commands to both.
+Client: TypeAlias = Redis | RedisCluster
+# Where a SCAN runs: a cluster's node, or None for the one server.
+ScanTarget: TypeAlias = ClusterNode | None
 
-SCHEMES = ("redis://", "rediss://", "unix://")
+# Failures worth backing off from: the server, the network or our own deadline,
+# and a cluster none of whose nodes answer, or whose slots are not all served
+# (redis-py's cluster exceptions are no RedisError; its others name our bugs).
+FAILURES: tuple[type[Exception], ...] = (
+    RedisError,
+    OSError,
+    TimeoutError,
+    RedisClusterUnreachableError,
+    SlotNotCoveredError,
+)
 
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+SCHEMES = ("redis://", "rediss://", "unix://", *CLUSTER_SCHEMES)
+
+# Connections per server (per node of a cluster), and commands in flight per breaker.
 _MAX_CONNECTIONS = 64
+
+# The deadline of a cluster client's first contact (see discovery).
+DISCOVERY_TIMEOUT = 2.0
 
 # Shown instead of an address whose userinfo cannot be told from its query.
 _WITHHELD = "<redacted>"
@@ -52,21 +94,24 @@ _WITHHELD = "<redacted>"
 State = Literal["closed", "open", "half-open"]
 
 
-def connect(url: str, timeout: float, *, field: str = "url") -> Redis:
-    """A client on a bounded pool whose every wait gives up after ``timeout``.
+def connect(url: str, timeout: float, *, field: str = "url") -> Client:
+    """A client on bounded connections whose every wait gives up after ``timeout``.
 
-    The pool blocks (up to ``timeout``) for a free connection instead of
-    opening unboundedly many under a burst. redis-py's own retries are off:
+    A single server's pool blocks (up to ``timeout``) for a free connection
+    instead of opening unboundedly many under a burst; a cluster client has
+    ``_MAX_CONNECTIONS`` per node, and the :class:`Breaker` in front of every
+    command keeps fewer than that in flight. redis-py's own retries are off:
     one failure should trip the breaker, not be multiplied by a retry loop
     while the caller waits. Nothing is dialled yet; a URL that cannot be
     parsed is a :class:`~overdrive.ConfigError` on ``field``, naming the URL
     without its secrets.
     """
     if not url.startswith(SCHEMES):
-        raise ConfigError(
-            field, f"expected a redis://, rediss:// or unix:// URL, got {safe_url(url)!r}"
-        )
+        expected = "a redis://, rediss://, unix://, redis+cluster:// or rediss+cluster:// URL"
+        raise ConfigError(field, f"expected {expected}, got {safe_url(url)!r}")
     try:
+        if url.startswith(CLUSTER_SCHEMES):
+            return _connect_cluster(url, timeout)
         pool = BlockingConnectionPool.from_url(
             url,
             max_connections=_MAX_CONNECTIONS,
@@ -75,18 +120,73 @@ def connect(url: str, timeout: float, *, field: str = "url") -> Redis:
             socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0),
         )
-    except ValueError as exc:  # redis-py's word for a port or option it cannot parse
+    # redis-py's words for an option it cannot parse; TypeError: one a cluster does not take.
+    except (ValueError, TypeError, RedisClusterException) as exc:
         raise ConfigError(field, f"{exc} in {safe_url(url)!r}") from None
     client: Redis = Redis.from_pool(pool)  # the client owns the pool and closes it
     return client
 
 
-def describe(client: Redis) -> str:
+def _connect_cluster(url: str, timeout: float) -> RedisCluster:
+    """A cluster client seeded with every node the URL names (raises ValueError on a bad one)."""
+    scheme, _, rest = url.partition("+cluster://")
+    parts = urlsplit(f"{scheme}://{rest}")
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    addresses = [_address(host) for host in hosts.split(",")]
+    # Options (user, password, TLS, query) are read as redis-py reads a one-host URL.
+    first = f"{userinfo}{at}{hosts.split(',')[0]}"
+    options: dict[str, Any] = dict(
+        parse_url(urlunsplit((scheme, first, parts.path, parts.query, "")))
+    )
+    for name in ("host", "port"):
+        options.pop(name, None)
+    if options.pop("connection_class", None) is SSLConnection:
+        options["ssl"] = True
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in addresses],
+        # One more than the gated commands can hold: room for a lease's pub/sub connection.
+        max_connections=_MAX_CONNECTIONS + 1,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        **options,
+    )
+
+
+def _address(host: str) -> tuple[str, int]:
+    """``host[:port]`` (``[v6]:port`` too) as a pair; ValueError if it names no host."""
+    parts = urlsplit(f"//{host}")
+    if not parts.hostname:
+        raise ValueError(f"no host in {host!r}")
+    return parts.hostname, parts.port or 6379
+
+
+def discovery(client: Client) -> Coroutine[Any, Any, object] | None:
+    """What ``client`` must do before its first command: learn the cluster (None: nothing).
+
+    A cluster client's first contact asks for the slots and the command table,
+    which takes ~100 ms: more than a command's deadline. Awaited first, under
+    :data:`DISCOVERY_TIMEOUT`, it leaves the command its own deadline.
+    """
+    if isinstance(client, RedisCluster) and client.get_default_node() is None:
+        return client.initialize()
+    return None
+
+
+def describe(client: Client) -> str:
     """How to name the server of a client someone else made (it has no URL to redact)."""
+    if isinstance(client, RedisCluster):
+        nodes = client.nodes_manager.startup_nodes or client.nodes_manager.nodes_cache
+        return "redis+cluster://" + ",".join(map(_node_address, nodes.values()))
     kwargs = client.connection_pool.connection_kwargs
     if "path" in kwargs:
         return f"unix://{kwargs['path']}"
     return f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
+
+
+def _node_address(node: ClusterNode) -> str:
+    host = f"[{node.host}]" if ":" in node.host else node.host  # IPv6, as a URL spells it
+    return f"{host}:{node.port}"
 
 
 def safe_url(url: str) -> str:
@@ -116,11 +216,33 @@ def safe_url(url: str) -> str:
 
 
 def namespace_prefix(namespace: str) -> bytes:
-    """The key prefix of a tenant namespace: ``od:{namespace}:``."""
-    if ":" in namespace:
-        # ':' would let one namespace's keys spell another's (``a:tag`` vs ``a``).
-        raise ConfigError("namespace", f"must not contain ':', got {namespace!r}")
+    """The key prefix of a tenant namespace: ``od:<namespace>:``."""
+    if any(mark in namespace for mark in ":{}"):
+        # ':' would let one namespace's keys spell another's (``a:tag`` vs ``a``);
+        # a brace would start the cluster hash tag before the key's own.
+        raise ConfigError("namespace", f"must not contain ':', '{{' or '}}', got {namespace!r}")
     return f"od:{namespace}:".encode()
+
+
+async def scan_targets(client: Client) -> list[ScanTarget]:
+    """Where SCAN must run to see every key: each primary of a cluster, or the one server."""
+    if isinstance(client, RedisCluster):
+        await client.initialize()  # the primaries are known once the client has met them
+        return list(client.get_primaries())
+    return [None]
+
+
+async def scan_page(
+    client: Client, target: ScanTarget, cursor: int, match: bytes, count: int
+) -> tuple[int, list[bytes]]:
+    """One SCAN page of ``target``'s keys (see :func:`scan_targets`) and the next cursor."""
+    if isinstance(client, RedisCluster) and target is not None:
+        reply: Any = await client.scan(cursor, match=match, count=count, target_nodes=target)
+        # A cluster answers with each node's cursor by name (redis-py's types say otherwise).
+        cursors, keys = cast("tuple[dict[str, int], list[bytes]]", reply)
+        return int(cursors[target.name]), keys
+    next_cursor, page = await client.scan(cursor, match=match, count=count)
+    return int(next_cursor), cast("list[bytes]", page)  # decode_responses is off: bytes
 
 
 class Breaker:
@@ -133,6 +255,11 @@ class Breaker:
     it. An *outage* lasts from the failure that opened a closed breaker to
     the success that closes it; ``on_outage`` and ``on_recovery`` hear of its
     start and end, e.g. to log once per outage instead of once per call.
+
+    At most ``_MAX_CONNECTIONS`` calls run at once; the others wait their
+    turn within their ``timeout``. A single server's pool would make them
+    wait the same way, but a cluster client refuses at once when a node's
+    connections are all busy, which must not count as Redis failing.
 
     >>> from overdrive.testing import FakeClock
     >>> clock = FakeClock()
@@ -150,6 +277,7 @@ class Breaker:
         "_down_until",
         "_on_outage",
         "_on_recovery",
+        "_slots",
         "backoff",
         "errors",
         "failing",
@@ -183,6 +311,7 @@ class Breaker:
         self._down_until = float("-inf")
         self._on_outage = on_outage
         self._on_recovery = on_recovery
+        self._slots = asyncio.Semaphore(_MAX_CONNECTIONS)
 
     @property
     def down(self) -> bool:
@@ -219,23 +348,40 @@ class Breaker:
             if self._on_recovery is not None:
                 self._on_recovery()
 
-    async def run(self, awaitable: Awaitable[T]) -> T:
-        """``awaitable`` within ``timeout``; a failure trips the breaker and propagates."""
+    async def run(self, awaitable: Awaitable[T], within: float | None = None) -> T:
+        """``awaitable`` within ``timeout`` (or ``within`` seconds); a failure trips the
+        breaker and propagates."""
         try:
-            async with asyncio.timeout(self.timeout):
-                result = await awaitable
+            async with asyncio.timeout(self.timeout if within is None else within):
+                result = await self._gated(awaitable)
         except self.failures as exc:
             self.trip(exc)
             raise
         self.succeeded()
         return result
 
-    async def call(self, awaitable: Awaitable[T]) -> T:
+    async def _gated(self, awaitable: Awaitable[T]) -> T:
+        try:
+            await self._slots.acquire()
+        except BaseException:
+            if asyncio.iscoroutine(awaitable):
+                awaitable.close()  # it never ran: say so, instead of "never awaited"
+            raise
+        try:
+            return await awaitable
+        finally:
+            self._slots.release()
+
+    async def call(self, awaitable: Awaitable[T], within: float | None = None) -> T:
         """As :meth:`run`, with any failure raised as :class:`~overdrive.CacheError`."""
         try:
-            return await self.run(awaitable)
+            return await self.run(awaitable, within)
         except self.failures as exc:
             raise CacheError(self.name, f"{type(exc).__name__}: {exc}") from exc
+
+    def forget_loop(self) -> None:
+        """The event loop the waiting calls ran on is gone: none of them will take a turn."""
+        self._slots = asyncio.Semaphore(_MAX_CONNECTIONS)
 
     def __repr__(self) -> str:
         return (
@@ -244,17 +390,33 @@ class Breaker:
         )
 
 
-async def close_idle(client: Redis) -> None:
+async def close_idle(client: Client) -> None:
     """Close ``client``'s pooled connections now, on the loop they belong to, which is ending."""
+    if isinstance(client, RedisCluster):
+        await client.aclose()  # it finds the cluster again on its next command
+        return
     await client.connection_pool.disconnect()
 
 
-def forget_loop(client: Redis) -> None:
+def forget_loop(client: Client) -> None:
     """Drop ``client``'s pooled connections: the event loop they were made on is gone.
 
     They cannot be closed from another loop; new ones are dialled on the
     loop of the next command. A client whose loop still runs must not be
     reset (its callers would lose their connections mid-command).
     """
+    if isinstance(client, RedisCluster):
+        _forget_nodes(client)
+        return
     pool: Any = client.connection_pool  # redis-py leaves reset() untyped
     pool.reset()
+
+
+def _forget_nodes(client: RedisCluster) -> None:
+    # redis-py has no reset for a cluster node's connections (closing them
+    # needs their dead loop), so its two lists are emptied here: the next
+    # command on a node dials afresh.
+    manager = client.nodes_manager
+    for node in (*manager.nodes_cache.values(), *manager.startup_nodes.values()):
+        node._connections.clear()
+        node._free.clear()

@@ -73,8 +73,13 @@ class _Section(BaseModel):
 
 
 def _redis_url(value: str | None) -> str | None:
-    if value and not value.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError(f"expected a redis://, rediss:// or unix:// URL, got {value!r}")
+    # redis+cluster:// and rediss+cluster:// name a Redis Cluster by any of its nodes.
+    schemes = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
+    if value and not value.startswith(schemes):
+        raise ValueError(
+            "expected a redis://, rediss://, unix://, redis+cluster:// or rediss+cluster:// "
+            f"URL, got {value!r}"
+        )
     return value or None
 
 

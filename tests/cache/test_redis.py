@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import zlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -16,6 +17,16 @@ from .conftest import FakeWall
 
 def entry(wall: FakeWall, value: bytes = b"v", tags: tuple[str, ...] = ()) -> Entry:
     return Entry(value, expires_at=wall() + 10, stale_until=wall() + 20, tags=tags)
+
+
+def entry_key(key: bytes, namespace: bytes = b"") -> bytes:
+    """The layout, spelled out: the hash tag names the namespace and the key's shard."""
+    return b"od:%s:k:{%s.%d}:%s" % (namespace, namespace, zlib.crc32(key) % 64, key)
+
+
+def tag_key(tag: bytes, key: bytes, namespace: bytes = b"") -> bytes:
+    """The set listing the entries of ``key``'s shard that carry ``tag``."""
+    return b"od:%s:tag:{%s.%d}:%s" % (namespace, namespace, zlib.crc32(key) % 64, tag)
 
 
 @pytest.fixture
@@ -46,14 +57,16 @@ async def test_redis_expires_entries_at_stale_until(
     tier: RedisTier, wall: FakeWall, raw: Redis
 ) -> None:
     await tier.set(b"k", entry(wall, tags=("t",)))
-    entry_ttl = await raw.pttl(b"od::k:k")
-    tag_ttl = await raw.pttl(b"od::tag:t")
+    entry_ttl = await raw.pttl(entry_key(b"k"))
+    tag_ttl = await raw.pttl(tag_key(b"t", b"k"))
     assert 19_000 < entry_ttl <= 20_000
     assert 19_000 < tag_ttl <= 20_000
     # A longer-lived member stretches the tag set's life; a shorter one never shrinks it.
-    await tier.set(b"long", Entry(b"v", wall() + 50, wall() + 100, ("t",)))
-    await tier.set(b"short", Entry(b"v", wall() + 1, wall() + 2, ("t",)))
-    assert await raw.pttl(b"od::tag:t") > 99_000
+    long, short = b"k-1", b"k-16"
+    assert zlib.crc32(long) % 64 == zlib.crc32(short) % 64  # one shard, one tag set
+    await tier.set(long, Entry(b"v", wall() + 50, wall() + 100, ("t",)))
+    await tier.set(short, Entry(b"v", wall() + 1, wall() + 2, ("t",)))
+    assert await raw.pttl(tag_key(b"t", long)) > 99_000
 
 
 async def test_our_clock_decides_staleness(tier: RedisTier, wall: FakeWall) -> None:
@@ -82,13 +95,14 @@ async def test_delete_tags_and_namespaced_clear(
         assert await other.get(b"a") is not None
         await raw.set(b"od::lease:x", b"token")
         await tier.clear()
-        assert sorted(await raw.keys()) == [b"od::lease:x", b"od:other:k:a", b"od:other:tag:user:1"]
+        expected = [b"od::lease:x", entry_key(b"a", b"other"), tag_key(b"user:1", b"a", b"other")]
+        assert sorted(await raw.keys()) == sorted(expected)
     finally:
         await other.aclose()
 
 
 async def test_malformed_entry_is_a_cache_error_not_an_outage(tier: RedisTier, raw: Redis) -> None:
-    await raw.set(b"od::k:bad", b"\x07nonsense")
+    await raw.set(entry_key(b"bad"), b"\x07nonsense")
     with pytest.raises(CacheError, match="malformed"):
         await tier.get(b"bad")
     assert tier.errors == 0

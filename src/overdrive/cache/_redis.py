@@ -1,11 +1,21 @@
 """L2 in Redis: one cache shared by every process on every machine.
 
-Layout (``ns`` is the namespace)::
+Layout (``<ns>`` is the namespace, ``<s>`` the key's shard, 0 to 63)::
 
-    od:{ns}:k:{key}     the entry, packed: times, tags and value in one string,
-                        so ``get`` is a single GET; Redis expires it at stale_until
-    od:{ns}:tag:{tag}   a set of the entry keys carrying ``tag``; it lives as long
-                        as its longest-lived member
+    od:<ns>:k:{<ns>.<s>}:<key>     the entry, packed: times, tags and value in one
+                                   string, so ``get`` is a single GET; Redis
+                                   expires it at stale_until
+    od:<ns>:tag:{<ns>.<s>}:<tag>   a set of the shard's entry keys carrying
+                                   ``tag``; it lives as long as its longest-lived
+                                   member
+
+The braces are a Redis Cluster hash tag: an entry and the tag sets that name
+it sit in one slot, so storing it with its tags, or deleting a tag's entries,
+is one atomic script even on a cluster, while the 64 shards of a namespace
+spread its keys over 64 slots (a single server ignores the braces). A tag's
+members are split over the shards, so :meth:`RedisTier.delete_tags` runs one
+script per shard, all in one pipeline: each shard's deletion is atomic, and an
+entry stored meanwhile is either deleted or stays listed in its tag set.
 
 A cache must cost nothing when Redis is gone. Every operation is bounded by
 ``timeout``; a failure raises :class:`~overdrive.CacheError` and marks the
@@ -18,12 +28,25 @@ from __future__ import annotations
 
 import struct
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar, cast
 
 from .._clock import Clock, SystemClock
 from .._errors import CacheError
-from .._redis import Breaker, close_idle, connect, forget_loop, namespace_prefix, safe_url
+from .._redis import (
+    DISCOVERY_TIMEOUT,
+    Breaker,
+    ScanTarget,
+    close_idle,
+    connect,
+    discovery,
+    forget_loop,
+    namespace_prefix,
+    safe_url,
+    scan_page,
+    scan_targets,
+)
 from ._tier import Entry, Tier
 
 __all__ = ["RedisTier"]
@@ -34,6 +57,10 @@ T = TypeVar("T")
 _HEADER = struct.Struct(">BddH")
 _TAG_LEN = struct.Struct(">H")
 _LAYOUT = 1
+
+# Slots a namespace's keys spread over (see the module docstring); every tag
+# deletion costs one small script per shard.
+_SHARDS = 64
 
 # Sets the entry, adds it to each tag set, and stretches each tag set's life to
 # cover it, atomically (KEYS[1] entry, KEYS[2..] tag sets; ARGV value, ttl ms).
@@ -47,6 +74,21 @@ for i = 2, #KEYS do
     end
 end
 return 1
+"""
+
+# Deletes every entry listed in the tag sets, then the sets, atomically: an
+# entry stored meanwhile cannot be left out of its set (KEYS: one shard's tag
+# sets). The entries are not declared, but share the sets' slot: a cluster
+# node serves them. Returns how many entries were deleted.
+_DELETE_TAGS_SCRIPT = """
+local deleted = 0
+for i = 1, #KEYS do
+    for _, entry in ipairs(redis.call('SMEMBERS', KEYS[i])) do
+        deleted = deleted + redis.call('DEL', entry)
+    end
+end
+redis.call('DEL', unpack(KEYS))
+return deleted
 """
 
 
@@ -91,7 +133,7 @@ class RedisTier(Tier):
     b'v'
     """
 
-    __slots__ = ("_client", "_prefix", "_set_script", "_url", "_wall", "breaker")
+    __slots__ = ("_client", "_namespace", "_prefix", "_set_script", "_url", "_wall", "breaker")
 
     name = "redis"
 
@@ -106,6 +148,7 @@ class RedisTier(Tier):
         clock: Clock | None = None,
     ) -> None:
         self._prefix = namespace_prefix(namespace)
+        self._namespace = namespace.encode()
         self._url = safe_url(url)
         self._wall = wall
         self._client = connect(url, timeout)
@@ -139,7 +182,8 @@ class RedisTier(Tier):
         if ttl_ms <= 0:
             await self._run(lambda: self._client.delete(entry_key))  # replace: nothing usable
             return
-        tag_keys = [self._tag_key(tag) for tag in dict.fromkeys(entry.tags)]
+        shard = _shard(key)
+        tag_keys = [self._tag_key(tag, shard) for tag in dict.fromkeys(entry.tags)]
         keys = [entry_key, *tag_keys]
         await self._run(lambda: self._set_script(keys=keys, args=[_pack(entry), ttl_ms]))
 
@@ -148,19 +192,20 @@ class RedisTier(Tier):
         return removed > 0
 
     async def delete_tags(self, tags: Iterable[str]) -> int:
-        tag_keys = [self._tag_key(tag) for tag in dict.fromkeys(tags)]
-        if not tag_keys:
+        unique = list(dict.fromkeys(tags))
+        if not unique:
             return 0
-        members = await self._run(lambda: self._members(tag_keys))
-        return await self._run(lambda: self._delete_members(tag_keys, members))
+        return await self._run(lambda: self._delete_tags(unique))
 
     async def clear(self) -> None:
         # Page by page, each round trip under its own deadline: a big namespace
         # takes many short steps instead of one long one that would time out.
+        # A cluster is scanned node by node: a SCAN sees one node's keys.
         match = _glob_escape(self._prefix) + b"*"
-        cursor = await self._clear_page(0, match)
-        while cursor != 0:
-            cursor = await self._clear_page(cursor, match)
+        for target in await self._run(lambda: scan_targets(self._client)):
+            cursor = await self._clear_page(target, 0, match)
+            while cursor != 0:
+                cursor = await self._clear_page(target, cursor, match)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -169,49 +214,57 @@ class RedisTier(Tier):
         await close_idle(self._client)
 
     def forget_loop(self) -> None:
+        self.breaker.forget_loop()
         forget_loop(self._client)
 
     async def _run(self, command: Callable[[], Awaitable[T]]) -> T:
         if self.breaker.skip():
             raise CacheError(self.name, "marked down after a failure; retrying after the backoff")
+        first = discovery(self._client)
+        if first is not None:  # a cluster's first contact has a deadline of its own
+            await self.breaker.call(first, within=DISCOVERY_TIMEOUT)
         return await self.breaker.call(command())
 
-    async def _clear_page(self, cursor: int, match: bytes) -> int:
+    async def _clear_page(self, target: ScanTarget, cursor: int, match: bytes) -> int:
         """Unlink one SCAN page of this namespace's keys; the next cursor (0: done)."""
-        page = await self._run(lambda: self._client.scan(cursor, match=match, count=500))
-        next_cursor, keys = cast("tuple[int, list[bytes]]", page)
+        page = await self._run(lambda: scan_page(self._client, target, cursor, match, 500))
+        next_cursor, keys = page
         # Lease keys share the prefix but are not cache entries: leave them to their owners.
         doomed = [key for key in keys if not key.startswith(self._prefix + b"lease:")]
         if doomed:
+            # On a cluster redis-py splits this by slot, one UNLINK per slot.
             await self._run(lambda: self._client.unlink(*doomed))
-        return int(next_cursor)
+        return next_cursor
 
-    async def _members(self, tag_keys: list[bytes]) -> frozenset[bytes]:
+    async def _delete_tags(self, tags: list[str]) -> int:
+        # EVAL, not EVALSHA: a pipeline cannot load a script the server lacks.
+        # A cluster pipeline sends each node its shards' scripts at once.
         pipe = self._client.pipeline(transaction=False)
-        for tag_key in tag_keys:
-            pipe.smembers(tag_key)
-        results: list[set[bytes]] = await pipe.execute()
-        return frozenset().union(*results)
+        for shard in range(_SHARDS):
+            tag_keys = [self._tag_key(tag, shard) for tag in tags]
+            pipe.eval(_DELETE_TAGS_SCRIPT, len(tag_keys), *tag_keys)
+        deleted: list[int] = await pipe.execute()
+        return sum(deleted)
 
-    async def _delete_members(self, tag_keys: list[bytes], members: frozenset[bytes]) -> int:
-        pipe = self._client.pipeline(transaction=True)
-        for member in members:
-            pipe.delete(member)
-        pipe.delete(*tag_keys)
-        results: list[int] = await pipe.execute()
-        return sum(results[:-1])
+    def _slot_tag(self, shard: int) -> bytes:
+        return b"{%s.%d}:" % (self._namespace, shard)
 
     def _entry_key(self, key: bytes) -> bytes:
-        return self._prefix + b"k:" + key
+        return self._prefix + b"k:" + self._slot_tag(_shard(key)) + key
 
-    def _tag_key(self, tag: str) -> bytes:
-        return self._prefix + b"tag:" + tag.encode()
+    def _tag_key(self, tag: str, shard: int) -> bytes:
+        return self._prefix + b"tag:" + self._slot_tag(shard) + tag.encode()
 
     def __repr__(self) -> str:
         return (
             f"RedisTier({self._url!r}, prefix={self._prefix!r}, down={self.breaker.down}, "
             f"errors={self.errors}, skipped_while_down={self.skipped_while_down})"
         )
+
+
+def _shard(key: bytes) -> int:
+    # Stable across processes and versions (unlike hash()), and cheap.
+    return zlib.crc32(key) % _SHARDS
 
 
 def _glob_escape(raw: bytes) -> bytes:

@@ -1,9 +1,17 @@
 """Cross-process single flight: one process computes a cold key, the others wait for it.
 
-The protocol, per key (``ns`` is the namespace)::
+The protocol, per key (``<ns>`` is the namespace)::
 
-    od:{ns}:lease:{key}   SET NX PX lease_ttl: whoever sets it computes
-    od:{ns}:done:{key}    pub/sub channel: the leader publishes once the result is stored
+    od:<ns>:lease:<key>   SET NX PX lease_ttl: whoever sets it computes
+    od:<ns>:done:<key>    pub/sub channel: the leader publishes once the result is stored
+
+Every command names one key, so on a Redis Cluster each lease lives in its
+own key's slot. The notice is a plain PUBLISH, which a cluster forwards to
+every node, so the one subscribed connection (on whichever node) hears every
+lease's notice. Sharded pub/sub (SPUBLISH) would spare the other nodes that
+forwarding, but redis-py's cluster client reads sharded messages by polling
+each node in turn, and a waiter here must sleep on its socket; one notice per
+computed key is little to forward.
 
 A caller first *subscribes* to the done channel and waits for Redis to confirm
 it, and only then tries the lease and reads the result. Any publish after that
@@ -30,7 +38,16 @@ from redis.asyncio.client import PubSub
 
 from .._clock import Clock, SystemClock
 from .._errors import CacheError
-from .._redis import Breaker, close_idle, connect, forget_loop, namespace_prefix, safe_url
+from .._redis import (
+    DISCOVERY_TIMEOUT,
+    Breaker,
+    close_idle,
+    connect,
+    discovery,
+    forget_loop,
+    namespace_prefix,
+    safe_url,
+)
 
 __all__ = ["RedisLease"]
 
@@ -291,6 +308,9 @@ class RedisLease:
         """The value for ``key``: computed here if we win the lease, else read after the winner."""
         if not self.breaker.skip():
             try:
+                first = discovery(self._client)
+                if first is not None:  # a cluster's first contact has a deadline of its own
+                    await self._redis(first, within=DISCOVERY_TIMEOUT)
                 async with self._notifier.watch(self._prefix + b"done:" + key) as watch:
                     return await self._coordinate(key, watch, compute, read)
             except _Unavailable:
@@ -348,9 +368,9 @@ class RedisLease:
         with contextlib.suppress(_Unavailable):
             await self._redis(self._finish_script(keys=keys, args=args))
 
-    async def _redis(self, command: Awaitable[T]) -> T:
+    async def _redis(self, command: Awaitable[T], within: float | None = None) -> T:
         try:
-            return await self.breaker.call(command)
+            return await self.breaker.call(command, within)
         except CacheError as exc:
             raise _Unavailable(str(exc)) from exc
 
@@ -366,6 +386,7 @@ class RedisLease:
 
     def forget_loop(self) -> None:
         """The event loop the connections and the listener ran on is gone: start afresh."""
+        self.breaker.forget_loop()
         forget_loop(self._client)
         self._notifier = _Notifier(self._client.pubsub, self.breaker)
 

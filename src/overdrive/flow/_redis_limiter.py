@@ -9,7 +9,9 @@ limiter never race each other. Layout (``ns`` is the namespace)::
     {ns}:limit:{name}:hold   the moment the upstream's hold ends
 
 The braces around ``name`` are a cluster hash tag: one limiter's keys sit in
-one slot, which a multi-key script needs. Time is Redis's own (``TIME``), so
+one slot, which a multi-key script needs, and each limiter in a slot of its
+own, so the limiters of a Redis Cluster (``redis+cluster://`` URLs) spread
+over its nodes. Time is Redis's own (``TIME``), so
 processes on hosts with skewed clocks still share one timeline. Each key
 expires a second after it stops mattering (its TAT plus the burst), so an
 idle limiter leaves nothing behind.
@@ -41,6 +43,7 @@ from ._ratelimit import LocalLimiter
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
     from redis.commands.core import AsyncScript
 
 __all__ = ["RedisLimiter"]
@@ -163,7 +166,8 @@ class RedisLimiter:
     """A :class:`~overdrive.flow.Limiter` whose limit is shared by every process using ``name``.
 
     Give either ``url`` (the limiter opens a bounded connection pool and closes
-    it in :meth:`aclose`) or ``client`` (yours: left open). Every Redis call is
+    it in :meth:`aclose`) or ``client`` (yours, a ``Redis`` or a ``RedisCluster``:
+    left open). Every Redis call is
     bounded by ``timeout``; a failure switches to local pacing for ``backoff``
     seconds (see the module docstring).
 
@@ -183,6 +187,8 @@ class RedisLimiter:
         "_adjust",
         "_breaker",
         "_client",
+        "_discovery",
+        "_discovery_timeout",
         "_hold",
         "_keys",
         "_local",
@@ -200,7 +206,7 @@ class RedisLimiter:
         *,
         name: str,
         url: str | None = None,
-        client: Redis | None = None,
+        client: Redis | RedisCluster | None = None,
         namespace: str = "overdrive",
         timeout: float = 0.25,
         backoff: float = 1.0,
@@ -213,11 +219,15 @@ class RedisLimiter:
                 f"RedisLimiter needs redis-py: pip install 'overdrive[redis]' ({exc})"
             ) from None
         _check_name(name)
+        if "{" in namespace or "}" in namespace:  # it would come before the name's hash tag
+            raise ConfigError("namespace", f"expected no braces, got {namespace!r}")
         self.spec = spec
         self.name = name
         clock = clock or SystemClock()
         self._client, self._url = _client_for(url, client, timeout)
         self._stale = _redis.Disconnected
+        self._discovery = _redis.discovery
+        self._discovery_timeout = _redis.DISCOVERY_TIMEOUT
         self._breaker = _redis.Breaker(
             f"rate limiter {name!r}",
             timeout=timeout,
@@ -297,6 +307,7 @@ class RedisLimiter:
         from .._redis import forget_loop  # redis-py is loaded by now
 
         self._local.forget_loop()
+        self._breaker.forget_loop()
         forget_loop(self._client)
 
     async def aclose(self) -> None:
@@ -310,7 +321,11 @@ class RedisLimiter:
         if self._breaker.skip():
             return None
         try:
-            # The deadline covers both tries of _call: a caller waits `timeout` at most.
+            first = self._discovery(self._client)
+            if first is not None:  # a cluster's first contact has a deadline of its own
+                await self._breaker.run(first, within=self._discovery_timeout)
+            # The deadline covers both tries of _call: a caller waits `timeout` at most
+            # (once the client has met a cluster).
             reply = await self._breaker.run(self._call(script, keys, args))
         except self._breaker.failures:
             return None
@@ -360,7 +375,9 @@ def _check_name(name: str) -> None:
         raise ConfigError("name", f"expected a non-empty name without braces, got {name!r}")
 
 
-def _client_for(url: str | None, client: Redis | None, timeout: float) -> tuple[Redis, str]:
+def _client_for(
+    url: str | None, client: Redis | RedisCluster | None, timeout: float
+) -> tuple[Redis | RedisCluster, str]:
     """The client to use, and how to name its server in logs and repr."""
     if (url is None) == (client is None):
         raise ConfigError("url", "give exactly one of url= and client=")

@@ -1,13 +1,16 @@
 """Semantic entries shared through Redis: one stream per namespace and model, each index follows it.
 
 A process that stores a new entry appends it (scope, answer key, question,
-vector, expiry) to the stream ``od:{ns}:semantic:{model}``; every process
+vector, expiry) to the stream ``od:<ns>:semantic:<model>``; every process
 reads what it has not yet seen before it looks up, so a paraphrase stored by
 one replica is a semantic hit in another. The answers themselves live in the
 cache's shared tiers under their exact keys; an entry only points at one.
 
 The stream is trimmed to about ``max_entries`` records, so it is bounded
 like each process's index; a new process reads what is there to start warm.
+Every command names the one stream, so a Redis Cluster needs nothing more:
+each stream lives on the node of its slot.
+
 Redis failing costs sharing, never a call: every command is bounded by
 ``timeout`` behind a breaker, and failures raise :class:`~overdrive.CacheError`
 for the tier to count.
@@ -26,7 +29,16 @@ import numpy as np
 
 from ..._clock import Clock, SystemClock
 from ..._errors import CacheError
-from ..._redis import Breaker, close_idle, connect, forget_loop, namespace_prefix, safe_url
+from ..._redis import (
+    DISCOVERY_TIMEOUT,
+    Breaker,
+    close_idle,
+    connect,
+    discovery,
+    forget_loop,
+    namespace_prefix,
+    safe_url,
+)
 from ._embed import Vectors
 
 __all__ = ["Record", "SharedLog"]
@@ -137,6 +149,7 @@ class SharedLog:
         await close_idle(self._client)
 
     def forget_loop(self) -> None:
+        self.breaker.forget_loop()
         forget_loop(self._client)
 
     async def _run(self, command: Callable[[], Awaitable[T]]) -> T:
@@ -144,6 +157,9 @@ class SharedLog:
             raise CacheError(
                 "semantic", "Redis marked down after a failure; retrying after the backoff"
             )
+        first = discovery(self._client)
+        if first is not None:  # a cluster's first contact has a deadline of its own
+            await self.breaker.call(first, within=DISCOVERY_TIMEOUT)
         return await self.breaker.call(command())
 
     def __repr__(self) -> str:
