@@ -86,3 +86,20 @@ async def test_body_limit_comes_from_the_gateway_config() -> None:
         await app.shutdown()
     with pytest.raises(ConfigError, match=r"gateway\.max_body_bytes"):
         Overdrive.from_config({**CONFIG, "gateway": {"max_body_bytes": 0}})
+
+
+async def test_readiness_answers_503_once_a_drain_begins() -> None:
+    app = GatewayApp(CONFIG)
+    await app.startup()
+    try:
+        async with asgi_client(app) as http:
+            before = await http.get("/health/ready")
+            app.drain()
+            during = await http.get("/health/ready")
+            live = await http.get("/health/live")
+    finally:
+        await app.shutdown()
+    assert before.status_code == 200
+    assert during.status_code == 503
+    assert during.json() == {"status": "draining"}
+    assert live.status_code == 200  # alive, just not taking new work

@@ -436,9 +436,12 @@ async def test_a_busy_connection_is_not_timed_out(
 async def test_shutdown_closes_idle_connections_and_busy_ones_after_their_answer(
     clock_loop: tuple[FakeClock, SteppedLoop],
 ) -> None:
-    idle = Connection(EchoApp(), clock_loop[1])
+    first = EchoApp()
+    idle = Connection(first, clock_loop[1])
+    assert not first.draining
     idle.protocol.shutdown()
     assert idle.transport.closed
+    assert first.draining  # readiness says so from the first connection told
 
     app = EchoApp()
     app.hold.clear()

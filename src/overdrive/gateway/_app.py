@@ -89,6 +89,7 @@ class GatewayApp:
         "_body_from_config",
         "_config",
         "_counters",
+        "_draining",
         "_engine",
         "_gateway",
         "_max_body",
@@ -110,6 +111,7 @@ class GatewayApp:
         self._body_from_config = max_body_bytes is None
         self._max_body = max_body_bytes or DEFAULT_MAX_BODY_BYTES
         self._engine: Overdrive | None = None
+        self._draining = False
         self._tenants: Tenants | None = None
         # The [gateway] section: its defaults until startup reads the config.
         self._gateway = GatewayConfig()
@@ -155,11 +157,24 @@ class GatewayApp:
         """The engine once started (by the lifespan or :meth:`startup`), else None."""
         return self._engine
 
+    def drain(self) -> None:
+        """A drain has begun: readiness answers 503 from now on, so no new traffic is sent here.
+
+        :class:`GatewayProtocol` calls it as the server starts its graceful
+        shutdown; requests still in flight are answered as usual.
+        """
+        self._draining = True
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
     async def startup(self) -> None:
         """Build the engine from the config; the lifespan calls this."""
         from ..engine import Overdrive
 
         if self._engine is None:
+            self._draining = False
             engine = Overdrive.from_config(self._config)
             self._tenants = Tenants(engine.config, SystemClock())
             self._counters.clear()  # series of an earlier engine, if restarted
@@ -307,6 +322,8 @@ class GatewayApp:
         engine = self._engine
         if engine is None:
             return _not_ready()
+        if self._draining:
+            return Answer(503, _JSON_HEADERS, b'{"status":"draining"}')
         health: dict[str, dict[str, Any]] = engine.stats()["health"]
         serving = sorted(name for name, h in health.items() if h["state"] != "ejected")
         status = 200 if serving else 503

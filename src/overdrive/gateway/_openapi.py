@@ -317,7 +317,7 @@ def openapi_document() -> dict[str, Any]:
             ),
             "/health/live": _get("The process is up.", "application/json", status),
             "/health/ready": _get(
-                "The engine is built and an upstream is not ejected.",
+                "The engine is built, an upstream is not ejected, and no drain has begun.",
                 "application/json",
                 status,
                 503,

@@ -256,6 +256,7 @@ class GatewayProtocol(asyncio.Protocol):
 
     def shutdown(self) -> None:
         """uvicorn's graceful drain: close now if idle, else after the answer in flight."""
+        self._app.drain()
         self._closing = True
         self._queue.clear()
         self._unparsed = None
