@@ -91,6 +91,18 @@ def _parser() -> argparse.ArgumentParser:
         help="past capacity, latency x (in flight / capacity) ** this (default 1.5)",
     )
     sim.add_argument(
+        "--prefix-cache-tokens",
+        type=_positive_int,
+        default=None,
+        help="tokens of prompt prefixes this deployment caches (default: no prefix cache)",
+    )
+    sim.add_argument(
+        "--prefill-per-token",
+        type=float,
+        default=0.0,
+        help="seconds before the first token per prompt token not cached (default 0)",
+    )
+    sim.add_argument(
         "--charge-rejected",
         action="store_true",
         help="a 429 still costs a request, as providers document",
@@ -177,6 +189,8 @@ def _sim(args: argparse.Namespace) -> int:
         per_token_s=args.per_token,
         capacity=args.capacity,
         overload_exponent=args.overload_exponent,
+        prefix_cache_tokens=args.prefix_cache_tokens,
+        prefill_per_token_s=args.prefill_per_token,
         charge_rejected=args.charge_rejected,
         api_key=api_key,
     )

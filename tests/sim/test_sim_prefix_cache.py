@@ -18,6 +18,7 @@ from openai.types import CompletionUsage
 from openai.types.chat import ChatCompletion
 from openai.types.responses import ResponseUsage
 
+from overdrive import cli
 from overdrive._asgi import Receive, Scope, Send
 from overdrive._errors import ConfigError
 from overdrive._tokens import estimate_tokens
@@ -465,3 +466,13 @@ async def test_a_messages_cache_read_skips_its_prefill_too(clock: FakeClock) -> 
     assert cold == pytest.approx(ttft(2005), abs=0.03)  # the system block, then "hi"
     assert warm == pytest.approx(ttft(5), abs=0.03)
     assert sim.app.stats()["cached_prompt_tokens"] == 2000
+
+
+def test_sim_command_passes_the_prefix_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[SimConfig] = []
+    monkeypatch.setattr("overdrive.sim.run_sim", lambda config, host, port: seen.append(config))
+    argv = ["sim", "--prefix-cache-tokens", "65536", "--prefill-per-token", "0.0002"]
+    assert cli.main([*argv, "--port", "0"]) == 0
+    assert (seen[0].prefix_cache_tokens, seen[0].prefill_per_token_s) == (65536, 0.0002)
+    assert cli.main(["sim", "--port", "0"]) == 0
+    assert (seen[1].prefix_cache_tokens, seen[1].prefill_per_token_s) == (None, 0.0)
