@@ -103,6 +103,11 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds before the first token per prompt token not cached (default 0)",
     )
     sim.add_argument(
+        "--prefill-shared",
+        action="store_true",
+        help="read one prompt at a time, so uncached prompts wait for those ahead",
+    )
+    sim.add_argument(
         "--charge-rejected",
         action="store_true",
         help="a 429 still costs a request, as providers document",
@@ -191,6 +196,7 @@ def _sim(args: argparse.Namespace) -> int:
         overload_exponent=args.overload_exponent,
         prefix_cache_tokens=args.prefix_cache_tokens,
         prefill_per_token_s=args.prefill_per_token,
+        prefill_shared=args.prefill_shared,
         charge_rejected=args.charge_rejected,
         api_key=api_key,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -468,11 +469,34 @@ async def test_a_messages_cache_read_skips_its_prefill_too(clock: FakeClock) -> 
     assert sim.app.stats()["cached_prompt_tokens"] == 2000
 
 
+async def test_a_shared_prefill_makes_a_prompt_wait_for_those_ahead(clock: FakeClock) -> None:
+    shared = dataclasses.replace(CACHING, prefix_cache_tokens=None, prefill_shared=True)
+    async with deploy(clock, shared) as one:
+        create = one.client.chat.completions.create
+        asks = [create(model=MODEL, messages=[SYSTEM, user(f"q{n}")]) for n in range(3)]
+        await run(clock, asyncio.gather(*asks))
+    reading = 0.001 * (4 + 2000 + 4 + 1)  # one prompt's tokens, none cached
+    waits = sorted(one.sim.waits)
+    for ahead, wait in enumerate(waits):  # each reads after the prompts that came first
+        assert wait == pytest.approx(0.1 + reading * (ahead + 1), abs=0.03)
+
+
+async def test_without_a_shared_prefill_prompts_are_read_side_by_side(clock: FakeClock) -> None:
+    alone = dataclasses.replace(CACHING, prefix_cache_tokens=None)
+    async with deploy(clock, alone) as one:
+        create = one.client.chat.completions.create
+        asks = [create(model=MODEL, messages=[SYSTEM, user(f"q{n}")]) for n in range(3)]
+        await run(clock, asyncio.gather(*asks))
+    assert max(one.sim.waits) - min(one.sim.waits) < 0.03
+
+
 def test_sim_command_passes_the_prefix_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[SimConfig] = []
     monkeypatch.setattr("overdrive.sim.run_sim", lambda config, host, port: seen.append(config))
     argv = ["sim", "--prefix-cache-tokens", "65536", "--prefill-per-token", "0.0002"]
-    assert cli.main([*argv, "--port", "0"]) == 0
+    assert cli.main([*argv, "--prefill-shared", "--port", "0"]) == 0
     assert (seen[0].prefix_cache_tokens, seen[0].prefill_per_token_s) == (65536, 0.0002)
+    assert seen[0].prefill_shared
     assert cli.main(["sim", "--port", "0"]) == 0
     assert (seen[1].prefix_cache_tokens, seen[1].prefill_per_token_s) == (None, 0.0)
+    assert not seen[1].prefill_shared

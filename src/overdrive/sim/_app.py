@@ -114,6 +114,7 @@ class SimApp:
         "_limiter",
         "_models",
         "_models_body",
+        "_prefill_free_at",
         "_prefix_cache",
         "_prompt_cache",
         "_routes",
@@ -139,6 +140,7 @@ class SimApp:
         self._auth = f"Bearer {config.api_key}".encode() if config.api_key else None
         self._prompt_cache = PromptCache()  # the prompt prefixes Messages calls cached
         self._prefix_cache = _prefix_cache(config)  # the automatic one, for OpenAI's APIs
+        self._prefill_free_at = 0.0  # with prefill_shared: when the prompts taken are read
         self._routes = self._route_table()
         self._closed = False
         self._closing: asyncio.Future[None] | None = None
@@ -172,6 +174,7 @@ class SimApp:
     def reset(self) -> None:
         """Zero the counters, refill the rate buckets and forget the cached prompts."""
         self._stats.reset()
+        self._prefill_free_at = 0.0
         self._prompt_cache.clear()
         if self._prefix_cache is not None:
             self._prefix_cache.clear()
@@ -488,9 +491,19 @@ class SimApp:
             await call.pause(self._config.hang_s)
 
     def _ttft(self, prefill: Prefill) -> float:
-        """To the first token: the fixed part, then reading every prompt token not cached."""
+        """To the first token: the fixed part, then reading every prompt token not cached.
+
+        With ``prefill_shared``, also the wait for the prompts read before it.
+        """
         config = self._config
-        return self._delay(config.ttft_s + config.prefill_per_token_s * prefill.uncached_tokens)
+        reading = config.prefill_per_token_s * prefill.uncached_tokens
+        ttft = self._delay(config.ttft_s + reading)
+        if not config.prefill_shared:
+            return ttft
+        now = self._clock.now()
+        waiting = max(0.0, self._prefill_free_at - now)
+        self._prefill_free_at = now + waiting + reading
+        return ttft + waiting
 
     def _decode_pace(self) -> float:
         """Seconds per token for one answer: one jitter draw per request, not per token."""

@@ -42,6 +42,10 @@ class SimConfig:
     ``ttft_s + prefill_per_token_s * uncached_prompt_tokens`` (jittered as a
     whole), so a long fresh prompt is slow and a cached one fast. Messages
     calls count their ``cache_control`` reads as cached, automatic cache or not.
+    With ``prefill_shared`` the deployment reads one prompt at a time, in
+    arrival order, as an inference server's prefill compute is shared: a
+    prompt also waits for the uncached tokens of the prompts ahead of it, so
+    work a cache would have saved slows every caller.
 
     >>> SimConfig(ttft_s=0.0, per_token_s=0.0, rpm=600).rpm
     600
@@ -72,6 +76,7 @@ class SimConfig:
     prefill_per_token_s: float = 0.0
     prefix_min_tokens: int = 1024
     prefix_block_tokens: int = 128
+    prefill_shared: bool = False
 
     def __post_init__(self) -> None:
         check_int("seed", self.seed, None)
@@ -93,6 +98,10 @@ class SimConfig:
         check_int("embedding_dim", self.embedding_dim, 1)
         check_int("max_body_bytes", self.max_body_bytes, 1)
         _models(self.models)
+        if not isinstance(self.prefill_shared, bool):
+            raise ConfigError(
+                "prefill_shared", f"must be true or false, got {self.prefill_shared!r}"
+            )
         if not isinstance(self.charge_rejected, bool):
             raise ConfigError(
                 "charge_rejected", f"must be true or false, got {self.charge_rejected!r}"
