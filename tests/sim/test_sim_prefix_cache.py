@@ -469,11 +469,16 @@ async def test_a_messages_cache_read_skips_its_prefill_too(clock: FakeClock) -> 
     assert sim.app.stats()["cached_prompt_tokens"] == 2000
 
 
+def asking(n: int) -> list[Any]:
+    """The long system prompt, then question ``n``."""
+    return [SYSTEM, user(f"q{n}")]
+
+
 async def test_a_shared_prefill_makes_a_prompt_wait_for_those_ahead(clock: FakeClock) -> None:
     shared = dataclasses.replace(CACHING, prefix_cache_tokens=None, prefill_shared=True)
     async with deploy(clock, shared) as one:
         create = one.client.chat.completions.create
-        asks = [create(model=MODEL, messages=[SYSTEM, user(f"q{n}")]) for n in range(3)]
+        asks = [create(model=MODEL, messages=asking(n)) for n in range(3)]
         await run(clock, asyncio.gather(*asks))
     reading = 0.001 * (4 + 2000 + 4 + 1)  # one prompt's tokens, none cached
     waits = sorted(one.sim.waits)
@@ -485,7 +490,7 @@ async def test_without_a_shared_prefill_prompts_are_read_side_by_side(clock: Fak
     alone = dataclasses.replace(CACHING, prefix_cache_tokens=None)
     async with deploy(clock, alone) as one:
         create = one.client.chat.completions.create
-        asks = [create(model=MODEL, messages=[SYSTEM, user(f"q{n}")]) for n in range(3)]
+        asks = [create(model=MODEL, messages=asking(n)) for n in range(3)]
         await run(clock, asyncio.gather(*asks))
     assert max(one.sim.waits) - min(one.sim.waits) < 0.03
 
