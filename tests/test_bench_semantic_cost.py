@@ -7,30 +7,20 @@ here (the machine is shared); what the figures must mean is.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_semantic_cost.py"
+from tests.bench_runs import quick_run as quick_run_of
+
 VECTOR_BYTES = 384 * 4
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
+    """The printed output and the figures of one ``--quick`` run."""
     figures = tmp_path_factory.mktemp("bench_semantic_cost") / "figures.json"
-    done = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--json", str(figures)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout, json.loads(figures.read_text())
+    return quick_run_of("bench_semantic_cost.py", figures, timeout=300)
 
 
 def test_every_size_holds_all_its_entries_and_books_at_least_their_vectors(

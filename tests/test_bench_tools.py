@@ -7,30 +7,18 @@ its printed table and its ``--json`` figures.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_tools.py"
+from tests.bench_runs import quick_run as quick_run_of
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
     """The printed output and the figures of one ``--quick`` run."""
     figures = tmp_path_factory.mktemp("bench_tools") / "figures.json"
-    done = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--json", str(figures)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout, json.loads(figures.read_text())
+    return quick_run_of("bench_tools.py", figures)
 
 
 def test_the_table_names_every_contender_and_figure(quick_run: tuple[str, Any]) -> None:

@@ -7,17 +7,13 @@ are only checked to be there: on a shared machine they are too noisy to assert o
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from overdrive.cache.semantic._index import EXACT_BELOW
+from tests.bench_runs import quick_run as quick_run_of
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_vector_index.py"
 CONTENDERS = ["numpy", "usearch", "hnswlib", "faiss-flat", "faiss-hnsw"]
 VECTOR_BYTES = 384 * 4
 
@@ -26,15 +22,7 @@ VECTOR_BYTES = 384 * 4
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
     """The printed output and the figures of one ``--quick`` run."""
     figures = tmp_path_factory.mktemp("bench_vector_index") / "figures.json"
-    done = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--json", str(figures)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout, json.loads(figures.read_text())
+    return quick_run_of("bench_vector_index.py", figures)
 
 
 def test_every_size_has_every_contender_and_figure(quick_run: tuple[str, Any]) -> None:

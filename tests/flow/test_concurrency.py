@@ -57,11 +57,13 @@ async def saturated(clock: FakeClock) -> AsyncIterator[Saturated]:
 
     Unless ``fresh``, the limit has seen 10 ms a token for a while (past its
     first probe) and is then set back to ``initial``: settled, out of slow start.
+    The limits start closed: these tests follow the gradient, not the open start
+    (tests/flow/test_adaptive_burst.py has that).
     """
     backlog: list[asyncio.Task[Permit]] = []
 
     async def make(initial: int, *, fresh: bool = False, **options: float) -> AdaptiveLimit:
-        limit = AdaptiveLimit(initial, clock=clock, **options)  # type: ignore[arg-type]
+        limit = AdaptiveLimit(initial, clock=clock, open_start=False, **options)  # type: ignore[arg-type]
         backlog.extend(asyncio.create_task(limit.acquire()) for _ in range(300))
         await settle()
         if not fresh:
@@ -251,7 +253,7 @@ async def test_granted_order_is_fifo_under_load(clock: FakeClock) -> None:
 
 
 async def test_limit_grows_when_saturated_and_per_token_latency_flat(clock: FakeClock) -> None:
-    limit = AdaptiveLimit(8, clock=clock)
+    limit = AdaptiveLimit(8, clock=clock, open_start=False)
     await hold(limit, 8)
     seen = []
     for _ in range(5):
@@ -606,7 +608,7 @@ async def test_fixed_limit_never_moves(clock: FakeClock) -> None:
 
 
 async def test_repr_shows_live_state(clock: FakeClock) -> None:
-    limit = AdaptiveLimit(2, clock=clock)
+    limit = AdaptiveLimit(2, clock=clock, open_start=False)
     await hold(limit, 2)
     waiter = asyncio.create_task(limit.acquire())
     await settle()
