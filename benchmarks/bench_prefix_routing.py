@@ -14,9 +14,10 @@ delays every caller behind it. A cached token costs nothing.
 ``--agents`` agents run at once, each a conversation of ``--turns`` turns (an
 agent loop's model calls): a long system prompt every agent shares (about
 3,800 tokens), then per turn a user message of about 290 tokens (a task, a
-tool result) and the model's answer (64 tokens), so the history grows every turn. Every call streams through
-``od.http_client()`` with the real ``openai`` SDK; time to first token is the
-time to the first content chunk, and the usage chunk tells the cached tokens.
+tool result) and the model's answer (64 tokens), so the history grows every
+turn. Every call streams through ``od.http_client()`` with the real ``openai``
+SDK; time to first token is the time to the first content chunk, and the
+usage chunk tells the cached tokens.
 
 Contenders, each on fresh deployments (empty caches) and a fresh engine:
 
