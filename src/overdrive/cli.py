@@ -12,9 +12,13 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ._errors import ConfigError
 from ._validate import check_float, check_int
+
+if TYPE_CHECKING:
+    from .optimize import Sample
 
 __all__ = ["main"]
 
@@ -69,7 +73,12 @@ def _parser() -> argparse.ArgumentParser:
         "hash-key", help="print the SHA-256 of an API key read from stdin (for key_sha256)"
     )
     report = commands.add_parser("report", help="where the last run's time went, and why")
-    report.add_argument("--file", default=None, help="saved run (default .overdrive/last-run.json)")
+    source = report.add_mutually_exclusive_group()
+    source.add_argument("--file", default=None, help="saved run (default .overdrive/last-run.json)")
+    source.add_argument("--url", default=None, help="a running gateway, e.g. http://127.0.0.1:8000")
+    report.add_argument(
+        "--key-env", default=None, help="with --url: the env variable holding a gateway key"
+    )
     report.add_argument("--json", action="store_true", help="print one JSON line instead")
     sim = commands.add_parser("sim", help="serve the simulated OpenAI-compatible upstream")
     sim.add_argument("--host", default="127.0.0.1")
@@ -158,16 +167,14 @@ def _hash_key(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from ._json import dumps
-    from .optimize import LAST_RUN, analyse, load_sample, render
+    from .optimize import analyse, render
 
-    path = args.file or LAST_RUN
     try:
-        analysis = analyse(load_sample(path))
-    except FileNotFoundError:
-        print(
-            f"overdrive report: no run saved at {path}; run `overdrive demo` first", file=sys.stderr
-        )
+        sample = _report_sample(args)
+    except ReportSourceError as exc:
+        print(f"overdrive report: {exc}", file=sys.stderr)
         return 2
+    analysis = analyse(sample)
     if args.json:
         sys.stdout.write(dumps(analysis.to_dict()).decode() + "\n")
     else:
@@ -175,6 +182,54 @@ def _report(args: argparse.Namespace) -> int:
 
         Console().print(render(analysis))
     return 0
+
+
+class ReportSourceError(Exception):
+    """A run to report on that cannot be read: the one line ``overdrive report`` prints."""
+
+
+def _report_sample(args: argparse.Namespace) -> Sample:
+    from .optimize import LAST_RUN, load_sample
+
+    if args.url:
+        return _gateway_sample(args.url, args.key_env)
+    path = args.file or LAST_RUN
+    try:
+        return load_sample(path)
+    except FileNotFoundError:
+        hint = "run `overdrive demo` first, or save one with od.save_run(path)"
+        raise ReportSourceError(f"no run saved at {path}; {hint}") from None
+    except IsADirectoryError:
+        raise ReportSourceError(f"{path} is a directory, not a saved run") from None
+    except ValueError as exc:
+        raise ReportSourceError(str(exc)) from None
+
+
+def _gateway_sample(url: str, key_env: str | None) -> Sample:
+    import httpx
+
+    from ._json import loads
+    from .gateway import REPORT_PATH
+    from .optimize import sample_of
+
+    headers = {}
+    if key_env:
+        key = os.environ.get(key_env)
+        if not key:
+            raise ReportSourceError(f"--key-env {key_env} is not set")
+        headers["authorization"] = f"Bearer {key}"
+    target = url.rstrip("/") + REPORT_PATH
+    try:
+        answer = httpx.get(target, headers=headers, timeout=10.0)
+    except (httpx.HTTPError, ValueError) as exc:
+        raise ReportSourceError(f"cannot reach {target}: {type(exc).__name__}: {exc}") from None
+    if answer.status_code != 200:
+        reason = answer.text[:200].strip()
+        raise ReportSourceError(f"{target} answered {answer.status_code}: {reason}")
+    try:
+        return sample_of(loads(answer.content).get("sample"))
+    except (ValueError, AttributeError) as exc:
+        raise ReportSourceError(f"{target} sent no report: {exc}") from None
 
 
 def _sim(args: argparse.Namespace) -> int:

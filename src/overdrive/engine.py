@@ -41,7 +41,7 @@ from .config import Config, load_config
 from .distribute import DistributedRun, TaskFn, distribute
 from .doors import Answer, Flavour, Passage, UnknownPaths, cached, make_client
 from .monitor import Measure, prometheus_text
-from .optimize import Analysis, Optimizer, analyse, tool_tunables
+from .optimize import LAST_RUN, Analysis, Optimizer, analyse, save_run, tool_tunables
 from .tools import McpSession, McpTools, Toolbox, ToolRunner, tool
 from .upstream import Upstream, falls_back
 
@@ -406,6 +406,14 @@ class Overdrive:
     def analyse(self) -> Analysis:
         """Where this engine's request time went, and the bottleneck (last 5 minutes)."""
         return analyse(self.metrics, self.stats())
+
+    def save_run(self, path: str | Path = LAST_RUN) -> Path | None:
+        """Save this engine's figures for ``overdrive report --file`` (None if it cannot write).
+
+        >>> od.save_run("runs/nightly.json")  # doctest: +SKIP
+        PosixPath('runs/nightly.json')
+        """
+        return save_run(self, path)
 
     def optimize(self, **options: Any) -> Optimizer:
         """Start the optimizer loop on this engine (closed with it); see :class:`Optimizer`.

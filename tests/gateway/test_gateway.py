@@ -209,6 +209,7 @@ def test_openapi_lists_every_route(http: httpx.Client) -> None:
         "/health/live",
         "/health/ready",
         "/metrics",
+        "/v1/overdrive/report",
         "/openapi.json",
     }
     chat = document["paths"]["/v1/chat/completions"]["post"]["requestBody"]

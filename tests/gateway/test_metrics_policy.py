@@ -1,4 +1,4 @@
-"""``[gateway] metrics``: who may read /metrics and /openapi.json, on a real listening gateway."""
+"""``[gateway] metrics``: who may read /metrics, /openapi.json and the report, on a real gateway."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from overdrive.gateway._server import GatewayServer
 SECRET = "sk-ops-91c2"
 AUTH = {"authorization": f"Bearer {SECRET}"}
 WRONG = {"authorization": "Bearer sk-not-a-key"}
-OPERATOR_PATHS = ("/metrics", "/openapi.json")
+OPERATOR_PATHS = ("/metrics", "/openapi.json", "/v1/overdrive/report")
 
 
 def config(policy: str | None, *, keys: bool) -> dict[str, Any]:
@@ -48,9 +48,9 @@ def statuses(http: httpx.Client, headers: dict[str, str] | None = None) -> list[
 
 def test_keys_is_the_default_and_asks_a_valid_key_when_keys_are_configured(serve: Any) -> None:
     with serve(None, keys=True) as http:
-        assert statuses(http) == [401, 401]
-        assert statuses(http, WRONG) == [401, 401]
-        assert statuses(http, AUTH) == [200, 200]
+        assert statuses(http) == [401, 401, 401]
+        assert statuses(http, WRONG) == [401, 401, 401]
+        assert statuses(http, AUTH) == [200, 200, 200]
         refused = http.get("/metrics")
         assert refused.json()["error"]["code"] == "invalid_api_key"
         assert refused.headers["www-authenticate"] == "Bearer"
@@ -61,20 +61,20 @@ def test_keys_is_the_default_and_asks_a_valid_key_when_keys_are_configured(serve
 
 def test_keys_without_configured_keys_lets_anyone_read(serve: Any) -> None:
     with serve("keys", keys=False) as http:
-        assert statuses(http) == [200, 200]
+        assert statuses(http) == [200, 200, 200]
 
 
 def test_public_lets_anyone_read_even_with_keys(serve: Any) -> None:
     with serve("public", keys=True) as http:
-        assert statuses(http) == [200, 200]
+        assert statuses(http) == [200, 200, 200]
         assert http.post("/v1/chat/completions", json={}).status_code == 401  # the API still asks
 
 
 @pytest.mark.parametrize("keys", [True, False], ids=["with keys", "without keys"])
-def test_off_hides_both_behind_404(serve: Any, keys: bool) -> None:
+def test_off_hides_them_behind_404(serve: Any, keys: bool) -> None:
     with serve("off", keys=keys) as http:
-        assert statuses(http) == [404, 404]
-        assert statuses(http, AUTH) == [404, 404]
+        assert statuses(http) == [404, 404, 404]
+        assert statuses(http, AUTH) == [404, 404, 404]
         assert http.get("/metrics").json()["error"]["code"] == "unknown_url"
         assert http.head("/metrics").status_code == 404
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from .._errors import KeyLimitError, ModelNotAllowedError
-from ._app import GatewayApp
+from ._app import REPORT_PATH, GatewayApp
 from ._protocol import GatewayProtocol
 from ._server import run_gateway
 from ._tenants import hash_key
 
 __all__ = [
+    "REPORT_PATH",
     "GatewayApp",
     "GatewayProtocol",
     "KeyLimitError",

@@ -37,6 +37,7 @@ from ..doors import (
 from ..monitor import CONTENT_TYPE as METRICS_TYPE
 from ..monitor import Counter
 from ..monitor.names import GATEWAY_REQUESTS
+from ..optimize import Sample, analyse
 from ._access_log import AccessLog
 from ._openapi import openapi_document
 from ._tenants import Tenant, Tenants
@@ -130,6 +131,7 @@ class GatewayApp:
             "/health/live": {"GET": self._live},
             "/health/ready": {"GET": self._ready},
             "/metrics": {"GET": self._metrics},
+            REPORT_PATH: {"GET": self._report},
             "/openapi.json": {"GET": self._openapi_json},
         }
 
@@ -339,6 +341,18 @@ class GatewayApp:
             return _not_ready()
         return Answer(200, {"content-type": METRICS_TYPE}, engine.metrics_text().encode())
 
+    async def _report(self, headers: Mapping[str, str], body: bytes) -> Answer:
+        """Where this gateway's time went (``overdrive report --url``), and the figures it read."""
+        refused = self._operator_refusal(REPORT_PATH, headers)
+        if refused is not None:
+            return refused
+        engine = self._engine
+        if engine is None:
+            return _not_ready()
+        sample = Sample.from_metrics(engine.metrics, engine.stats())
+        report = {"analysis": analyse(sample).to_dict(), "sample": sample.to_dict()}
+        return Answer(200, _JSON_HEADERS, dumps(report))
+
     async def _openapi_json(self, headers: Mapping[str, str], body: bytes) -> Answer:
         refused = self._operator_refusal("/openapi.json", headers)
         return refused if refused is not None else Answer(200, _JSON_HEADERS, self._openapi)
@@ -359,6 +373,8 @@ class GatewayApp:
 
 
 _JSON_HEADERS = {"content-type": "application/json"}
+# Where the gateway reports on itself (`overdrive report --url`): an operator route.
+REPORT_PATH = "/v1/overdrive/report"
 
 
 async def _respond(send: Send, reply: Answer) -> None:

@@ -323,6 +323,12 @@ def openapi_document() -> dict[str, Any]:
                 503,
             ),
             "/metrics": _get("Prometheus metrics.", "text/plain", {"type": "string"}, 503),
+            "/v1/overdrive/report": _get(
+                "Where the last five minutes' request time went: the analysis and its figures.",
+                "application/json",
+                {"type": "object"},
+                503,
+            ),
             "/openapi.json": _get("This document.", "application/json", {"type": "object"}),
         },
         "components": {"schemas": _SCHEMAS},

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from ._analyser import LAST_RUN, Analysis, analyse, load_sample, render, save_run
+from ._analyser import (
+    LAST_RUN,
+    Analysis,
+    Sample,
+    analyse,
+    load_sample,
+    render,
+    sample_of,
+    save_run,
+)
 from ._engine_knobs import CacheSwitch, CacheTTL, engine_tunables, tool_tunables
 from ._loop import Optimizer
 from ._tunables import Tunable, Tunables
@@ -13,12 +22,14 @@ __all__ = [
     "CacheSwitch",
     "CacheTTL",
     "Optimizer",
+    "Sample",
     "Tunable",
     "Tunables",
     "analyse",
     "engine_tunables",
     "load_sample",
     "render",
+    "sample_of",
     "save_run",
     "tool_tunables",
 ]

@@ -331,5 +331,23 @@ def save_run(engine: _Engine, path: Path | str = LAST_RUN) -> Path | None:
 
 
 def load_sample(path: Path | str = LAST_RUN) -> Sample:
-    """Read a sample :func:`save_run` wrote (FileNotFoundError if there is none)."""
-    return Sample.from_dict(loads(Path(path).read_bytes()))
+    """Read a sample :func:`save_run` wrote.
+
+    FileNotFoundError if there is none; a ValueError naming the file and what
+    is wrong with it if it is not a saved run (truncated, edited, another file).
+    """
+    data = Path(path).read_bytes()
+    try:
+        return sample_of(loads(data))
+    except ValueError as exc:
+        raise ValueError(f"{path} is not a saved run: {exc}") from None
+
+
+def sample_of(data: Any) -> Sample:
+    """A :class:`Sample` from parsed JSON; a ValueError saying what does not fit."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    try:
+        return Sample.from_dict(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"{type(exc).__name__}: {exc}") from None
