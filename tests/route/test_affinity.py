@@ -145,12 +145,12 @@ def test_without_affinity_the_turns_spread(clock: FakeClock) -> None:
     r = router(FOUR, clock, affinity={"mode": "off"})
     places = {served(r, chain(conversation("p", turn)), clock) for turn in range(12)}
     assert len(places) > 1
-    assert not r.affine("m")
+    assert r.pool("m").prefixes is None
 
 
 def test_one_deployment_needs_no_index(clock: FakeClock) -> None:
-    assert not router([Endpoint("a")], clock).affine("m")
-    assert router(FOUR, clock).affine("m")
+    assert router([Endpoint("a")], clock).pool("m").prefixes is None
+    assert router(FOUR, clock).pool("m").prefixes is not None
 
 
 def test_a_crowded_home_is_passed_over(clock: FakeClock) -> None:

@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from ._aliases import Alias, aliases_of, retarget
-from ._router import DEFAULT_API, Attempt, Router
+from ._router import DEFAULT_API, Attempt, Pool, Router
 
-__all__ = ["DEFAULT_API", "Alias", "Attempt", "Router", "aliases_of", "retarget"]
+__all__ = ["DEFAULT_API", "Alias", "Attempt", "Pool", "Router", "aliases_of", "retarget"]

@@ -41,15 +41,19 @@ from ._balancer import Balancer, balancer_for
 from ._deployment import DEFAULT_API, Deployment, Member, Named
 from ._probe import Prober
 
-__all__ = ["DEFAULT_API", "Attempt", "Router"]
+__all__ = ["DEFAULT_API", "Attempt", "Pool", "Router"]
 
 _log = logging.getLogger("overdrive.route")
 
 U = TypeVar("U", bound=Named)
 
 
-class _Pool(Generic[U]):
-    """One model's deployments, the balancer that picks among them, and their prefixes."""
+class Pool(Generic[U]):
+    """One model's deployments, the balancer that picks among them, and their prefixes.
+
+    ``prefixes`` is None when calls are not routed by prefix; ``warming`` is
+    True while some deployment has answered nothing (see :meth:`Router.race`).
+    """
 
     __slots__ = ("allowed_ejected", "balancer", "members", "prefixes", "warming")
 
@@ -113,7 +117,7 @@ class Router(Generic[U]):
         ]
         self._by_name = {d.name: d for d in self.deployments}
         # By API, then by model: a pick is two lookups whatever the number of APIs.
-        self._pools: dict[str, dict[str, _Pool[U]]] = {}
+        self._pools: dict[str, dict[str, Pool[U]]] = {}
         by_api: dict[str, list[Deployment[U]]] = {}
         for deployment in self.deployments:
             by_api.setdefault(deployment.api, []).append(deployment)
@@ -139,7 +143,7 @@ class Router(Generic[U]):
         model: str,
         headroom: Callable[[U, str], float] | None,
         rng: random.Random,
-    ) -> _Pool[U]:
+    ) -> Pool[U]:
         members = []
         for deployment in deployments:
             if model in deployment.upstream.models:
@@ -150,7 +154,7 @@ class Router(Generic[U]):
         balancer = balancer_for(self._settings.balancer, random.Random(rng.random()))
         affinity = self._settings.affinity
         prefixes = PrefixIndex(affinity.max_links) if affinity.mode == "prefix" else None
-        return _Pool(members, balancer, self._settings.health.max_ejected_share, prefixes)
+        return Pool(members, balancer, self._settings.health.max_ejected_share, prefixes)
 
     @property
     def balancer(self) -> str:
@@ -171,10 +175,18 @@ class Router(Generic[U]):
         where the longest part of it was served, unless that deployment is
         crowded or slow (``[routing.affinity]``); otherwise the balancer picks.
         """
+        return self.pick_in(self.pool(model, api), avoid, prefix)
+
+    def pool(self, model: str, api: str = DEFAULT_API) -> Pool[U]:
+        """The deployments of ``api`` serving ``model``; :class:`UnknownModelError` if none."""
         pools = self._pools.get(api)
         pool = pools.get(model) if pools is not None else None
         if pool is None:
             raise self.unknown(model, api)
+        return pool
+
+    def pick_in(self, pool: Pool[U], avoid: U | None = None, prefix: Sequence[int] = ()) -> U:
+        """:meth:`pick` in a pool already looked up (a call's first pick reads the pool too)."""
         now = self._clock.now()
         candidates: Sequence[Member[U]] = pool.members
         if avoid is not None or self._unhealthy:
@@ -211,15 +223,9 @@ class Router(Generic[U]):
         """Whether ``upstream`` has answered a call of ``model`` (below 400) yet."""
         return self._by_name[upstream.name].members[model].answers > 0
 
-    def affine(self, model: str, api: str = DEFAULT_API) -> bool:
-        """Whether calls of ``model`` through ``api`` are routed by their prompt prefix."""
-        pools = self._pools.get(api)
-        pool = pools.get(model) if pools is not None else None
-        return pool is not None and pool.prefixes is not None
-
     def _affine(
         self,
-        pool: _Pool[U],
+        pool: Pool[U],
         prefixes: PrefixIndex,
         candidates: Sequence[Member[U]],
         prefix: Sequence[int],
@@ -247,7 +253,7 @@ class Router(Generic[U]):
         fastest = min(m.expected_latency(now, math.inf) for m in candidates if m.latency.observed)
         return target.expected_latency(now, math.inf) > settings.slower * fastest
 
-    def _known_enough(self, pool: _Pool[U], candidates: Sequence[Member[U]]) -> Sequence[Member[U]]:
+    def _known_enough(self, pool: Pool[U], candidates: Sequence[Member[U]]) -> Sequence[Member[U]]:
         """The candidates, less the unknown ones whose races are spent (while others remain).
 
         A deployment that has answered nothing after ``cold_races`` raced calls
@@ -260,7 +266,7 @@ class Router(Generic[U]):
         usable = [m for m in candidates if m.answers or m.races < budget]
         return usable or candidates
 
-    def _candidates(self, pool: _Pool[U], avoid: U | None, now: float) -> Sequence[Member[U]]:
+    def _candidates(self, pool: Pool[U], avoid: U | None, now: float) -> Sequence[Member[U]]:
         """The available members other than ``avoid``; failing that, the best there is."""
         usable = [m for m in pool.members if _available(m.deployment, now)]
         others = [m for m in usable if m.deployment.upstream is not avoid]

@@ -24,7 +24,7 @@ from ..flow import (
     retry_after,
     settled_within,
 )
-from ..monitor import Counter, Metrics, OpMeterBook
+from ..monitor import Counter, Histogram, Metrics, OpMeterBook
 from ..monitor.names import (
     COLD_RACES,
     HEDGES,
@@ -82,23 +82,36 @@ class Exchange:
             self.attempt.end()
 
 
+class _OpSeries:
+    """One (upstream, op)'s series: its requests, admission waits and exchange times."""
+
+    __slots__ = ("duration", "queue_wait", "requests")
+
+    def __init__(self, requests: Counter, queue_wait: Histogram, duration: Histogram) -> None:
+        self.requests = requests
+        self.queue_wait = queue_wait
+        self.duration = duration
+
+
 class _Meters:
     """One upstream's per-call series, looked up once: a label lookup hashes a frozenset."""
 
-    __slots__ = ("_metrics", "_name", "_requests", "_responses")
+    __slots__ = ("_book", "_metrics", "_name", "_ops", "_responses")
 
-    def __init__(self, metrics: Metrics, name: str) -> None:
+    def __init__(self, metrics: Metrics, name: str, book: OpMeterBook) -> None:
         self._metrics = metrics
         self._name = name
-        self._requests: dict[str, Counter] = {}
+        self._book = book
+        self._ops: dict[str, _OpSeries] = {}
         self._responses: dict[int, Counter] = {}
 
-    def requests(self, op: str) -> Counter:
-        found = self._requests.get(op)
+    def of(self, op: str) -> _OpSeries:
+        found = self._ops.get(op)
         if found is None:
-            found = self._requests[op] = self._metrics.counter(
-                UPSTREAM_REQUESTS, upstream=self._name, op=op
-            )
+            stage, name = self._book.of(op), self._name
+            requests = self._metrics.counter(UPSTREAM_REQUESTS, upstream=name, op=op)
+            found = _OpSeries(requests, stage.queue_wait(name), stage.upstream_duration(name))
+            self._ops[op] = found
         return found
 
     def responses(self, status: int) -> Counter:
@@ -185,17 +198,17 @@ class Dispatcher:
         if loop is not self._probing_on:  # once per event loop, not per call
             self._router.start_probes()
             self._probing_on = loop
-        api = call.api.upstream_api
+        # Only deployments of the call's own API: a call is never translated.
+        pool = self._router.pool(call.model, call.api.upstream_api)
         prefix: tuple[int, ...] = ()
-        if self._router.affine(call.model, api):
+        if pool.prefixes is not None:
             prefix = call.api.prefix(call.body, self._router.affinity.min_tokens)
-        if prefix:
-            call = self._hints.applied(call, prefix)
+            if prefix:
+                call = self._hints.applied(call, prefix)
         hedge = None if stream else self._hedges.get(call.op)
         if hedge is None or hedge.current is None:
-            # Only deployments of the call's own API: a call is never translated.
-            upstream = self._router.pick(call.model, None, api, prefix)
-            if call.api.shares(call) and self._router.race(upstream, call.model):
+            upstream = self._router.pick_in(pool, None, prefix)
+            if pool.warming and call.api.shares(call) and self._router.race(upstream, call.model):
                 return self._raced(call, stream, upstream, prefix)
             return self._send_one(call, stream, upstream, prefix)
         return self._hedged(call, hedge.current, prefix)
@@ -213,7 +226,8 @@ class Dispatcher:
     def _meters_of(self, upstream: Upstream) -> _Meters:
         meters = self._meters.get(upstream.name)
         if meters is None:
-            meters = self._meters[upstream.name] = _Meters(self._metrics, upstream.name)
+            meters = _Meters(self._metrics, upstream.name, self._op_meters)
+            self._meters[upstream.name] = meters
         return meters
 
     async def _send_one(
@@ -272,9 +286,9 @@ class Dispatcher:
             attempt.end()
             raise
         meters = self._meters_of(upstream)
-        stage = self._op_meters.of(call.op)
-        stage.queue_wait(upstream.name).observe(lease.queued_s)
-        meters.requests(call.op).inc()
+        series = meters.of(call.op)
+        series.queue_wait.observe(lease.queued_s)
+        series.requests.inc()
         started = self._clock.now()
         attempt.sent()
         try:
@@ -293,7 +307,7 @@ class Dispatcher:
             raise
         attempt.answered(response.status_code)
         took = self._clock.now() - started
-        stage.upstream_duration(upstream.name).observe(took)
+        series.duration.observe(took)
         hedge = self._hedges.get(call.op)
         if hedge is not None and response.status_code < 300:
             hedge.observe(took)
