@@ -16,6 +16,7 @@ from ._calls import Result
 from ._clock import Clock
 from .cache import CacheStage, TieredCache, build_cache
 from .config import Config
+from .cost import Price, PriceTable, default_prices
 from .flow import Backoff, EmbeddingBatches
 from .monitor import Metrics, OpMeterBook, TierFaults
 from .monitor.names import REVALIDATION_ERRORS
@@ -100,6 +101,14 @@ def shortest_backlog(upstreams: list[Upstream], model: str) -> float:
     return min(waits, default=0.0)
 
 
+def price_table(config: Config) -> PriceTable:
+    """The shipped prices with ``[[prices]]`` over them."""
+    prices = default_prices()
+    for price in config.prices:
+        prices[price.model] = Price(price.input, price.output, price.cached_input)
+    return PriceTable(prices)
+
+
 def _send_parts(
     config: Config,
     clock: Clock,
@@ -116,7 +125,9 @@ def _send_parts(
     backoff = Backoff(config.retry.base, config.retry.cap, rng)
     hints = CacheHints(config.routing.affinity)
     dispatcher = Dispatcher(router, config.retry, clock, metrics, backoff, hints, meters)
-    sender = Sender(dispatcher, meters, config.retry.rate_limited_attempts, metrics)
+    sender = Sender(
+        dispatcher, meters, config.retry.rate_limited_attempts, metrics, price_table(config)
+    )
     return SendParts(upstreams, router, dispatcher, sender, aliases_of(config.aliases))
 
 

@@ -53,6 +53,7 @@ __all__ = [
     "HealthConfig",
     "ModelAlias",
     "ModelLimits",
+    "PriceConfig",
     "ResourcesConfig",
     "RetryConfig",
     "RoutingConfig",
@@ -86,12 +87,12 @@ def _redis_url(value: str | None) -> str | None:
 RedisUrl = Annotated[str | None, BeforeValidator(_redis_url)]
 
 
-def _check_unique(where: str, names: list[str]) -> None:
-    """Raise a ConfigError naming the first entry of ``where`` whose name came before."""
+def _check_unique(where: str, names: list[str], field: str = "name") -> None:
+    """Raise a ConfigError naming the first entry of ``where`` whose ``field`` came before."""
     seen: set[str] = set()
     for index, name in enumerate(names):
         if name in seen:
-            raise ConfigError(f"{where}[{index}].name", f"duplicate name {name!r}")
+            raise ConfigError(f"{where}[{index}].{field}", f"duplicate {field} {name!r}")
         seen.add(name)
 
 
@@ -623,6 +624,16 @@ def _check_tools(tools: list[ToolConfig]) -> None:
             raise ConfigError(f"tools[{index}].rps", "give rpm or rps, not both")
 
 
+class PriceConfig(_Section):
+    """One model's price (``[[prices]]``), USD per million tokens; overrides the shipped list."""
+
+    model: str = Field(min_length=1)
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    # Prompt tokens read from the provider's prompt cache; unset: at `input`.
+    cached_input: float | None = Field(default=None, ge=0)
+
+
 class Config(_Section):
     """The whole configuration; the TOML file has the same shape.
 
@@ -647,6 +658,8 @@ class Config(_Section):
     gateway: GatewayConfig = GatewayConfig()
     doors: DoorsConfig = DoorsConfig()
     tools: list[ToolConfig] = Field(default_factory=list)
+    # Prices per model, over the shipped list (overdrive/cost/prices.json).
+    prices: list[PriceConfig] = Field(default_factory=list)
     namespace: str = ""
     # Shared state for every process of this deployment: rate limits, and the
     # cache's L2 tier unless [cache] redis_url names another Redis.
@@ -657,6 +670,7 @@ class Config(_Section):
         _check_unique("upstreams", [upstream.name for upstream in self.upstreams])
         _check_aliases(self)
         _check_tools(self.tools)
+        _check_unique("prices", [price.model for price in self.prices], "model")
         return self
 
     def models(self) -> list[str]:

@@ -29,6 +29,7 @@ __all__ = [
     "CACHE_TIER_ERRORS",
     "COALESCED",
     "COLD_RACES",
+    "COST",
     "DISTRIBUTE_RETRIES",
     "DISTRIBUTE_TASKS",
     "DISTRIBUTE_TASK_DURATION",
@@ -69,6 +70,8 @@ CACHE_HITS = "overdrive_cache_hits_total"
 CACHE_MISSES = "overdrive_cache_misses_total"
 COALESCED = "overdrive_coalesced_total"
 TOKENS = "overdrive_tokens_total"
+# What answers cost at [[prices]] / the shipped list prices: {op, model, upstream}.
+COST = "overdrive_cost_usd_total"
 # Prompt tokens the provider read from its prompt cache: {op} (a part of kind="prompt").
 CACHED_TOKENS = "overdrive_cached_prompt_tokens_total"
 BATCH_SIZE = "overdrive_batch_size"
@@ -116,6 +119,7 @@ METRIC_HELP: Mapping[str, str] = {
     CACHE_MISSES: "Calls the cache could not answer.",
     COALESCED: "Calls that shared an identical call already in flight.",
     TOKENS: "Tokens reported by upstreams.",
+    COST: "USD the answers cost, by their usage at the model's price.",
     CACHED_TOKENS: "Prompt tokens upstreams read from their prompt cache (part of the prompt).",
     BATCH_SIZE: "Items per upstream batch.",
     HEDGES: "Second requests sent to another deployment when the first was slow to answer.",

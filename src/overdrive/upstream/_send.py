@@ -25,8 +25,9 @@ from .._errors import (
     UpstreamUnavailableError,
 )
 from .._json import JSONDecodeError, loads
-from ..monitor import Metrics, OpMeterBook
-from ..monitor.names import FALLBACKS
+from ..cost import PriceTable
+from ..monitor import Counter, Metrics, OpMeterBook
+from ..monitor.names import COST, FALLBACKS
 from ..route import retarget
 from ._dispatch import Dispatcher, Exchange
 
@@ -55,7 +56,14 @@ class Sender:
     the result into the JSON a library caller gets, or the error it raises.
     """
 
-    __slots__ = ("_dispatcher", "_meters", "_metrics", "_rate_limited_attempts")
+    __slots__ = (
+        "_costs",
+        "_dispatcher",
+        "_meters",
+        "_metrics",
+        "_prices",
+        "_rate_limited_attempts",
+    )
 
     def __init__(
         self,
@@ -63,10 +71,13 @@ class Sender:
         meters: OpMeterBook,
         rate_limited_attempts: int,
         metrics: Metrics,
+        prices: PriceTable | None = None,
     ) -> None:
         self._dispatcher = dispatcher
         self._meters = meters
-        self._metrics = metrics  # counts the fallbacks
+        self._metrics = metrics  # counts the fallbacks, and the cost
+        self._prices = prices or PriceTable({})
+        self._costs: dict[tuple[str, str, str], Counter] = {}
         # 429s the dispatcher waits out before it hands one back (see RetryConfig).
         self._rate_limited_attempts = rate_limited_attempts
 
@@ -159,9 +170,25 @@ class Sender:
         cached = call.api.cached_tokens(payload)
         if cached:
             meters.cached_tokens.inc(cached)
+        self._book_cost(call, exchange.model or call.model, exchange.upstream.name, usage, cached)
         if exchange.upstream.config.tokens_charged != "usage":
             return 0
         return prompt + completion - call.tokens
+
+    def _book_cost(
+        self, call: Call, model: str, upstream: str, usage: tuple[int, int], cached: int
+    ) -> None:
+        """Add what the answer cost at ``model``'s price; nothing for a model with none."""
+        dollars = self._prices.cost(model, usage[0], cached, usage[1])
+        if dollars is None:
+            return
+        key = (call.op, model, upstream)
+        counter = self._costs.get(key)
+        if counter is None:  # looked up once per op, model and upstream
+            counter = self._costs[key] = self._metrics.counter(
+                COST, op=call.op, model=model, upstream=upstream
+            )
+        counter.inc(dollars)
 
     def payload(self, result: Result) -> dict[str, Any]:
         """The JSON object of a 2xx answer; an error answer raised as the error it is.
