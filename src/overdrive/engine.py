@@ -38,9 +38,11 @@ from ._stream_stage import StreamStage
 from .cache import StoredAnswer, call_key
 from .coalesce import RelayedReply, StreamFlight, StreamReply
 from .config import Config, load_config
+from .cost import cost_by_model
 from .distribute import DistributedRun, TaskFn, distribute
 from .doors import Answer, Flavour, Passage, UnknownPaths, cached, make_client
 from .monitor import Measure, prometheus_text
+from .monitor.names import COST
 from .optimize import LAST_RUN, Analysis, Optimizer, analyse, save_run, tool_tunables
 from .tools import McpSession, McpTools, Toolbox, ToolRunner, tool
 from .upstream import Upstream, falls_back
@@ -454,10 +456,12 @@ class Overdrive:
         return served + [name for name in self._aliases if name not in served]
 
     def stats(self) -> dict[str, Any]:
-        """A plain-data snapshot: metrics, cache, upstream and tool state."""
+        """A plain-data snapshot: metrics, cost by model, cache, upstream and tool state."""
         cache = self._cache
+        metrics = self.metrics.snapshot()
         return {
-            "metrics": self.metrics.snapshot(),
+            "metrics": metrics,
+            "cost_usd": cost_by_model(metrics["counters"], COST),
             "cache": cache.summary() if self._cache_switch.on else None,
             "semantic": None if self._semantic is None else self._semantic.tier.summary(),
             "in_flight": {u.name: u.in_flight for u in self._upstreams},

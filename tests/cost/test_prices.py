@@ -104,9 +104,11 @@ async def test_the_cost_counter_is_usage_times_prices_exactly(sim: SimServer) ->
             expected += (fresh * 0.15 + cached * 0.075 + usage["completion_tokens"] * 0.6) / 1e6
         booked = od.metrics.value(COST, op="chat", model=MODEL, upstream="sim")
         cached_total = od.metrics.value("overdrive_cached_prompt_tokens_total", op="chat")
+        in_stats = od.stats()["cost_usd"]
     assert cached_total > 0  # the discount was exercised
     assert booked == pytest.approx(expected, rel=1e-12)
     assert booked > 0
+    assert in_stats == {MODEL: booked}
 
 
 async def test_a_model_without_a_price_costs_nothing() -> None:
@@ -119,3 +121,4 @@ async def test_a_model_without_a_price_costs_nothing() -> None:
             )
             assert answer["usage"]["prompt_tokens"] > 0
             assert od.metrics.value(COST) == 0
+            assert od.stats()["cost_usd"] == {}

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from ._prices import DEFAULT_PRICES_AS_OF, Price, PriceTable, default_prices
+from ._prices import DEFAULT_PRICES_AS_OF, Price, PriceTable, cost_by_model, default_prices
 
-__all__ = ["DEFAULT_PRICES_AS_OF", "Price", "PriceTable", "default_prices"]
+__all__ = ["DEFAULT_PRICES_AS_OF", "Price", "PriceTable", "cost_by_model", "default_prices"]

@@ -20,14 +20,14 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
 
 from .._json import loads
 
-__all__ = ["DEFAULT_PRICES_AS_OF", "Price", "PriceTable", "default_prices"]
+__all__ = ["DEFAULT_PRICES_AS_OF", "Price", "PriceTable", "cost_by_model", "default_prices"]
 
 _PER_MILLION = 1_000_000
 
@@ -102,3 +102,17 @@ DEFAULT_PRICES_AS_OF, _DEFAULTS = _load_defaults()
 def default_prices() -> dict[str, Price]:
     """The shipped list prices (as of :data:`DEFAULT_PRICES_AS_OF`), by model."""
     return dict(_DEFAULTS)
+
+
+def cost_by_model(counters: Iterable[Mapping[str, Any]], name: str) -> dict[str, float]:
+    """USD booked per model, summed over ops and upstreams, from a metrics snapshot's counters.
+
+    >>> cost_by_model([{"name": "c", "labels": {"model": "m"}, "value": 0.5}] * 2, "c")
+    {'m': 1.0}
+    """
+    totals: dict[str, float] = {}
+    for counter in counters:
+        if counter["name"] == name:
+            model = str(counter["labels"].get("model", ""))
+            totals[model] = totals.get(model, 0.0) + float(counter["value"])
+    return totals
