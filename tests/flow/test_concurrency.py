@@ -62,8 +62,8 @@ async def saturated(clock: FakeClock) -> AsyncIterator[Saturated]:
     """
     backlog: list[asyncio.Task[Permit]] = []
 
-    async def make(initial: int, *, fresh: bool = False, **options: float) -> AdaptiveLimit:
-        limit = AdaptiveLimit(initial, clock=clock, open_start=False, **options)  # type: ignore[arg-type]
+    async def make(initial: int, *, fresh: bool = False, smoothing: float = 0.2) -> AdaptiveLimit:
+        limit = AdaptiveLimit(initial, clock=clock, open_start=False, smoothing=smoothing)
         backlog.extend(asyncio.create_task(limit.acquire()) for _ in range(300))
         await settle()
         if not fresh:
