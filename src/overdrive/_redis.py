@@ -43,7 +43,6 @@ from ._errors import CacheError, ConfigError
 
 __all__ = [
     "CLUSTER_SCHEMES",
-    "DISCOVERY_TIMEOUT",
     "FAILURES",
     "SCHEMES",
     "Breaker",
@@ -53,7 +52,6 @@ __all__ = [
     "close_idle",
     "connect",
     "describe",
-    "discovery",
     "forget_loop",
     "namespace_prefix",
     "safe_url",
@@ -85,7 +83,7 @@ SCHEMES = ("redis://", "rediss://", "unix://", *CLUSTER_SCHEMES)
 # Connections per server (per node of a cluster), and commands in flight per breaker.
 _MAX_CONNECTIONS = 64
 
-# The deadline of a cluster client's first contact (see discovery).
+# The deadline of a cluster client's first contact (see Breaker).
 DISCOVERY_TIMEOUT = 2.0
 
 # Shown instead of an address whose userinfo cannot be told from its query.
@@ -161,16 +159,9 @@ def _address(host: str) -> tuple[str, int]:
     return parts.hostname, parts.port or 6379
 
 
-def discovery(client: Client) -> Coroutine[Any, Any, object] | None:
-    """What ``client`` must do before its first command: learn the cluster (None: nothing).
-
-    A cluster client's first contact asks for the slots and the command table,
-    which takes ~100 ms: more than a command's deadline. Awaited first, under
-    :data:`DISCOVERY_TIMEOUT`, it leaves the command its own deadline.
-    """
-    if isinstance(client, RedisCluster) and client.get_default_node() is None:
-        return client.initialize()
-    return None
+def _discovery(client: RedisCluster) -> Coroutine[Any, Any, object] | None:
+    """What a cluster client must do before its next command: learn the cluster (None: nothing)."""
+    return client.initialize() if client.get_default_node() is None else None
 
 
 def describe(client: Client) -> str:
@@ -256,6 +247,11 @@ class Breaker:
     the success that closes it; ``on_outage`` and ``on_recovery`` hear of its
     start and end, e.g. to log once per outage instead of once per call.
 
+    Given the ``client`` it guards, a cluster client meets its cluster before
+    its first command (and again after its connections were closed): asking
+    for the slots and the command table takes ~100 ms, more than a command's
+    deadline, so it has one of its own (:data:`DISCOVERY_TIMEOUT`).
+
     At most ``_MAX_CONNECTIONS`` calls run at once; the others wait their
     turn within their ``timeout``. A single server's pool would make them
     wait the same way, but a cluster client refuses at once when a node's
@@ -274,6 +270,7 @@ class Breaker:
 
     __slots__ = (
         "_clock",
+        "_cluster",
         "_down_until",
         "_on_outage",
         "_on_recovery",
@@ -299,6 +296,7 @@ class Breaker:
         clock: Clock,
         on_outage: Callable[[BaseException], None] | None = None,
         on_recovery: Callable[[], None] | None = None,
+        client: Client | None = None,
     ) -> None:
         self.name = name
         self.timeout = timeout
@@ -312,6 +310,7 @@ class Breaker:
         self._on_outage = on_outage
         self._on_recovery = on_recovery
         self._slots = asyncio.Semaphore(_MAX_CONNECTIONS)
+        self._cluster = client if isinstance(client, RedisCluster) else None
 
     @property
     def down(self) -> bool:
@@ -348,11 +347,12 @@ class Breaker:
             if self._on_recovery is not None:
                 self._on_recovery()
 
-    async def run(self, awaitable: Awaitable[T], within: float | None = None) -> T:
-        """``awaitable`` within ``timeout`` (or ``within`` seconds); a failure trips the
-        breaker and propagates."""
+    async def run(self, awaitable: Awaitable[T]) -> T:
+        """``awaitable`` within ``timeout``; a failure trips the breaker and propagates."""
         try:
-            async with asyncio.timeout(self.timeout if within is None else within):
+            if self._cluster is not None:
+                await self._meet(self._cluster, awaitable)
+            async with asyncio.timeout(self.timeout):
                 result = await self._gated(awaitable)
         except self.failures as exc:
             self.trip(exc)
@@ -360,22 +360,33 @@ class Breaker:
         self.succeeded()
         return result
 
+    async def _meet(self, client: RedisCluster, waiting: Awaitable[Any]) -> None:
+        """The cluster learnt, if the client does not know it, under a deadline of its own."""
+        first = _discovery(client)
+        if first is None:
+            return
+        try:
+            async with asyncio.timeout(DISCOVERY_TIMEOUT):
+                await self._gated(first)
+        except BaseException:
+            _never_run(waiting)
+            raise
+
     async def _gated(self, awaitable: Awaitable[T]) -> T:
         try:
             await self._slots.acquire()
         except BaseException:
-            if asyncio.iscoroutine(awaitable):
-                awaitable.close()  # it never ran: say so, instead of "never awaited"
+            _never_run(awaitable)
             raise
         try:
             return await awaitable
         finally:
             self._slots.release()
 
-    async def call(self, awaitable: Awaitable[T], within: float | None = None) -> T:
+    async def call(self, awaitable: Awaitable[T]) -> T:
         """As :meth:`run`, with any failure raised as :class:`~overdrive.CacheError`."""
         try:
-            return await self.run(awaitable, within)
+            return await self.run(awaitable)
         except self.failures as exc:
             raise CacheError(self.name, f"{type(exc).__name__}: {exc}") from exc
 
@@ -388,6 +399,11 @@ class Breaker:
             f"Breaker({self.name!r}, state={self.state!r}, errors={self.errors}, "
             f"skipped_while_down={self.skipped_while_down}, outages={self.outages})"
         )
+
+
+def _never_run(awaitable: Awaitable[Any]) -> None:
+    if asyncio.iscoroutine(awaitable):
+        awaitable.close()  # it never ran: say so, instead of "never awaited"
 
 
 async def close_idle(client: Client) -> None:

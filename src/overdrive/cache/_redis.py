@@ -35,12 +35,10 @@ from typing import TypeVar, cast
 from .._clock import Clock, SystemClock
 from .._errors import CacheError
 from .._redis import (
-    DISCOVERY_TIMEOUT,
     Breaker,
     ScanTarget,
     close_idle,
     connect,
-    discovery,
     forget_loop,
     namespace_prefix,
     safe_url,
@@ -154,7 +152,9 @@ class RedisTier(Tier):
         self._client = connect(url, timeout)
         self._set_script = self._client.register_script(_SET_SCRIPT)
         clock = clock or SystemClock()
-        self.breaker = Breaker(self.name, timeout=timeout, backoff=backoff, clock=clock)
+        self.breaker = Breaker(
+            self.name, timeout=timeout, backoff=backoff, clock=clock, client=self._client
+        )
 
     @property
     def errors(self) -> int:
@@ -220,9 +220,6 @@ class RedisTier(Tier):
     async def _run(self, command: Callable[[], Awaitable[T]]) -> T:
         if self.breaker.skip():
             raise CacheError(self.name, "marked down after a failure; retrying after the backoff")
-        first = discovery(self._client)
-        if first is not None:  # a cluster's first contact has a deadline of its own
-            await self.breaker.call(first, within=DISCOVERY_TIMEOUT)
         return await self.breaker.call(command())
 
     async def _clear_page(self, target: ScanTarget, cursor: int, match: bytes) -> int:

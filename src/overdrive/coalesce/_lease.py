@@ -39,11 +39,9 @@ from redis.asyncio.client import PubSub
 from .._clock import Clock, SystemClock
 from .._errors import CacheError
 from .._redis import (
-    DISCOVERY_TIMEOUT,
     Breaker,
     close_idle,
     connect,
-    discovery,
     forget_loop,
     namespace_prefix,
     safe_url,
@@ -296,7 +294,9 @@ class RedisLease:
         self._client = connect(url, timeout)
         self._finish_script = self._client.register_script(_FINISH_SCRIPT)
         clock = clock or SystemClock()
-        self.breaker = Breaker("redis-lease", timeout=timeout, backoff=backoff, clock=clock)
+        self.breaker = Breaker(
+            "redis-lease", timeout=timeout, backoff=backoff, clock=clock, client=self._client
+        )
         self._notifier = _Notifier(self._client.pubsub, self.breaker)
 
     async def run(
@@ -308,9 +308,6 @@ class RedisLease:
         """The value for ``key``: computed here if we win the lease, else read after the winner."""
         if not self.breaker.skip():
             try:
-                first = discovery(self._client)
-                if first is not None:  # a cluster's first contact has a deadline of its own
-                    await self._redis(first, within=DISCOVERY_TIMEOUT)
                 async with self._notifier.watch(self._prefix + b"done:" + key) as watch:
                     return await self._coordinate(key, watch, compute, read)
             except _Unavailable:
@@ -368,9 +365,9 @@ class RedisLease:
         with contextlib.suppress(_Unavailable):
             await self._redis(self._finish_script(keys=keys, args=args))
 
-    async def _redis(self, command: Awaitable[T], within: float | None = None) -> T:
+    async def _redis(self, command: Awaitable[T]) -> T:
         try:
-            return await self.breaker.call(command, within)
+            return await self.breaker.call(command)
         except CacheError as exc:
             raise _Unavailable(str(exc)) from exc
 

@@ -187,8 +187,6 @@ class RedisLimiter:
         "_adjust",
         "_breaker",
         "_client",
-        "_discovery",
-        "_discovery_timeout",
         "_hold",
         "_keys",
         "_local",
@@ -226,8 +224,6 @@ class RedisLimiter:
         clock = clock or SystemClock()
         self._client, self._url = _client_for(url, client, timeout)
         self._stale = _redis.Disconnected
-        self._discovery = _redis.discovery
-        self._discovery_timeout = _redis.DISCOVERY_TIMEOUT
         self._breaker = _redis.Breaker(
             f"rate limiter {name!r}",
             timeout=timeout,
@@ -235,6 +231,7 @@ class RedisLimiter:
             clock=clock,
             on_outage=self._on_outage,
             on_recovery=self._on_recovery,
+            client=self._client,
         )
         self._owns_client = client is None
         scripts = (_ACQUIRE, _ADJUST, _HOLD, _RESPEC)
@@ -321,9 +318,6 @@ class RedisLimiter:
         if self._breaker.skip():
             return None
         try:
-            first = self._discovery(self._client)
-            if first is not None:  # a cluster's first contact has a deadline of its own
-                await self._breaker.run(first, within=self._discovery_timeout)
             # The deadline covers both tries of _call: a caller waits `timeout` at most
             # (once the client has met a cluster).
             reply = await self._breaker.run(self._call(script, keys, args))

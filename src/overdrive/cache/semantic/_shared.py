@@ -30,11 +30,9 @@ import numpy as np
 from ..._clock import Clock, SystemClock
 from ..._errors import CacheError
 from ..._redis import (
-    DISCOVERY_TIMEOUT,
     Breaker,
     close_idle,
     connect,
-    discovery,
     forget_loop,
     namespace_prefix,
     safe_url,
@@ -87,7 +85,11 @@ class SharedLog:
         # Tells this process's own records apart, which it indexed already.
         self.origin = uuid.uuid4().bytes
         self.breaker = Breaker(
-            "semantic", timeout=timeout, backoff=backoff, clock=clock or SystemClock()
+            "semantic",
+            timeout=timeout,
+            backoff=backoff,
+            clock=clock or SystemClock(),
+            client=self._client,
         )
 
     async def publish(self, record: Record) -> None:
@@ -157,9 +159,6 @@ class SharedLog:
             raise CacheError(
                 "semantic", "Redis marked down after a failure; retrying after the backoff"
             )
-        first = discovery(self._client)
-        if first is not None:  # a cluster's first contact has a deadline of its own
-            await self.breaker.call(first, within=DISCOVERY_TIMEOUT)
         return await self.breaker.call(command())
 
     def __repr__(self) -> str:
