@@ -16,7 +16,7 @@ from ._calls import Result
 from ._clock import Clock
 from .cache import CacheStage, TieredCache, build_cache
 from .config import Config
-from .cost import Price, PriceTable, default_prices
+from .cost import Price, PriceTable, budgets_for, default_prices
 from .flow import Backoff, EmbeddingBatches
 from .monitor import Metrics, OpMeterBook, TierFaults
 from .monitor.names import REVALIDATION_ERRORS
@@ -82,7 +82,7 @@ def assemble(
     """
     metrics = Metrics(clock=clock)  # on the engine's clock, so windows move with it
     meters = OpMeterBook(metrics)
-    send = _send_parts(config, clock, rng, metrics, meters, probes)
+    send = _send_parts(config, clock, rng, wall, metrics, meters, probes)
     cache = _cache_parts(config, clock, rng, wall, metrics)
     batches = EmbeddingBatches(
         config.batching.embeddings,
@@ -113,6 +113,7 @@ def _send_parts(
     config: Config,
     clock: Clock,
     rng: random.Random,
+    wall: Callable[[], float],
     metrics: Metrics,
     meters: OpMeterBook,
     probes: bool,
@@ -125,9 +126,9 @@ def _send_parts(
     backoff = Backoff(config.retry.base, config.retry.cap, rng)
     hints = CacheHints(config.routing.affinity)
     dispatcher = Dispatcher(router, config.retry, clock, metrics, backoff, hints, meters)
-    sender = Sender(
-        dispatcher, meters, config.retry.rate_limited_attempts, metrics, price_table(config)
-    )
+    budgets = budgets_for(config, wall, metrics)
+    retries = config.retry.rate_limited_attempts
+    sender = Sender(dispatcher, meters, retries, metrics, price_table(config), budgets)
     return SendParts(upstreams, router, dispatcher, sender, aliases_of(config.aliases))
 
 

@@ -152,6 +152,8 @@ class Call:
     # The models to try, in order, once ``model``'s attempts are spent: set
     # when a ``[[models]]`` alias is resolved (see ``route/_aliases.py``).
     fallbacks: tuple[str, ...] = ()
+    # The gateway key (its name) the call is made for: its cost and budget are the key's.
+    key: str = ""
 
     @property
     def path(self) -> str:
@@ -178,6 +180,9 @@ class Result:
     model: str = ""
     # A semantic hit's cosine similarity to the cached question it answered.
     similarity: float | None = None
+    # USD the answer cost at its model's price: 0.0 when nothing was spent on it
+    # (the cache answered, it joined another call) or the model has no price.
+    cost: float = 0.0
 
     @property
     def ok(self) -> bool:

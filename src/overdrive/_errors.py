@@ -7,6 +7,7 @@
     │   ├── KeyLimitError               a gateway key is over its own rpm/tpm
     │   ├── QueueFullError              ``limit`` calls are already waiting
     │   └── QueueTimeoutError           it waited past its deadline
+    ├── BudgetExceededError             a key or the engine spent its budget for the period
     ├── ConfigError                     a config value is wrong; names the field
     ├── EngineLoopError                 a call cannot run on this thread or loop; says what to do
     ├── BatchError                      a batcher (``batcher``) refused or lost an item
@@ -34,8 +35,9 @@ Every error carries its context as attributes (field, upstream, status, ...)
 so callers can react without parsing messages. The ones a caller catches are
 exported from ``overdrive``; the few only one part raises live with it:
 ``overdrive.gateway`` (``KeyLimitError``, ``ModelNotAllowedError``, which the
-gateway answers as 429 and 403) and ``overdrive.flow``
-(``BatchResultCountError``, a batch handler's bug).
+gateway answers as 429 and 403), ``overdrive.cost`` (``BudgetExceededError``,
+a 429 at the gateway) and ``overdrive.flow`` (``BatchResultCountError``, a
+batch handler's bug).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ __all__ = [
     "BatchError",
     "BatchQueueFullError",
     "BatchResultCountError",
+    "BudgetExceededError",
     "CacheError",
     "CodecError",
     "ConfigError",
@@ -127,6 +130,35 @@ class KeyLimitError(AdmissionError):
         self.key = key
         self.retry_after = retry_after
         super().__init__(f"key {key}", f"over the key's rate limit; retry in {retry_after:.3f}s")
+
+
+class BudgetExceededError(OverdriveError):
+    """``scope`` (the engine, or a gateway key) spent its ``limit`` USD for the ``period``.
+
+    ``spent`` is what it had spent when the call was refused; the budget is
+    whole again in ``retry_after`` seconds, when the next period begins.
+    """
+
+    def __init__(
+        self, scope: str, spent: float, limit: float, period: str, retry_after: float
+    ) -> None:
+        self.scope = scope
+        self.spent = spent
+        self.limit = limit
+        self.period = period
+        self.retry_after = retry_after
+        super().__init__(
+            f"{scope} has spent ${spent:.4f} of its ${limit:g} budget for this {period};"
+            f" it renews in {_span(retry_after)}"
+        )
+
+
+def _span(seconds: float) -> str:
+    """``seconds`` as hours and minutes (or minutes and seconds) for a person to read."""
+    whole = max(0, round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
 
 
 class BatchError(OverdriveError):

@@ -58,6 +58,7 @@ class HomeLoop:
 
     __slots__ = (
         "__weakref__",
+        "_arrive_hooks",
         "_end_hooks",
         "_lock",
         "_moving",
@@ -73,6 +74,7 @@ class HomeLoop:
         self._lock = threading.Lock()
         self._rebind_hooks: list[Callable[[], Awaitable[None]]] = []
         self._end_hooks: list[Callable[[], Awaitable[None]]] = []
+        self._arrive_hooks: list[Callable[[], None]] = []
         # One watcher per loop it watches: the loop holds it weakly, so do we, strongly.
         self._watchers: dict[asyncio.AbstractEventLoop, AsyncIterator[None]] = {}
         self._owned: _LoopThread | None = None
@@ -84,6 +86,10 @@ class HomeLoop:
     def on_rebind(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Await ``hook`` on the new loop when home moves to it off a dead loop."""
         self._rebind_hooks.append(hook)
+
+    def on_arrive(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` on each loop home settles on, the first one too (to start tasks there)."""
+        self._arrive_hooks.append(hook)
 
     def on_loop_end(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Await ``hook`` on the home loop as it shuts down (``asyncio.run`` ending)."""
@@ -123,6 +129,8 @@ class HomeLoop:
             with self._lock:
                 self.loop, self._moving = loop, None
             moving.set_result(None)
+        for arrived in self._arrive_hooks:
+            arrived()
         return True
 
     def _target(self) -> asyncio.AbstractEventLoop | None:

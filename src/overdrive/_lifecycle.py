@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING
 from ._assembly import Parts
 from ._forward import Forwarder
 from ._stream_stage import StreamStage
+from .monitor import Alerts
 from .optimize import Optimizer
 from .tools import Toolbox
+from .trace import Tracing
 
 if TYPE_CHECKING:
     from .cache.semantic import SemanticTier
@@ -24,7 +26,16 @@ __all__ = ["Lifecycle"]
 class Lifecycle:
     """Drops, closes idle, and closes everything an engine holds, in a safe order."""
 
-    __slots__ = ("_forwarder", "_parts", "_streams", "_tools", "optimizer", "semantic")
+    __slots__ = (
+        "_forwarder",
+        "_parts",
+        "_streams",
+        "_tools",
+        "alerts",
+        "optimizer",
+        "semantic",
+        "tracer",
+    )
 
     def __init__(
         self, parts: Parts, streams: StreamStage, forwarder: Forwarder, tools: Toolbox
@@ -34,7 +45,9 @@ class Lifecycle:
         self._forwarder = forwarder
         self._tools = tools
         self.optimizer: Optimizer | None = None  # set once the engine starts one
+        self.alerts: Alerts | None = None  # set when [alerts] has rules
         self.semantic: SemanticTier | None = None  # set when [cache.semantic] is on
+        self.tracer: Tracing | None = None  # set when [tracing] is on
 
     async def forget_loop(self) -> None:
         """The loop the engine was bound to is gone: drop what waited or pooled on it."""
@@ -44,6 +57,9 @@ class Lifecycle:
         self._streams.forget_loop()
         parts.batches.forget_loop()
         self._tools.forget_loop()
+        if self.alerts is not None:  # their task died with the old loop: judge on this one
+            self.alerts.start()
+        parts.send.sender.budgets.forget_loop()
         if self.semantic is not None:
             self.semantic.forget_loop()
         for upstream in parts.send.upstreams:
@@ -59,12 +75,16 @@ class Lifecycle:
         await self._parts.cache.tiers.close_idle()
         await self._tools.close_idle()
         await self._forwarder.aclose()
+        if self.alerts is not None:  # their task is cancelled with the loop; pools close here
+            await self.alerts.aclose()
 
     async def close(self) -> None:
         """Stop the tasks (optimizer, probes, batch timers), then close pools and connections."""
         parts = self._parts
         if self.optimizer is not None:
             await self.optimizer.aclose()
+        if self.alerts is not None:
+            await self.alerts.aclose()
         await parts.send.router.aclose()  # stops the health probes
         await parts.send.dispatcher.aclose()  # losing race copies still out
         if self.semantic is not None:  # before the upstreams: remembering may embed through them
@@ -75,7 +95,10 @@ class Lifecycle:
         for upstream in parts.send.upstreams:
             await upstream.aclose()
         await self._forwarder.aclose()
+        await parts.send.sender.budgets.aclose()
         await parts.resources.aclose()
+        if self.tracer is not None:  # last: the spans of calls that ended while closing
+            await self.tracer.aclose()
 
     def __repr__(self) -> str:
         return (

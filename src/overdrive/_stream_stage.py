@@ -68,15 +68,8 @@ class StreamStage:
         upstream_api = call.api.upstream_api
         if not router.serves(call.model, upstream_api):  # fail fast, before any queueing
             raise router.unknown(call.model, upstream_api)
-        if call.fallbacks:
-            opener, keep = self._falling_back(call)
-        else:
-            opener, keep = (
-                functools.partial(parts.send.dispatcher.send, call, stream=True),
-                self._store,
-            )
         if not shares_answers(call, self._sampled):
-            return await self._flight.alone(opener)
+            return await self._alone(await self._admitted(call))
         key = self._key_of(call)
         cache = parts.cache
         looked = None
@@ -86,11 +79,33 @@ class StreamStage:
                 meters.hits.inc()
                 return played
             meters.misses.inc()
+        admitted = await self._admitted(call)
+        if admitted is not call:  # moved to a budget's fallback: not an answer of the key's model
+            return await self._alone(admitted)
+        opener, keep = self._opener(call)
         store = self._keeper(call, key, keep, looked) if cache.switch.on else None
-        reply = await self._flight.open(key, opener, store)
+        settlement = parts.send.sender.stream_settlement(call)
+        reply = await self._flight.open(key, opener, store, settlement)
         if reply.source == "coalesced":
             meters.coalesced.inc()
         return reply
+
+    async def _admitted(self, call: Call) -> Call:
+        """``call`` as a spent budget lets it go: itself, moved to a fallback, or refused."""
+        budgets = self._parts.send.sender.budgets
+        return await budgets.admit(call) if budgets.active else call
+
+    async def _alone(self, call: Call) -> StreamReply:
+        """A stream of ``call``'s own: nobody joins it, nothing stores it; its usage booked."""
+        opener, _ = self._opener(call)
+        return await self._flight.alone(opener, self._parts.send.sender.stream_settlement(call))
+
+    def _opener(self, call: Call) -> tuple[Opener, Keep]:
+        """How ``call`` opens (on its fallbacks, if it has any) and what may keep its stream."""
+        if call.fallbacks:
+            return self._falling_back(call)
+        opener = functools.partial(self._parts.send.dispatcher.send, call, stream=True)
+        return opener, self._store
 
     async def _played_back(
         self, call: Call, key: bytes

@@ -1,4 +1,4 @@
-"""The ``overdrive`` command: demo | gateway | hash-key | report | sim.
+"""The ``overdrive`` command: dashboard | demo | gateway | hash-key | report | sim | top.
 
 ``overdrive demo`` runs the built-in agent workload plainly and through
 overdrive against an in-process simulated upstream and prints both side by
@@ -30,11 +30,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     handler = {
+        "dashboard": _dashboard,
         "demo": _demo,
         "gateway": _gateway,
         "hash-key": _hash_key,
         "report": _report,
         "sim": _sim,
+        "top": _top,
     }[args.command]
     try:
         return handler(args)
@@ -46,6 +48,13 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="overdrive", description="Make AI agents fast and cheap.")
     parser.add_argument("--version", action="version", version=f"overdrive {_version()}")
     commands = parser.add_subparsers(dest="command")
+    dashboard = commands.add_parser("dashboard", help="an engine and its live dashboard")
+    dashboard.add_argument("--config", default=None, help="the engine's TOML (default: --demo)")
+    dashboard.add_argument("--host", default="127.0.0.1")
+    dashboard.add_argument("--port", type=int, default=8765)
+    dashboard.add_argument(
+        "--demo", action="store_true", help="simulated upstreams and agents calling them"
+    )
     demo = commands.add_parser("demo", help="agent workload, plain vs through overdrive")
     demo.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
     demo.add_argument("--tasks", type=_positive_int, default=60, help="agent tasks (default 60)")
@@ -80,6 +89,13 @@ def _parser() -> argparse.ArgumentParser:
         "--key-env", default=None, help="with --url: the env variable holding a gateway key"
     )
     report.add_argument("--json", action="store_true", help="print one JSON line instead")
+    top = commands.add_parser("top", help="the dashboard's figures in the terminal, live")
+    where = top.add_mutually_exclusive_group(required=True)
+    where.add_argument("--url", default=None, help="a gateway or od.dashboard() server")
+    where.add_argument("--file", default=None, help="a run saved with od.save_run(path)")
+    top.add_argument("--key-env", default=None, help="with --url: the env variable of a key")
+    top.add_argument("--interval", type=_positive_float, default=1.0, help="seconds per frame")
+    top.add_argument("--frames", type=_positive_int, default=None, help="stop after N frames")
     sim = commands.add_parser("sim", help="serve the simulated OpenAI-compatible upstream")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8080)
@@ -124,6 +140,19 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--api-key-env", default=None, help="require the key in this env variable")
     return parser
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from .dashboard import run_dashboard
+    from .engine import Overdrive
+
+    try:
+        return run_dashboard(
+            args.config, Overdrive.from_config, host=args.host, port=args.port, demo=args.demo
+        )
+    except (ConfigError, OSError) as exc:  # a bad file, a port in use: one line
+        print(f"overdrive dashboard: {exc}", file=sys.stderr)
+        return 2
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -206,30 +235,35 @@ def _report_sample(args: argparse.Namespace) -> Sample:
 
 
 def _gateway_sample(url: str, key_env: str | None) -> Sample:
-    import httpx
-
     from ._json import loads
+    from ._top import TopSourceError, operator_get
     from .gateway import REPORT_PATH
     from .optimize import sample_of
 
-    headers = {}
-    if key_env:
-        key = os.environ.get(key_env)
-        if not key:
-            raise ReportSourceError(f"--key-env {key_env} is not set")
-        headers["authorization"] = f"Bearer {key}"
-    target = url.rstrip("/") + REPORT_PATH
     try:
-        answer = httpx.get(target, headers=headers, timeout=10.0)
-    except (httpx.HTTPError, ValueError) as exc:
-        raise ReportSourceError(f"cannot reach {target}: {type(exc).__name__}: {exc}") from None
-    if answer.status_code != 200:
-        reason = answer.text[:200].strip()
-        raise ReportSourceError(f"{target} answered {answer.status_code}: {reason}")
+        body = operator_get(url, REPORT_PATH, key_env)
+    except TopSourceError as exc:
+        raise ReportSourceError(str(exc)) from None
     try:
-        return sample_of(loads(answer.content).get("sample"))
+        return sample_of(loads(body).get("sample"))
     except (ValueError, AttributeError) as exc:
-        raise ReportSourceError(f"{target} sent no report: {exc}") from None
+        raise ReportSourceError(f"{url.rstrip('/')}{REPORT_PATH} sent no report: {exc}") from None
+
+
+def _top(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from ._top import TopSourceError, fetch_url, frame, read_file, run_top
+
+    try:
+        if args.file:
+            Console().print(frame(read_file(args.file)))
+            return 0
+        run_top(fetch_url(args.url, args.key_env), interval=args.interval, frames=args.frames)
+    except TopSourceError as exc:
+        print(f"overdrive top: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _sim(args: argparse.Namespace) -> int:

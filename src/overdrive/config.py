@@ -29,9 +29,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -39,11 +37,15 @@ from pydantic import (
 )
 
 from ._errors import ConfigError
+from ._section import _Section
 from ._units import parse_bytes, parse_duration
+from .monitor import AlertsConfig
+from .trace import TracingConfig
 
 __all__ = [
     "AffinityConfig",
     "BatchingConfig",
+    "BudgetConfig",
     "CacheConfig",
     "Config",
     "DoorsConfig",
@@ -59,6 +61,7 @@ __all__ = [
     "RoutingConfig",
     "SemanticConfig",
     "ToolConfig",
+    "TracingConfig",
     "UpstreamConfig",
     "load_config",
 ]
@@ -67,10 +70,6 @@ CONFIG_ENV = "OVERDRIVE_CONFIG"
 
 Seconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 Bytes = Annotated[int, BeforeValidator(parse_bytes), Field(ge=0)]
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
 def _redis_url(value: str | None) -> str | None:
@@ -390,6 +389,22 @@ class ResourcesConfig(_Section):
     memory: Bytes | None = None
 
 
+class BudgetConfig(_Section):
+    """What a gateway key (``[gateway.keys.budget]``) or the engine (``[budget]``) may spend.
+
+    Spend is the cost of each answer (its usage at ``[[prices]]``) per UTC
+    day or month, shared by every replica through ``redis_url``. Once it
+    reaches ``usd``, calls are refused (429, ``budget_exceeded``) until the
+    period renews, or, with ``fallback``, sent as that (cheaper) model instead.
+    Answers from the cache cost nothing and are still served.
+    """
+
+    usd: float = Field(gt=0)
+    period: Literal["day", "month"] = "day"
+    # A model every call moves to once the budget is spent; unset: refuse them.
+    fallback: str | None = Field(default=None, min_length=1)
+
+
 class GatewayKey(_Section):
     """One virtual API key of the gateway: who may call, how often, with which cache.
 
@@ -415,6 +430,8 @@ class GatewayKey(_Section):
     # The highest `x-overdrive-priority` this key may ask for; higher asks are
     # lowered to it, so no tenant jumps another's queue unless allowed.
     max_priority: int = 0
+    # USD the key may spend per day or month (see BudgetConfig).
+    budget: BudgetConfig | None = None
 
     @model_validator(mode="after")
     def _one_secret(self) -> GatewayKey:
@@ -624,6 +641,17 @@ def _check_tools(tools: list[ToolConfig]) -> None:
             raise ConfigError(f"tools[{index}].rps", "give rpm or rps, not both")
 
 
+def _check_budget_fallbacks(config: Config) -> None:
+    """A budget's fallback must be a model some upstream or alias serves."""
+    served = set(config.models())
+    budgets = [("budget", config.budget)]
+    budgets += [(f"gateway.keys[{i}].budget", k.budget) for i, k in enumerate(config.gateway.keys)]
+    for where, budget in budgets:
+        if budget is not None and budget.fallback is not None and budget.fallback not in served:
+            problem = f"{budget.fallback!r} is not a model any upstream or [[models]] alias serves"
+            raise ConfigError(f"{where}.fallback", problem)
+
+
 class PriceConfig(_Section):
     """One model's price (``[[prices]]``), USD per million tokens; overrides the shipped list."""
 
@@ -657,9 +685,14 @@ class Config(_Section):
     resources: ResourcesConfig = ResourcesConfig()
     gateway: GatewayConfig = GatewayConfig()
     doors: DoorsConfig = DoorsConfig()
+    tracing: TracingConfig = TracingConfig()
     tools: list[ToolConfig] = Field(default_factory=list)
     # Prices per model, over the shipped list (overdrive/cost/prices.json).
     prices: list[PriceConfig] = Field(default_factory=list)
+    # [alerts], [[alerts.rules]], [[alerts.sinks]]: see docs/alerts.md.
+    alerts: AlertsConfig = AlertsConfig()
+    # USD the whole engine (every key and in-process caller) may spend per period.
+    budget: BudgetConfig | None = None
     namespace: str = ""
     # Shared state for every process of this deployment: rate limits, and the
     # cache's L2 tier unless [cache] redis_url names another Redis.
@@ -671,6 +704,7 @@ class Config(_Section):
         _check_aliases(self)
         _check_tools(self.tools)
         _check_unique("prices", [price.model for price in self.prices], "model")
+        _check_budget_fallbacks(self)
         return self
 
     def models(self) -> list[str]:

@@ -38,13 +38,14 @@ from ._stream_stage import StreamStage
 from .cache import StoredAnswer, call_key
 from .coalesce import RelayedReply, StreamFlight, StreamReply
 from .config import Config, load_config
-from .cost import cost_by_model
+from .cost import cost_by
 from .distribute import DistributedRun, TaskFn, distribute
 from .doors import Answer, Flavour, Passage, UnknownPaths, cached, make_client
-from .monitor import Measure, prometheus_text
+from .monitor import Alerts, Measure, build_alerts, prometheus_text
 from .monitor.names import COST
 from .optimize import LAST_RUN, Analysis, Optimizer, analyse, save_run, tool_tunables
 from .tools import McpSession, McpTools, Toolbox, ToolRunner, tool
+from .trace import Tracing, build_tracer
 from .upstream import Upstream, falls_back
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     import httpx2
 
     from .cache.semantic import SemanticTier
+    from .dashboard import DashboardServer
 
 __all__ = ["Overdrive", "Result"]
 
@@ -81,6 +83,10 @@ class Overdrive:
         # means the same in every process; an injected clock stands in for it.
         self._wall: Callable[[], float] = time.time if clock is None else self._clock.now
         self._rng = rng or random.Random()
+        # First: a missing otel extra fails before any part is built (and left unclosed).
+        self._tracer = build_tracer(
+            config.tracing, self._clock, {u.name: u.base_url for u in config.upstreams}
+        )
         parts = assemble(config, self._clock, self._rng, self._wall, probes=clock is None)
         self.metrics, self._meters = parts.metrics, parts.meters
         self.tunables, self.resources = parts.tunables, parts.resources
@@ -118,10 +124,16 @@ class Overdrive:
         )
         self._tools.on_runner(self._tune_tool)
         self._life = Lifecycle(parts, self._streams, self._forwarder, self._tools)
+        self._life.tracer = self._tracer
+        parts.send.dispatcher.traced = self._tracer is not None
         self._life.semantic = None if self._semantic is None else self._semantic.tier
         self._home.on_rebind(self._life.forget_loop)
         self._home.on_loop_end(self._life.close_idle)
         self._home.closer = self._life.close
+        # [alerts] over this engine's metrics, on its clock (closed with it).
+        self._alerts = self._life.alerts = build_alerts(config.alerts, self.metrics, self._clock)
+        self._start_alerts()
+        self._home.on_arrive(self._start_alerts)  # an engine made outside a loop, at first use
 
     @classmethod
     def from_config(
@@ -195,6 +207,11 @@ class Overdrive:
         just fetched are remembered (they are, in the background).
         """
         return None if self._semantic is None else self._semantic.tier
+
+    @property
+    def tracer(self) -> Tracing | None:
+        """The tracer ``[tracing]`` turned on (``od.tracer.force_flush()``), or None while off."""
+        return self._tracer
 
     @property
     def tools(self) -> Toolbox:
@@ -289,14 +306,20 @@ class Overdrive:
         started = self._clock.now()
         meters = self._meters.of(call.op)
         meters.requests.inc()
+        span = None if self._tracer is None else self._tracer.start(call, started)
         try:
             if not shares_answers(call, self._sampled):
-                return await self._sender.send(call)  # its own sample: no cache, no coalescing
+                result = await self._sender.send(call)  # its own sample: no cache, no coalescing
+                if span is not None:
+                    span.computed(result, False)
+                return result
             key = self._key(call)
             stage = self._stage
             looked = None
             if self._cache_switch.on and call.cache == "default":
                 found = await stage.lookup(key, call.max_age)
+                if span is not None:
+                    span.looked(found)
                 if found is not None:
                     meters.hits.inc()
                     if found.fresh:
@@ -305,6 +328,8 @@ class Overdrive:
                     return _cached_result(found.value, call.model, "stale")
                 if self._semantic is not None:
                     looked = await self._semantic.lookup(call)
+                    if span is not None:
+                        span.semantic(looked.answer is not None, looked.similarity)
                     if looked.answer is not None:
                         meters.hits.inc()
                         return _semantic_result(looked, call.model)
@@ -313,13 +338,21 @@ class Overdrive:
             read = _cached_result if self._cache_switch.on else None
             fetch = lambda: self._fetch(call, key, looked)  # noqa: E731 (one closure, not two)
             result, joined = await stage.compute_once(key, fetch, read)
+            if span is not None:
+                span.computed(result, joined)
             if joined:
                 meters.coalesced.inc()
-                return replace(result, source="coalesced")
+                return replace(result, source="coalesced", cost=0.0)  # the first caller paid
             # Read back from another process's answer (see compute_once), which names no model.
             return result if result.model else replace(result, model=call.model)
+        except BaseException as exc:
+            if span is not None:
+                span.fail(exc)
+            raise
         finally:
             meters.duration.observe(self._clock.now() - started)
+            if span is not None:
+                span.end()
 
     async def open_stream(self, call: Call) -> StreamReply:
         """Send a streamed call (paced and retried until its first byte); caller closes it.
@@ -331,6 +364,8 @@ class Overdrive:
         """
         home = self._home
         if asyncio.get_running_loop() is home.loop or await home.arrive():
+            if self._tracer is not None:  # a span to the first byte (see docs/tracing.md)
+                return await self._tracer.stream(call, self._streams.open)
             return await self._streams.open(call)
         try:
             reply = await home.elsewhere(self.open_stream(call))
@@ -410,12 +445,16 @@ class Overdrive:
         return analyse(self.metrics, self.stats())
 
     def save_run(self, path: str | Path = LAST_RUN) -> Path | None:
-        """Save this engine's figures for ``overdrive report --file`` (None if it cannot write).
+        """Save this engine's figures for ``overdrive report --file`` and ``overdrive top --file``.
+
+        None if it cannot write.
 
         >>> od.save_run("runs/nightly.json")  # doctest: +SKIP
         PosixPath('runs/nightly.json')
         """
-        return save_run(self, path)
+        from .dashboard import snapshot
+
+        return save_run(self, path, extra={"snapshot": snapshot(self)})
 
     def optimize(self, **options: Any) -> Optimizer:
         """Start the optimizer loop on this engine (closed with it); see :class:`Optimizer`.
@@ -433,6 +472,41 @@ class Overdrive:
     def optimizer(self) -> Optimizer | None:
         """The optimizer loop :meth:`optimize` started, if any."""
         return self._optimizer
+
+    @property
+    def alerts(self) -> Alerts | None:
+        """The ``[alerts]`` rules this engine judges (None without rules); see docs/alerts.md.
+
+        >>> od.alerts.status()  # doctest: +SKIP
+        [{'rule': 'chat-slow', 'labels': {'op': 'chat'}, 'state': 'pending', ...}]
+        """
+        return self._alerts
+
+    def _start_alerts(self) -> None:
+        """Evaluate ``[alerts]`` on the running loop; with none running, at first use there.
+
+        Home moving to a new loop starts them again there (``Lifecycle.forget_loop``).
+        """
+        if self._alerts is not None and _running_loop() is not None:
+            self._alerts.start()
+
+    def dashboard(
+        self, port: int = 8765, host: str = "127.0.0.1", *, interval: float = 1.0
+    ) -> DashboardServer:
+        """Serve the live dashboard of this engine at ``http://host:port/dashboard``.
+
+        It runs on the running event loop, or on the engine's own loop thread
+        in a sync program, until ``close()`` / ``aclose()`` (no key: keep it on
+        loopback). See ``docs/dashboard.md``.
+
+        >>> server = od.dashboard(port=8765)  # doctest: +SKIP
+        >>> server.url  # doctest: +SKIP
+        'http://127.0.0.1:8765/dashboard'
+        """
+        from .dashboard import Dashboard, serve_dashboard
+
+        board = Dashboard(interval=interval)
+        return serve_dashboard(self, host=host, port=port, submit=self.submit, dashboard=board)
 
     def metrics_text(self) -> str:
         """The engine's metrics in Prometheus text format (serve with ``monitor.CONTENT_TYPE``)."""
@@ -461,7 +535,9 @@ class Overdrive:
         metrics = self.metrics.snapshot()
         return {
             "metrics": metrics,
-            "cost_usd": cost_by_model(metrics["counters"], COST),
+            "cost_usd": cost_by(metrics["counters"], COST, "model"),
+            "cost_usd_by_key": cost_by(metrics["counters"], COST, "key"),
+            "budgets": self._sender.budgets.status(),
             "cache": cache.summary() if self._cache_switch.on else None,
             "semantic": None if self._semantic is None else self._semantic.tier.summary(),
             "in_flight": {u.name: u.in_flight for u in self._upstreams},
@@ -471,6 +547,7 @@ class Overdrive:
             "balancer": self._router.balancer,
             "health": self._router.health(),
             "resources": self.resources.snapshot(),
+            "alerts": [] if self._alerts is None else self._alerts.status(),
         }
 
     async def aclose(self) -> None:
@@ -495,6 +572,7 @@ class Overdrive:
             asyncio.run(self._life.close())
 
     async def __aenter__(self) -> Overdrive:
+        self._start_alerts()
         return self
 
     async def __aexit__(

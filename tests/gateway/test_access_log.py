@@ -74,12 +74,14 @@ def test_a_text_line_per_request_names_key_model_upstream_and_cache(
     assert fields[4:8] == ["key=team-a", "model=gpt-4o-mini", "upstream=sim", "cache=MISS"]
     assert fields[8].startswith("queue_ms=")
     assert fields[9].startswith("total_ms=")
+    assert float(fields[10].removeprefix("cost_usd=")) > 0  # the sim reports usage; it is priced
     assert fields[0].endswith("Z")
     assert "T" in fields[0]
     assert " cache=HIT " in hit
+    assert hit.endswith(" cost_usd=0.000000")  # the cache answered: nothing spent
     assert live.split(" ")[1:] == [
         "GET", "/health/live", "200", "key=-", "model=-", "upstream=-", "cache=-", "queue_ms=-",
-        live.split(" ")[-1],
+        live.split(" ")[-2], "cost_usd=0.000000",
     ]  # fmt: skip
     for line in (miss, hit):
         assert SECRET not in line
@@ -99,13 +101,14 @@ def test_a_json_line_holds_the_same_fields(
     record = orjson.loads(line)
     assert set(record) == {
         "time", "method", "path", "status", "key", "model", "upstream", "cache", "queue_ms",
-        "total_ms",
+        "total_ms", "cost_usd",
     }  # fmt: skip
     assert record["status"] == 200
     assert (record["key"], record["model"], record["upstream"]) == ("team-a", "gpt-4o-mini", "sim")
     assert record["cache"] == "MISS"
     assert isinstance(record["queue_ms"], float)
     assert record["total_ms"] >= 0
+    assert record["cost_usd"] > 0
 
 
 def test_off_writes_nothing(sim: SimServer, caplog: pytest.LogCaptureFixture) -> None:

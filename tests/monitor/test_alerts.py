@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 from typing import Any
 
@@ -131,20 +133,26 @@ def test_duplicate_rule_names_are_refused(clock: FakeClock) -> None:
 
 
 async def values(alerts: Alerts) -> dict[str, Any]:
+    """Each rule's value after one pass (rules here read one label set, or none)."""
     await alerts.evaluate()
     return {status["rule"]: status["value"] for status in alerts.status()}
 
 
-async def test_value_ratio_and_no_data(clock: FakeClock) -> None:
+async def test_value_ratio_per_label_set_and_no_data(clock: FakeClock) -> None:
     metrics = Metrics(clock)
-    alerts = Alerts(metrics, [HIT_RATIO, "overdrive_cache_hits_total{op=chat} > 0"], clock=clock)
-    assert await values(alerts) == {HIT_RATIO: None, "overdrive_cache_hits_total{op=chat} > 0": 0}
+    chat_hits = "overdrive_cache_hits_total{op=chat} > 0"
+    alerts = Alerts(metrics, [HIT_RATIO, chat_hits], clock=clock)
+    assert await values(alerts) == {HIT_RATIO: None, chat_hits: None}  # no series: no data
     metrics.counter("overdrive_cache_hits_total", op="chat").inc(1)
     metrics.counter("overdrive_cache_hits_total", op="embeddings").inc(1)
     metrics.counter("overdrive_cache_misses_total", op="chat").inc(8)
-    seen = await values(alerts)
-    assert seen[HIT_RATIO] == pytest.approx(0.2)
-    assert seen["overdrive_cache_hits_total{op=chat} > 0"] == 1
+    await alerts.evaluate()
+    seen = {(row["rule"], row["series"]): row["value"] for row in alerts.status()}
+    # embeddings has hits but no misses series: `misses + hits` has no partner for it.
+    assert seen == {
+        (HIT_RATIO, '{op="chat"}'): pytest.approx(1 / 9),
+        (chat_hits, '{op="chat"}'): 1,
+    }
 
 
 async def test_rates_over_the_lookback(clock: FakeClock) -> None:
@@ -187,17 +195,24 @@ async def test_percentile_over_the_recent_window(clock: FakeClock) -> None:
     metrics = Metrics(clock)
     source = MetricsSource(metrics)
     chat = Selector.of("overdrive_request_duration_seconds", op="chat")
-    assert source.percentile(chat, 95, None) is None
+    chat_key = (("op", "chat"),)
+    assert source.percentile(chat, 95, None) == {}
     for value in (0.1, 0.2, 5.0):
         metrics.histogram("overdrive_request_duration_seconds", op="chat").observe(value)
     metrics.histogram("overdrive_request_duration_seconds", op="embeddings").observe(9.0)
-    assert source.percentile(chat, 95, None) == pytest.approx(5.0, rel=0.01)
-    everything = Selector.of("overdrive_request_duration_seconds")
-    assert source.percentile(everything, 100, None) == pytest.approx(9.0, rel=0.01)
+    assert source.percentile(chat, 95, None) == {chat_key: pytest.approx(5.0, rel=0.01)}
+    per_op = source.percentile(Selector.of("overdrive_request_duration_seconds"), 100, None)
+    assert per_op == {
+        chat_key: pytest.approx(5.0, rel=0.01),
+        (("op", "embeddings"),): pytest.approx(9.0, rel=0.01),
+    }
+    merged = Selector("overdrive_request_duration_seconds", by=())
+    assert source.percentile(merged, 100, None) == {(): pytest.approx(9.0, rel=0.01)}
     clock.advance(120)  # older than the default 1m lookback
     metrics.histogram("overdrive_request_duration_seconds", op="chat").observe(0.3)
-    assert source.percentile(chat, 95, None) == pytest.approx(0.3, rel=0.01)
-    assert source.percentile(chat, 95, 300) == pytest.approx(5.0, rel=0.01)
+    assert source.percentile(chat, 95, None) == {chat_key: pytest.approx(0.3, rel=0.01)}
+    assert source.percentile(chat, 95, 300) == {chat_key: pytest.approx(5.0, rel=0.01)}
+    assert source.percentile(chat, 95, 3600) == {chat_key: pytest.approx(5.0, rel=0.01)}
 
 
 # -- the state machine ------------------------------------------------------------
@@ -427,3 +442,22 @@ async def test_start_evaluates_every_interval_without_polling(clock: FakeClock) 
         assert seen.states == ["firing"]
         assert seen.events[0].since == pytest.approx(30.0, abs=0.02)  # run_for steps by 0.01
     assert clock.sleepers == 0
+
+
+def test_p100_is_the_maximum_not_p10() -> None:
+    assert parse_rule("p100(h) > 1").expr == Percentile(100, Selector.of("h"))
+    assert parse_rule("p999(h) > 1").expr == Percentile(99.9, Selector.of("h"))
+
+
+def test_an_owned_webhook_client_is_made_again_on_the_next_loop() -> None:
+    event = AlertEvent("r", "x > 1", "firing", 2.0, 1.0, 0.0, 0.0, key="k1")
+    with WebhookReceiver(keep_alive=True) as receiver:
+        hook = WebhookSink(receiver.url, backoff=0.01, attempts=1)
+
+        async def send(key: str) -> None:
+            await hook.send(dataclasses.replace(event, key=key))
+            await hook.aclose()  # as the engine does when its loop ends
+
+        asyncio.run(send("k1"))
+        asyncio.run(send("k2"))  # closed on the first loop: a new pool on this one
+    assert sorted(receiver.accepted) == ["k1", "k2"]

@@ -15,8 +15,9 @@ from typing import Any
 class WebhookReceiver:
     """``with WebhookReceiver() as hook: ... hook.url ... hook.accepted``."""
 
-    def __init__(self, fail_first: int = 0) -> None:
+    def __init__(self, fail_first: int = 0, *, keep_alive: bool = False) -> None:
         self.fail_first = fail_first
+        self.keep_alive = keep_alive  # HTTP/1.1: a client may reuse its connection
         self.posts: list[dict[str, Any]] = []  # every POST, failed ones too
         self.accepted: dict[str, dict[str, Any]] = {}  # idempotency key -> payload
         self.duplicates = 0  # accepted POSTs whose key was seen before
@@ -34,6 +35,8 @@ class WebhookReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if receiver.keep_alive else "HTTP/1.0"
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 status = receiver.record(json.loads(body), self.headers.get("idempotency-key"))

@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from .._calls import FAMILIES
 from ._base import Api
+from ._stream_usage import StreamUsage
 from .chat import CHAT
 from .embeddings import EMBEDDINGS
 from .messages import COUNT_TOKENS, MESSAGES
@@ -29,6 +30,7 @@ __all__ = [
     "MESSAGES",
     "RESPONSES",
     "Api",
+    "StreamUsage",
     "for_request",
     "named",
     "register",

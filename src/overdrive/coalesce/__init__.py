@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ._coalesce import Coalescer
 from ._relay import Hop, RelayedReply
 from ._shared_stream import StreamReader
-from ._stream_flight import StreamFlight, StreamReply, replay, sse_lines
+from ._stream_flight import Settlement, StreamFlight, StreamReply, replay, sse_lines
 from ._threadflight import ThreadFlight
 
 if TYPE_CHECKING:
@@ -24,6 +24,7 @@ __all__ = [
     "Hop",
     "RedisLease",
     "RelayedReply",
+    "Settlement",
     "StreamFlight",
     "StreamReader",
     "StreamReply",

@@ -12,16 +12,27 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from .._clock import Clock
 from ..upstream import AnswerBounds, Exchange, read_within
 from ._shared_stream import DEFAULT_BUFFER_BYTES, DEFAULT_IDLE_TIMEOUT, SharedStream, StreamReader
 
-__all__ = ["StreamFlight", "StreamReply", "replay", "sse_lines"]
+__all__ = ["Settlement", "StreamFlight", "StreamReply", "replay", "sse_lines"]
 
 Opener = Callable[[], Awaitable[Exchange]]
 # Keeps a whole streamed body (its chunks, as they came) once it ended well.
 Store = Callable[[str, list[bytes]], Awaitable[None]]
+
+
+class Settlement(Protocol):
+    """Books what a stream used: it sees every chunk, then hears how the stream ended."""
+
+    def feed(self, chunk: bytes) -> None: ...
+
+    async def finish(self, exchange: Exchange, ended: bool) -> None:
+        """The stream is over (``ended``: it reached its end, not cut); its exchange still open."""
+        ...
 
 
 @dataclass(slots=True)
@@ -138,12 +149,19 @@ class StreamFlight:
         self.led = 0
         self.joined = 0
 
-    async def open(self, key: Hashable, opener: Opener, store: Store | None = None) -> StreamReply:
+    async def open(
+        self,
+        key: Hashable,
+        opener: Opener,
+        store: Store | None = None,
+        settlement: Settlement | None = None,
+    ) -> StreamReply:
         """The reply for ``key``: a reader of the stream in flight, or a new stream.
 
         ``store`` receives the chunks of a new stream that ended and was kept
         whole (no bigger than ``buffer_bytes``); it judges whether they are
-        worth keeping.
+        worth keeping. ``settlement`` books a new stream's usage (a joined one
+        was booked by the caller it joined).
         """
         pending = self._open.get(key)
         if pending is not None:
@@ -151,20 +169,23 @@ class StreamFlight:
             if origin is not None and origin.shared is not None and origin.shared.joinable:
                 self.joined += 1
                 return StreamReply(origin, "coalesced")
-        return await self._lead(key, opener, store)
+        return await self._lead(key, opener, store, settlement)
 
-    async def alone(self, opener: Opener) -> StreamReply:
+    async def alone(self, opener: Opener, settlement: Settlement | None = None) -> StreamReply:
         """A stream of the caller's own: nobody joins it and nothing stores it."""
         self.led += 1
-        origin = await self._start(opener, _nothing, None)
+        origin = await self._start(opener, _nothing, None, settlement)
         return StreamReply(origin, "upstream")
 
-    async def _lead(self, key: Hashable, opener: Opener, store: Store | None) -> StreamReply:
+    async def _lead(
+        self, key: Hashable, opener: Opener, store: Store | None, settlement: Settlement | None
+    ) -> StreamReply:
         self.led += 1
         pending: asyncio.Future[_Origin] = asyncio.get_running_loop().create_future()
         self._open[key] = pending
+        forget = lambda: self._forget(key, pending)  # noqa: E731 (one closure)
         try:
-            origin = await self._start(opener, lambda: self._forget(key, pending), store)
+            origin = await self._start(opener, forget, store, settlement)
         except BaseException as exc:
             self._forget(key, pending)
             if isinstance(exc, Exception):
@@ -180,7 +201,11 @@ class StreamFlight:
         return reply
 
     async def _start(
-        self, opener: Opener, finished: Callable[[], None], store: Store | None
+        self,
+        opener: Opener,
+        finished: Callable[[], None],
+        store: Store | None,
+        settlement: Settlement | None = None,
     ) -> _Origin:
         exchange = await opener()
         response = exchange.response
@@ -204,12 +229,14 @@ class StreamFlight:
             if tally.ended:
                 # About one token per event: lets the adaptive limit judge per token.
                 exchange.lease.output_tokens = max(1, tally.events)
+            if settlement is not None:  # may put the reported count in its place
+                await settlement.finish(exchange, tally.ended)
             await exchange.aclose()
             if kept is not None and store is not None:
                 await store(name, kept)
 
         # Decoded: we relay no content-encoding.
-        source = _counted(response.aiter_bytes(), bounds, tally)
+        source = _counted(response.aiter_bytes(), bounds, tally, settlement)
         shared = SharedStream(
             source,
             close,
@@ -248,7 +275,10 @@ class _Tally:
 
 
 async def _counted(
-    body: AsyncIterator[bytes], bounds: AnswerBounds, tally: _Tally
+    body: AsyncIterator[bytes],
+    bounds: AnswerBounds,
+    tally: _Tally,
+    settlement: Settlement | None = None,
 ) -> AsyncIterator[bytes]:
     """``body`` as it comes, cut with an error once it passes the upstream's body bound."""
     async for chunk in body:
@@ -257,6 +287,8 @@ async def _counted(
             raise bounds.body_error()
         # Server-sent data events, the closing [DONE] left out (a split "data:" is missed).
         tally.events += chunk.count(b"data:") - chunk.count(b"data: [DONE]")
+        if settlement is not None:
+            settlement.feed(chunk)
         yield chunk
     tally.ended = True
 

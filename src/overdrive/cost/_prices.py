@@ -27,7 +27,7 @@ from typing import Any
 
 from .._json import loads
 
-__all__ = ["DEFAULT_PRICES_AS_OF", "Price", "PriceTable", "cost_by_model", "default_prices"]
+__all__ = ["DEFAULT_PRICES_AS_OF", "Price", "PriceTable", "cost_by", "default_prices"]
 
 _PER_MILLION = 1_000_000
 
@@ -104,15 +104,17 @@ def default_prices() -> dict[str, Price]:
     return dict(_DEFAULTS)
 
 
-def cost_by_model(counters: Iterable[Mapping[str, Any]], name: str) -> dict[str, float]:
-    """USD booked per model, summed over ops and upstreams, from a metrics snapshot's counters.
+def cost_by(counters: Iterable[Mapping[str, Any]], name: str, label: str) -> dict[str, float]:
+    """USD booked per value of ``label`` (a model, a key), summed over the other labels.
 
-    >>> cost_by_model([{"name": "c", "labels": {"model": "m"}, "value": 0.5}] * 2, "c")
+    ``counters`` are a metrics snapshot's, ``name`` the cost counter's.
+
+    >>> cost_by([{"name": "c", "labels": {"model": "m"}, "value": 0.5}] * 2, "c", "model")
     {'m': 1.0}
     """
     totals: dict[str, float] = {}
     for counter in counters:
         if counter["name"] == name:
-            model = str(counter["labels"].get("model", ""))
-            totals[model] = totals.get(model, 0.0) + float(counter["value"])
+            value = str(counter["labels"].get(label, ""))
+            totals[value] = totals.get(value, 0.0) + float(counter["value"])
     return totals

@@ -14,7 +14,6 @@ import httpx2
 
 from ..engine import Overdrive
 from ..monitor.names import CACHE_HITS, COALESCED, REQUESTS
-from ..optimize import save_run
 from ..sim import SimConfig, SimServer
 from ._clients import API_MODELS, Api, ModelClient, model_client
 from ._workload import CHAT_MODEL, CLAUDE_MODEL, EMBED_MODEL, AgentTask, Workload
@@ -148,7 +147,7 @@ class _OverdriveRun(_PlainRun):
             result = await super().run(workload, on_task_done)
         finally:
             await self.engine.aclose()
-        save_run(self.engine)  # for `overdrive report`, in a later process
+        self.engine.save_run()  # for `overdrive report` and `top --file`, in a later process
         metrics = self.engine.metrics
         result.cache_hits = int(metrics.value(CACHE_HITS))
         result.coalesced = int(metrics.value(COALESCED))

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .._calls import Admission, CacheMode, Call, Result, admission
 from .._errors import (
+    BudgetExceededError,
     KeyLimitError,
     ModelNotAllowedError,
     QueueFullError,
@@ -86,12 +87,16 @@ class Answer:
     # For the access log: the gateway key's name and the model the call named.
     key: str = ""
     model: str = ""
+    # What the answer cost in USD (0.0 from the cache, or for a model with no price).
+    cost: float = 0.0
 
 
 class Gate(Protocol):
     """Who a call is made for (a gateway key): their cache namespace and their limits."""
 
     namespace: str
+    # The key's name: its calls' cost and budget are booked under it.
+    name: str
     # The highest admission priority this caller may ask for.
     max_priority: int
 
@@ -162,7 +167,7 @@ async def answer(
             marks = _marks(_JSON, result, served, waited + result.queued_s)
             if result.status >= 400:
                 marks[SHOULD_RETRY] = "false"  # the engine's retries are spent (see below)
-            return Answer(result.status, marks, result.body, model=call.model)
+            return Answer(result.status, marks, result.body, model=call.model, cost=result.cost)
     except _REFUSALS as exc:
         refused = _refusal(exc, api)
         refused.model = call.model if call is not None else ""
@@ -178,6 +183,7 @@ def _named(name: str) -> Api:
 
 # What a caller, a limit or an upstream refused, and the error answer for each.
 _REFUSALS = (
+    BudgetExceededError,
     KeyLimitError,
     QueueFullError,
     QueueTimeoutError,
@@ -195,6 +201,8 @@ def _refusal(exc: Exception, api: Api) -> Answer:
         reply.headers["retry-after"] = str(max(1, math.ceil(exc.retry_after)))
         reply.headers["retry-after-ms"] = str(math.ceil(exc.retry_after * 1000))
         return reply
+    if isinstance(exc, BudgetExceededError):
+        return _budget_refusal(exc, api)
     if isinstance(exc, QueueFullError):
         return error_answer(429, str(exc), "queue_full", api=api)
     if isinstance(exc, QueueTimeoutError):
@@ -209,6 +217,14 @@ def _refusal(exc: Exception, api: Api) -> Answer:
         return error_answer(400, str(exc), "invalid_request_error", exc.field, api=api)
     assert isinstance(exc, UpstreamError)
     reply = _upstream_failure(exc, api)
+    reply.headers[SHOULD_RETRY] = "false"
+    return reply
+
+
+def _budget_refusal(exc: BudgetExceededError, api: Api) -> Answer:
+    """429 until the period renews: retrying sooner cannot help, so SDKs are told not to."""
+    reply = error_answer(429, f"{exc}.", "budget_exceeded", api=api)
+    reply.headers["retry-after"] = str(max(1, math.ceil(exc.retry_after)))
     reply.headers[SHOULD_RETRY] = "false"
     return reply
 
@@ -266,10 +282,13 @@ def _seconds(value: str) -> float:
 def _call(api: Api, headers: Mapping[str, str], body: bytes, gate: Gate | None) -> Call:
     call = api.call(_json_body(body))
     mode, max_age = cache_control(headers.get("cache-control"))
-    namespace = gate.namespace if gate is not None else ""
-    if mode == "default" and max_age is None and not namespace:
-        return call  # the common case: no copy
-    return dataclasses.replace(call, cache=mode, max_age=max_age, namespace=namespace)
+    if gate is None:
+        if mode == "default" and max_age is None:
+            return call  # the common case: no copy
+        return dataclasses.replace(call, cache=mode, max_age=max_age)
+    return dataclasses.replace(
+        call, cache=mode, max_age=max_age, namespace=gate.namespace, key=gate.name
+    )
 
 
 _CACHE_MARKS = {"cache": "HIT", "stale": "STALE", "semantic": "SEMANTIC"}

@@ -10,7 +10,7 @@ request cannot forge or flood log lines.
 ``[gateway] access_log`` picks the shape: ``"text"``::
 
     2025-01-31T09:12:03.412Z POST /v1/chat/completions 200 key=team-a model=gpt-4o-mini
-    upstream=primary cache=MISS queue_ms=0.0 total_ms=12.4
+    upstream=primary cache=MISS queue_ms=0.0 total_ms=12.4 cost_usd=0.000150
 
 (one line), ``"json"`` (one object per line, the same fields), or ``"off"``.
 The line is only built when the logger is enabled for INFO, so a gateway
@@ -114,6 +114,7 @@ def _text_line(
         f" cache={headers.get('x-overdrive-cache') or _NONE}"
         f" queue_ms={headers.get('x-overdrive-queue-ms') or _NONE}"
         f" total_ms={total_s * 1000:.1f}"
+        f" cost_usd={reply.cost if reply is not None else 0.0:.6f}"
     )
 
 
@@ -133,6 +134,7 @@ def _json_line(
         "cache": headers.get("x-overdrive-cache"),
         "queue_ms": float(queue_ms) if queue_ms else None,
         "total_ms": round(total_s * 1000, 1),
+        "cost_usd": reply.cost if reply is not None else 0.0,
     }
     return dumps(fields).decode()
 

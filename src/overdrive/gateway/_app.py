@@ -24,6 +24,7 @@ from .._json import dumps
 from .._validate import check_int
 from ..apis import CHAT, Api, registered, shaped_for
 from ..config import GatewayConfig
+from ..dashboard import GET_PATHS, LOGIN_PATH, Dashboard, KeyGate
 from ..doors import (
     MODELS,
     REQUEST_HEADERS,
@@ -38,6 +39,7 @@ from ..monitor import CONTENT_TYPE as METRICS_TYPE
 from ..monitor import Counter
 from ..monitor.names import GATEWAY_REQUESTS
 from ..optimize import Sample, analyse
+from ..trace import TRACE_HEADERS
 from ._access_log import AccessLog
 from ._openapi import openapi_document
 from ._tenants import Tenant, Tenants
@@ -90,6 +92,7 @@ class GatewayApp:
         "_body_from_config",
         "_config",
         "_counters",
+        "_dashboard",
         "_draining",
         "_engine",
         "_gateway",
@@ -119,6 +122,7 @@ class GatewayApp:
         self._access_log = AccessLog(self._gateway.access_log)
         self._counters: dict[tuple[str, int], Counter] = {}
         self._openapi = dumps(openapi_document())
+        self._dashboard = Dashboard()
         self._routes = self._route_table()
 
     def _route_table(self) -> dict[str, dict[str, Handler | Kind]]:
@@ -133,6 +137,15 @@ class GatewayApp:
             "/metrics": {"GET": self._metrics},
             REPORT_PATH: {"GET": self._report},
             "/openapi.json": {"GET": self._openapi_json},
+            # HEAD of its own: a HEAD falling through to GET would open the endless feed.
+            **{
+                path: {
+                    "GET": self._dashboard_route(path),
+                    "HEAD": self._dashboard_route(path, "HEAD"),
+                }
+                for path in GET_PATHS
+            },
+            LOGIN_PATH: {"POST": self._dashboard_route(LOGIN_PATH, "POST")},
         }
 
     @property
@@ -280,7 +293,9 @@ class GatewayApp:
         if tenants.required and tenant is None:
             reply = _unauthorized(headers, kind if isinstance(kind, Api) else CHAT)
         else:
-            reply = await answer(engine, kind, headers, body, tenant)
+            work = answer(engine, kind, headers, body, tenant)
+            tracer = engine.tracer  # continues the caller's traceparent, if it sent one
+            reply = await (work if tracer is None else tracer.serving(work, headers))
             if tenant is not None:
                 reply.key = tenant.name
         self._count(engine, tenant, reply.status)
@@ -357,6 +372,30 @@ class GatewayApp:
         refused = self._operator_refusal("/openapi.json", headers)
         return refused if refused is not None else Answer(200, _JSON_HEADERS, self._openapi)
 
+    def _dashboard_route(self, path: str, method: str = "GET") -> Handler:
+        """The handler of a dashboard route: ``[gateway] metrics`` decides who may see it.
+
+        Under "keys" with keys configured, a key or the session cookie the key
+        form sets (see :mod:`overdrive.dashboard._gate`); "public": anyone; "off": 404.
+        """
+
+        async def handle(headers: Mapping[str, str], body: bytes) -> Answer:
+            engine, tenants = self._engine, self._tenants
+            if engine is None or tenants is None:
+                return _not_ready()
+            policy = self._gateway.metrics
+            if policy == "off":
+                return _unknown_url(path)
+            gate = None
+            if policy == "keys" and tenants.required:
+                gate = KeyGate(tenants, {k.name: k.digest() for k in self._gateway.keys})
+            # A draining gateway ends its live feeds: they would hold the drain forever.
+            return await self._dashboard.answer(
+                engine, method, path, headers, body, gate=gate, ended=lambda: self._draining
+            )
+
+        return handle
+
     def _operator_refusal(self, path: str, headers: Mapping[str, str]) -> Answer | None:
         """The answer ``[gateway] metrics`` gives instead of ``path``, or None to serve it."""
         policy = self._gateway.metrics
@@ -427,8 +466,9 @@ async def _disconnected(receive: Receive) -> None:
         pass
 
 
-# The request headers the door reads, as the server hands them over (lower-case bytes).
-DOOR_HEADERS = frozenset(name.encode() for name in REQUEST_HEADERS)
+# The request headers the door reads, as the server hands them over (lower-case bytes);
+# and the cookie, for the dashboard's session (a browser's EventSource sends no key).
+DOOR_HEADERS = frozenset(name.encode() for name in REQUEST_HEADERS | {"cookie"} | TRACE_HEADERS)
 
 
 def _headers(scope: Scope) -> dict[str, str]:

@@ -11,7 +11,15 @@ True
 from __future__ import annotations
 
 from . import names
-from ._alert_sinks import AlertEvent, AlertSink, CallbackSink, LogSink, WebhookSink
+from ._alert_config import AlertsConfig, build_alerts
+from ._alert_sinks import (
+    AlertEvent,
+    AlertSink,
+    CallbackSink,
+    FilteredSink,
+    LogSink,
+    WebhookSink,
+)
 from ._alerts import Alerts
 from ._default import measure, metrics_text
 from ._faults import TierFaults
@@ -26,8 +34,10 @@ __all__ = [
     "AlertEvent",
     "AlertSink",
     "Alerts",
+    "AlertsConfig",
     "CallbackSink",
     "Counter",
+    "FilteredSink",
     "Gauge",
     "Histogram",
     "LogSink",
@@ -36,6 +46,7 @@ __all__ = [
     "OpMeterBook",
     "TierFaults",
     "WebhookSink",
+    "build_alerts",
     "measure",
     "metrics_text",
     "names",

@@ -7,7 +7,8 @@ Grammar (whitespace is free)::
     threshold := NUMBER [ "ms" | "s" | "m" | "h" | "d" | "%" ]
     expr      := term (("+" | "-") term)*
     term      := atom (("*" | "/") atom)*
-    atom      := NUMBER | "(" expr ")" | selector | call
+    atom      := NUMBER | "(" expr ")" | (selector | call) [grouping]
+    grouping  := "by" "(" [NAME ("," NAME)*] ")"             sum/merge down to these labels
     call      := "value(" selector ")"
                | "rate(" selector ["[" DURATION "]"] ")"       per second, over 1m by default
                | "increase(" selector ["[" DURATION "]"] ")"   rise over the lookback
@@ -16,18 +17,23 @@ Grammar (whitespace is free)::
                | "ratio(" expr "," expr ")"                    no data when the divisor is 0
     selector  := NAME ["{" label "=" value ("," label "=" value)* "}"]
 
+Each expression is judged per label set (see ``_alerts``): ``grouping``
+applies to the selector of a ``value``, ``rate``, ``increase`` or percentile.
+
 >>> rule = parse_rule("p95(latency_seconds{op=chat}) > 250ms for 1m")
 >>> rule.threshold, rule.duration
 (0.25, 60.0)
 >>> str(rule.expr)
 'p95(latency_seconds{op="chat"})'
+>>> str(parse_rule("rate(errors_total[5m]) by (op, model) > 1").expr)
+'rate(errors_total[300s]) by (model, op)'
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, cast
 
 from .._errors import ConfigError
@@ -57,6 +63,7 @@ def parse_rule(
     labels: Mapping[str, str] | None = None,
     repeat_interval: float | None = None,
     field: str = "rule",
+    annotations: Mapping[str, str] | None = None,
 ) -> Rule:
     """Parse ``text`` into a :class:`Rule`; errors raise ``ConfigError(field, problem)``.
 
@@ -78,6 +85,7 @@ def parse_rule(
         labels=dict(labels or {}),
         repeat_interval=repeat_interval,
         text=" ".join(text.split()),
+        annotations=dict(annotations or {}),
     )
 
 
@@ -180,9 +188,27 @@ class _Parser:
             raise self._error(
                 "a metric name, a function such as rate(...) or p95(...), or a number"
             )
-        if self._tokens[self._at + 1].text == "(":
-            return self._call()
-        return Value(self._selector())
+        at = self._at
+        expr = self._call() if self._tokens[at + 1].text == "(" else Value(self._selector())
+        return self._grouped(expr, at)
+
+    def _grouped(self, expr: Expr, at: int) -> Expr:
+        """``expr by (labels)``: the grouping lands on the selector ``expr`` reads."""
+        token = self._peek()
+        if token.kind != "name" or token.text != "by":
+            return expr
+        if isinstance(expr, Number | BinaryOp):  # ratio(a, b) by (...): which selector?
+            raise self._error("`by (...)` after value, rate, increase or a percentile", at=at)
+        self._take()
+        self._expect_op("(")
+        names: list[str] = []
+        while self._peek().text != ")":
+            names.append(self._expect("name", "a label name").text)
+            if self._peek().text != ")":
+                self._expect_op(",")
+        self._take()
+        by = tuple(sorted(set(names)))
+        return replace(expr, selector=replace(expr.selector, by=by))
 
     def _call(self) -> Expr:
         name = self._take().text
@@ -209,9 +235,10 @@ class _Parser:
         short = _PERCENTILE.fullmatch(name)
         if short is not None:
             digits = short.group(1)
-            # p95 -> 95, p999 -> 99.9, p9999 -> 99.99: Prometheus-style shorthands.
+            # p95 -> 95, p999 -> 99.9, p9999 -> 99.99: Prometheus-style shorthands (p100: max).
+            nines = len(digits) > 2 and digits != "100"
             return self._percentile(
-                float(digits[:2] + "." + digits[2:]) if len(digits) > 2 else float(digits)
+                float(digits[:2] + "." + digits[2:]) if nines else float(digits)
             )
         raise self._error(
             "a function: value, rate, increase, ratio, percentile or pNN", at=self._at - 2

@@ -9,7 +9,8 @@ A rule is written as a string or built from dataclasses::
         / rate(overdrive_upstream_requests_total[5m]) > 1%
 
 :func:`~overdrive.monitor.parse_rule` (in ``_alert_parse``, with the grammar)
-reads the string form into these dataclasses.
+reads the string form into these dataclasses. Each expression is judged per
+label set of the series it reads (``_alert_vector``, ``_alerts``; docs/alerts.md).
 """
 
 from __future__ import annotations
@@ -41,15 +42,41 @@ DEFAULT_LOOKBACK = 60.0  # seconds a rate() or increase() looks back when not to
 
 @dataclass(frozen=True, slots=True)
 class Selector:
-    """The series named ``name`` whose labels include ``labels`` (summed or merged)."""
+    """The series named ``name`` whose labels include ``labels``, one value per label set.
+
+    ``by`` (``rate(x_total) by (op)``) sums counters, and merges histograms,
+    down to those labels first: one value per distinct ``op``; ``by ()``
+    gives one value for everything matched. ``None`` keeps every series apart.
+
+    >>> Selector.of("x_total", op="chat").group((("model", "m"), ("op", "chat")))
+    (('model', 'm'), ('op', 'chat'))
+    >>> Selector("x_total", by=("op",)).group((("model", "m"), ("op", "chat")))
+    (('op', 'chat'),)
+    """
 
     name: str
     labels: tuple[tuple[str, str], ...] = ()
+    by: tuple[str, ...] | None = None
 
     @classmethod
     def of(cls, name: str, **labels: str) -> Selector:
         """``Selector.of("hits_total", op="chat")``: labels as keywords."""
         return cls(name, tuple(sorted(labels.items())))
+
+    def matches(self, labels: tuple[tuple[str, str], ...]) -> bool:
+        """Whether a series with ``labels`` (sorted pairs) is one this selects."""
+        return set(self.labels) <= set(labels)
+
+    def group(self, labels: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+        """The label set a series with ``labels`` counts towards (``by`` applied)."""
+        if self.by is None:
+            return labels
+        return tuple(pair for pair in labels if pair[0] in self.by)
+
+    @property
+    def grouping(self) -> str:
+        """`` by (a, b)`` as written after the function, or ``""`` without ``by``."""
+        return "" if self.by is None else f" by ({', '.join(self.by)})"
 
     def __str__(self) -> str:
         if not self.labels:
@@ -70,12 +97,12 @@ class Number:
 
 @dataclass(frozen=True, slots=True)
 class Value:
-    """The current value of a counter (or gauge): the sum over matching series."""
+    """The current value of each matching counter or gauge series."""
 
     selector: Selector
 
     def __str__(self) -> str:
-        return str(self.selector)
+        return f"{self.selector}{self.selector.grouping}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +113,7 @@ class Rate:
     window: float = DEFAULT_LOOKBACK
 
     def __str__(self) -> str:
-        return f"rate({self.selector}[{_seconds(self.window)}])"
+        return f"rate({self.selector}[{_seconds(self.window)}]){self.selector.grouping}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +124,7 @@ class Increase:
     window: float = DEFAULT_LOOKBACK
 
     def __str__(self) -> str:
-        return f"increase({self.selector}[{_seconds(self.window)}])"
+        return f"increase({self.selector}[{_seconds(self.window)}]){self.selector.grouping}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +140,8 @@ class Percentile:
         if self.window is not None:
             inner += f"[{_seconds(self.window)}]"
         if self.q == int(self.q):
-            return f"p{self.q:g}({inner})"
-        return f"percentile({self.q:g}, {inner})"
+            return f"p{self.q:g}({inner}){self.selector.grouping}"
+        return f"percentile({self.q:g}, {inner}){self.selector.grouping}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +169,8 @@ class Rule:
     >>> rule.holds(3.5), rule.holds(None)
     (True, False)
 
-    ``labels`` travel with every notification (e.g. ``severity``);
+    ``labels`` travel with every notification (e.g. ``severity``), and so do
+    ``annotations`` (``summary``, ``description``: text for humans);
     ``repeat_interval`` re-sends a firing alert that often (off when None).
     """
 
@@ -154,6 +182,7 @@ class Rule:
     labels: Mapping[str, str] = field(default_factory=dict)
     repeat_interval: float | None = None
     text: str = ""  # the source string when parsed; rendered from expr otherwise
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.op not in COMPARE:

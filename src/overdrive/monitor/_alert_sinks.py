@@ -10,10 +10,11 @@ evaluator counts and logs failures, so a broken sink never stops evaluation.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, TypeAlias
@@ -23,12 +24,14 @@ import orjson
 
 from .._clock import Clock, SystemClock
 from .._validate import check_int
+from ._alert_vector import render
 
 __all__ = [
     "AlertEvent",
     "AlertSink",
     "AlertState",
     "CallbackSink",
+    "FilteredSink",
     "LogSink",
     "WebhookDeliveryError",
     "WebhookSink",
@@ -40,11 +43,14 @@ logger = logging.getLogger("overdrive.alerts")
 
 @dataclass(frozen=True, slots=True)
 class AlertEvent:
-    """One transition of one rule, as every sink receives it.
+    """One transition of one label set of one rule, as every sink receives it.
 
+    ``series`` is the label set judged (e.g. ``{"model": "gpt-4o"}``; empty
+    for a rule over unlabelled series), ``labels`` the rule's own (e.g.
+    ``severity``), ``annotations`` its text for humans (``summary``, ...).
     ``since`` is the clock time of the transition, ``active_since`` when the
     condition started to hold; ``key`` is the same for every delivery of this
-    transition (rule + state + since), so receivers can drop duplicates.
+    transition (rule + label set + state + since), so receivers can drop duplicates.
     """
 
     rule: str
@@ -58,12 +64,15 @@ class AlertEvent:
     labels: Mapping[str, str] = field(default_factory=dict)
     repeat: int = 0  # 0 for the transition itself, n for the n-th reminder
     at: float = field(default_factory=time.time)  # wall time, for humans
+    series: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def summary(self) -> str:
-        """One line for humans, e.g. ``[FIRING] chat-latency: p95(...) > 3s (value 4.2)``."""
+        """One line, e.g. ``[FIRING] chat-latency{model="gpt-4o"}: p95(...) > 3s (value 4.2)``."""
         value = "no data" if self.value is None else f"{self.value:.4g}"
-        return f"[{self.state.upper()}] {self.rule}: {self.expression} (value {value})"
+        where = render(tuple(sorted(self.series.items())))
+        return f"[{self.state.upper()}] {self.rule}{where}: {self.expression} (value {value})"
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON payload a webhook receives."""
@@ -76,6 +85,8 @@ class AlertEvent:
             "since": self.since,
             "active_since": self.active_since,
             "labels": dict(self.labels),
+            "series": dict(self.series),
+            "annotations": dict(self.annotations),
             "summary": self.summary,
             "idempotency_key": self.key,
             "repeat": self.repeat,
@@ -141,6 +152,50 @@ class CallbackSink:
         return f"CallbackSink({self._callback!r})"
 
 
+class FilteredSink:
+    """``sink``, for the events of some rules and severities only (empty: all of them).
+
+    >>> sink = FilteredSink(LogSink(), severities=["page"])
+    >>> event = AlertEvent("r", "x > 1", "firing", 2.0, 1.0, 0.0, 0.0, key="k")
+    >>> sink.accepts(event), sink.name
+    (False, 'log')
+
+    The evaluator asks :meth:`accepts` before sending, so an event filtered
+    out is neither delivered nor counted.
+    """
+
+    __slots__ = ("_rules", "_severities", "sink")
+
+    def __init__(
+        self, sink: AlertSink, *, rules: Iterable[str] = (), severities: Iterable[str] = ()
+    ) -> None:
+        self.sink = sink
+        self._rules = frozenset(rules)
+        self._severities = frozenset(severities)
+
+    @property
+    def name(self) -> str:
+        return self.sink.name
+
+    def accepts(self, event: AlertEvent) -> bool:
+        if self._rules and event.rule not in self._rules:
+            return False
+        return not self._severities or event.labels.get("severity") in self._severities
+
+    async def send(self, event: AlertEvent) -> None:
+        if self.accepts(event):
+            await self.sink.send(event)
+
+    async def aclose(self) -> None:
+        await self.sink.aclose()
+
+    def __repr__(self) -> str:
+        return (
+            f"FilteredSink({self.sink!r}, rules={sorted(self._rules)}, "
+            f"severities={sorted(self._severities)})"
+        )
+
+
 class WebhookDeliveryError(Exception):
     """Every attempt to POST one event failed; the message says how the last one did."""
 
@@ -159,7 +214,17 @@ class WebhookSink:
     Transport errors, 5xx and 429 are retried; any other status is final.
     """
 
-    __slots__ = ("_attempts", "_backoff", "_client", "_clock", "_headers", "_owns_client", "_url")
+    __slots__ = (
+        "_attempts",
+        "_backoff",
+        "_client",
+        "_clock",
+        "_headers",
+        "_loop",
+        "_owns_client",
+        "_timeout",
+        "_url",
+    )
 
     def __init__(
         self,
@@ -178,7 +243,9 @@ class WebhookSink:
         self._attempts = attempts
         self._backoff = backoff
         self._owns_client = client is None
-        self._client = client or httpx.AsyncClient(timeout=timeout)
+        self._client = client  # None: made on the loop of the first send
+        self._timeout = timeout
+        self._loop: asyncio.AbstractEventLoop | None = None
         # Backoff waits on real time by default: delivery is real I/O even when
         # the evaluator runs on a fake clock.
         self._clock: Clock = clock or SystemClock()
@@ -204,7 +271,7 @@ class WebhookSink:
     async def _post(self, body: bytes, headers: dict[str, str]) -> str:
         """'' when delivered; otherwise why, starting with 'retry' when worth retrying."""
         try:
-            response = await self._client.post(self._url, content=body, headers=headers)
+            response = await self._http().post(self._url, content=body, headers=headers)
         except httpx.HTTPError as exc:
             return f"retry after {type(exc).__name__}: {exc}"
         status = response.status_code
@@ -213,9 +280,19 @@ class WebhookSink:
         verdict = "retry after" if status >= 500 or status == 429 else "gave up on"
         return f"{verdict} HTTP {status}"
 
+    def _http(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if self._client is None or (self._owns_client and self._loop is not loop):
+            # Pooled connections belong to the loop that opened them: a new loop, a new pool.
+            self._client, self._loop = httpx.AsyncClient(timeout=self._timeout), loop
+        return self._client
+
     async def aclose(self) -> None:
-        if self._owns_client:
-            await self._client.aclose()
+        client = self._client
+        if self._owns_client and client is not None:
+            self._client = None
+            if self._loop is asyncio.get_running_loop():
+                await client.aclose()
 
     def __repr__(self) -> str:
         return f"WebhookSink({self._url!r}, attempts={self._attempts})"

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Iterator, Mapping
+from typing import Protocol, TypeAlias
 
 from .._errors import ConfigError
 from ._alert_rules import DEFAULT_LOOKBACK, Selector
-from ._series import Counter, Histogram
+from ._alert_vector import Labels, Vector
+from ._metrics import Family
+from ._series import Counter, Gauge, Histogram
+from ._window import WindowedHistogram
 
-__all__ = ["MetricSource", "MetricsSource", "Registry"]
+__all__ = ["MetricSource", "MetricsSource", "Registry", "Sampled"]
+
+# One value per label set; a plain number stands for one unlabelled series, None for none.
+Sampled: TypeAlias = float | Mapping[Labels, float] | None
 
 
 class MetricSource(Protocol):
@@ -16,15 +23,16 @@ class MetricSource(Protocol):
 
     Implement it over any store: the evaluator samples counters each pass and
     derives ``rate``/``increase`` from successive samples, so a source only
-    answers "what is it now".
+    answers "what is it now", per label set. A source that knows no labels
+    may answer a plain number (one unlabelled series).
     """
 
-    def sample(self, selector: Selector) -> float | None:
-        """The current value of a counter or gauge (summed over matching series)."""
+    def sample(self, selector: Selector) -> Sampled:
+        """The current value of each matching counter or gauge, by label set."""
         ...
 
-    def percentile(self, selector: Selector, q: float, window: float | None) -> float | None:
-        """The ``q``-th percentile of the matching histograms; None when they are empty.
+    def percentile(self, selector: Selector, q: float, window: float | None) -> Sampled:
+        """The ``q``-th percentile of each matching histogram with observations, by label set.
 
         ``window`` is the lookback the rule asked for (seconds) or None; a
         source without windows may ignore it and answer over all time.
@@ -35,11 +43,7 @@ class MetricSource(Protocol):
 class Registry(Protocol):
     """The parts of :class:`overdrive.monitor.Metrics` the adapter reads and counts with."""
 
-    def value(self, name: str, **labels: str) -> float: ...
-
-    def snapshot(self) -> dict[str, Any]: ...
-
-    def histogram(self, name: str, **labels: str) -> Histogram: ...
+    def collect(self) -> list[Family]: ...
 
     def counter(self, name: str, **labels: str) -> Counter: ...
 
@@ -47,16 +51,20 @@ class Registry(Protocol):
 class MetricsSource:
     """A :class:`MetricSource` over a :class:`~overdrive.monitor.Metrics` registry.
 
-    Counters and gauges are summed over every series whose labels include the
-    selector's; histograms are merged likewise. A percentile reads the
-    registry's sliding window (the rule's ``[lookback]``, 1m by default) when
-    the registry keeps windows, and all observations otherwise.
+    Each series whose labels include the selector's is one label set (its
+    own labels); with ``by`` the series are summed (counters, gauges) or
+    merged (histograms) per value of those labels. A percentile reads each
+    histogram's sliding window (the rule's ``[lookback]``, 1m by default)
+    when the registry keeps windows, and all observations otherwise.
 
     >>> from overdrive.monitor import Metrics
     >>> metrics = Metrics()
-    >>> metrics.histogram("latency_seconds", op="chat").observe(2.0)
+    >>> metrics.histogram("latency_seconds", op="chat", model="a").observe(2.0)
+    >>> metrics.histogram("latency_seconds", op="chat", model="b").observe(4.0)
     >>> MetricsSource(metrics).percentile(Selector.of("latency_seconds"), 50, None)
-    2.0
+    {(('model', 'a'), ('op', 'chat')): 2.0, (('model', 'b'), ('op', 'chat')): 4.0}
+    >>> MetricsSource(metrics).percentile(Selector("latency_seconds", by=()), 100, None)
+    {(): 4.0}
     """
 
     __slots__ = ("_metrics",)
@@ -64,42 +72,48 @@ class MetricsSource:
     def __init__(self, metrics: Registry) -> None:
         self._metrics = metrics
 
-    def sample(self, selector: Selector) -> float | None:
-        labels = dict(selector.labels)
-        gauges = self._matching("gauges", selector)
-        # A name is one kind in the registry, so at most one of these is non-zero.
-        return self._metrics.value(selector.name, **labels) + sum(
-            entry["value"] or 0.0 for entry in gauges
-        )
+    def sample(self, selector: Selector) -> Vector:
+        found: Vector = {}
+        for labels, series in self._series(selector):
+            value = _read(series)
+            if value is not None:
+                group = selector.group(labels)
+                found[group] = found.get(group, 0.0) + value
+        return found
 
-    def percentile(self, selector: Selector, q: float, window: float | None) -> float | None:
-        histogram = self._windowed(selector, window or DEFAULT_LOOKBACK)
-        if histogram is None:
-            found = [
-                self._metrics.histogram(entry["name"], **entry["labels"])
-                for entry in self._matching("histograms", selector)
-            ]
-            histogram = Histogram().merge(found)
-        return None if histogram.count == 0 else histogram.percentile(q)
+    def percentile(self, selector: Selector, q: float, window: float | None) -> Vector:
+        merged: dict[Labels, Histogram] = {}
+        for labels, series in self._series(selector):
+            if isinstance(series, Histogram):
+                recent = _recent(series, window or DEFAULT_LOOKBACK)
+                merged.setdefault(selector.group(labels), Histogram()).merge([recent])
+        return {labels: h.percentile(q) for labels, h in merged.items() if h.count}
 
-    def _windowed(self, selector: Selector, seconds: float) -> Histogram | None:
-        """The last ``seconds`` of the histograms; None when the registry keeps no windows."""
-        window = getattr(self._metrics, "window", None)
-        if window is None:
-            return None
-        try:
-            found = window(selector.name, seconds, **dict(selector.labels)).histogram
-        except ConfigError:  # a registry built with horizon_seconds=0
-            return None
-        return found if isinstance(found, Histogram) else Histogram()
-
-    def _matching(self, kind: str, selector: Selector) -> list[dict[str, Any]]:
-        wanted = set(selector.labels)
-        return [
-            entry
-            for entry in self._metrics.snapshot().get(kind, [])
-            if entry["name"] == selector.name and wanted <= set(entry["labels"].items())
-        ]
+    def _series(self, selector: Selector) -> Iterator[tuple[Labels, Counter | Gauge | Histogram]]:
+        for family in self._metrics.collect():
+            if family.name == selector.name:
+                yield from ((k, s) for k, s in family.series if selector.matches(k))
 
     def __repr__(self) -> str:
         return f"MetricsSource({self._metrics!r})"
+
+
+def _read(series: Counter | Gauge | Histogram) -> float | None:
+    """A counter's or gauge's value; None for a histogram, or a gauge whose callback failed."""
+    if isinstance(series, Histogram):
+        return None
+    try:
+        return series.value
+    except Exception:  # a gauge's callback: one broken gauge must not hide the others
+        return None
+
+
+def _recent(series: Histogram, seconds: float) -> Histogram:
+    """The last ``seconds`` of a histogram; all of it when it keeps no windows that long."""
+    if not isinstance(series, WindowedHistogram):
+        return series
+    try:
+        found = series.window(seconds).histogram
+    except ConfigError:  # a lookback past the registry's horizon
+        return series
+    return found if found is not None else Histogram()

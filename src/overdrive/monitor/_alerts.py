@@ -1,6 +1,9 @@
-"""Alert evaluation: rules over metrics, a state per rule, each transition sent once.
+"""Alert evaluation: rules over metrics, judged per label set, each transition sent once.
 
-::
+A rule's expression gives one value per label set of the series it reads
+(``p95(latency_seconds{op=chat})`` one per ``model``/``upstream``/... seen,
+see ``_alert_vector`` for how two operands match), and every label set has a
+state of its own, its own ``for`` timer and its own reminders::
 
     inactive ──condition true──► pending ──held for `for`──► firing
         ▲                          │                            │
@@ -10,7 +13,13 @@ Sinks receive *firing* and *resolved* (and reminders of firing when a rule has
 ``repeat_interval``); *pending* is visible in :meth:`Alerts.status` only, so a
 condition that flaps inside its ``for`` window never notifies anyone. No data
 (a percentile of an empty histogram, a rate before two readings, a division
-by zero) counts as the condition being false.
+by zero, a label set no longer there) counts as the condition being false:
+a label set that disappears resolves if it was firing and is then forgotten.
+
+A rule tracks at most ``max_series`` label sets (1,000 by default). Once
+full, new label sets are not tracked and are counted in :attr:`Alerts.dropped`
+(the ones already tracked keep their timers: a flood of new label sets cannot
+push out a firing alert, nor grow memory).
 
 >>> import asyncio
 >>> from overdrive.monitor import Metrics
@@ -18,12 +27,13 @@ by zero) counts as the condition being false.
 >>> from overdrive.monitor._alert_sinks import CallbackSink
 >>> metrics, clock, seen = Metrics(), FakeClock(), []
 >>> alerts = Alerts(metrics, ["errors_total > 2 for 30s"], [CallbackSink(seen.append)], clock=clock)
->>> metrics.counter("errors_total").inc(5)
+>>> metrics.counter("errors_total", model="a").inc(5)
+>>> metrics.counter("errors_total", model="b").inc(1)
 >>> asyncio.run(alerts.evaluate())
 []
 >>> clock.advance(30)
->>> [event.state for event in asyncio.run(alerts.evaluate())]
-['firing']
+>>> [event.summary for event in asyncio.run(alerts.evaluate())]
+['[FIRING] errors_total > 2 for 30s{model="a"}: errors_total > 2 for 30s (value 5)']
 """
 
 from __future__ import annotations
@@ -31,139 +41,65 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import itertools
 import logging
 import os
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeGuard, TypeVar, cast
 
 from .._clock import Clock, SystemClock
 from .._errors import ConfigError
-from .._validate import check_duration
+from .._validate import check_duration, check_int
+from ._alert_eval import EPSILON, History, Reading, counters, lookbacks
 from ._alert_parse import parse_rule
-from ._alert_rules import (
-    BinaryOp,
-    Expr,
-    Increase,
-    Number,
-    Percentile,
-    Rate,
-    Rule,
-    Selector,
-    Value,
-)
-from ._alert_sinks import AlertEvent, AlertSink, AlertState
+from ._alert_rules import Rule
+from ._alert_sinks import AlertEvent, AlertSink, AlertState, FilteredSink
 from ._alert_source import MetricSource, MetricsSource, Registry
+from ._alert_vector import Labels, Vector, render
 from .names import ALERT_NOTIFICATIONS
 
 __all__ = ["Alerts", "MetricSource", "MetricsSource", "Registry"]
 
 logger = logging.getLogger("overdrive.alerts")
-_EPSILON = 1e-9  # float slack when comparing clock differences with durations
 T = TypeVar("T")
-
-
-class _History:
-    """Recent counter samples per selector, so rates need no window in the source."""
-
-    __slots__ = ("_keep", "_samples")
-
-    def __init__(self, keep: float) -> None:
-        self._keep = keep
-        self._samples: dict[Selector, deque[tuple[float, float]]] = {}
-
-    def record(self, selector: Selector, now: float, value: float | None) -> None:
-        samples = self._samples.setdefault(selector, deque())
-        if value is not None and (not samples or samples[-1][0] < now):
-            samples.append((now, value))
-        while samples and samples[0][0] < now - self._keep - _EPSILON:
-            samples.popleft()
-
-    def increase(self, selector: Selector, now: float, window: float) -> tuple[float, float] | None:
-        """(rise, seconds spanned) over the samples within ``window``; None with fewer than 2."""
-        recent = [s for s in self._samples.get(selector, ()) if s[0] >= now - window - _EPSILON]
-        if len(recent) < 2:
-            return None
-        rise = 0.0
-        for (_, before), (_, after) in itertools.pairwise(recent):
-            # A drop means the counter restarted from zero (a new process).
-            rise += after - before if after >= before else after
-        return rise, recent[-1][0] - recent[0][0]
-
-
-class _Reading:
-    """One evaluation pass at one instant: rate histories recorded, expressions computed."""
-
-    __slots__ = ("_history", "_now", "_source")
-
-    def __init__(self, source: MetricSource, history: _History, now: float) -> None:
-        self._source = source
-        self._history = history
-        self._now = now
-
-    def record(self, selector: Selector) -> None:
-        """Sample a counter that a rate() or increase() reads, into its history."""
-        self._history.record(selector, self._now, self._source.sample(selector))
-
-    def value(self, expr: Expr) -> float | None:
-        match expr:
-            case Number(value):
-                return value
-            case Value(selector):
-                return self._source.sample(selector)
-            case Rate(selector, window):
-                found = self._history.increase(selector, self._now, window)
-                return None if found is None or found[1] <= 0 else found[0] / found[1]
-            case Increase(selector, window):
-                found = self._history.increase(selector, self._now, window)
-                return None if found is None else found[0]
-            case Percentile(q, selector, window):
-                return self._source.percentile(selector, q, window)
-            case BinaryOp(op, left, right):
-                return _arithmetic(op, self.value(left), self.value(right))
-        raise TypeError(f"not an alert expression: {expr!r}")
-
-
-def _arithmetic(op: str, left: float | None, right: float | None) -> float | None:
-    if left is None or right is None:
-        return None
-    if op == "/":
-        return None if right == 0 else left / right
-    return left + right if op == "+" else left - right if op == "-" else left * right
-
-
-def _counters(expr: Expr) -> set[Selector]:
-    """The selectors of every rate() and increase() in ``expr``."""
-    match expr:
-        case Rate(selector) | Increase(selector):
-            return {selector}
-        case BinaryOp(_, left, right):
-            return _counters(left) | _counters(right)
-    return set()
-
-
-def _lookbacks(expr: Expr) -> list[float]:
-    match expr:
-        case Rate(_, window) | Increase(_, window):
-            return [window]
-        case BinaryOp(_, left, right):
-            return _lookbacks(left) + _lookbacks(right)
-    return []
+MAX_SERIES = 1000
+# Which state a rule shows when asked without a label set: the most urgent of its sets.
+_URGENCY = {"firing": 3, "pending": 2, "resolved": 1, "inactive": 0}
 
 
 @dataclass(slots=True)
 class _State:
-    """Where one rule is in its lifecycle."""
+    """Where one label set of one rule is in its lifecycle."""
 
+    labels: Labels
     state: AlertState = "inactive"
     since: float = 0.0  # when it entered ``state``
     active_since: float = 0.0  # when the condition started to hold
     value: float | None = None
     last_sent: float = 0.0
     repeats: int = 0
+
+
+class _Tracked:
+    """One rule's label sets and their states, at most ``limit`` of them."""
+
+    __slots__ = ("dropped", "limit", "states")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.states: dict[Labels, _State] = {}
+        self.dropped = 0  # label sets seen while full, so not tracked
+
+    def get(self, labels: Labels) -> _State | None:
+        """The state of ``labels``, made if there is room; None (counted) when full."""
+        state = self.states.get(labels)
+        if state is None:
+            if len(self.states) >= self.limit:
+                self.dropped += 1
+                return None
+            state = self.states[labels] = _State(labels)
+        return state
 
 
 class Alerts:
@@ -180,6 +116,7 @@ class Alerts:
     Drive it with ``await alerts.evaluate()`` (tests, a scheduler of your own)
     or ``start()`` it to evaluate on the clock until ``aclose()``. Delivery
     outcomes are counted in ``overdrive_alert_notifications_total{sink, outcome}``.
+    ``max_series`` bounds the label sets tracked per rule (and per rate history).
     """
 
     __slots__ = (
@@ -188,12 +125,13 @@ class Alerts:
         "_history",
         "_instance",
         "_interval",
+        "_limit",
         "_lock",
         "_rules",
         "_sinks",
         "_source",
-        "_states",
         "_task",
+        "_tracked",
         "_watched",
         "failures",
     )
@@ -206,79 +144,111 @@ class Alerts:
         *,
         clock: Clock | None = None,
         interval: float = 15.0,
+        max_series: int = MAX_SERIES,
     ) -> None:
         check_duration("alerts.interval", interval, positive=True)
+        check_int("alerts.max_series", max_series, 1)
         self._rules = _rules(rules)
         self._sinks = list(sinks)
         self._clock: Clock = clock or SystemClock()
         self._interval = interval
-        if _is_source(metrics):
-            self._source: MetricSource = metrics
-            self._counts: Registry | None = None
-        else:
-            registry = cast("Registry", metrics)  # TypeGuard does not narrow the else branch
-            self._source, self._counts = MetricsSource(registry), registry
+        self._limit = max_series
+        self._source, self._counts = _source_of(metrics)
         self.failures = 0  # deliveries that failed after the sink's own retries
-        keep = max((w for rule in self._rules for w in _lookbacks(rule.expr)), default=0.0)
-        self._history = _History(keep)
-        watched = set().union(*(_counters(rule.expr) for rule in self._rules))
+        keep = max((w for rule in self._rules for w in lookbacks(rule.expr)), default=0.0)
+        self._history = History(keep, max_series)
+        watched = set().union(*(counters(rule.expr) for rule in self._rules))
         self._watched = sorted(watched, key=str)
-        self._states = {rule.name: _State() for rule in self._rules}
+        self._tracked = {rule.name: _Tracked(max_series) for rule in self._rules}
         # Keys must differ between runs: a restarted process starts its clock anew.
         self._instance = os.urandom(8).hex()
         self._task: asyncio.Task[None] | None = None
         # One pass at a time: a manual evaluate() beside start() must not send twice.
-        self._lock = asyncio.Lock()
+        self._lock: asyncio.Lock | None = None
 
     @property
     def rules(self) -> list[Rule]:
         return list(self._rules)
 
-    def state(self, rule: str) -> AlertState:
-        """The state of the rule named ``rule``."""
-        return self._states[rule].state
+    @property
+    def interval(self) -> float:
+        return self._interval
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        """Per rule, label sets seen but not tracked because it already tracked ``max_series``."""
+        return {name: tracked.dropped for name, tracked in self._tracked.items()}
+
+    def state(self, rule: str, labels: Mapping[str, str] | None = None) -> AlertState:
+        """The state of ``labels`` under the rule named ``rule``; without labels, its most urgent.
+
+        A label set not tracked (never seen, or gone) is ``inactive``.
+        """
+        states = self._tracked[rule].states
+        if labels is not None:
+            found = states.get(tuple(sorted(labels.items())))
+            return "inactive" if found is None else found.state
+        return max((s.state for s in states.values()), key=_URGENCY.__getitem__, default="inactive")
 
     def status(self) -> list[dict[str, Any]]:
-        """Every rule with its state, last value and since when (plain data)."""
-        return [
-            {
-                "rule": rule.name,
-                "expression": rule.expression,
-                "state": self._states[rule.name].state,
-                "value": self._states[rule.name].value,
-                "since": self._states[rule.name].since,
-            }
-            for rule in self._rules
-        ]
+        """Every tracked label set of every rule: state, last value, since when (plain data).
+
+        A rule that tracks no label set yet shows once, with empty labels.
+        """
+        rows: list[dict[str, Any]] = []
+        for rule in self._rules:
+            states = self._tracked[rule.name].states.values()
+            rows.extend(_row(rule, state) for state in (states or [_State(())]))
+        return rows
 
     async def evaluate(self) -> list[AlertEvent]:
-        """One pass: read every rule, move its state, deliver the transitions; returns them."""
+        """One pass: read every rule, move each label set's state, deliver; returns the events."""
+        if self._lock is None:  # made here, on the loop that evaluates
+            self._lock = asyncio.Lock()
         async with self._lock:
             return await self._evaluate()
 
     async def _evaluate(self) -> list[AlertEvent]:
         now = self._clock.now()
-        reading = _Reading(self._source, self._history, now)
+        reading = Reading(self._source, self._history, now, self._limit)
         for selector in self._watched:
             _guarded(partial(reading.record, selector))
         events: list[AlertEvent] = []
         for rule in self._rules:
-            event = self._step(rule, _guarded(partial(reading.value, rule.expr)), now)
-            if event is not None:
-                events.append(event)
+            vector = _guarded(partial(reading.vector, rule.expr))
+            events.extend(self._judge(rule, vector or {}, now))
         if events:
             await asyncio.gather(*(self._deliver(sink, events) for sink in self._sinks))
         return events
 
-    def _step(self, rule: Rule, value: float | None, now: float) -> AlertEvent | None:
-        """Advance ``rule``'s state with this pass's ``value``; the event to send, if any."""
-        state = self._states[rule.name]
+    def _judge(self, rule: Rule, vector: Vector, now: float) -> list[AlertEvent]:
+        """Step every label set of ``rule``: the ones gone first, then the ones read now."""
+        tracked = self._tracked[rule.name]
+        gone = [labels for labels in tracked.states if labels not in vector]
+        events = [self._gone(rule, tracked, labels, now) for labels in gone]
+        for labels, value in vector.items():
+            state = tracked.get(labels)
+            if state is not None:
+                events.append(self._step(rule, state, value, now))
+        return [event for event in events if event is not None]
+
+    def _gone(self, rule: Rule, tracked: _Tracked, labels: Labels, now: float) -> AlertEvent | None:
+        """No value for a tracked label set: a firing one resolves, the others are forgotten."""
+        state = tracked.states[labels]
+        if state.state == "firing":
+            state.value = None
+            return self._fall(rule, state, now)
+        del tracked.states[labels]
+        return None
+
+    def _step(self, rule: Rule, state: _State, value: float, now: float) -> AlertEvent | None:
+        """Advance one label set's state with this pass's ``value``; the event to send, if any."""
         state.value = value
         if not rule.holds(value):
             return self._fall(rule, state, now)
         if state.state in ("inactive", "resolved"):
             state.state, state.since, state.active_since = "pending", now, now
-        if state.state == "pending" and now - state.active_since >= rule.duration - _EPSILON:
+        if state.state == "pending" and now - state.active_since >= rule.duration - EPSILON:
             state.state, state.since, state.last_sent, state.repeats = "firing", now, now, 0
             return self._event(rule, state)
         return self._reminder(rule, state, now) if state.state == "firing" else None
@@ -293,14 +263,16 @@ class Alerts:
 
     def _reminder(self, rule: Rule, state: _State, now: float) -> AlertEvent | None:
         repeat = rule.repeat_interval
-        if repeat is None or now - state.last_sent < repeat - _EPSILON:
+        if repeat is None or now - state.last_sent < repeat - EPSILON:
             return None
         state.last_sent, state.repeats = now, state.repeats + 1
         return self._event(rule, state)
 
     def _event(self, rule: Rule, state: _State) -> AlertEvent:
         repeat = state.repeats if state.state == "firing" else 0
-        identity = f"{self._instance}|{rule.name}|{state.state}|{state.since!r}|{repeat}"
+        identity = (
+            f"{self._instance}|{rule.name}|{state.labels!r}|{state.state}|{state.since!r}|{repeat}"
+        )
         return AlertEvent(
             rule=rule.name,
             expression=rule.expression,
@@ -312,11 +284,15 @@ class Alerts:
             key=hashlib.blake2b(identity.encode(), digest_size=16).hexdigest(),
             labels=dict(rule.labels),
             repeat=repeat,
+            series=dict(state.labels),
+            annotations=dict(rule.annotations),
         )
 
     async def _deliver(self, sink: AlertSink, events: list[AlertEvent]) -> None:
         """Send ``events`` to ``sink`` in order; a failure is logged and counted, not raised."""
         for event in events:
+            if isinstance(sink, FilteredSink) and not sink.accepts(event):
+                continue
             try:
                 await sink.send(event)
             except Exception as exc:
@@ -328,10 +304,22 @@ class Alerts:
             if self._counts is not None:
                 self._counts.counter(ALERT_NOTIFICATIONS, sink=sink.name, outcome=outcome).inc()
 
+    # -- running ------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
     def start(self) -> None:
-        """Evaluate now and then every ``interval`` on the clock, until :meth:`aclose`."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="overdrive-alerts")
+        """Evaluate now and then every ``interval`` on the running loop, until :meth:`aclose`.
+
+        Started on a loop that has since closed, it starts again on this one.
+        """
+        task = self._task
+        if task is not None and not task.done() and not task.get_loop().is_closed():
+            return
+        self._lock = None  # an asyncio.Lock of a dead loop must not be awaited here
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="overdrive-alerts")
 
     async def _run(self) -> None:
         due = self._clock.now()
@@ -347,8 +335,9 @@ class Alerts:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            if task.get_loop() is asyncio.get_running_loop():  # another loop's task: cancel only
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for sink in self._sinks:
             await sink.aclose()
 
@@ -361,10 +350,28 @@ class Alerts:
 
     def __repr__(self) -> str:
         counts: dict[str, int] = {}
-        for state in self._states.values():
-            counts[state.state] = counts.get(state.state, 0) + 1
-        shown = ", ".join(f"{name}={count}" for name, count in sorted(counts.items()))
-        return f"Alerts(rules={len(self._rules)}, {shown}, interval={self._interval:g}s)"
+        for tracked in self._tracked.values():
+            for state in tracked.states.values():
+                counts[state.state] = counts.get(state.state, 0) + 1
+        shown = "".join(f", {name}={count}" for name, count in sorted(counts.items()))
+        dropped = sum(self.dropped.values())
+        return (
+            f"Alerts(rules={len(self._rules)}{shown}, dropped={dropped}, "
+            f"interval={self._interval:g}s)"
+        )
+
+
+def _row(rule: Rule, state: _State) -> dict[str, Any]:
+    return {
+        "rule": rule.name,
+        "expression": rule.expression,
+        "labels": dict(state.labels),
+        "series": render(state.labels),
+        "severity": rule.labels.get("severity"),
+        "state": state.state,
+        "value": state.value,
+        "since": state.since,
+    }
 
 
 def _rules(rules: Iterable[Rule | str]) -> list[Rule]:
@@ -379,6 +386,14 @@ def _rules(rules: Iterable[Rule | str]) -> list[Rule]:
             raise ConfigError(f"alerts[{i}].name", f"another rule is named {rule.name!r}")
         seen.add(rule.name)
     return parsed
+
+
+def _source_of(metrics: Registry | MetricSource) -> tuple[MetricSource, Registry | None]:
+    """The source to read, and the registry to count notifications in (if it is one)."""
+    if _is_source(metrics):
+        return metrics, None
+    registry = cast("Registry", metrics)  # TypeGuard does not narrow the else branch
+    return MetricsSource(registry), registry
 
 
 def _is_source(metrics: Registry | MetricSource) -> TypeGuard[MetricSource]:

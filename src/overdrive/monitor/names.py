@@ -23,6 +23,7 @@ from .._errors import ConfigError
 __all__ = [
     "ALERT_NOTIFICATIONS",
     "BATCH_SIZE",
+    "BUDGET_DECISIONS",
     "CACHED_TOKENS",
     "CACHE_HITS",
     "CACHE_MISSES",
@@ -72,6 +73,8 @@ COALESCED = "overdrive_coalesced_total"
 TOKENS = "overdrive_tokens_total"
 # What answers cost at [[prices]] / the shipped list prices: {op, model, upstream}.
 COST = "overdrive_cost_usd_total"
+# Calls a spent budget refused or moved to its fallback: {scope, outcome}.
+BUDGET_DECISIONS = "overdrive_budget_decisions_total"
 # Prompt tokens the provider read from its prompt cache: {op} (a part of kind="prompt").
 CACHED_TOKENS = "overdrive_cached_prompt_tokens_total"
 BATCH_SIZE = "overdrive_batch_size"
@@ -120,6 +123,7 @@ METRIC_HELP: Mapping[str, str] = {
     COALESCED: "Calls that shared an identical call already in flight.",
     TOKENS: "Tokens reported by upstreams.",
     COST: "USD the answers cost, by their usage at the model's price.",
+    BUDGET_DECISIONS: "Calls a spent budget refused, or moved to its fallback model.",
     CACHED_TOKENS: "Prompt tokens upstreams read from their prompt cache (part of the prompt).",
     BATCH_SIZE: "Items per upstream batch.",
     HEDGES: "Second requests sent to another deployment when the first was slow to answer.",

@@ -314,8 +314,13 @@ def _served_locally(sample: Sample) -> dict[str, float]:
 # -- a run saved for `overdrive report` ----------------------------------------
 
 
-def save_run(engine: _Engine, path: Path | str = LAST_RUN) -> Path | None:
+def save_run(
+    engine: _Engine, path: Path | str = LAST_RUN, extra: Mapping[str, Any] | None = None
+) -> Path | None:
     """Write ``engine``'s sample where ``overdrive report`` reads it; None if it cannot.
+
+    ``extra`` adds fields beside the sample's (the engine adds its dashboard
+    snapshot, which ``overdrive top --file`` shows); a reader ignores them.
 
     >>> save_run(od)  # doctest: +SKIP
     PosixPath('.overdrive/last-run.json')
@@ -324,7 +329,7 @@ def save_run(engine: _Engine, path: Path | str = LAST_RUN) -> Path | None:
     sample = Sample.from_metrics(engine.metrics, engine.stats())
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(dumps(sample.to_dict()))
+        target.write_bytes(dumps({**sample.to_dict(), **(extra or {})}))
     except OSError:  # a read-only directory must not fail the run that measured
         return None
     return target

@@ -36,6 +36,7 @@ from ..monitor.names import (
     UPSTREAM_RESPONSES,
 )
 from ..route import Attempt, Router
+from ..trace import trace_attempt
 from ._cache_hints import CacheHints
 from ._upstream import Lease, Upstream
 from ._wire_response import UpstreamResponse
@@ -161,6 +162,7 @@ class Dispatcher:
         "_probing_on",
         "_retry",
         "_router",
+        "traced",
     )
 
     def __init__(
@@ -187,6 +189,8 @@ class Dispatcher:
         self._hedges: dict[str, HedgeDelay] = {
             op: HedgeDelay(retry.hedge_quantile) for op in retry.hedge
         }
+        # Set by the engine while [tracing] is on: each attempt then tells the call's span.
+        self.traced = False
 
     def send(self, call: Call, *, stream: bool = False) -> Coroutine[Any, Any, Exchange]:
         """The final exchange of ``call``, to await; the caller closes it.
@@ -298,6 +302,9 @@ class Dispatcher:
             lease.release("dropped" if isinstance(exc, httpx.TimeoutException) else "ignored")
             attempt.failed()
             attempt.end()
+            if self.traced:
+                ended = self._clock.now()
+                trace_attempt(upstream.name, lease.queued_s, started, ended, type(exc).__name__)
             timed_out = isinstance(exc, httpx.TimeoutException)
             await self._after_failure(upstream, state, f"{type(exc).__name__}: {exc}", timed_out)
             return None
@@ -308,6 +315,9 @@ class Dispatcher:
         attempt.answered(response.status_code)
         took = self._clock.now() - started
         series.duration.observe(took)
+        if self.traced:
+            status = response.status_code
+            trace_attempt(upstream.name, lease.queued_s, started, started + took, status)
         hedge = self._hedges.get(call.op)
         if hedge is not None and response.status_code < 300:
             hedge.observe(took)
