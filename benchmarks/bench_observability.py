@@ -1,7 +1,7 @@
 """What seeing costs: gateway throughput with tracing on and the dashboard open, vs both off.
 
     python benchmarks/bench_observability.py [--seconds 8] [--warmup 2] [--repeats 3]
-        [--clients 50] [--sample-ratio 1.0]
+        [--clients 50] [--sample-ratio R]
 
 Acceptance (issue 20): with tracing on and the dashboard open, the gateway's
 throughput stays >= 0.9x of it with both off.
@@ -39,6 +39,7 @@ from _gateway_load import LoadPlan, LoadResult, run_load
 from _sim_process import SimProcess, zero_latency_sim
 from bench_gateway import Door, ServerProcess, alone, gateway_config, sim_port
 from overdrive._asgi_server import free_port
+from overdrive.trace import DEFAULT_SAMPLE_RATIO
 
 MIN_RATIO = 0.9
 PLAIN, OBSERVED = "tracing and dashboard off", "tracing on, dashboard open"
@@ -95,10 +96,10 @@ def gateway(name: str, sim_url: str, workdir: Path, tracing: str) -> ServerProce
     return ServerProcess(name, argv, port, "/health/ready", log, dict(os.environ))
 
 
-def tracing_section(endpoint: str, ratio: float) -> str:
+def tracing_section(endpoint: str, ratio: float | None) -> str:
+    sampled = "" if ratio is None else f"sample_ratio = {ratio}\n"
     return (
-        "\n[tracing]\nenabled = true\n"
-        f'endpoint = "{endpoint}"\nsample_ratio = {ratio}\nservice_name = "bench"\n'
+        f'\n[tracing]\nenabled = true\nendpoint = "{endpoint}"\nservice_name = "bench"\n' + sampled
     )
 
 
@@ -154,7 +155,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--clients", type=int, default=50)
-    parser.add_argument("--sample-ratio", type=float, default=1.0)
+    parser.add_argument("--sample-ratio", type=float, default=None, help="default: the shipped")
     args = parser.parse_args()
     receiver = SpanCounter()
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
@@ -171,7 +172,9 @@ def main() -> None:
             PLAIN: Door(plain.port, plain.pid),
             OBSERVED: Door(observed.port, observed.pid),
         }
+        ratio = DEFAULT_SAMPLE_RATIO if args.sample_ratio is None else args.sample_ratio
         print(f"{args.clients} clients, {args.warmup:g} s warmup + {args.seconds:g} s counted")
+        print(f"traces sampled at {ratio:g}")
         for repeat in range(1, args.repeats + 1):
             print(f"repeat {repeat}/{args.repeats}", flush=True)
             with alone(doors, PLAIN):

@@ -75,3 +75,13 @@ def test_an_unsampled_caller_is_not_traced(gateway: GatewayServer, otlp: Receive
     unsampled = f"00-{'1' * 32}-{PARENT_ID}-00"
     chat(gateway, "do not trace me", {"traceparent": unsampled})
     assert len(otlp.named(f"chat {MODEL}")) == before
+
+
+def test_a_malformed_traceparent_starts_a_trace_of_its_own(
+    gateway: GatewayServer, otlp: Receiver
+) -> None:
+    chat(gateway, "garbled traceparent", {"traceparent": "00-not-a-trace-01"})
+    spans = [s for s in otlp.named(f"chat {MODEL}") if s.span.kind == SERVER]
+    newest = max(spans, key=lambda s: s.span.start_time_unix_nano)
+    assert not newest.span.parent_span_id
+    assert newest.span.trace_id.hex() != TRACE_ID

@@ -125,8 +125,16 @@ async def test_a_hit_is_marked_and_sends_nothing(od: Overdrive, otlp: Receiver) 
 async def test_coalesced_calls_are_marked(od: Overdrive, otlp: Receiver) -> None:
     await asyncio.gather(*(od.chat(model=MODEL, messages=HELLO, max_tokens=7) for _ in range(3)))
     flushed(od)
-    verdicts = sorted(s.attributes["overdrive.cache"] for s in otlp.named(f"chat {MODEL}"))
+    spans = otlp.named(f"chat {MODEL}")
+    verdicts = sorted(s.attributes["overdrive.cache"] for s in spans)
     assert verdicts == ["coalesced", "coalesced", "miss"]
+    for span in spans:
+        stages = [child.name for child in otlp.children_of(span)]
+        if span.attributes["overdrive.cache"] == "coalesced":
+            assert stages == ["cache.lookup", "coalesce.wait"]  # it sent nothing itself
+            assert "gen_ai.usage.input_tokens" not in span.attributes
+        else:
+            assert sorted(stages) == ["cache.lookup", "queue.wait", "upstream.attempt"]
 
 
 async def test_embeddings_are_named_by_operation(od: Overdrive, otlp: Receiver) -> None:
