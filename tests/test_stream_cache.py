@@ -10,6 +10,7 @@ import pytest
 
 from overdrive import Overdrive, UpstreamProtocolError
 from overdrive._calls import chat_call
+from overdrive.apis import CHAT
 from overdrive.cache import StoredAnswer
 from overdrive.cache._codec import Codec
 from overdrive.cache._disk import DiskTier
@@ -77,7 +78,8 @@ async def test_a_stream_stored_by_the_previous_version_is_replayed(
         config = {"upstreams": [target], "cache": {"disk": path}}
         async with Overdrive.from_config(config) as od:
             first = await streamed(od)
-            key = od._key(chat_call({"model": "m", "messages": ASK, "stream": True}))
+            call = chat_call({"model": "m", "messages": ASK, "stream": True})
+            key = od._key(CHAT.with_stream_usage(call) or call)  # sent asking for its usage
         await _store_as_tuple(path, key, keep)  # the plain tuple older versions wrote
         async with Overdrive.from_config(config) as od:
             again = await streamed(od)
@@ -110,11 +112,29 @@ def sim() -> Iterator[SimServer]:
         yield server
 
 
-async def test_stream_options_change_the_key_of_a_stream(sim: SimServer) -> None:
+async def test_a_stream_asking_for_usage_and_one_not_share_one_upstream_call(
+    sim: SimServer,
+) -> None:
     sim.reset()
     usage = {"stream_options": {"include_usage": True}}
     target = {"name": "sim", "base_url": sim.base_url, "models": ["m"]}
     async with Overdrive.from_config({"upstreams": [target]}) as od:
+        plain = await streamed(od)
+        with_usage = await streamed(od, **usage)
+    assert (plain[0], with_usage[0]) == ("upstream", "cache")  # both sent asking for usage
+    assert b'"usage":{' in with_usage[1].replace(b" ", b"")
+    assert b'"usage":{' not in plain[1].replace(b" ", b"")  # hidden from who did not ask
+    assert sim.stats()["requests"]["/v1/chat/completions"] == 1
+
+
+async def test_stream_options_change_the_key_when_usage_is_not_asked_for(
+    sim: SimServer,
+) -> None:
+    sim.reset()
+    usage = {"stream_options": {"include_usage": True}}
+    target = {"name": "sim", "base_url": sim.base_url, "models": ["m"]}
+    config = {"upstreams": [target], "doors": {"ask_stream_usage": False}}
+    async with Overdrive.from_config(config) as od:
         plain = await streamed(od)
         with_usage = await streamed(od, **usage)
         again = await streamed(od, **usage)

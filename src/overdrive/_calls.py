@@ -73,6 +73,10 @@ class ApiFamily(Protocol):
 
     def is_error_event(self, payload: Any) -> bool: ...
 
+    def with_stream_usage(self, call: Call) -> Call | None: ...
+
+    def is_usage_event(self, payload: Any) -> bool: ...
+
 
 # Every registered API family by name. ``overdrive.apis`` fills it as it
 # registers its adapters (the root package imports it before any call is made).

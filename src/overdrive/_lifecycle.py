@@ -15,7 +15,7 @@ from ._stream_stage import StreamStage
 from .monitor import Alerts
 from .optimize import Optimizer
 from .tools import Toolbox
-from .trace import Tracing
+from .trace import MetricsExport, Tracing
 
 if TYPE_CHECKING:
     from .cache.semantic import SemanticTier
@@ -32,6 +32,7 @@ class Lifecycle:
         "_streams",
         "_tools",
         "alerts",
+        "metrics_export",
         "optimizer",
         "semantic",
         "tracer",
@@ -48,6 +49,7 @@ class Lifecycle:
         self.alerts: Alerts | None = None  # set when [alerts] has rules
         self.semantic: SemanticTier | None = None  # set when [cache.semantic] is on
         self.tracer: Tracing | None = None  # set when [tracing] is on
+        self.metrics_export: MetricsExport | None = None  # set when [tracing] metrics is on
 
     async def forget_loop(self) -> None:
         """The loop the engine was bound to is gone: drop what waited or pooled on it."""
@@ -59,6 +61,8 @@ class Lifecycle:
         self._tools.forget_loop()
         if self.alerts is not None:  # their task died with the old loop: judge on this one
             self.alerts.start()
+        if self.metrics_export is not None:  # likewise: export from this loop
+            self.metrics_export.start()
         parts.send.sender.budgets.forget_loop()
         if self.semantic is not None:
             self.semantic.forget_loop()
@@ -77,6 +81,8 @@ class Lifecycle:
         await self._forwarder.aclose()
         if self.alerts is not None:  # their task is cancelled with the loop; pools close here
             await self.alerts.aclose()
+        if self.metrics_export is not None:
+            await self.metrics_export.close_idle()
 
     async def close(self) -> None:
         """Stop the tasks (optimizer, probes, batch timers), then close pools and connections."""
@@ -99,6 +105,8 @@ class Lifecycle:
         await parts.resources.aclose()
         if self.tracer is not None:  # last: the spans of calls that ended while closing
             await self.tracer.aclose()
+        if self.metrics_export is not None:  # after every part: the final counts
+            await self.metrics_export.aclose()
 
     def __repr__(self) -> str:
         return (

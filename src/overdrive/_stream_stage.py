@@ -22,8 +22,9 @@ from ._calls import Call, SampledPolicy, shares_answers
 from ._errors import UpstreamProtocolError, UpstreamStatusError
 from ._json import loads
 from ._semantic_stage import Looked, SemanticStage
+from .apis import hide_usage_events
 from .cache import StoredAnswer
-from .coalesce import StreamFlight, StreamReply, replay, sse_lines
+from .coalesce import FilteredReply, StreamFlight, StreamReply, replay, sse_lines
 from .monitor.names import STREAMS_NOT_STORED
 from .upstream import Exchange
 
@@ -38,7 +39,7 @@ Keep = Callable[[Call, bytes, str, list[bytes]], Awaitable[bool]]
 class StreamStage:
     """Opens streamed calls for every door; ``events`` reads one as parsed events."""
 
-    __slots__ = ("_flight", "_key_of", "_parts", "_sampled", "_semantic", "_wall")
+    __slots__ = ("_ask_usage", "_flight", "_key_of", "_parts", "_sampled", "_semantic", "_wall")
 
     def __init__(
         self,
@@ -48,8 +49,10 @@ class StreamStage:
         wall: Callable[[], float],
         sampled: SampledPolicy,
         semantic: SemanticStage | None = None,
+        ask_usage: bool = True,
     ) -> None:
         self._parts = parts
+        self._ask_usage = ask_usage
         self._semantic = semantic
         self._flight = flight
         self._key_of = key_of
@@ -57,7 +60,23 @@ class StreamStage:
         self._sampled = sampled
 
     async def open(self, call: Call) -> StreamReply:
-        """The caller's reply: stored, joined or newly opened; the caller closes it."""
+        """The caller's reply: stored, joined or newly opened; the caller closes it.
+
+        A stream whose API reports usage only when asked (chat's
+        ``include_usage``) is asked for it, so its cost can be booked, and the
+        usage event is hidden from a caller who did not ask: it shares its
+        stream, and its cache entry, with callers who did.
+        """
+        asked = call.api.with_stream_usage(call) if self._ask_usage else None
+        if asked is None:
+            return await self._open(call)
+        reply = await self._open(asked)
+        if reply.status != 200:
+            return reply
+        is_usage = call.api.is_usage_event
+        return FilteredReply(reply, lambda chunks: hide_usage_events(chunks, is_usage))
+
+    async def _open(self, call: Call) -> StreamReply:
         parts = self._parts
         aliases = parts.send.aliases
         if call.model in aliases:

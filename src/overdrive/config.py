@@ -501,6 +501,10 @@ class DoorsConfig(_Section):
     """
 
     unknown_paths: Literal["upstream", "reject"] = "upstream"
+    # Chat streams are sent with stream_options.include_usage, so their cost is
+    # known (the usage chunk is hidden from callers who did not ask for it);
+    # false: as the caller sent them, for an upstream that refuses the option.
+    ask_stream_usage: bool = True
 
 
 class ToolConfig(_Section):

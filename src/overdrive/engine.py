@@ -45,7 +45,7 @@ from .monitor import Alerts, Measure, build_alerts, prometheus_text
 from .monitor.names import COST
 from .optimize import LAST_RUN, Analysis, Optimizer, analyse, save_run, tool_tunables
 from .tools import McpSession, McpTools, Toolbox, ToolRunner, tool
-from .trace import Tracing, build_tracer
+from .trace import Tracing, build_metrics_exporter, build_tracer
 from .upstream import Upstream, falls_back
 
 if TYPE_CHECKING:
@@ -87,6 +87,8 @@ class Overdrive:
         self._tracer = build_tracer(
             config.tracing, self._clock, {u.name: u.base_url for u in config.upstreams}
         )
+        # Likewise a wrong OTEL_* metrics variable; the exporter is made once the registry is.
+        exporter = build_metrics_exporter(config.tracing, self._clock)
         parts = assemble(config, self._clock, self._rng, self._wall, probes=clock is None)
         self.metrics, self._meters = parts.metrics, parts.meters
         self.tunables, self.resources = parts.tunables, parts.resources
@@ -104,7 +106,13 @@ class Overdrive:
             idle_timeout=config.gateway.stream_idle_timeout,
         )
         self._streams = StreamStage(
-            parts, flight, self._key, self._wall, self._sampled, self._semantic
+            parts,
+            flight,
+            self._key,
+            self._wall,
+            self._sampled,
+            self._semantic,
+            ask_usage=config.doors.ask_stream_usage,
         )
         self._forwarder = Forwarder(self._upstreams, self._meters, self._clock)
         self._optimizer: Optimizer | None = None
@@ -132,6 +140,9 @@ class Overdrive:
         self._home.closer = self._life.close
         # [alerts] over this engine's metrics, on its clock (closed with it).
         self._alerts = self._life.alerts = build_alerts(config.alerts, self.metrics, self._clock)
+        # [tracing] metrics: the registry over OTLP, on the home loop (flushed when closed).
+        made = None if exporter is None else exporter(self.metrics)
+        self._export = self._life.metrics_export = made
         self._start_alerts()
         self._home.on_arrive(self._start_alerts)  # an engine made outside a loop, at first use
 
@@ -483,12 +494,16 @@ class Overdrive:
         return self._alerts
 
     def _start_alerts(self) -> None:
-        """Evaluate ``[alerts]`` on the running loop; with none running, at first use there.
+        """Evaluate ``[alerts]`` (and export metrics) on the running loop; else at first use there.
 
         Home moving to a new loop starts them again there (``Lifecycle.forget_loop``).
         """
-        if self._alerts is not None and _running_loop() is not None:
+        if _running_loop() is None:
+            return
+        if self._alerts is not None:
             self._alerts.start()
+        if self._export is not None:
+            self._export.start()
 
     def dashboard(
         self, port: int = 8765, host: str = "127.0.0.1", *, interval: float = 1.0

@@ -1,6 +1,7 @@
 """Streamed answers are priced from the usage their events report, once per upstream stream.
 
-Chat reports usage in a last chunk when asked (``stream_options.include_usage``),
+Chat reports usage in a last chunk when asked (``stream_options.include_usage``;
+the engine asks, and hides the chunk from a caller who did not),
 Responses in ``response.completed``, Messages in ``message_start`` and
 ``message_delta``; each through the real SDK where one exists, against the sim.
 """
@@ -8,7 +9,7 @@ Responses in ``response.completed``, Messages in ``message_start`` and
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anthropic
@@ -16,7 +17,7 @@ import openai
 import pytest
 
 from overdrive import Overdrive
-from overdrive.apis import StreamUsage
+from overdrive.apis import CHAT, StreamUsage, hide_usage_events
 from overdrive.cost import BudgetExceededError
 from overdrive.monitor.names import COST, TOKENS
 from overdrive.sim import SimConfig, SimServer
@@ -61,11 +62,42 @@ async def test_a_chat_stream_that_asks_for_usage_is_priced(sim: SimServer) -> No
     assert prompt_tokens == usage["prompt_tokens"]
 
 
-async def test_a_chat_stream_without_usage_books_nothing(sim: SimServer) -> None:
+async def test_a_chat_stream_that_does_not_ask_is_priced_and_sees_no_usage(
+    sim: SimServer,
+) -> None:
     async with Overdrive.from_config(config(sim)) as od:
-        chunks = [c async for c in od.stream_chat(model=GPT, messages=user("no usage asked"))]
+        client = openai.AsyncOpenAI(api_key="unused", http_client=od.http_client())
+        stream = await client.chat.completions.create(
+            model=GPT, messages=[{"role": "user", "content": "no usage asked"}], stream=True
+        )
+        chunks = [c async for c in stream]
+        booked = od.metrics.value(COST, model=GPT)
+        prompt = od.metrics.value(TOKENS, kind="prompt")
+        completion = od.metrics.value(TOKENS, kind="completion")
+    assert all(c.usage is None and c.choices for c in chunks)  # what it asked for, no more
+    assert "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert prompt > 0
+    assert completion > 0
+    assert booked == pytest.approx(dollars(int(prompt), int(completion)))
+
+
+async def test_asking_and_not_asking_callers_share_one_stream(sim: SimServer) -> None:
+    async with Overdrive.from_config(config(sim)) as od:
+        asking = {"model": GPT, "messages": user("shared ask"), **WITH_USAGE}
+        first = [c async for c in od.stream_chat(**asking)]
+        second = [c async for c in od.stream_chat(model=GPT, messages=user("shared ask"))]
+        hits = od.metrics.value("overdrive_cache_hits_total")
+    assert hits == 1  # the second was the first's stored stream
+    assert [c for c in first if c.get("usage")]
+    assert not [c for c in second if c.get("usage")]
+    assert [c for c in first if c.get("choices")] == second
+
+
+async def test_ask_stream_usage_off_sends_the_stream_as_it_came(sim: SimServer) -> None:
+    async with Overdrive.from_config(config(sim, doors={"ask_stream_usage": False})) as od:
+        chunks = [c async for c in od.stream_chat(model=GPT, messages=user("left alone"))]
         assert chunks
-        assert od.metrics.value(COST) == 0
+        assert od.metrics.value(COST) == 0  # no usage was reported: nothing to price
 
 
 async def test_a_responses_stream_through_the_sdk_is_priced(sim: SimServer) -> None:
@@ -157,3 +189,30 @@ def test_an_event_not_ended_counts_for_nothing() -> None:
     usage = StreamUsage()
     usage.feed(b'data: {"usage":{"prompt_tokens":2,"completion_tokens":1}}\n')  # cut here
     assert usage.payload() is None
+
+
+CHAT_BODY = (
+    b'data: {"choices":[{"delta":{"content":"hi"}}],"usage":null}\n\n'
+    b'data: {"choices":[{"delta":{},"finish_reason":"stop"}],"usage":null}\r\n\r\n'
+    b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+
+async def hidden(body: bytes, size: int) -> bytes:
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), size):
+            yield body[start : start + size]
+
+    return b"".join([c async for c in hide_usage_events(chunks(), CHAT.is_usage_event)])
+
+
+@pytest.mark.parametrize("size", [1, 3, 16, len(CHAT_BODY)])
+async def test_only_the_usage_chunk_is_hidden_whatever_the_boundaries(size: int) -> None:
+    usage_event = CHAT_BODY.split(b"\r\n\r\n")[1].split(b"\n\n")[0] + b"\n\n"
+    assert await hidden(CHAT_BODY, size) == CHAT_BODY.replace(usage_event, b"")
+
+
+async def test_an_unfinished_event_goes_on_as_it_is() -> None:
+    cut = b'data: {"choices":[],"usage":{"prompt_tokens":3'
+    assert await hidden(b'data: {"choices":[1]}\n\n' + cut, 5) == b'data: {"choices":[1]}\n\n' + cut

@@ -106,22 +106,23 @@ def test_tracing_off_imports_no_opentelemetry() -> None:
     assert done.stdout.strip() == "[]"
 
 
-def test_tracing_on_without_the_extra_says_how_to_install_it() -> None:
+@pytest.mark.parametrize("field", ["enabled", "metrics"])
+def test_tracing_or_metrics_on_without_the_extra_says_how_to_install_it(field: str) -> None:
     done = run_python(
-        """
+        f"""
         import sys
         sys.modules["opentelemetry"] = None  # as if the otel extra were not installed
         from overdrive import ConfigError, Overdrive
         try:
-            Overdrive.from_config({"upstreams": [{"name": "a",
-                "base_url": "http://127.0.0.1:1/v1", "models": ["m"]}],
-                "tracing": {"enabled": True}})
+            Overdrive.from_config({{"upstreams": [{{"name": "a",
+                "base_url": "http://127.0.0.1:1/v1", "models": ["m"]}}],
+                "tracing": {{"{field}": True}}}})
         except ConfigError as exc:
             print(exc.field)
             print(exc)
         """
     )
     assert done.returncode == 0, done.stderr
-    field, message = done.stdout.strip().splitlines()
-    assert field == "tracing.enabled"
+    named, message = done.stdout.strip().splitlines()
+    assert named == f"tracing.{field}"
     assert "pip install 'overdrive[otel]'" in message

@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from .._calls import FAMILIES
 from ._base import Api
-from ._stream_usage import StreamUsage
+from ._stream_usage import StreamUsage, hide_usage_events
 from .chat import CHAT
 from .embeddings import EMBEDDINGS
 from .messages import COUNT_TOKENS, MESSAGES
@@ -32,6 +32,7 @@ __all__ = [
     "Api",
     "StreamUsage",
     "for_request",
+    "hide_usage_events",
     "named",
     "register",
     "registered",

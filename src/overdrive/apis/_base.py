@@ -23,6 +23,7 @@ name; it asks the call's adapter (``call.api``):
 ``stream_type``          the media type of its streamed answers
 ``stream_complete(...)`` whether a streamed body ended cleanly (fit to store)
 ``is_error_event(...)``  whether one parsed stream event reports an error
+``with_stream_usage``    a streamed call that also asks for its usage, and what hides it
 =======================  ===============================================================
 
 Only :meth:`Api.call` must be written: the rest default to an OpenAI-style API
@@ -196,6 +197,18 @@ class Api:
 
     def is_error_event(self, payload: Any) -> bool:
         """Whether one parsed event of a streamed answer reports an error."""
+        return False
+
+    def with_stream_usage(self, call: Call) -> Call | None:
+        """``call`` asking the upstream to report its usage in the stream, if it does not.
+
+        None when it already does, or when the API always reports it (the
+        default): nothing to ask for, nothing to hide from the caller.
+        """
+        return None
+
+    def is_usage_event(self, payload: Any) -> bool:
+        """Whether a parsed event carries only the usage :meth:`with_stream_usage` asked for."""
         return False
 
     def __repr__(self) -> str:

@@ -23,12 +23,14 @@ search per event, not a JSON parse.
 
 from __future__ import annotations
 
+import re
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from .._json import JSONDecodeError, loads
 from ._sse import sse_events
 
-__all__ = ["StreamUsage"]
+__all__ = ["StreamUsage", "hide_usage_events"]
 
 _USAGE = b'"usage"'
 # Where an event nests the object whose usage it reports.
@@ -87,3 +89,47 @@ def _reports_usage(data: bytes) -> bool:
     if _USAGE not in data:
         return False
     return data.count(_USAGE) > 1 or not (b'"usage":null' in data or b'"usage": null' in data)
+
+
+# An event and the blank line that ends it.
+_EVENT = re.compile(rb"(.*?(?:\r\n\r\n|\n\n))", re.DOTALL)
+
+
+async def hide_usage_events(
+    chunks: AsyncIterator[bytes], is_usage_event: Callable[[Any], bool]
+) -> AsyncIterator[bytes]:
+    """``chunks`` without the events ``is_usage_event`` picks: the usage a caller did not ask for.
+
+    Bytes pass on as soon as the event they belong to is complete; only an
+    unfinished event waits for its end (and goes as it is if the stream stops).
+    """
+    tail = b""
+    async for chunk in chunks:
+        buffered = tail + chunk if tail else chunk
+        end = _events_end(buffered)
+        if end < 0:
+            tail = buffered
+            continue
+        complete, tail = buffered[:end], buffered[end:]
+        kept = _without(complete, is_usage_event) if _USAGE in complete else complete
+        if kept:
+            yield kept
+    if tail:
+        yield tail
+
+
+def _without(events: bytes, is_usage_event: Callable[[Any], bool]) -> bytes:
+    return b"".join(
+        event for event in _EVENT.findall(events) if not _is_usage(event, is_usage_event)
+    )
+
+
+def _is_usage(event: bytes, is_usage_event: Callable[[Any], bool]) -> bool:
+    if _USAGE not in event:
+        return False
+    for _, data in sse_events(event):
+        try:
+            return is_usage_event(loads(data))
+        except JSONDecodeError:
+            return False
+    return False

@@ -23,6 +23,7 @@ event itself still reaches the client: this only decides what is kept.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from .._calls import Call
@@ -101,6 +102,28 @@ class ChatApi(Api):
 
     def is_error_event(self, payload: Any) -> bool:
         return is_error_event(payload)
+
+    def with_stream_usage(self, call: Call) -> Call | None:
+        """A stream asked with ``stream_options.include_usage``, so its cost can be read.
+
+        >>> asked = CHAT.with_stream_usage(CHAT.call({"model": "m", "stream": True,
+        ...     "messages": [{"role": "user", "content": "hi"}]}))
+        >>> asked.body["stream_options"]
+        {'include_usage': True}
+        """
+        options = call.body.get("stream_options")
+        if not call.stream or (isinstance(options, dict) and options.get("include_usage")):
+            return None
+        asked = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+        return replace(call, body={**call.body, "stream_options": asked})
+
+    def is_usage_event(self, payload: Any) -> bool:
+        """The last chunk ``include_usage`` adds: no choices, only the usage."""
+        return (
+            isinstance(payload, dict)
+            and payload.get("choices") == []
+            and isinstance(payload.get("usage"), dict)
+        )
 
 
 CHAT = ChatApi()

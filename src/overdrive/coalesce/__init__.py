@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._coalesce import Coalescer
-from ._relay import Hop, RelayedReply
+from ._relay import FilteredReply, Hop, RelayedReply
 from ._shared_stream import StreamReader
 from ._stream_flight import Settlement, StreamFlight, StreamReply, replay, sse_lines
 from ._threadflight import ThreadFlight
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Coalescer",
+    "FilteredReply",
     "Hop",
     "RedisLease",
     "RelayedReply",

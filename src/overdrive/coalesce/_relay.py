@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
 from ._stream_flight import StreamReply
 
-__all__ = ["Hop", "RelayedReply"]
+__all__ = ["FilteredReply", "Hop", "RelayedReply"]
 
 T = TypeVar("T")
 
@@ -28,12 +28,7 @@ class RelayedReply(StreamReply):
     __slots__ = ("_hop", "_inner")
 
     def __init__(self, inner: StreamReply, hop: Hop) -> None:
-        # The head is plain data: copied, not fetched.
-        self.status, self.headers, self.upstream = inner.status, inner.headers, inner.upstream
-        self.source, self.queued_s, self.model = inner.source, inner.queued_s, inner.model
-        self.similarity = inner.similarity
-        self._stored: list[bytes] = []
-        self._reader = None
+        _copy_head(self, inner)  # plain data: copied, not fetched
         self._inner = inner
         self._hop = hop
 
@@ -50,6 +45,38 @@ class RelayedReply(StreamReply):
 
     def __repr__(self) -> str:
         return f"RelayedReply({self._inner!r})"
+
+
+class FilteredReply(StreamReply):
+    """``inner`` with its body passed through ``transform`` (its head as it is)."""
+
+    __slots__ = ("_inner", "_transform")
+
+    def __init__(
+        self,
+        inner: StreamReply,
+        transform: Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]],
+    ) -> None:
+        _copy_head(self, inner)
+        self._inner = inner
+        self._transform = transform
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._transform(self._inner.__aiter__())
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    def __repr__(self) -> str:
+        return f"FilteredReply({self._inner!r})"
+
+
+def _copy_head(reply: StreamReply, inner: StreamReply) -> None:
+    reply.status, reply.headers, reply.upstream = inner.status, inner.headers, inner.upstream
+    reply.source, reply.queued_s, reply.model = inner.source, inner.queued_s, inner.model
+    reply.similarity = inner.similarity
+    reply._stored = []
+    reply._reader = None
 
 
 async def _next(chunks: AsyncIterator[bytes]) -> bytes | None:

@@ -2,7 +2,8 @@
 
 The engine holds a :class:`Tracing` only while ``[tracing]`` is on (None
 otherwise, so its hot path checks one attribute); the implementation, and
-OpenTelemetry with it, is imported only then (``_otel.py``).
+OpenTelemetry with it, is imported only then (``_otel.py``). Likewise a
+:class:`MetricsExport` only while ``[tracing] metrics`` is (``_metrics_export.py``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Protocol, TypeVar
 from .._calls import Call
 from ._span import CallSpan, Reply
 
-__all__ = ["Tracing"]
+__all__ = ["MetricsExport", "Tracing"]
 
 T = TypeVar("T")
 R = TypeVar("R", bound=Reply)
@@ -40,4 +41,24 @@ class Tracing(Protocol):
 
     async def aclose(self) -> None:
         """Export what is left and stop exporting."""
+        ...
+
+
+class MetricsExport(Protocol):
+    """The metrics registry sent on a schedule: started on a loop, flushed when closed."""
+
+    def start(self) -> None:
+        """Export every interval on the running loop (again after a move to a new loop)."""
+        ...
+
+    async def export_once(self) -> bool:
+        """Send every series now; True if the collector took them (never raises)."""
+        ...
+
+    async def close_idle(self) -> None:
+        """The loop is shutting down: stop, and close what is pooled on it."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop, send the final values once, close."""
         ...
