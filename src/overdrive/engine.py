@@ -38,10 +38,9 @@ from ._stream_stage import StreamStage
 from .cache import StoredAnswer, call_key
 from .coalesce import RelayedReply, StreamFlight, StreamReply
 from .config import Config, load_config
-from .cost import cost_by
 from .distribute import DistributedRun, TaskFn, distribute
 from .doors import Answer, Flavour, Passage, UnknownPaths, cached, make_client
-from .monitor import Alerts, Measure, build_alerts, prometheus_text
+from .monitor import Alerts, Measure, build_alerts, prometheus_text, sum_by
 from .monitor.names import COST
 from .optimize import LAST_RUN, Analysis, Optimizer, analyse, save_run, tool_tunables
 from .tools import McpSession, McpTools, Toolbox, ToolRunner, tool
@@ -550,8 +549,8 @@ class Overdrive:
         metrics = self.metrics.snapshot()
         return {
             "metrics": metrics,
-            "cost_usd": cost_by(metrics["counters"], COST, "model"),
-            "cost_usd_by_key": cost_by(metrics["counters"], COST, "key"),
+            "cost_usd": sum_by(metrics["counters"], COST, "model"),
+            "cost_usd_by_key": sum_by(metrics["counters"], COST, "key"),
             "budgets": self._sender.budgets.status(),
             "cache": cache.summary() if self._cache_switch.on else None,
             "semantic": None if self._semantic is None else self._semantic.tier.summary(),

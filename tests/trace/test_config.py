@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
 from typing import Any
 
 import pytest
@@ -13,6 +10,7 @@ from overdrive import ConfigError
 from overdrive._clock import SystemClock
 from overdrive.config import load_config
 from overdrive.trace import DEFAULT_SAMPLE_RATIO, Sampling, TracingConfig, build_tracer, sampling
+from tests.trace.python_child import run_python
 
 UPSTREAMS = [{"name": "a", "base_url": "http://127.0.0.1:1/v1", "models": ["m"]}]
 
@@ -76,16 +74,6 @@ def test_the_sampler_variables_mean_what_the_spec_says(
 def test_the_config_ratio_wins_over_the_variables() -> None:
     environ = {"OTEL_TRACES_SAMPLER": "always_on"}
     assert sampling(TracingConfig(sample_ratio=0.3), environ) == Sampling(0.3)
-
-
-def run_python(code: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_tracing_off_imports_no_opentelemetry() -> None:

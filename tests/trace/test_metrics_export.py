@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import subprocess
-import sys
-import textwrap
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -21,7 +18,7 @@ from overdrive._clock import Clock, SystemClock
 from overdrive.config import load_config
 from overdrive.monitor import Histogram, Metrics
 from overdrive.monitor._prometheus import SECONDS_BUCKETS, SIZE_BUCKETS
-from overdrive.sim import SimConfig, SimServer
+from overdrive.sim import SimServer
 from overdrive.testing import FakeClock
 from overdrive.trace import (
     MetricsExport,
@@ -33,24 +30,13 @@ from overdrive.trace import (
 from overdrive.trace._metrics_settings import metrics_endpoint, metrics_interval
 from overdrive.trace._otlp_metrics import MAX_BOUNDS, SECONDS_BOUNDS, SIZE_BOUNDS
 from tests.fakes import refusing_url
+from tests.trace.python_child import run_python
 from tests.trace.receiver import Receiver, attributes_of
 
 MODEL = "gpt-4o-mini"
 HELLO: Any = [{"role": "user", "content": "hello metrics"}]
 UPSTREAMS = [{"name": "a", "base_url": "http://127.0.0.1:1/v1", "models": ["m"]}]
 CUMULATIVE = 2  # AGGREGATION_TEMPORALITY_CUMULATIVE
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimServer]:
-    with SimServer(SimConfig(ttft_s=0.0, per_token_s=0.0, jitter=0.0)) as server:
-        yield server
-
-
-@pytest.fixture
-def otlp() -> Iterator[Receiver]:
-    with Receiver() as receiver:
-        yield receiver
 
 
 def exporting(base_url: str, **tracing: Any) -> dict[str, Any]:
@@ -388,16 +374,6 @@ def test_off_by_default_and_under_otel_sdk_disabled(monkeypatch: pytest.MonkeyPa
     assert build_metrics_exporter(TracingConfig(), SystemClock()) is None
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
     assert build_metrics_exporter(TracingConfig(metrics=True), SystemClock()) is None
-
-
-def run_python(code: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_metrics_alone_import_no_opentelemetry_sdk() -> None:

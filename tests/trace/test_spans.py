@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -21,18 +21,6 @@ from tests.trace.receiver import Received, Receiver
 HELLO: Any = [{"role": "user", "content": "hello traces"}]
 MODEL = "gpt-4o-mini"
 CLIENT, SERVER, INTERNAL = 3, 2, 1  # the OTLP SpanKind numbers
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimServer]:
-    with SimServer(SimConfig(ttft_s=0.0, per_token_s=0.0, jitter=0.0)) as server:
-        yield server
-
-
-@pytest.fixture
-def otlp() -> Iterator[Receiver]:
-    with Receiver() as receiver:
-        yield receiver
 
 
 def traced(base_url: str, otlp: Receiver, **tracing: Any) -> dict[str, Any]:

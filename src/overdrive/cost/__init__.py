@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .._errors import BudgetExceededError
 from ._budget import Budget, Budgets, budgets_for
-from ._prices import DEFAULT_PRICES_AS_OF, Price, PriceTable, cost_by, default_prices
+from ._prices import DEFAULT_PRICES_AS_OF, Price, PriceTable, default_prices
 from ._tally import LocalTally, RedisTally, Tally
 
 __all__ = [
@@ -18,6 +18,5 @@ __all__ = [
     "RedisTally",
     "Tally",
     "budgets_for",
-    "cost_by",
     "default_prices",
 ]

@@ -20,14 +20,14 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
 
 from .._json import loads
 
-__all__ = ["DEFAULT_PRICES_AS_OF", "Price", "PriceTable", "cost_by", "default_prices"]
+__all__ = ["DEFAULT_PRICES_AS_OF", "Price", "PriceTable", "default_prices"]
 
 _PER_MILLION = 1_000_000
 
@@ -102,19 +102,3 @@ DEFAULT_PRICES_AS_OF, _DEFAULTS = _load_defaults()
 def default_prices() -> dict[str, Price]:
     """The shipped list prices (as of :data:`DEFAULT_PRICES_AS_OF`), by model."""
     return dict(_DEFAULTS)
-
-
-def cost_by(counters: Iterable[Mapping[str, Any]], name: str, label: str) -> dict[str, float]:
-    """USD booked per value of ``label`` (a model, a key), summed over the other labels.
-
-    ``counters`` are a metrics snapshot's, ``name`` the cost counter's.
-
-    >>> cost_by([{"name": "c", "labels": {"model": "m"}, "value": 0.5}] * 2, "c", "model")
-    {'m': 1.0}
-    """
-    totals: dict[str, float] = {}
-    for counter in counters:
-        if counter["name"] == name:
-            value = str(counter["labels"].get(label, ""))
-            totals[value] = totals.get(value, 0.0) + float(counter["value"])
-    return totals

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple, Protocol, TypedDict
 
-from ..monitor import Histogram, Metrics
+from ..monitor import Histogram, Metrics, sum_by
 from ..monitor.names import (
     CACHE_HITS,
     CACHE_MISSES,
@@ -204,7 +204,7 @@ def snapshot(engine: Engine, wall: Callable[[], float] = time.time) -> Snapshot:
         "decisions": decisions(engine.optimizer),
         "alerts": alerts(stats),
         "keys": keys(counters),
-        "spend": _by_label(counters, COST, "model"),
+        "spend": sum_by(counters, COST, "model"),
     }
 
 
@@ -217,16 +217,6 @@ def _sum(counters: _Counters, name: str, **labels: str) -> float:
     return float(
         sum(c["value"] for c in counters if c["name"] == name and wanted <= c["labels"].items())
     )
-
-
-def _by_label(counters: _Counters, name: str, label: str) -> dict[str, float]:
-    """The counters ``name`` summed per value of ``label`` (series without it left out)."""
-    found: dict[str, float] = {}
-    for c in counters:
-        value = c["labels"].get(label)
-        if c["name"] == name and value is not None:
-            found[value] = found.get(value, 0.0) + c["value"]
-    return dict(sorted(found.items()))
 
 
 def totals(counters: _Counters) -> Totals:
@@ -273,7 +263,7 @@ def upstreams(counters: _Counters, stats: Mapping[str, Any]) -> list[UpstreamRow
     health: Mapping[str, dict[str, Any]] = stats.get("health", {})
     in_flight: Mapping[str, float] = stats.get("in_flight", {})
     waiting: Mapping[str, float] = stats.get("waiting", {})
-    names = sorted({*health, *_by_label(counters, UPSTREAM_REQUESTS, "upstream")})
+    names = sorted({*health, *sum_by(counters, UPSTREAM_REQUESTS, "upstream")})
     return [
         {
             "name": name,
@@ -299,7 +289,7 @@ def _waiting_at(waiting: Mapping[str, float], upstream: str) -> float:
 
 def keys(counters: _Counters) -> list[KeyUsage]:
     """Per gateway key: requests by status code, errors (4xx and 5xx) and spend."""
-    spend = _by_label(counters, COST, "key")
+    spend = sum_by(counters, COST, "key")
     rows: dict[str, dict[str, float]] = {}
     for c in counters:
         if c["name"] == GATEWAY_REQUESTS:

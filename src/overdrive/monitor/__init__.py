@@ -24,7 +24,7 @@ from ._alerts import Alerts
 from ._default import measure, metrics_text
 from ._faults import TierFaults
 from ._measure import Measure
-from ._metrics import Metrics
+from ._metrics import Metrics, sum_by
 from ._op_meters import OpMeterBook
 from ._prometheus import CONTENT_TYPE, prometheus_text
 from ._series import Counter, Gauge, Histogram
@@ -51,4 +51,5 @@ __all__ = [
     "metrics_text",
     "names",
     "prometheus_text",
+    "sum_by",
 ]

@@ -6,7 +6,7 @@ The series kinds live in ``_series`` and are re-exported here.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar, cast
 
 from .._clock import Clock, SystemClock
@@ -16,7 +16,7 @@ from ._series import Counter, Gauge, Histogram
 from ._window import Window, WindowedCounter, WindowedHistogram, merge_windows
 from .names import METRIC_HELP, Kind, check_kind, check_labels, check_name
 
-__all__ = ["Counter", "Family", "Gauge", "Histogram", "LabelKey", "Metrics"]
+__all__ = ["Counter", "Family", "Gauge", "Histogram", "LabelKey", "Metrics", "sum_by"]
 
 LabelKey = tuple[tuple[str, str], ...]
 S = TypeVar("S")
@@ -212,6 +212,22 @@ class Metrics:
             f"Metrics(counters={len(self._counters)}, gauges={len(self._gauges)}, "
             f"histograms={len(self._histograms)})"
         )
+
+
+def sum_by(counters: Iterable[Mapping[str, Any]], name: str, label: str) -> dict[str, float]:
+    """The counters ``name`` of a :meth:`Metrics.snapshot` summed per value of ``label``.
+
+    Series without the label are left out; the values come sorted.
+
+    >>> sum_by([{"name": "c", "labels": {"model": "m"}, "value": 0.5}] * 2, "c", "model")
+    {'m': 1.0}
+    """
+    found: dict[str, float] = {}
+    for c in counters:
+        value = c["labels"].get(label)
+        if c["name"] == name and value is not None:
+            found[value] = found.get(value, 0.0) + float(c["value"])
+    return dict(sorted(found.items()))
 
 
 def _matching(table: dict[tuple[str, LabelKey], S], name: str, labels: dict[str, str]) -> list[S]:
